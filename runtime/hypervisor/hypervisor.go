@@ -1,0 +1,151 @@
+// Package hypervisor defines the seam between podvisor's lifecycle logic and
+// whatever runs virtual machines: libvirt on a real node, the simulated
+// hypervisor in fakes/simhv for tests and scale runs.
+//
+// Domains are addressed by name. podvisor derives the name from the
+// container ID, so it is unique and stable across daemon restarts.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when the named domain does not exist.
+var ErrNotFound = errors.New("domain not found")
+
+// ErrInvalidState is returned (wrapped) when an operation is not valid in the
+// domain's current state, for example starting a running domain.
+var ErrInvalidState = errors.New("operation invalid in the domain's state")
+
+// ErrUnimplemented is returned (wrapped) by optional features a hypervisor
+// does not provide (for example the guest agent before it is built).
+var ErrUnimplemented = errors.New("not implemented by this hypervisor")
+
+// State is the coarse state of a domain, after libvirt's virDomainState.
+type State int
+
+const (
+	StateUnknown  State = iota
+	StateShutoff        // defined and not running
+	StateRunning        // running (booting counts as running)
+	StatePaused         // paused by an operator or by the hypervisor
+	StateShutdown       // an ACPI shutdown is in progress
+	StateCrashed        // the guest crashed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateShutoff:
+		return "shutoff"
+	case StateRunning:
+		return "running"
+	case StatePaused:
+		return "paused"
+	case StateShutdown:
+		return "shutdown"
+	case StateCrashed:
+		return "crashed"
+	default:
+		return "unknown"
+	}
+}
+
+// Reason says why a domain is in its state. The strings follow libvirt's
+// reason names (virDomainShutoffReason and friends) so logs read the same on
+// the simulated and the real hypervisor.
+type Reason string
+
+const (
+	ReasonUnknown   Reason = "unknown"
+	ReasonDefined   Reason = "defined"   // shut off, never started
+	ReasonBooted    Reason = "booted"    // running after start
+	ReasonShutdown  Reason = "shutdown"  // shut off by the guest (ACPI or poweroff)
+	ReasonDestroyed Reason = "destroyed" // shut off by a hard stop
+	ReasonCrashed   Reason = "crashed"   // the guest or the emulator crashed
+	ReasonFailed    Reason = "failed"    // the emulator failed to start
+	ReasonUser      Reason = "user"      // paused by request
+)
+
+// DomainStatus describes one domain as the hypervisor sees it.
+type DomainStatus struct {
+	Name   string
+	UUID   string
+	State  State
+	Reason Reason
+	// StartedAt is when the domain last started; zero if never.
+	StartedAt time.Time
+	// FinishedAt is when the domain last stopped running; zero if it has not.
+	FinishedAt time.Time
+	// ExitCode is meaningful once the domain stopped after running: 0 for a
+	// clean guest shutdown, non-zero for a destroy or a crash.
+	ExitCode int32
+	// PID of the emulator process while running (0 when not known or not
+	// running). Restart tests use it to prove a VM was not restarted.
+	PID int
+}
+
+// Stats are resource usage figures of a running domain.
+type Stats struct {
+	Timestamp time.Time
+	// CPUTime is the total CPU time consumed by the domain.
+	CPUTime time.Duration
+	// MemoryBytes is the memory currently used by the guest (RSS of the
+	// emulator where the guest balloon is not reporting).
+	MemoryBytes uint64
+	// MemoryLimitBytes is the guest's configured memory.
+	MemoryLimitBytes uint64
+}
+
+// Info describes the hypervisor itself, for Version and Status.
+type Info struct {
+	// Name is a short name: "sim" or "libvirt".
+	Name string
+	// Version is the hypervisor's own version string.
+	Version string
+	// Accelerator is "kvm", "tcg" or "sim".
+	Accelerator string
+}
+
+// Hypervisor runs domains described by libvirt domain XML.
+//
+// Every method that waits takes a context. Errors wrap ErrNotFound or
+// ErrInvalidState where they apply so that callers can be idempotent.
+type Hypervisor interface {
+	// Info describes the hypervisor.
+	Info(ctx context.Context) (Info, error)
+	// Define registers a domain from its XML without starting it and
+	// returns its status (shut off, reason defined).
+	Define(ctx context.Context, domainXML string) (DomainStatus, error)
+	// Start boots a defined, shut off domain.
+	Start(ctx context.Context, name string) error
+	// Shutdown asks the guest to power off (ACPI). It returns once the
+	// request is delivered; the guest may ignore it.
+	Shutdown(ctx context.Context, name string) error
+	// Destroy stops the domain at once. Destroying a shut off domain
+	// succeeds.
+	Destroy(ctx context.Context, name string) error
+	// Undefine removes a shut off domain's definition.
+	Undefine(ctx context.Context, name string) error
+	// Status reports a domain's state.
+	Status(ctx context.Context, name string) (DomainStatus, error)
+	// List reports every domain the hypervisor knows, ours or not.
+	List(ctx context.Context) ([]DomainStatus, error)
+	// XML returns the domain's current definition.
+	XML(ctx context.Context, name string) (string, error)
+	// Console opens the domain's serial console: what the guest prints is
+	// read, what is written is typed into it. Closing it detaches without
+	// affecting the domain. At most one console is open per domain at a
+	// time; a second Open fails with ErrInvalidState.
+	Console(ctx context.Context, name string) (io.ReadWriteCloser, error)
+	// Stats reports resource usage of a running domain.
+	Stats(ctx context.Context, name string) (Stats, error)
+	// AgentCommand sends a QEMU guest agent command (JSON) and returns the
+	// agent's JSON reply. Implementations without an agent channel return
+	// ErrUnimplemented.
+	AgentCommand(ctx context.Context, name string, command string, timeout time.Duration) (string, error)
+	// Close releases the connection. Domains keep running.
+	Close() error
+}
