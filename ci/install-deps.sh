@@ -1,0 +1,40 @@
+#!/bin/bash
+# Installs every Debian package named in ci/deps-*.txt (one per line, '#'
+# comments allowed). Idempotent: when all packages are already installed it
+# only runs dpkg -s and returns, so a second run takes about a second.
+# Must run as root.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+mapfile -t pkgs < <(cat "$here"/deps-*.txt | sed -e 's/#.*//' -e 's/[[:space:]]//g' | grep -v '^$' | sort -u)
+if [ "${#pkgs[@]}" -eq 0 ]; then
+	echo "install-deps: no packages listed in $here/deps-*.txt"
+	exit 0
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	# dpkg -s succeeds for removed-but-configured packages too; check Status.
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+	echo "install-deps: all ${#pkgs[@]} packages already installed"
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: must run as root to install: ${missing[*]}" >&2
+	exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Other installers may hold the dpkg lock (parallel CI steps): wait for it.
+apt_opts=(-q -o DPkg::Lock::Timeout=900)
+apt-get "${apt_opts[@]}" update
+# Recommends stay on: libvirt's QEMU driver and firmware arrive that way.
+apt-get "${apt_opts[@]}" install -y "${missing[@]}"
