@@ -1,0 +1,42 @@
+package pod
+
+import (
+	"context"
+	"time"
+)
+
+// Network sets up and tears down a pod's network. Implementations: CNI in a
+// network namespace (runtime/network) and fakes/fakenet.
+type Network interface {
+	// Setup creates the pod network for sb and reports it.
+	Setup(ctx context.Context, sb *Sandbox) (*NetworkStatus, error)
+	// Teardown removes everything Setup made for sb. It succeeds when there
+	// is nothing to remove, so a retried or repeated call is harmless.
+	Teardown(ctx context.Context, sb *Sandbox) error
+}
+
+// Images gives the local file of a pulled image.
+type Images interface {
+	// Resolve returns the image file and its ref (sha256:<hex>) for an
+	// image name or ref; an image that is not pulled is an error wrapping
+	// errdefs.ErrNotFound.
+	Resolve(ctx context.Context, image string) (path, ref string, err error)
+}
+
+// VMAssembler turns a container request into everything the hypervisor
+// needs: root disk, cloud-init drive, domain XML. It owns the files it makes
+// under the container's Dir.
+type VMAssembler interface {
+	// Assemble prepares the VM of c in sb from the image at imagePath and
+	// returns the domain XML. On error it leaves nothing behind.
+	Assemble(ctx context.Context, sb *Sandbox, c *Container, imagePath string) (domainXML string, err error)
+}
+
+// Clock tells the time; tests pass a fake.
+type Clock interface {
+	Now() time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
