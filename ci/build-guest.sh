@@ -1,0 +1,245 @@
+#!/bin/bash
+# Builds podvisor's test guest offline: a Debian kernel, a busybox initramfs
+# and a FAT disk booted by syslinux, packed as OUTDIR/podvisor-test-guest.qcow2
+# (about 11 MB). No mounts are needed (the host kernel lacks vfat/iso9660).
+#
+#   ci/build-guest.sh OUTDIR
+#
+# The result is cached: nothing is rebuilt while the qcow2 exists and this
+# script is unchanged (its sha256 is stored beside the image).
+#
+# What the guest does at boot (/etc/rcS under busybox init):
+#  - mounts proc, sys, dev; loads virtio/storage/fs/ACPI modules
+#  - finds a cloud-init drive: NoCloud (label cidata, iso9660 or vfat) or
+#    ConfigDrive (label config-2); sets the hostname from meta-data
+#    local-hostname or meta_data.json hostname
+#  - DHCP on every ethN (udhcpc, routes incl. option 121, MTU, DNS)
+#  - runs user-data when it starts with "#!" (output on the console)
+#  - answers on TCP 8080 with its hostname (raw, no request needed) and
+#    serves the hostname over HTTP on port 80
+#  - powers off on the ACPI power button (virsh shutdown)
+#  - prints on ttyS0:  PODVISOR-GUEST: hostname=<name>
+#                      PODVISOR-GUEST: ip=<addr>      (one per interface)
+#                      PODVISOR-GUEST: ready
+#  - keeps a root shell on ttyS0 (respawned)
+set -euo pipefail
+
+out="${1:?usage: $0 OUTDIR}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+image="$out/podvisor-test-guest.qcow2"
+stamp="$image.script-sha256"
+self="$(readlink -f "${BASH_SOURCE[0]}")"
+want="$(sha256sum "$self" | cut -d' ' -f1)"
+
+if [ -f "$image" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+	echo "build-guest: $image is up to date"
+	exit 0
+fi
+
+for tool in busybox mkfs.vfat syslinux mcopy cpio gzip qemu-img depmod modprobe dpkg apt-get; do
+	command -v "$tool" >/dev/null || { echo "build-guest: $tool missing (run ci/install-deps.sh)" >&2; exit 1; }
+done
+[ -f /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || [ -f /usr/lib/syslinux/ldlinux.c32 ] || true
+
+work="$(mktemp -d "$out/.build.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# --- kernel -----------------------------------------------------------------
+kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+if [ -z "$kpkg" ]; then
+	# apt's lists are missing on a fresh machine.
+	DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=900 update >/dev/null
+	kpkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+fi
+[ -n "$kpkg" ] || { echo "build-guest: cannot tell the kernel package from 'apt-cache depends linux-image-amd64'" >&2; exit 1; }
+cache="$out/.cache"
+mkdir -p "$cache"
+deb="$(ls "$cache"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true)"
+if [ -z "$deb" ]; then
+	(cd "$cache" && apt-get -q download "$kpkg" 2>&1 | grep -v 'unsandboxed as root' || true)
+	deb="$(ls "$cache"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true)"
+	[ -n "$deb" ] || { echo "build-guest: apt-get download $kpkg failed" >&2; exit 1; }
+fi
+dpkg -x "$deb" kpkg
+kver="$(ls kpkg/lib/modules | head -n1)"
+depmod -b kpkg "$kver"
+
+# --- rootfs -----------------------------------------------------------------
+root="$work/root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/acpi/PWRF,proc,sys,dev,run,tmp,mnt/cidata,root,www,lib/modules,var/log}
+cp "$(command -v busybox)" "$root/bin/busybox"
+for applet in $(busybox --list-full); do
+	[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+done
+ln -s /bin/busybox "$root/init"
+
+# Modules, loaded in dependency order by insmod from a list.
+modules="virtio_pci virtio_blk virtio_scsi virtio_net virtio_console virtio_balloon
+	sd_mod sr_mod ata_piix ata_generic isofs vfat nls_cp437 nls_iso8859_1 nls_utf8 ext4
+	9p 9pnet_virtio virtiofs button evdev"
+: >"$root/etc/modules.list"
+# shellcheck disable=SC2086
+modprobe -d kpkg -S "$kver" -a --show-depends $modules | awk '$1 == "insmod" {print $2}' | awk '!seen[$0]++' |
+	while read -r ko; do
+		rel="${ko#"$work"/kpkg}"
+		rel="${rel#kpkg}"
+		mkdir -p "$root/$(dirname "$rel")"
+		cp "kpkg/$rel" "$root/$rel"
+		echo "$rel" >>"$root/etc/modules.list"
+	done
+
+cat >"$root/etc/inittab" <<'EOF'
+::sysinit:/etc/rcS
+ttyS0::respawn:-/bin/sh
+::ctrlaltdel:/sbin/poweroff
+::shutdown:/bin/sync
+::shutdown:/bin/umount -a -r
+EOF
+
+cat >"$root/etc/rcS" <<'EOF'
+#!/bin/sh
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+say() { echo "PODVISOR-GUEST: $*"; }
+
+while read -r ko; do insmod "$ko" 2>/dev/null; done </etc/modules.list
+hostname podvisor-guest
+
+# Cloud-init drive: NoCloud (cidata) or ConfigDrive (config-2).
+mount_drive() {
+	for try in 1 2 3 4 5 6 7 8 9 10; do
+		for dev in /dev/sr* /dev/vd* /dev/sd* /dev/hd*; do
+			[ -b "$dev" ] || continue
+			for fs in iso9660 vfat; do
+				mount -o ro -t $fs "$dev" /mnt/cidata 2>/dev/null || continue
+				if [ -f /mnt/cidata/meta-data ] || [ -f /mnt/cidata/openstack/latest/meta_data.json ]; then
+					return 0
+				fi
+				umount /mnt/cidata
+			done
+		done
+		sleep 0.5
+	done
+	return 1
+}
+userdata=
+if mount_drive; then
+	if [ -f /mnt/cidata/meta-data ]; then
+		name=$(sed -n 's/^local-hostname:[[:space:]]*//p' /mnt/cidata/meta-data | tr -d "\"'\r" | head -n1)
+		userdata=/mnt/cidata/user-data
+	else
+		name=$(tr ',' '\n' </mnt/cidata/openstack/latest/meta_data.json |
+			sed -n 's/.*"hostname"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' | head -n1)
+		userdata=/mnt/cidata/openstack/latest/user_data
+	fi
+	[ -n "$name" ] && hostname "$name"
+else
+	echo "podvisor-guest: no cloud-init drive found"
+fi
+echo "127.0.0.1 localhost $(hostname)" >/etc/hosts
+say "hostname=$(hostname)"
+
+# The ACPI power button (virsh shutdown) runs /etc/acpi/PWRF/00000080.
+acpid -l /run/acpid.log
+ip link set lo up
+
+for path in /sys/class/net/eth*; do
+	[ -e "$path" ] || continue
+	iface=${path##*/}
+	ip link set "$iface" up
+	udhcpc -i "$iface" -s /etc/udhcpc.sh -t 10 -T 2 -A 5 -b -p "/run/udhcpc.$iface.pid" -x "hostname:$(hostname)" >/run/udhcpc.$iface.log 2>&1
+	addr=$(ip -4 -o addr show dev "$iface" | sed -n 's/.* inet \([0-9.]*\)\/.*/\1/p' | head -n1)
+	say "ip=${addr:-none}"
+done
+
+# Port 8080 answers the hostname at once; port 80 serves it over HTTP.
+( while true; do nc -ll -p 8080 -e /bin/hostname; sleep 1; done ) >/dev/null 2>&1 &
+hostname >/www/index.html
+httpd -p 80 -h /www
+
+if [ -n "$userdata" ] && [ -f "$userdata" ] && [ "$(head -c 2 "$userdata")" = "#!" ]; then
+	cp "$userdata" /run/user-data
+	chmod +x /run/user-data
+	/run/user-data
+	echo "podvisor-guest: user-data exited with $?"
+fi
+say ready
+EOF
+
+cat >"$root/etc/udhcpc.sh" <<'EOF'
+#!/bin/sh
+# udhcpc event script: configure $interface from the lease.
+case "$1" in
+deconfig)
+	ip -4 addr flush dev "$interface"
+	ip link set "$interface" up
+	;;
+bound|renew)
+	[ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+	ip -4 addr flush dev "$interface"
+	ip addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+	while ip route del default dev "$interface" 2>/dev/null; do :; done
+	if [ -n "$staticroutes" ]; then
+		# RFC 3442: with classless routes the router option is ignored.
+		set -- $staticroutes
+		while [ $# -ge 2 ]; do
+			if [ "$2" = "0.0.0.0" ]; then
+				ip route replace "$1" dev "$interface"
+			else
+				ip route replace "$1" via "$2" dev "$interface" onlink
+			fi
+			shift 2
+		done
+	elif [ -n "$router" ]; then
+		set -- $router
+		ip route replace default via "$1" dev "$interface" onlink
+	fi
+	: >/etc/resolv.conf
+	[ -n "$search" ] && echo "search $search" >>/etc/resolv.conf
+	[ -z "$search" ] && [ -n "$domain" ] && echo "search $domain" >>/etc/resolv.conf
+	for ns in $dns; do echo "nameserver $ns" >>/etc/resolv.conf; done
+	;;
+esac
+exit 0
+EOF
+
+cat >"$root/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+echo "podvisor-guest: ACPI power button, powering off" >/dev/console
+exec poweroff
+EOF
+chmod +x "$root/etc/rcS" "$root/etc/udhcpc.sh" "$root/etc/acpi/PWRF/00000080"
+echo 'root::0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+echo 'root:x:0:' >"$root/etc/group"
+
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9 >initrd.gz
+
+# --- boot disk ----------------------------------------------------------------
+cat >syslinux.cfg <<'EOF'
+SERIAL 0 115200
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL vmlinuz
+  INITRD initrd.gz
+  APPEND console=ttyS0,115200 quiet
+EOF
+cp "kpkg/boot/vmlinuz-$kver" vmlinuz
+size_mb=$(( ($(stat -c %s vmlinuz) + $(stat -c %s initrd.gz)) / 1048576 + 8 ))
+truncate -s "${size_mb}M" disk.raw
+mkfs.vfat -n PODVISOR disk.raw >/dev/null
+syslinux --install disk.raw
+mcopy -i disk.raw syslinux.cfg vmlinuz initrd.gz ::/
+qemu-img convert -c -O qcow2 disk.raw "$work/guest.qcow2"
+mv "$work/guest.qcow2" "$image"
+echo "$want" >"$stamp"
+echo "build-guest: built $image (kernel $kver, $(du -h "$image" | cut -f1))"
