@@ -1,0 +1,144 @@
+package annotations
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"libvirt.org/go/libvirtxml"
+	"sigs.k8s.io/yaml"
+)
+
+const cpuSettingAccepted = "a YAML or JSON libvirt <cpu> definition, e.g. \"mode: host-passthrough\" or " +
+	"\"mode: custom\\nmodel:\\n  value: Westmere\\nfeatures:\\n- name: avx\\n  policy: disable\""
+
+// cpuSetting parses VirtletLibvirtCPUSetting: the fields of libvirt's <cpu>
+// element as YAML, the way Virtlet read it into libvirtxml.DomainCPU.
+// Unknown fields are refused so that a typo does not silently give another CPU.
+func (p *parser) cpuSetting(vcpus int) *libvirtxml.DomainCPU {
+	v, ok := p.ann[KeyLibvirtCPUSetting]
+	if !ok || strings.TrimSpace(v) == "" {
+		return nil
+	}
+	var cpu libvirtxml.DomainCPU
+	if err := yaml.UnmarshalStrict([]byte(v), &cpu); err != nil {
+		p.fail(KeyLibvirtCPUSetting, v, cpuSettingAccepted, yamlError(err))
+		return nil
+	}
+	cpu.XMLName.Space, cpu.XMLName.Local = "", ""
+	if err := checkCPU(&cpu, vcpus); err != nil {
+		p.fail(KeyLibvirtCPUSetting, v, cpuSettingAccepted, err)
+		return nil
+	}
+	return &cpu
+}
+
+func oneOf(field, v string, allowed ...string) error {
+	if v == "" {
+		return nil
+	}
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q is not one of %s", field, v, strings.Join(allowed, ", "))
+}
+
+// checkCPU refuses what libvirt's schema or its topology check would refuse,
+// so the user learns it at CreateContainer, with the annotation named.
+func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(oneOf("mode", c.Mode, "custom", "host-model", "host-passthrough", "maximum"))
+	add(oneOf("match", c.Match, "minimum", "exact", "strict"))
+	add(oneOf("check", c.Check, "none", "partial", "full"))
+	add(oneOf("migratable", c.Migratable, "on", "off"))
+	if c.DeprecatedFeatures != "" {
+		errs = append(errs, errors.New("deprecatedfeatures is not supported by podvisor"))
+	}
+	if c.Vendor != "" && (c.Model == nil || c.Model.Value == "") {
+		errs = append(errs, errors.New("vendor needs model.value"))
+	}
+	if c.Mode == "custom" || c.Mode == "" {
+		if c.Model == nil || c.Model.Value == "" {
+			if c.Mode == "custom" || len(c.Features) > 0 || c.Vendor != "" {
+				errs = append(errs, errors.New("mode custom needs model.value (a CPU model name such as Westmere)"))
+			}
+		}
+	}
+	if m := c.Model; m != nil {
+		add(oneOf("model.fallback", m.Fallback, "allow", "forbid"))
+		if strings.ContainsAny(m.Value, "\x00\n") {
+			errs = append(errs, fmt.Errorf("model.value %q is not a CPU model name", m.Value))
+		}
+		if m.VendorID != "" && (len(m.VendorID) != 12 || strings.Contains(m.VendorID, ",")) {
+			errs = append(errs, fmt.Errorf("model.vendorid %q is not 12 characters without ','", m.VendorID))
+		}
+	}
+	if t := c.Topology; t != nil {
+		switch {
+		case t.Clusters != 0:
+			errs = append(errs, errors.New("topology.clusters is not supported by podvisor"))
+		case t.Sockets < 1 || t.Cores < 1 || t.Threads < 1 || t.Dies < 0:
+			errs = append(errs, errors.New("topology needs sockets, cores and threads of at least 1"))
+		case t.Sockets > MaxVCPUCount || t.Cores > MaxVCPUCount || t.Threads > MaxVCPUCount || t.Dies > MaxVCPUCount:
+			errs = append(errs, fmt.Errorf("topology values must not exceed %d", MaxVCPUCount))
+		default:
+			if n := t.Sockets * max(t.Dies, 1) * t.Cores * t.Threads; n != vcpus {
+				errs = append(errs, fmt.Errorf("topology gives %d vCPUs but %s is %d: they must be equal", n, KeyVCPUCount, vcpus))
+			}
+		}
+	}
+	if ca := c.Cache; ca != nil {
+		add(oneOf("cache.mode", ca.Mode, "emulate", "passthrough", "disable"))
+		if ca.Mode == "" {
+			errs = append(errs, errors.New("cache needs mode (emulate, passthrough or disable)"))
+		}
+		if ca.Level > 3 {
+			errs = append(errs, fmt.Errorf("cache.level %d is not 1, 2 or 3", ca.Level))
+		}
+	}
+	if mp := c.MaxPhysAddr; mp != nil {
+		add(oneOf("maxphysaddr.mode", mp.Mode, "emulate", "passthrough"))
+		if mp.Mode == "" {
+			errs = append(errs, errors.New("maxphysaddr needs mode (emulate or passthrough)"))
+		}
+		if mp.Limit != 0 {
+			errs = append(errs, errors.New("maxphysaddr.limit is not supported by podvisor"))
+		}
+	}
+	for i := range c.Features {
+		f := &c.Features[i]
+		if !validFeatureName(f.Name) {
+			errs = append(errs, fmt.Errorf("features[%d].name %q is not a feature name such as vmx (letters, digits, '-', '_', '.')", i, f.Name))
+		}
+		// libvirt reads a guest feature without policy as "require"; say so
+		// explicitly because its schema wants the attribute.
+		if f.Policy == "" {
+			f.Policy = "require"
+		}
+		add(oneOf(fmt.Sprintf("features[%d].policy", i), f.Policy, "force", "require", "optional", "disable", "forbid"))
+	}
+	if c.Numa != nil {
+		errs = append(errs, errors.New("numa is not supported by podvisor"))
+	}
+	return errors.Join(errs...)
+}
+
+func validFeatureName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || isDigit(c) || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
