@@ -1,0 +1,409 @@
+package pod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/hypervisor"
+)
+
+// DomainName is the hypervisor name of a container's VM: short (QEMU puts
+// it in socket paths), unique, and derived from the ID so that it survives
+// a restart of podvisor.
+func DomainName(containerID string) string {
+	if len(containerID) > 16 {
+		containerID = containerID[:16]
+	}
+	return "podvisor-" + containerID
+}
+
+// CreateContainer defines the VM of a sandbox's container. podvisor runs one
+// VM per pod: while a container of the sandbox is created or running, a
+// second one is refused.
+func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg ContainerConfig) (string, error) {
+	if cfg.Name == "" {
+		return "", errdefs.InvalidArgumentf("container config: metadata.name is required")
+	}
+	if cfg.Image == "" {
+		return "", errdefs.InvalidArgumentf("container config: image.image is required")
+	}
+	sbID, err := m.resolveSandbox(sandboxID)
+	if err != nil {
+		return "", err
+	}
+	unlockSB := m.locks.lock(sbID)
+	defer unlockSB()
+	sb := m.getSandbox(sbID)
+	if sb == nil {
+		return "", errdefs.NotFoundf("sandbox %q not found", sandboxID)
+	}
+	if sb.State != SandboxReady {
+		return "", errdefs.FailedPreconditionf("sandbox %s is not ready: containers can only be created in a ready sandbox", sbID)
+	}
+	for _, other := range m.ListContainers(ContainerFilter{SandboxID: sbID}) {
+		if other.Config.Name == cfg.Name && other.Config.Attempt == cfg.Attempt {
+			return "", errdefs.AlreadyExistsf("container %q attempt %d already exists in sandbox %s as %s", cfg.Name, cfg.Attempt, sbID, other.ID)
+		}
+		if other.State != ContainerExited {
+			return "", errdefs.FailedPreconditionf("podvisor runs one VM per pod: sandbox %s already has container %s (%q, %s); a second container is refused until it has exited",
+				sbID, other.ID, other.Config.Name, other.State)
+		}
+	}
+	imagePath, imageRef, err := m.cfg.Images.Resolve(ctx, cfg.Image)
+	if err != nil {
+		return "", fmt.Errorf("resolving image %q: %w", cfg.Image, err)
+	}
+
+	id := newID()
+	unlock := m.locks.lock(id)
+	defer unlock()
+	name := DomainName(id)
+	c := &Container{
+		ID:         id,
+		SandboxID:  sbID,
+		Config:     cfg,
+		ImageRef:   imageRef,
+		DomainName: name,
+		State:      ContainerCreated,
+		CreatedAt:  m.clock.Now(),
+		Dir:        containerDir(m.cfg.StateDir, name),
+	}
+	if cfg.LogPath != "" && sb.Config.LogDirectory != "" {
+		c.LogPath = filepath.Join(sb.Config.LogDirectory, cfg.LogPath)
+	}
+	log := m.log.With("pod", sbID, "container", id, "domain", name)
+
+	domainXML, err := m.cfg.Assembler.Assemble(ctx, sb, c, imagePath)
+	if err != nil {
+		_ = removeDir(c.Dir)
+		return "", fmt.Errorf("preparing the VM of container %q: %w", cfg.Name, err)
+	}
+	if _, err := m.hv.Define(ctx, domainXML); err != nil {
+		_ = removeDir(c.Dir)
+		return "", fmt.Errorf("defining the VM of container %q: %w", cfg.Name, err)
+	}
+	if err := m.putContainer(c); err != nil {
+		cctx := context.WithoutCancel(ctx)
+		if uerr := m.hv.Undefine(cctx, name); uerr != nil {
+			log.Error("undefining the VM of a container that could not be saved", "err", uerr)
+		}
+		_ = removeDir(c.Dir)
+		return "", err
+	}
+	log.Info("container created", "image", cfg.Image, "imageRef", imageRef)
+	return id, nil
+}
+
+// StartContainer boots the container's VM.
+func (m *Manager) StartContainer(ctx context.Context, id string) error {
+	id, err := m.resolveContainer(id)
+	if err != nil {
+		return err
+	}
+	unlock := m.locks.lock(id)
+	defer unlock()
+	c := m.getContainer(id)
+	if c == nil {
+		return errdefs.NotFoundf("container %q not found", id)
+	}
+	if c.State != ContainerCreated {
+		return errdefs.FailedPreconditionf("container %s is %s: only a created container can be started", id, c.State)
+	}
+	log := m.log.With("pod", c.SandboxID, "container", id, "domain", c.DomainName)
+	if err := m.hv.Start(ctx, c.DomainName); err != nil {
+		cp := *c
+		m.markExited(&cp, m.clock.Now(), 128, "StartError", err.Error())
+		if perr := m.putContainer(&cp); perr != nil {
+			log.Error("saving a container that failed to start", "err", perr)
+		}
+		return fmt.Errorf("starting the VM of container %s: %w", id, err)
+	}
+	cp := *c
+	cp.State = ContainerRunning
+	cp.StartedAt = m.clock.Now()
+	if err := m.putContainer(&cp); err != nil {
+		return err
+	}
+	m.startConsole(&cp)
+	log.Info("container started")
+	return nil
+}
+
+// StopContainer asks the guest to power off (ACPI), repeating the request
+// until timeout, then destroys the VM. A missing or stopped container is not
+// an error.
+func (m *Manager) StopContainer(ctx context.Context, id string, timeout time.Duration) error {
+	rid, err := m.resolveContainer(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		m.log.Info("StopContainer: no such container; nothing to do", "container", id)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	id = rid
+	unlock := m.locks.lock(id)
+	defer unlock()
+	c := m.getContainer(id)
+	if c == nil {
+		return nil
+	}
+	c, err = m.syncContainer(ctx, c)
+	if err != nil {
+		return err
+	}
+	if c.State != ContainerRunning {
+		return nil
+	}
+	log := m.log.With("pod", c.SandboxID, "container", id, "domain", c.DomainName)
+	deadline := m.clock.Now().Add(timeout)
+	stopped := false
+	if timeout > 0 {
+		log.Info("stopping container: ACPI shutdown", "timeout", timeout)
+		stopped, err = m.shutdownUntil(ctx, c.DomainName, deadline)
+		if err != nil {
+			return err
+		}
+	}
+	forced := !stopped
+	if forced {
+		log.Info("stopping container: destroying the VM")
+		if err := m.hv.Destroy(ctx, c.DomainName); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+			return fmt.Errorf("destroying the VM of container %s: %w", id, err)
+		}
+	}
+	st, err := m.hv.Status(ctx, c.DomainName)
+	cp := *c
+	switch {
+	case errors.Is(err, hypervisor.ErrNotFound):
+		m.markExited(&cp, m.clock.Now(), 137, "Error", "the VM's domain disappeared while stopping")
+	case err != nil:
+		return fmt.Errorf("reading state of VM %s after stop: %w", c.DomainName, err)
+	case st.State == hypervisor.StateShutoff || st.State == hypervisor.StateCrashed:
+		code, reason, msg := exitOf(st)
+		if forced && st.Reason == hypervisor.ReasonDestroyed {
+			msg = fmt.Sprintf("the VM was destroyed: it did not power off within the %s grace period", timeout)
+		}
+		m.markExited(&cp, nonZero(st.FinishedAt, m.clock.Now()), code, reason, msg)
+	default:
+		return fmt.Errorf("VM %s is still %s after destroy", c.DomainName, st.State)
+	}
+	if err := m.putContainer(&cp); err != nil {
+		return err
+	}
+	log.Info("container stopped", "exitCode", cp.ExitCode, "reason", cp.Reason)
+	return nil
+}
+
+// shutdownUntil repeats ACPI shutdown until the domain is off or the
+// deadline passes; it reports whether the domain went off.
+func (m *Manager) shutdownUntil(ctx context.Context, name string, deadline time.Time) (bool, error) {
+	const poll = 100 * time.Millisecond
+	var lastACPI time.Time
+	for {
+		st, err := m.hv.Status(ctx, name)
+		if errors.Is(err, hypervisor.ErrNotFound) {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("reading state of VM %s: %w", name, err)
+		}
+		if st.State == hypervisor.StateShutoff || st.State == hypervisor.StateCrashed {
+			return true, nil
+		}
+		now := m.clock.Now()
+		if !now.Before(deadline) {
+			return false, nil
+		}
+		if lastACPI.IsZero() || now.Sub(lastACPI) >= m.cfg.ShutdownRetry {
+			if err := m.hv.Shutdown(ctx, name); err != nil && !errors.Is(err, hypervisor.ErrInvalidState) {
+				m.log.Warn("ACPI shutdown request failed; will retry or destroy", "domain", name, "err", err)
+			}
+			lastACPI = now
+		}
+		wait := poll
+		if left := deadline.Sub(now); left < wait {
+			wait = left
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// RemoveContainer destroys and undefines the container's VM and deletes its
+// disks. A missing container is not an error.
+func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
+	rid, err := m.resolveContainer(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		m.log.Info("RemoveContainer: no such container; nothing to do", "container", id)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	id = rid
+	if err := m.StopContainer(ctx, id, 0); err != nil {
+		return err
+	}
+	unlock := m.locks.lock(id)
+	defer unlock()
+	c := m.getContainer(id)
+	if c == nil {
+		return nil
+	}
+	m.stopConsole(id)
+	if err := m.hv.Destroy(ctx, c.DomainName); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		return fmt.Errorf("destroying the VM of container %s: %w", id, err)
+	}
+	if err := m.hv.Undefine(ctx, c.DomainName); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		return fmt.Errorf("undefining the VM of container %s: %w", id, err)
+	}
+	if err := removeDir(c.Dir); err != nil {
+		return fmt.Errorf("removing the disks of container %s: %w", id, err)
+	}
+	if err := m.deleteContainer(id); err != nil {
+		return err
+	}
+	m.log.Info("container removed", "pod", c.SandboxID, "container", id)
+	return nil
+}
+
+// ContainerStatus returns a container with its state freshly read from the
+// hypervisor.
+func (m *Manager) ContainerStatus(ctx context.Context, id string) (Container, error) {
+	rid, err := m.resolveContainer(id)
+	if err != nil {
+		return Container{}, err
+	}
+	c := m.refresh(ctx, rid)
+	if c == nil {
+		return Container{}, errdefs.NotFoundf("container %q not found", id)
+	}
+	return *c, nil
+}
+
+// ListContainers returns the containers matching f, oldest first. States
+// come from the monitor's last look, not from the hypervisor, so listing
+// stays cheap with many VMs.
+func (m *Manager) ListContainers(f ContainerFilter) []Container {
+	m.mu.RLock()
+	out := make([]Container, 0, len(m.containers))
+	for _, c := range m.containers {
+		if f.ID != "" && !hasPrefix(c.ID, f.ID) {
+			continue
+		}
+		if f.SandboxID != "" && !hasPrefix(c.SandboxID, f.SandboxID) {
+			continue
+		}
+		if f.State != nil && c.State != *f.State {
+			continue
+		}
+		if !labelsMatch(c.Config.Labels, f.LabelSelector) {
+			continue
+		}
+		out = append(out, *c)
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Stats returns resource usage of a running container's VM.
+func (m *Manager) Stats(ctx context.Context, id string) (Container, hypervisor.Stats, error) {
+	c, err := m.ContainerStatus(ctx, id)
+	if err != nil {
+		return Container{}, hypervisor.Stats{}, err
+	}
+	if c.State != ContainerRunning {
+		return c, hypervisor.Stats{Timestamp: m.clock.Now()}, nil
+	}
+	st, err := m.hv.Stats(ctx, c.DomainName)
+	if err != nil {
+		if errors.Is(err, hypervisor.ErrInvalidState) || errors.Is(err, hypervisor.ErrNotFound) {
+			return c, hypervisor.Stats{Timestamp: m.clock.Now()}, nil
+		}
+		return c, hypervisor.Stats{}, fmt.Errorf("reading stats of VM %s: %w", c.DomainName, err)
+	}
+	return c, st, nil
+}
+
+// ReopenContainerLog reopens the console log file after kubelet rotated it.
+func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
+	c, err := m.ContainerStatus(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.State != ContainerRunning {
+		return errdefs.FailedPreconditionf("container %s is %s: only a running container's log can be reopened", c.ID, c.State)
+	}
+	m.mu.RLock()
+	cons := m.consoles[c.ID]
+	m.mu.RUnlock()
+	if cons == nil || cons.log == nil {
+		return errdefs.FailedPreconditionf("container %s has no console log (no log path was given)", c.ID)
+	}
+	if err := cons.log.Reopen(); err != nil {
+		return fmt.Errorf("reopening the log of container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// resolveSandbox maps an ID or unique ID prefix to a sandbox ID.
+func (m *Manager) resolveSandbox(id string) (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if _, ok := m.sandboxes[id]; ok {
+		return id, nil
+	}
+	var keys []string
+	for k := range m.sandboxes {
+		keys = append(keys, k)
+	}
+	return resolvePrefix("sandbox", id, keys)
+}
+
+// resolveContainer maps an ID or unique ID prefix to a container ID.
+func (m *Manager) resolveContainer(id string) (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if _, ok := m.containers[id]; ok {
+		return id, nil
+	}
+	var keys []string
+	for k := range m.containers {
+		keys = append(keys, k)
+	}
+	return resolvePrefix("container", id, keys)
+}
+
+func resolvePrefix(kind, id string, keys []string) (string, error) {
+	if id == "" {
+		return "", errdefs.InvalidArgumentf("%s ID is required", kind)
+	}
+	var match string
+	for _, k := range keys {
+		if hasPrefix(k, id) {
+			if match != "" {
+				return "", errdefs.InvalidArgumentf("%s ID prefix %q is ambiguous: give more characters", kind, id)
+			}
+			match = k
+		}
+	}
+	if match == "" {
+		return "", errdefs.NotFoundf("%s %q not found", kind, id)
+	}
+	return match, nil
+}
+
+func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }

@@ -1,0 +1,214 @@
+package pod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
+)
+
+// RunPodSandbox creates a ready sandbox with its network. A ready sandbox
+// of the same pod UID and attempt is returned as is (kubelet retries).
+func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string, error) {
+	if err := validateSandboxConfig(cfg); err != nil {
+		return "", err
+	}
+	unlock := m.locks.lock("pod-uid:" + cfg.UID)
+	defer unlock()
+
+	for _, sb := range m.ListPodSandboxes(SandboxFilter{}) {
+		if sb.Config.UID != cfg.UID || sb.Config.Attempt != cfg.Attempt {
+			continue
+		}
+		if sb.State == SandboxReady {
+			m.log.Info("RunPodSandbox: sandbox exists and is ready; returning it", "pod", sb.ID, "uid", cfg.UID)
+			return sb.ID, nil
+		}
+		return "", errdefs.AlreadyExistsf("sandbox %s of pod %s/%s (uid %s) attempt %d exists and is not ready: remove it, or run the pod with a new attempt number",
+			sb.ID, cfg.Namespace, cfg.Name, cfg.UID, cfg.Attempt)
+	}
+
+	sb := &Sandbox{
+		ID:        newID(),
+		Config:    cfg,
+		State:     SandboxNotReady,
+		CreatedAt: m.clock.Now(),
+		Creating:  true,
+	}
+	log := m.log.With("pod", sb.ID, "name", cfg.Namespace+"/"+cfg.Name)
+	unlockSB := m.locks.lock(sb.ID)
+	defer unlockSB()
+	// The record goes to disk before the network exists, so a crash in
+	// the middle leaves a record that recovery and RemovePodSandbox can
+	// use to tear the network down.
+	if err := m.putSandbox(sb); err != nil {
+		return "", err
+	}
+	if cfg.LogDirectory != "" {
+		if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
+			m.abandonSandbox(ctx, sb, false)
+			return "", fmt.Errorf("creating pod log directory %s: %w", cfg.LogDirectory, err)
+		}
+	}
+	netStatus, err := m.cfg.Network.Setup(ctx, sb)
+	if err != nil {
+		m.abandonSandbox(ctx, sb, true)
+		return "", fmt.Errorf("setting up the network of pod %s/%s: %w", cfg.Namespace, cfg.Name, err)
+	}
+	ready := *sb
+	ready.Network = netStatus
+	ready.State = SandboxReady
+	ready.Creating = false
+	if err := m.putSandbox(&ready); err != nil {
+		m.abandonSandbox(ctx, &ready, true)
+		return "", err
+	}
+	log.Info("sandbox ready", "ips", netStatus.IPs())
+	return sb.ID, nil
+}
+
+// abandonSandbox undoes a RunPodSandbox that failed part way. Cleanup runs
+// even if ctx is done: kubelet giving up must not leak a network.
+func (m *Manager) abandonSandbox(ctx context.Context, sb *Sandbox, teardown bool) {
+	cctx := context.WithoutCancel(ctx)
+	if teardown {
+		if err := m.cfg.Network.Teardown(cctx, sb); err != nil {
+			m.log.Error("tearing down the network of a failed sandbox; the record is kept so RemovePodSandbox can retry", "pod", sb.ID, "err", err)
+			cp := *sb
+			cp.Creating = false
+			cp.State = SandboxNotReady
+			_ = m.putSandbox(&cp)
+			return
+		}
+	}
+	if err := m.deleteSandbox(sb.ID); err != nil {
+		m.log.Error("deleting the record of a failed sandbox", "pod", sb.ID, "err", err)
+	}
+}
+
+func validateSandboxConfig(cfg SandboxConfig) error {
+	switch {
+	case cfg.Name == "":
+		return errdefs.InvalidArgumentf("sandbox config: metadata.name is required")
+	case cfg.UID == "":
+		return errdefs.InvalidArgumentf("sandbox config: metadata.uid is required")
+	case cfg.Namespace == "":
+		return errdefs.InvalidArgumentf("sandbox config: metadata.namespace is required")
+	}
+	return nil
+}
+
+// StopPodSandbox stops the sandbox's VM and tears its network down. A
+// missing or already stopped sandbox is not an error.
+func (m *Manager) StopPodSandbox(ctx context.Context, id string) error {
+	rid, err := m.resolveSandbox(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		m.log.Info("StopPodSandbox: no such sandbox; nothing to do", "pod", id)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	id = rid
+	unlock := m.locks.lock(id)
+	defer unlock()
+	sb := m.getSandbox(id)
+	if sb == nil {
+		m.log.Info("StopPodSandbox: no such sandbox; nothing to do", "pod", id)
+		return nil
+	}
+	for _, c := range m.ListContainers(ContainerFilter{SandboxID: id}) {
+		// kubelet stops containers first with their grace period; what
+		// is still running now is stopped at once.
+		if err := m.StopContainer(ctx, c.ID, 0); err != nil {
+			return fmt.Errorf("stopping container %s of sandbox %s: %w", c.ID, id, err)
+		}
+	}
+	if sb.State == SandboxNotReady && sb.Network == nil && !sb.Creating {
+		return nil
+	}
+	if err := m.cfg.Network.Teardown(ctx, sb); err != nil {
+		return fmt.Errorf("tearing down the network of sandbox %s: %w", id, err)
+	}
+	cp := *sb
+	cp.State = SandboxNotReady
+	cp.Network = nil
+	cp.Creating = false
+	if err := m.putSandbox(&cp); err != nil {
+		return err
+	}
+	m.log.Info("sandbox stopped", "pod", id)
+	return nil
+}
+
+// RemovePodSandbox stops the sandbox if needed and removes it with its
+// containers. A missing sandbox is not an error.
+func (m *Manager) RemovePodSandbox(ctx context.Context, id string) error {
+	rid, err := m.resolveSandbox(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		m.log.Info("RemovePodSandbox: no such sandbox; nothing to do", "pod", id)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	id = rid
+	if err := m.StopPodSandbox(ctx, id); err != nil {
+		return err
+	}
+	unlock := m.locks.lock(id)
+	defer unlock()
+	for _, c := range m.ListContainers(ContainerFilter{SandboxID: id}) {
+		if err := m.RemoveContainer(ctx, c.ID); err != nil {
+			return fmt.Errorf("removing container %s of sandbox %s: %w", c.ID, id, err)
+		}
+	}
+	if m.getSandbox(id) == nil {
+		return nil
+	}
+	if err := m.deleteSandbox(id); err != nil {
+		return err
+	}
+	m.log.Info("sandbox removed", "pod", id)
+	return nil
+}
+
+// PodSandbox returns a sandbox by ID.
+func (m *Manager) PodSandbox(id string) (Sandbox, error) {
+	rid, err := m.resolveSandbox(id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	sb := m.getSandbox(rid)
+	if sb == nil {
+		return Sandbox{}, errdefs.NotFoundf("sandbox %q not found", id)
+	}
+	return *sb, nil
+}
+
+// ListPodSandboxes returns the sandboxes matching f, oldest first.
+func (m *Manager) ListPodSandboxes(f SandboxFilter) []Sandbox {
+	m.mu.RLock()
+	out := make([]Sandbox, 0, len(m.sandboxes))
+	for _, sb := range m.sandboxes {
+		if f.ID != "" && !hasPrefix(sb.ID, f.ID) {
+			continue
+		}
+		if f.State != nil && sb.State != *f.State {
+			continue
+		}
+		if !labelsMatch(sb.Config.Labels, f.LabelSelector) {
+			continue
+		}
+		out = append(out, *sb)
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
