@@ -1,0 +1,119 @@
+package cloudinit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// isoTools are tried in order. All three take mkisofs options; genisoimage
+// is the one Debian ships and Virtlet used. No Go library served to us writes
+// correct Joliet and Rock Ridge trees (see docs/cloud-init.md).
+var isoTools = []string{"genisoimage", "mkisofs", "xorrisofs"}
+
+// ISOTool returns the path of the program WriteISO runs.
+func ISOTool() (string, error) {
+	for _, t := range isoTools {
+		if p, err := exec.LookPath(t); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no ISO writer found in PATH (tried %s): install the genisoimage package", strings.Join(isoTools, ", "))
+}
+
+// WriteISO writes c as an ISO 9660 image with Joliet and Rock Ridge
+// extensions and volume label c.Label at dst. The image is built next to dst
+// and renamed into place, so dst is either the old file or the complete new
+// one, never a partial image.
+func WriteISO(ctx context.Context, c *Contents, dst string) error {
+	if c == nil {
+		return errors.New("writing cloud-init ISO: no contents")
+	}
+	if c.Label != LabelNoCloud && c.Label != LabelConfigDrive {
+		return fmt.Errorf("writing cloud-init ISO %s: label %q: accepted %q or %q", dst, c.Label, LabelNoCloud, LabelConfigDrive)
+	}
+	for _, f := range c.Files {
+		if f.Path == "" || path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || strings.HasPrefix(f.Path, "../") || f.Path == ".." {
+			return fmt.Errorf("writing cloud-init ISO %s: file path %q is not a clean relative path inside the drive", dst, f.Path)
+		}
+	}
+	tool, err := ISOTool()
+	if err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	stage, err := os.MkdirTemp(dir, ".cloudinit-stage-")
+	if err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: creating staging directory: %w", dst, err)
+	}
+	defer os.RemoveAll(stage)
+	// MkdirTemp makes 0700; the drive root should read like any directory.
+	if err := os.Chmod(stage, 0o755); err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	for _, f := range c.Files {
+		p := filepath.Join(stage, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("writing cloud-init ISO %s: staging %s: %w", dst, f.Path, err)
+		}
+		if err := os.WriteFile(p, f.Data, 0o644); err != nil {
+			return fmt.Errorf("writing cloud-init ISO %s: staging %s: %w", dst, f.Path, err)
+		}
+	}
+
+	tmp, err := os.CreateTemp(dir, ".cloudinit-*.iso.tmp")
+	if err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	tmpName := tmp.Name()
+	tmp.Close()
+	done := false
+	defer func() {
+		if !done {
+			os.Remove(tmpName)
+		}
+	}()
+
+	// -J Joliet, -r Rock Ridge with uid/gid 0 and readable modes (-R would
+	// copy the daemon's uid into the image), -V the label cloud-init looks for.
+	cmd := exec.CommandContext(ctx, tool,
+		"-o", tmpName, "-V", c.Label, "-J", "-r",
+		"-input-charset", "utf-8", "-quiet", stage)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = ctxErr
+		}
+		return fmt.Errorf("writing cloud-init ISO %s: %s: %w: %s", dst, filepath.Base(tool), err, strings.TrimSpace(out.String()))
+	}
+	f, err := os.OpenFile(tmpName, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing cloud-init ISO %s: syncing: %w", dst, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	if err := os.Chmod(tmpName, 0o644); err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	if err := os.Rename(tmpName, dst); err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	done = true
+	return nil
+}
