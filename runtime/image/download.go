@@ -1,0 +1,436 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// errPermanent marks download errors that a retry cannot fix.
+type errPermanent struct{ err error }
+
+func (e *errPermanent) Error() string { return e.err.Error() }
+func (e *errPermanent) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &errPermanent{err} }
+
+func isPermanent(err error) bool {
+	var p *errPermanent
+	return errors.As(err, &p)
+}
+
+// errTooManyRedirects is returned by CheckRedirect; a loop never heals.
+var errTooManyRedirects = errors.New("too many redirects")
+
+// download is one transfer into a temporary file of the store, resumed and
+// retried until it completes, fails permanently or the context ends.
+type download struct {
+	s    *Store
+	ep   Endpoint
+	url  string
+	want string // expected hex digest, "" when not pinned
+
+	f       *os.File
+	h       hash.Hash
+	written int64
+	best    int64 // most bytes ever held, to tell progress from a restart
+
+	validator    string // ETag or Last-Modified of the first response
+	total        int64  // full length, -1 unknown
+	serverDigest string // hex sha256 the server advertised, "" none
+	attempts     int
+}
+
+// result of a finished download: the temp file holding the content.
+type fetched struct {
+	tmp  string
+	hex  string
+	size int64
+}
+
+// fetch downloads ep into a temp file under tmp/ and verifies it.
+func (s *Store) fetch(ctx context.Context, ep Endpoint, want string) (*fetched, error) {
+	f, err := os.CreateTemp(s.tmpDir(), "pull-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating temporary file: %w", err)
+	}
+	d := &download{s: s, ep: ep, url: ep.URL, want: want, f: f, h: sha256.New(), total: -1}
+	res, err := d.run(ctx)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("writing %s: %w", f.Name(), cerr)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return nil, err
+	}
+	return res, nil
+}
+
+func (d *download) run(ctx context.Context) (*fetched, error) {
+	u, err := url.Parse(d.url)
+	if err != nil {
+		return nil, fmt.Errorf("image URL %q: %w", d.url, err)
+	}
+	switch u.Scheme {
+	case "file":
+		err = d.copyFile(ctx, u)
+	case "http", "https":
+		err = d.retryHTTP(ctx, u)
+	default:
+		return nil, fmt.Errorf("image URL %q: scheme %q is not supported (accepted: http, https, file)", d.url, u.Scheme)
+	}
+	if err != nil {
+		return nil, err
+	}
+	got := hex.EncodeToString(d.h.Sum(nil))
+	if d.want != "" && got != d.want {
+		return nil, fmt.Errorf("downloaded %s: content has digest sha256:%s but the name pins sha256:%s", d.url, got, d.want)
+	}
+	if d.serverDigest != "" && got != d.serverDigest {
+		return nil, fmt.Errorf("downloaded %s: content has digest sha256:%s but the server's digest header says sha256:%s", d.url, got, d.serverDigest)
+	}
+	return &fetched{tmp: d.f.Name(), hex: got, size: d.written}, nil
+}
+
+func (d *download) copyFile(ctx context.Context, u *url.URL) error {
+	if u.Host != "" && u.Host != "localhost" {
+		return fmt.Errorf("image URL %q: file URLs must name a local path (file:///path)", d.url)
+	}
+	src, err := os.Open(u.Path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", d.url, err)
+	}
+	defer src.Close()
+	_, err = d.copy(ctx, src)
+	if err != nil {
+		return fmt.Errorf("copying %s: %w", d.url, err)
+	}
+	return nil
+}
+
+// copy appends r to the temp file and the hash, checking ctx between chunks.
+func (d *download) copy(ctx context.Context, r io.Reader) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, rerr := r.Read(buf)
+		if m > 0 {
+			if _, err := d.f.Write(buf[:m]); err != nil {
+				return n, permanent(fmt.Errorf("writing %s: %w", d.f.Name(), err))
+			}
+			d.h.Write(buf[:m])
+			n += int64(m)
+			d.written += int64(m)
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+func (d *download) restart() error {
+	if _, err := d.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := d.f.Truncate(0); err != nil {
+		return err
+	}
+	d.h.Reset()
+	d.written = 0
+	return nil
+}
+
+func (d *download) retryHTTP(ctx context.Context, u *url.URL) error {
+	client, err := d.s.httpClient(d.ep)
+	if err != nil {
+		return fmt.Errorf("transport %q for %s: %w", d.ep.TransportName, d.url, err)
+	}
+	defer client.CloseIdleConnections()
+	b := d.s.opts.backOff()
+	b.Reset()
+	for {
+		d.attempts++
+		err := d.attemptHTTP(ctx, client)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("downloading %s: %w (%v)", d.url, ctx.Err(), err)
+		}
+		if isPermanent(err) {
+			return fmt.Errorf("downloading %s: %w", d.url, err)
+		}
+		if d.written > d.best {
+			// The transfer advanced past anything held before: a flaky
+			// link that keeps delivering is never given up on.
+			d.best = d.written
+			b.Reset()
+		}
+		wait := b.NextBackOff()
+		if wait == backoff.Stop {
+			return fmt.Errorf("downloading %s: giving up after %d attempts, %d bytes received: %w", d.url, d.attempts, d.written, err)
+		}
+		d.s.opts.logger.Warn("image download interrupted, retrying", "url", d.url, "attempt", d.attempts, "have", d.written, "wait", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("downloading %s: %w (%v)", d.url, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// attemptHTTP makes one request, resuming from d.written when the server
+// can prove (ETag or Last-Modified via If-Range) that the content is the same.
+func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, d.url, nil)
+	if err != nil {
+		return permanent(err)
+	}
+	resuming := d.written > 0 && d.validator != ""
+	if d.written > 0 && !resuming {
+		if err := d.restart(); err != nil {
+			return permanent(fmt.Errorf("rewinding %s: %w", d.f.Name(), err))
+		}
+	}
+	if resuming {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", d.written))
+		req.Header.Set("If-Range", d.validator)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return classifyTransportError(err)
+	}
+	defer resp.Body.Close()
+
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if d.written > 0 {
+			// Range ignored or content changed: start over.
+			if err := d.restart(); err != nil {
+				return permanent(fmt.Errorf("rewinding %s: %w", d.f.Name(), err))
+			}
+		}
+		d.noteRepresentation(resp)
+		d.total = resp.ContentLength
+	case resp.StatusCode == http.StatusPartialContent && resuming:
+		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != d.written {
+			// Not the range asked for: drop what we have and retry whole.
+			_ = d.restart()
+			d.validator = ""
+			return fmt.Errorf("server answered Range bytes=%d- with Content-Range %q", d.written, resp.Header.Get("Content-Range"))
+		}
+		if total >= 0 {
+			d.total = total
+		}
+	default:
+		err := fmt.Errorf("GET %s: HTTP %s", d.url, resp.Status)
+		if retryableStatus(resp.StatusCode) {
+			return err
+		}
+		return permanent(err)
+	}
+
+	// Stall detection: a body that delivers nothing for the timeout is cut
+	// so that the retry can resume it.
+	stall := d.ep.Transport.timeout(d.s.opts.stallTimeout)
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(min(stall/4+time.Millisecond, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if now.UnixNano()-last.Load() > int64(stall) {
+					cancel(fmt.Errorf("no data received for %v (transport timeout)", stall))
+					return
+				}
+			}
+		}
+	}()
+	_, err = d.copy(ctx, readerFunc(func(p []byte) (int, error) {
+		n, err := resp.Body.Read(p)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+		}
+		return n, err
+	}))
+	if err != nil {
+		if cause := context.Cause(reqCtx); cause != nil && ctx.Err() == nil {
+			err = cause
+		}
+		return fmt.Errorf("receiving %s after %d bytes: %w", d.url, d.written, err)
+	}
+	if d.total >= 0 && d.written != d.total {
+		return fmt.Errorf("receiving %s: connection closed after %d of %d bytes", d.url, d.written, d.total)
+	}
+	return nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// noteRepresentation records what identifies the content, for If-Range and
+// for verification.
+func (d *download) noteRepresentation(resp *http.Response) {
+	d.validator = ""
+	if et := resp.Header.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+		d.validator = et
+	} else if lm := resp.Header.Get("Last-Modified"); lm != "" {
+		d.validator = lm
+	}
+	if resp.Header.Get("Accept-Ranges") == "none" {
+		d.validator = ""
+	}
+	d.serverDigest = advertisedSHA256(resp.Header)
+}
+
+// advertisedSHA256 reads a SHA-256 from Repr-Digest (RFC 9530) or Digest
+// (RFC 3230) headers, returning it as hex, or "".
+func advertisedSHA256(h http.Header) string {
+	for _, v := range h.Values("Repr-Digest") {
+		for _, part := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && strings.EqualFold(k, "sha-256") {
+				if b, err := base64.StdEncoding.DecodeString(strings.Trim(val, ":")); err == nil && len(b) == sha256.Size {
+					return hex.EncodeToString(b)
+				}
+			}
+		}
+	}
+	for _, v := range h.Values("Digest") {
+		for _, part := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && strings.EqualFold(k, "sha-256") {
+				if b, err := base64.StdEncoding.DecodeString(val); err == nil && len(b) == sha256.Size {
+					return hex.EncodeToString(b)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// parseContentRange parses "bytes start-end/total" (total may be "*").
+func parseContentRange(v string) (start, total int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	s, _, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil {
+			return 0, 0, false
+		}
+	}
+	return start, total, true
+}
+
+func retryableStatus(code int) bool {
+	return code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
+}
+
+// classifyTransportError makes certificate problems and redirect loops
+// permanent: retrying them only delays the error.
+func classifyTransportError(err error) error {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.Is(err, errTooManyRedirects),
+		errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
+		return permanent(err)
+	case errors.As(err, &rh):
+		return permanent(fmt.Errorf("%w (is the server speaking plain HTTP on an https URL?)", err))
+	case strings.Contains(err.Error(), "remote error: tls:"):
+		// The server refused the handshake (e.g. no or wrong client
+		// certificate); the transport profile must change first.
+		return permanent(err)
+	}
+	return err
+}
+
+// httpClient builds a client for one endpoint's transport profile.
+func (s *Store) httpClient(ep Endpoint) (*http.Client, error) {
+	t := ep.Transport
+	timeout := t.timeout(s.opts.connectTimeout)
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	if t.Proxy != "" {
+		pu, err := url.Parse(t.Proxy)
+		if err != nil {
+			return nil, fmt.Errorf("proxy %q: %w", t.Proxy, err)
+		}
+		tr.Proxy = http.ProxyURL(pu)
+	}
+	if t.TLS != nil {
+		cfg, err := t.TLS.build()
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		tr.TLSClientConfig = cfg
+	}
+	maxRedirects := t.maxRedirects()
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > maxRedirects {
+				return fmt.Errorf("%w: stopped after %d (transport maxRedirects)", errTooManyRedirects, maxRedirects)
+			}
+			return nil
+		},
+	}, nil
+}

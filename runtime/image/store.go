@@ -1,0 +1,639 @@
+// Package image turns image names into local VM disk images: translation of
+// names to URLs (Virtlet's config format), a content-addressed store with
+// resumable verified downloads, and qcow2 root overlays backed by the images.
+//
+// Layout of a store directory:
+//
+//	data/<sha256 hex>     each image content once, read-only
+//	links/<name, / as %>  symlink to ../data/<hex>, one per name pulled
+//	tmp/                  downloads in progress, emptied at start
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// CRIPrefix is the image name prefix Virtlet manifests use; Pull and the
+// lookups accept names with or without it.
+const CRIPrefix = "virtlet.cloud/"
+
+// ErrNotFound is returned (wrapped) by Resolve for an image not in the store.
+var ErrNotFound = errors.New("image not found")
+
+// ErrInUse is returned (wrapped) by Remove for an image a container uses.
+var ErrInUse = errors.New("image is in use")
+
+// Translator turns an image name (without CRIPrefix and digest) into an
+// endpoint. *Translations implements it.
+type Translator interface {
+	Translate(ctx context.Context, name string) (Endpoint, error)
+}
+
+// Image describes a stored image.
+type Image struct {
+	Ref         string   // "sha256:<hex>"
+	Size        int64    // bytes of the image file
+	RepoTags    []string // names pulled without a digest, as given (sorted)
+	RepoDigests []string // "<name>@sha256:<hex>" for every name (sorted)
+	Path        string   // the image file, to back overlays
+}
+
+// FsUsage is the store's use of its file system.
+type FsUsage struct {
+	Timestamp  time.Time
+	Mountpoint string // the store directory
+	UsedBytes  uint64 // allocated blocks, so sparse images count as stored
+	InodesUsed uint64
+}
+
+type options struct {
+	defaultScheme  string
+	backOff        func() backoff.BackOff
+	connectTimeout time.Duration
+	stallTimeout   time.Duration
+	logger         *slog.Logger
+}
+
+// Option configures a Store.
+type Option func(*options)
+
+// WithDefaultScheme sets the scheme put before URLs that have none
+// (Virtlet's --image-download-protocol; default "https").
+func WithDefaultScheme(scheme string) Option {
+	return func(o *options) { o.defaultScheme = scheme }
+}
+
+// WithBackOff sets the retry policy of one download; it is Reset whenever a
+// retry gets further than any attempt before. Default: exponential from 1 s
+// to 1 min between attempts, giving up after 10 min without progress.
+func WithBackOff(f func() backoff.BackOff) Option {
+	return func(o *options) { o.backOff = f }
+}
+
+// WithTimeouts sets the defaults for transports without a timeout: connect
+// (dial, TLS handshake, response headers) and stall (no body data).
+// Defaults: 30 s and 60 s.
+func WithTimeouts(connect, stall time.Duration) Option {
+	return func(o *options) { o.connectTimeout, o.stallTimeout = connect, stall }
+}
+
+// WithLogger sets where retries and cleanups are logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// Store is a content-addressed image store. It is safe for concurrent use.
+type Store struct {
+	dir  string
+	tr   Translator
+	opts options
+
+	// mu serialises changes of data/ and links/ so that GC and Remove never
+	// see a half-committed pull.
+	mu    sync.Mutex
+	inUse func() map[string]bool
+
+	flightsMu sync.Mutex
+	flights   map[string]*flight
+}
+
+// NewStore opens (creating if needed) a store in dir. tr may be nil: names
+// are then URLs. Leftover partial downloads are deleted.
+func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
+	o := options{
+		defaultScheme:  "https",
+		connectTimeout: 30 * time.Second,
+		stallTimeout:   60 * time.Second,
+		logger:         slog.New(slog.DiscardHandler),
+		backOff: func() backoff.BackOff {
+			b := backoff.NewExponentialBackOff()
+			b.InitialInterval = time.Second
+			b.MaxInterval = time.Minute
+			b.MaxElapsedTime = 10 * time.Minute
+			return b
+		},
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening image store %s: %w", dir, err)
+	}
+	s := &Store{dir: abs, tr: tr, opts: o, flights: map[string]*flight{}}
+	for _, d := range []string{s.dataDir(), s.linksDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("opening image store %s: %w", dir, err)
+		}
+	}
+	if err := removeContents(s.tmpDir()); err != nil {
+		return nil, fmt.Errorf("opening image store %s: cleaning tmp: %w", dir, err)
+	}
+	return s, nil
+}
+
+// SetInUse installs the hook that says which image refs ("sha256:<hex>")
+// containers use; Remove and GC never delete those.
+func (s *Store) SetInUse(f func() map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inUse = f
+}
+
+func (s *Store) dataDir() string  { return filepath.Join(s.dir, "data") }
+func (s *Store) linksDir() string { return filepath.Join(s.dir, "links") }
+func (s *Store) tmpDir() string   { return filepath.Join(s.dir, "tmp") }
+
+var hexDigest = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// imageName is a validated name: base is what translation sees, pin the
+// pinned hex digest or "", link the file name under links/.
+type imageName struct {
+	full, base, pin, link string
+}
+
+// parseName validates a name as kubelet or a user gives it.
+func parseName(name string) (imageName, error) {
+	n := strings.TrimPrefix(name, CRIPrefix)
+	bad := func(why string) (imageName, error) {
+		return imageName{}, fmt.Errorf("image name %q: %s", name, why)
+	}
+	switch {
+	case n == "":
+		return bad("is empty")
+	case strings.ContainsRune(n, 0):
+		return bad("contains a NUL byte")
+	case strings.HasPrefix(n, "/"):
+		return bad("is an absolute path; use a file:///path URL")
+	case strings.ContainsRune(n, '%'):
+		return bad("contains '%', which the store uses for '/'; use a translation rule for such URLs")
+	}
+	base, pin := n, ""
+	if i := strings.LastIndex(n, "@"); i >= 0 {
+		if d, ok := strings.CutPrefix(n[i+1:], "sha256:"); ok {
+			if !hexDigest.MatchString(d) {
+				return bad("digest must be sha256: followed by 64 lowercase hex digits")
+			}
+			base, pin = n[:i], d
+			if base == "" {
+				return bad("has a digest but no name")
+			}
+		}
+	}
+	for _, seg := range strings.Split(base, "/") {
+		if seg == "." || seg == ".." {
+			return bad("contains a '.' or '..' path segment")
+		}
+	}
+	link := strings.ReplaceAll(n, "/", "%")
+	if len(link) > 255 {
+		return bad(fmt.Sprintf("is %d bytes long, at most 255 accepted", len(link)))
+	}
+	return imageName{full: n, base: base, pin: pin, link: link}, nil
+}
+
+// parseRef recognises "sha256:<hex>" and bare hex refs.
+func parseRef(s string) (string, bool) {
+	h := strings.TrimPrefix(s, "sha256:")
+	if hexDigest.MatchString(h) {
+		return h, true
+	}
+	return "", false
+}
+
+// Pull makes the named image present and returns its ref "sha256:<hex>".
+// A name already pulled is not downloaded again; a pinned name whose
+// content is present needs no download at all. Concurrent pulls of one URL
+// share one download, which is cancelled only when every caller gave up.
+func (s *Store) Pull(ctx context.Context, name string) (ref string, err error) {
+	n, err := parseName(name)
+	if err != nil {
+		return "", err
+	}
+	if ref, ok, err := s.pullFromStore(n); err != nil || ok {
+		return ref, err
+	}
+	ep := Endpoint{URL: n.base, Source: "no translator"}
+	if s.tr != nil {
+		if ep, err = s.tr.Translate(ctx, n.base); err != nil {
+			return "", err
+		}
+	}
+	if !strings.Contains(ep.URL, "://") {
+		ep.URL = s.opts.defaultScheme + "://" + ep.URL
+	}
+	hex, err := s.shared(ctx, n, ep)
+	if err != nil {
+		return "", fmt.Errorf("pulling image %q (%s): %w", name, ep.Source, err)
+	}
+	return "sha256:" + hex, nil
+}
+
+// pullFromStore answers a pull without the network when it can.
+func (s *Store) pullFromStore(n imageName) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h, ok := s.readLink(n.link); ok {
+		return "sha256:" + h, true, nil
+	}
+	if n.pin != "" && s.hasData(n.pin) {
+		if err := s.writeLink(n.link, n.pin); err != nil {
+			return "", false, err
+		}
+		return "sha256:" + n.pin, true, nil
+	}
+	return "", false, nil
+}
+
+type flight struct {
+	done    chan struct{}
+	hex     string
+	err     error
+	links   map[string]bool
+	waiters int
+	cancel  context.CancelFunc
+}
+
+func (s *Store) shared(ctx context.Context, n imageName, ep Endpoint) (string, error) {
+	key := ep.URL + "\x00" + n.pin
+	s.flightsMu.Lock()
+	f := s.flights[key]
+	if f == nil {
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{done: make(chan struct{}), links: map[string]bool{}, cancel: cancel}
+		s.flights[key] = f
+		go s.runFlight(fctx, key, f, ep, n.pin)
+	}
+	f.links[n.link] = true
+	f.waiters++
+	s.flightsMu.Unlock()
+
+	select {
+	case <-f.done:
+		return f.hex, f.err
+	case <-ctx.Done():
+		s.flightsMu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			f.cancel()
+		}
+		s.flightsMu.Unlock()
+		return "", ctx.Err()
+	}
+}
+
+func (s *Store) runFlight(ctx context.Context, key string, f *flight, ep Endpoint, pin string) {
+	defer f.cancel()
+	res, err := s.fetch(ctx, ep, pin)
+	if err == nil {
+		if _, _, verr := VirtualSize(res.tmp); verr != nil {
+			err = fmt.Errorf("downloaded %s: %w", ep.URL, verr)
+			_ = os.Remove(res.tmp)
+		}
+	}
+	s.mu.Lock()
+	s.flightsMu.Lock()
+	delete(s.flights, key)
+	links := f.links
+	s.flightsMu.Unlock()
+	if err == nil {
+		err = s.commit(res, links)
+	}
+	s.mu.Unlock()
+	if err == nil {
+		f.hex = res.hex
+	}
+	f.err = err
+	close(f.done)
+}
+
+// commit moves a verified download into data/ and links every name to it.
+// Called with s.mu held.
+func (s *Store) commit(res *fetched, links map[string]bool) error {
+	dst := filepath.Join(s.dataDir(), res.hex)
+	if s.hasData(res.hex) {
+		_ = os.Remove(res.tmp)
+	} else {
+		if err := os.Chmod(res.tmp, 0o444); err != nil {
+			_ = os.Remove(res.tmp)
+			return fmt.Errorf("storing image sha256:%s: %w", res.hex, err)
+		}
+		if err := os.Rename(res.tmp, dst); err != nil {
+			_ = os.Remove(res.tmp)
+			return fmt.Errorf("storing image sha256:%s: %w", res.hex, err)
+		}
+	}
+	for l := range links {
+		if err := s.writeLink(l, res.hex); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) hasData(hex string) bool {
+	st, err := os.Stat(filepath.Join(s.dataDir(), hex))
+	return err == nil && st.Mode().IsRegular()
+}
+
+// readLink returns the hex a link points to, if the link and its data exist.
+func (s *Store) readLink(link string) (string, bool) {
+	t, err := os.Readlink(filepath.Join(s.linksDir(), link))
+	if err != nil {
+		return "", false
+	}
+	h := filepath.Base(t)
+	if !hexDigest.MatchString(h) || !s.hasData(h) {
+		return "", false
+	}
+	return h, true
+}
+
+// writeLink atomically points links/<link> at data/<hex>.
+func (s *Store) writeLink(link, hex string) error {
+	tmp := filepath.Join(s.tmpDir(), fmt.Sprintf("link-%d-%s", time.Now().UnixNano(), hex[:12]))
+	if err := os.Symlink(filepath.Join("..", "data", hex), tmp); err != nil {
+		return fmt.Errorf("linking image %s: %w", link, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.linksDir(), link)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("linking image %s: %w", link, err)
+	}
+	return nil
+}
+
+// linksByHex maps each image's hex to the names linked to it.
+func (s *Store) linksByHex() (map[string][]string, error) {
+	entries, err := os.ReadDir(s.linksDir())
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", s.linksDir(), err)
+	}
+	m := map[string][]string{}
+	for _, e := range entries {
+		t, err := os.Readlink(filepath.Join(s.linksDir(), e.Name()))
+		if err != nil {
+			continue
+		}
+		h := filepath.Base(t)
+		m[h] = append(m[h], strings.ReplaceAll(e.Name(), "%", "/"))
+	}
+	return m, nil
+}
+
+func (s *Store) describe(hex string, names []string) (*Image, error) {
+	p := filepath.Join(s.dataDir(), hex)
+	st, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading image sha256:%s: %w", hex, err)
+	}
+	img := &Image{Ref: "sha256:" + hex, Size: st.Size(), Path: p, RepoTags: []string{}, RepoDigests: []string{}}
+	seen := map[string]bool{}
+	for _, n := range names {
+		base := n
+		if i := strings.LastIndex(n, "@sha256:"); i >= 0 {
+			base = n[:i]
+		} else {
+			img.RepoTags = append(img.RepoTags, n)
+		}
+		if d := base + "@sha256:" + hex; !seen[d] {
+			seen[d] = true
+			img.RepoDigests = append(img.RepoDigests, d)
+		}
+	}
+	sort.Strings(img.RepoTags)
+	sort.Strings(img.RepoDigests)
+	return img, nil
+}
+
+// List returns every stored image, sorted by ref.
+func (s *Store) List(ctx context.Context) ([]Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	entries, err := os.ReadDir(s.dataDir())
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	links, err := s.linksByHex()
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	var out []Image
+	for _, e := range entries {
+		if !hexDigest.MatchString(e.Name()) {
+			continue
+		}
+		img, err := s.describe(e.Name(), links[e.Name()])
+		if err != nil {
+			return nil, fmt.Errorf("listing images: %w", err)
+		}
+		if img != nil {
+			out = append(out, *img)
+		}
+	}
+	return out, nil
+}
+
+// lookup finds the hex of a name or ref; ok is false when absent.
+func (s *Store) lookup(nameOrRef string) (string, bool, error) {
+	if h, ok := parseRef(nameOrRef); ok {
+		return h, s.hasData(h), nil
+	}
+	n, err := parseName(nameOrRef)
+	if err != nil {
+		return "", false, err
+	}
+	if h, ok := s.readLink(n.link); ok {
+		return h, true, nil
+	}
+	if n.pin != "" && s.hasData(n.pin) {
+		return n.pin, true, nil
+	}
+	return "", false, nil
+}
+
+// Status describes an image by name or ref; (nil, nil) when absent, as CRI
+// wants.
+func (s *Store) Status(ctx context.Context, nameOrRef string) (*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok, err := s.lookup(nameOrRef)
+	if err != nil || !ok {
+		return nil, err
+	}
+	links, err := s.linksByHex()
+	if err != nil {
+		return nil, err
+	}
+	return s.describe(h, links[h])
+}
+
+// Resolve returns the local file and ref of a pulled image, for a VM's
+// overlay. A missing image is an error wrapping ErrNotFound.
+func (s *Store) Resolve(ctx context.Context, nameOrRef string) (path, ref string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok, err := s.lookup(nameOrRef)
+	if err != nil {
+		return "", "", err
+	}
+	if !ok {
+		return "", "", fmt.Errorf("resolving image %q: %w (pull it first)", nameOrRef, ErrNotFound)
+	}
+	return filepath.Join(s.dataDir(), h), "sha256:" + h, nil
+}
+
+// Remove deletes an image. Given a ref it removes the content and every
+// name; given a name it removes that name and the content once no other
+// name points to it. A missing image is not an error; one in use is
+// (ErrInUse).
+func (s *Store) Remove(ctx context.Context, nameOrRef string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok, err := s.lookup(nameOrRef)
+	if err != nil || !ok {
+		return err
+	}
+	if s.usedLocked()["sha256:"+h] {
+		return fmt.Errorf("removing image %q (sha256:%s): %w by a container", nameOrRef, h, ErrInUse)
+	}
+	links, err := s.linksByHex()
+	if err != nil {
+		return fmt.Errorf("removing image %q: %w", nameOrRef, err)
+	}
+	names := links[h]
+	if _, isRef := parseRef(nameOrRef); !isRef {
+		n, _ := parseName(nameOrRef)
+		names = []string{strings.ReplaceAll(n.link, "%", "/")}
+		if err := os.Remove(filepath.Join(s.linksDir(), n.link)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing image %q: %w", nameOrRef, err)
+		}
+		if len(links[h]) > 1 {
+			return nil
+		}
+	}
+	for _, name := range names {
+		l := filepath.Join(s.linksDir(), strings.ReplaceAll(name, "/", "%"))
+		if err := os.Remove(l); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing image %q: %w", nameOrRef, err)
+		}
+	}
+	if err := os.Remove(filepath.Join(s.dataDir(), h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing image %q: %w", nameOrRef, err)
+	}
+	return nil
+}
+
+func (s *Store) usedLocked() map[string]bool {
+	if s.inUse == nil {
+		return nil
+	}
+	return s.inUse()
+}
+
+// GC deletes content no name points to and no container uses, and links
+// whose content is gone. It returns the refs it deleted. (Unused images
+// that still have names are removed by kubelet's image GC through Remove.)
+func (s *Store) GC(ctx context.Context) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	used := s.usedLocked()
+	entries, err := os.ReadDir(s.linksDir())
+	if err != nil {
+		return nil, fmt.Errorf("collecting images: %w", err)
+	}
+	linked := map[string]bool{}
+	for _, e := range entries {
+		if h, ok := s.readLink(e.Name()); ok {
+			linked[h] = true
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.linksDir(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("collecting dangling link %s: %w", e.Name(), err)
+		}
+	}
+	data, err := os.ReadDir(s.dataDir())
+	if err != nil {
+		return nil, fmt.Errorf("collecting images: %w", err)
+	}
+	var removed []string
+	for _, e := range data {
+		h := e.Name()
+		if !hexDigest.MatchString(h) || linked[h] || used["sha256:"+h] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.dataDir(), h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, fmt.Errorf("collecting image sha256:%s: %w", h, err)
+		}
+		removed = append(removed, "sha256:"+h)
+		s.opts.logger.Info("collected unreferenced image", "ref", "sha256:"+h)
+	}
+	return removed, nil
+}
+
+// FsInfo reports the bytes and inodes the store uses.
+func (s *Store) FsInfo(ctx context.Context) (FsUsage, error) {
+	u := FsUsage{Timestamp: time.Now(), Mountpoint: s.dir}
+	err := filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		u.InodesUsed++
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			u.UsedBytes += uint64(st.Blocks) * 512
+		}
+		return nil
+	})
+	if err != nil {
+		return FsUsage{}, fmt.Errorf("measuring image store %s: %w", s.dir, err)
+	}
+	return u, nil
+}
+
+func removeContents(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fileID identifies a file's inode, so a replaced file is noticed even when
+// its size and time match.
+func fileID(fi fs.FileInfo) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+	}
+	return ""
+}
