@@ -1,0 +1,131 @@
+package cri
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/pod"
+)
+
+// CreateContainer defines the sandbox's VM.
+func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	cfg := req.GetConfig()
+	switch {
+	case req.GetPodSandboxId() == "":
+		return nil, toStatus(errdefs.InvalidArgumentf("CreateContainer: pod_sandbox_id is required"))
+	case cfg == nil || cfg.GetMetadata() == nil:
+		return nil, toStatus(errdefs.InvalidArgumentf("CreateContainer: config.metadata is required"))
+	case cfg.GetImage() == nil || cfg.GetImage().GetImage() == "":
+		return nil, toStatus(errdefs.InvalidArgumentf("CreateContainer: config.image.image is required"))
+	}
+	id, err := s.cfg.Lifecycle.CreateContainer(ctx, req.GetPodSandboxId(), containerConfigFromCRI(cfg))
+	if err != nil {
+		s.log.Error("CreateContainer failed", "pod", req.GetPodSandboxId(), "name", cfg.GetMetadata().GetName(), "err", err)
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// StartContainer boots the VM.
+func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, toStatus(errdefs.InvalidArgumentf("StartContainer: container_id is required"))
+	}
+	if err := s.cfg.Lifecycle.StartContainer(ctx, req.GetContainerId()); err != nil {
+		s.log.Error("StartContainer failed", "container", req.GetContainerId(), "err", err)
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// StopContainer powers the VM off: ACPI until the timeout, then destroy.
+func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, toStatus(errdefs.InvalidArgumentf("StopContainer: container_id is required"))
+	}
+	if req.GetTimeout() < 0 {
+		return nil, toStatus(errdefs.InvalidArgumentf("StopContainer: timeout must not be negative, got %d", req.GetTimeout()))
+	}
+	if err := s.cfg.Lifecycle.StopContainer(ctx, req.GetContainerId(), time.Duration(req.GetTimeout())*time.Second); err != nil {
+		s.log.Error("StopContainer failed", "container", req.GetContainerId(), "err", err)
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+// RemoveContainer removes the VM and its disks.
+func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, toStatus(errdefs.InvalidArgumentf("RemoveContainer: container_id is required"))
+	}
+	if err := s.cfg.Lifecycle.RemoveContainer(ctx, req.GetContainerId()); err != nil {
+		s.log.Error("RemoveContainer failed", "container", req.GetContainerId(), "err", err)
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+// ListContainers lists containers matching the filter.
+func (s *Server) ListContainers(_ context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	return &runtimeapi.ListContainersResponse{Containers: s.listContainers(req.GetFilter())}, nil
+}
+
+// StreamContainers sends the container list in one message.
+func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainersResponse]) error {
+	return stream.Send(&runtimeapi.StreamContainersResponse{Containers: s.listContainers(req.GetFilter())})
+}
+
+func (s *Server) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
+	filter := pod.ContainerFilter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector()}
+	if st := f.GetState(); st != nil {
+		v := containerStateFromCRI(st.GetState())
+		filter.State = &v
+	}
+	var out []*runtimeapi.Container
+	for _, c := range s.cfg.Lifecycle.ListContainers(filter) {
+		out = append(out, containerToCRI(c))
+	}
+	return out
+}
+
+// ContainerStatus reports a container with its state read from the
+// hypervisor.
+func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, toStatus(errdefs.InvalidArgumentf("ContainerStatus: container_id is required"))
+	}
+	c, err := s.cfg.Lifecycle.ContainerStatus(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatusToCRI(c)}
+	if req.GetVerbose() {
+		resp.Info = map[string]string{"info": containerInfoJSON(c)}
+	}
+	return resp, nil
+}
+
+// UpdateContainerResources is not supported for VMs yet.
+func (s *Server) UpdateContainerResources(context.Context, *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	return nil, unimplemented("UpdateContainerResources: podvisor cannot resize a VM's CPU or memory in place yet; recreate the pod with new resources")
+}
+
+// UpdatePodSandboxResources is not supported for VMs yet.
+func (s *Server) UpdatePodSandboxResources(context.Context, *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	return nil, unimplemented("UpdatePodSandboxResources: podvisor cannot resize a VM pod in place yet; recreate the pod with new resources")
+}
+
+// ReopenContainerLog reopens the console log after rotation.
+func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, toStatus(errdefs.InvalidArgumentf("ReopenContainerLog: container_id is required"))
+	}
+	if err := s.cfg.Lifecycle.ReopenContainerLog(ctx, req.GetContainerId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}

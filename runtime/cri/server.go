@@ -1,0 +1,141 @@
+// Package cri serves the CRI v1 RuntimeService and ImageService over gRPC.
+// It converts between CRI messages and podvisor's own types and maps error
+// kinds to gRPC codes; the lifecycle logic lives in runtime/pod.
+package cri
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/hypervisor"
+	"github.com/podvisor/podvisor/runtime/pod"
+)
+
+// Lifecycle is what the CRI layer needs of runtime/pod.
+type Lifecycle interface {
+	RunPodSandbox(ctx context.Context, cfg pod.SandboxConfig) (string, error)
+	StopPodSandbox(ctx context.Context, id string) error
+	RemovePodSandbox(ctx context.Context, id string) error
+	PodSandbox(id string) (pod.Sandbox, error)
+	ListPodSandboxes(f pod.SandboxFilter) []pod.Sandbox
+	CreateContainer(ctx context.Context, sandboxID string, cfg pod.ContainerConfig) (string, error)
+	StartContainer(ctx context.Context, id string) error
+	StopContainer(ctx context.Context, id string, timeout time.Duration) error
+	RemoveContainer(ctx context.Context, id string) error
+	ContainerStatus(ctx context.Context, id string) (pod.Container, error)
+	ListContainers(f pod.ContainerFilter) []pod.Container
+	Stats(ctx context.Context, id string) (pod.Container, hypervisor.Stats, error)
+	ReopenContainerLog(ctx context.Context, id string) error
+}
+
+// Image is an image as the CRI reports it.
+type Image struct {
+	// Ref is the image ID, sha256:<hex>.
+	Ref         string
+	RepoTags    []string
+	RepoDigests []string
+	Size        uint64
+}
+
+// FsUsage is the usage of the filesystem holding images.
+type FsUsage struct {
+	Mountpoint string
+	UsedBytes  uint64
+	InodesUsed uint64
+}
+
+// Images is what the CRI layer needs of the image store.
+type Images interface {
+	Pull(ctx context.Context, name string) (ref string, err error)
+	List(ctx context.Context) ([]Image, error)
+	// Status returns nil, nil for an image that is not present.
+	Status(ctx context.Context, nameOrRef string) (*Image, error)
+	// Remove of a missing image succeeds; of an image in use it fails.
+	Remove(ctx context.Context, nameOrRef string) error
+	FsInfo(ctx context.Context) (FsUsage, error)
+}
+
+// Config wires a Server.
+type Config struct {
+	Lifecycle  Lifecycle
+	Images     Images
+	Hypervisor hypervisor.Hypervisor
+	// NetworkReady reports whether pods can get a network (nil: ready).
+	NetworkReady func(ctx context.Context) error
+	// Version is podvisor's version.
+	Version string
+	// CgroupDriver is reported by RuntimeConfig: "cgroupfs" or "systemd".
+	CgroupDriver string
+	Logger       *slog.Logger
+}
+
+// Server implements runtimeapi.RuntimeServiceServer and
+// runtimeapi.ImageServiceServer.
+type Server struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+	cfg Config
+	log *slog.Logger
+}
+
+// NewServer returns a CRI server.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Lifecycle == nil || cfg.Images == nil || cfg.Hypervisor == nil {
+		return nil, errors.New("cri server: lifecycle, images and hypervisor are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CgroupDriver == "" {
+		cfg.CgroupDriver = "cgroupfs"
+	}
+	return &Server{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Register registers both services on g.
+func (s *Server) Register(g *grpc.Server) {
+	runtimeapi.RegisterRuntimeServiceServer(g, s)
+	runtimeapi.RegisterImageServiceServer(g, s)
+}
+
+// toStatus maps an error of the lower layers to a gRPC status error.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Unknown
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound), errors.Is(err, hypervisor.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, errdefs.ErrInvalidArgument):
+		code = codes.InvalidArgument
+	case errors.Is(err, errdefs.ErrFailedPrecondition), errors.Is(err, hypervisor.ErrInvalidState):
+		code = codes.FailedPrecondition
+	case errors.Is(err, errdefs.ErrAlreadyExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, errdefs.ErrUnimplemented), errors.Is(err, hypervisor.ErrUnimplemented):
+		code = codes.Unimplemented
+	case errors.Is(err, errdefs.ErrUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, err.Error())
+}
+
+func unimplemented(what string) error {
+	return status.Error(codes.Unimplemented, what)
+}

@@ -1,0 +1,158 @@
+package cri
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/hypervisor"
+	"github.com/podvisor/podvisor/runtime/pod"
+)
+
+// ContainerStats reports the VM's CPU and memory.
+func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, toStatus(errdefs.InvalidArgumentf("ContainerStats: container_id is required"))
+	}
+	c, st, err := s.cfg.Lifecycle.Stats(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ContainerStatsResponse{Stats: containerStatsToCRI(c, st)}, nil
+}
+
+// ListContainerStats reports stats of the containers matching the filter.
+func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+	out, err := s.listContainerStats(ctx, req.GetFilter())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ListContainerStatsResponse{Stats: out}, nil
+}
+
+// StreamContainerStats sends the stats list in one message.
+func (s *Server) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainerStatsResponse]) error {
+	out, err := s.listContainerStats(stream.Context(), req.GetFilter())
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(&runtimeapi.StreamContainerStatsResponse{ContainerStats: out})
+}
+
+func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
+	filter := pod.ContainerFilter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector()}
+	var out []*runtimeapi.ContainerStats
+	for _, c := range s.cfg.Lifecycle.ListContainers(filter) {
+		c, st, err := s.cfg.Lifecycle.Stats(ctx, c.ID)
+		if errdefsNotFound(err) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, containerStatsToCRI(c, st))
+	}
+	return out, nil
+}
+
+// PodSandboxStats reports the pod's usage: its VM's.
+func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, toStatus(errdefs.InvalidArgumentf("PodSandboxStats: pod_sandbox_id is required"))
+	}
+	sb, err := s.cfg.Lifecycle.PodSandbox(req.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	st, err := s.sandboxStats(ctx, sb)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
+}
+
+// ListPodSandboxStats reports stats of the sandboxes matching the filter.
+func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	out, err := s.listSandboxStats(ctx, req.GetFilter())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
+}
+
+// StreamPodSandboxStats sends the stats list in one message.
+func (s *Server) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxStatsResponse]) error {
+	out, err := s.listSandboxStats(stream.Context(), req.GetFilter())
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(&runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: out})
+}
+
+func (s *Server) listSandboxStats(ctx context.Context, f *runtimeapi.PodSandboxStatsFilter) ([]*runtimeapi.PodSandboxStats, error) {
+	var out []*runtimeapi.PodSandboxStats
+	for _, sb := range s.cfg.Lifecycle.ListPodSandboxes(pod.SandboxFilter{ID: f.GetId(), LabelSelector: f.GetLabelSelector()}) {
+		st, err := s.sandboxStats(ctx, sb)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func (s *Server) sandboxStats(ctx context.Context, sb pod.Sandbox) (*runtimeapi.PodSandboxStats, error) {
+	out := &runtimeapi.PodSandboxStats{
+		Attributes: &runtimeapi.PodSandboxAttributes{
+			Id:          sb.ID,
+			Metadata:    sandboxMetadataToCRI(sb.Config),
+			Labels:      sb.Config.Labels,
+			Annotations: sb.Config.Annotations,
+		},
+		Linux: &runtimeapi.LinuxPodSandboxStats{},
+	}
+	var cpu, mem uint64
+	var ts int64
+	for _, c := range s.cfg.Lifecycle.ListContainers(pod.ContainerFilter{SandboxID: sb.ID}) {
+		c, st, err := s.cfg.Lifecycle.Stats(ctx, c.ID)
+		if errdefsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		cs := containerStatsToCRI(c, st)
+		out.Linux.Containers = append(out.Linux.Containers, cs)
+		cpu += uint64(st.CPUTime)
+		mem += st.MemoryBytes
+		ts = st.Timestamp.UnixNano()
+	}
+	out.Linux.Cpu = &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu}}
+	out.Linux.Memory = &runtimeapi.MemoryUsage{Timestamp: ts, WorkingSetBytes: &runtimeapi.UInt64Value{Value: mem}}
+	return out, nil
+}
+
+func containerStatsToCRI(c pod.Container, st hypervisor.Stats) *runtimeapi.ContainerStats {
+	ts := st.Timestamp.UnixNano()
+	return &runtimeapi.ContainerStats{
+		Attributes: &runtimeapi.ContainerAttributes{
+			Id:          c.ID,
+			Metadata:    &runtimeapi.ContainerMetadata{Name: c.Config.Name, Attempt: c.Config.Attempt},
+			Labels:      c.Config.Labels,
+			Annotations: c.Config.Annotations,
+		},
+		Cpu: &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: uint64(st.CPUTime)}},
+		Memory: &runtimeapi.MemoryUsage{
+			Timestamp:       ts,
+			WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryBytes},
+			UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryBytes},
+		},
+		WritableLayer: &runtimeapi.FilesystemUsage{Timestamp: ts, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: c.Dir}},
+	}
+}
+
+func errdefsNotFound(err error) bool {
+	return err != nil && (isKind(err, errdefs.ErrNotFound) || isKind(err, hypervisor.ErrNotFound))
+}

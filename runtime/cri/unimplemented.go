@@ -1,0 +1,66 @@
+package cri
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The verbs below are not built yet. Each answers codes.Unimplemented with
+// what is missing, so kubelet and users see why.
+
+// ExecSync needs the guest agent channel.
+func (s *Server) ExecSync(context.Context, *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	return nil, unimplemented("ExecSync: running commands in a VM needs the QEMU guest agent path (guest-exec), which podvisor does not provide yet")
+}
+
+// Exec needs the guest agent and the streaming server.
+func (s *Server) Exec(context.Context, *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	return nil, unimplemented("Exec: running commands in a VM needs the QEMU guest agent path and the streaming server, which podvisor does not provide yet")
+}
+
+// Attach needs the streaming server.
+func (s *Server) Attach(context.Context, *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	return nil, unimplemented("Attach: the interactive serial console needs the CRI streaming server, which podvisor does not provide yet; the console is in the container log")
+}
+
+// PortForward needs the streaming server.
+func (s *Server) PortForward(context.Context, *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+	return nil, unimplemented("PortForward: forwarding into the pod's network namespace needs the CRI streaming server, which podvisor does not provide yet")
+}
+
+// CheckpointContainer would snapshot the VM.
+func (s *Server) CheckpointContainer(context.Context, *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
+	return nil, unimplemented("CheckpointContainer: VM snapshots are not built yet")
+}
+
+// CheckpointPod would snapshot the pod's VM.
+func (s *Server) CheckpointPod(context.Context, *runtimeapi.CheckpointPodRequest) (*runtimeapi.CheckpointPodResponse, error) {
+	return nil, unimplemented("CheckpointPod: VM snapshots are not built yet")
+}
+
+// RestorePod would restore a VM snapshot.
+func (s *Server) RestorePod(context.Context, *runtimeapi.RestorePodRequest) (*runtimeapi.RestorePodResponse, error) {
+	return nil, unimplemented("RestorePod: VM snapshots are not built yet")
+}
+
+// GetContainerEvents: kubelet falls back to polling (generic PLEG).
+func (s *Server) GetContainerEvents(*runtimeapi.GetEventsRequest, grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
+	return unimplemented("GetContainerEvents: podvisor does not stream container events yet; kubelet's polling (generic PLEG) sees every change")
+}
+
+// ListMetricDescriptors: the Prometheus endpoint is not built yet.
+func (s *Server) ListMetricDescriptors(context.Context, *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
+	return nil, unimplemented("ListMetricDescriptors: podvisor does not export CRI pod metrics yet; use ContainerStats")
+}
+
+// ListPodSandboxMetrics: the Prometheus endpoint is not built yet.
+func (s *Server) ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
+	return nil, unimplemented("ListPodSandboxMetrics: podvisor does not export CRI pod metrics yet; use ContainerStats")
+}
+
+// StreamPodSandboxMetrics: see ListPodSandboxMetrics.
+func (s *Server) StreamPodSandboxMetrics(*runtimeapi.StreamPodSandboxMetricsRequest, grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
+	return unimplemented("StreamPodSandboxMetrics: podvisor does not export CRI pod metrics yet; use ContainerStats")
+}
