@@ -1,0 +1,467 @@
+// Package domain turns one VM's inputs (pod identity, the validated
+// annotations, disks, console paths and the network seam) into a libvirt
+// domain definition. Everything here is a pure function of its input: the
+// same Input always gives the same XML, which the golden tests pin down and
+// libvirt's own schema checks.
+package domain
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/podvisor/podvisor/runtime/annotations"
+)
+
+// Domain types: hardware virtualization, or QEMU's software emulation (TCG)
+// where /dev/kvm does not work.
+const (
+	TypeKVM  = "kvm"
+	TypeQEMU = "qemu"
+)
+
+// GuestAgentChannel is the virtio-serial port name the QEMU guest agent opens.
+const GuestAgentChannel = "org.qemu.guest_agent.0"
+
+// namespaceUUID seeds the name-based (v5) domain UUIDs. Never change it:
+// existing domains would get new UUIDs.
+var namespaceUUID = uuid.MustParse("9095753e-c7ce-4d4b-a242-b935ec6a5531")
+
+// maxUnixSocketPath is sun_path's size less the terminating NUL.
+const maxUnixSocketPath = 107
+
+// DiskFormat is a disk image format QEMU reads.
+type DiskFormat string
+
+const (
+	FormatQCOW2 DiskFormat = "qcow2"
+	FormatRaw   DiskFormat = "raw"
+)
+
+// Disk is one disk image or block device given to the guest.
+type Disk struct {
+	// Path is an absolute path to an image file, or to a block device when Block.
+	Path     string
+	Format   DiskFormat
+	ReadOnly bool
+	Block    bool
+	// Serial, when set, lets the guest find the disk by ID
+	// (/dev/disk/by-id/...); letters, digits, '-', '_' and '.', at most 20.
+	Serial string
+}
+
+// Input is everything Build needs for one VM.
+type Input struct {
+	// Name is the libvirt domain name; use NameFor(containerID).
+	Name string
+	// Pod identity. PodUID seeds the domain UUID.
+	PodUID       string
+	PodName      string
+	PodNamespace string
+	// ContainerName and Attempt come from the CRI container metadata. Attempt
+	// (the kubelet's restart count) seeds the UUID too, so a restarted
+	// container's domain never collides with its exited predecessor.
+	ContainerName string
+	Attempt       uint32
+	// DomainType is TypeKVM or TypeQEMU.
+	DomainType string
+	// Machine is the QEMU machine type ("" = libvirt's default, e.g. pc).
+	Machine string
+	// VM is the validated annotations/resources/env configuration.
+	VM *annotations.VMConfig
+	// RootDisk is the VM's boot disk (usually the qcow2 overlay of the image).
+	RootDisk Disk
+	// VolumeDisks follow the root disk, in this order.
+	VolumeDisks []Disk
+	// CloudInitISO is the cloud-init drive image ("" = none); attached
+	// read-only after the volume disks.
+	CloudInitISO string
+	// ConsoleSocket is the unix socket libvirt binds for the serial console
+	// ("" = a pty). At most 107 bytes.
+	ConsoleSocket string
+	// ConsoleLog is a file that receives all console output ("" = none).
+	ConsoleLog string
+	// GuestAgentSocket is the unix socket for the guest agent channel
+	// ("" = libvirt chooses one under its own state directory).
+	GuestAgentSocket string
+	// Emulator is the QEMU binary or a wrapper ("" = libvirt's default).
+	Emulator string
+	// NICs are appended to the devices as they are: the network seam.
+	NICs []libvirtxml.DomainInterface
+	// QEMUEnv sets environment variables of the QEMU process (qemu:env), for
+	// an emulator wrapper that, e.g., enters the pod's network namespace.
+	QEMUEnv map[string]string
+	// QEMUArgs are extra QEMU command-line arguments (qemu:arg).
+	QEMUArgs []string
+}
+
+// NameFor returns the domain name for a container ID: "pv-" and 16 hex
+// digits, short enough for libvirt's per-domain socket paths. Hex IDs (CRI
+// container IDs) keep their first 16 digits so the name can be read back
+// against `crictl ps`; anything else is hashed.
+func NameFor(containerID string) string {
+	hexDigits := strings.ToLower(strings.ReplaceAll(containerID, "-", ""))
+	if len(hexDigits) >= 16 && isHex(hexDigits) {
+		return "pv-" + hexDigits[:16]
+	}
+	sum := sha256.Sum256([]byte(containerID))
+	return "pv-" + hex.EncodeToString(sum[:8])
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// UUIDFor returns the domain UUID derived from the pod UID and the
+// container attempt: a name-based (SHA-1, version 5) UUID, the same on every
+// node and every restart of podvisor.
+func UUIDFor(podUID string, attempt uint32) string {
+	name := podUID
+	if attempt > 0 {
+		name = fmt.Sprintf("%s/%d", podUID, attempt)
+	}
+	return uuid.NewSHA1(namespaceUUID, []byte(name)).String()
+}
+
+// Build returns the domain definition for in. It checks its input and
+// reports every problem, naming the field.
+func Build(in Input) (*libvirtxml.Domain, error) {
+	if err := in.validate(); err != nil {
+		return nil, err
+	}
+	vm := in.VM
+
+	domUUID := UUIDFor(in.PodUID, in.Attempt)
+	if vm.SystemUUID != "" {
+		domUUID = vm.SystemUUID
+	}
+	kib := uint(vm.MemoryBytes / 1024)
+	meta, err := metadataFor(in)
+	if err != nil {
+		return nil, err
+	}
+
+	d := &libvirtxml.Domain{
+		Type:          in.DomainType,
+		Name:          in.Name,
+		UUID:          domUUID,
+		Title:         in.PodNamespace + "/" + in.PodName,
+		Metadata:      meta,
+		Memory:        &libvirtxml.DomainMemory{Value: kib, Unit: "KiB"},
+		CurrentMemory: &libvirtxml.DomainCurrentMemory{Value: kib, Unit: "KiB"},
+		VCPU:          &libvirtxml.DomainVCPU{Placement: "static", Value: uint(vm.VCPUCount)},
+		CPUTune:       cpuTune(vm),
+		OS: &libvirtxml.DomainOS{
+			Type: &libvirtxml.DomainOSType{Arch: "x86_64", Machine: in.Machine, Type: "hvm"},
+		},
+		Features: &libvirtxml.DomainFeatureList{
+			ACPI: &libvirtxml.DomainFeature{},
+			APIC: &libvirtxml.DomainFeatureAPIC{},
+		},
+		CPU:        cpuFor(vm),
+		Clock:      &libvirtxml.DomainClock{Offset: "utc"},
+		OnPoweroff: "destroy",
+		OnReboot:   "restart",
+		OnCrash:    "destroy",
+		Devices:    devices(in),
+	}
+	if vm.SystemUUID != "" {
+		// The guest reads its identity from SMBIOS; libvirt requires the
+		// sysinfo UUID to equal the domain's.
+		d.SysInfo = []libvirtxml.DomainSysInfo{{SMBIOS: &libvirtxml.DomainSysInfoSMBIOS{
+			System: &libvirtxml.DomainSysInfoSystem{Entry: []libvirtxml.DomainSysInfoEntry{{Name: "uuid", Value: vm.SystemUUID}}},
+		}}}
+		d.OS.SMBios = &libvirtxml.DomainSMBios{Mode: "sysinfo"}
+	}
+	if len(in.QEMUEnv) > 0 || len(in.QEMUArgs) > 0 {
+		cl := &libvirtxml.DomainQEMUCommandline{}
+		for _, a := range in.QEMUArgs {
+			cl.Args = append(cl.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
+		}
+		names := make([]string, 0, len(in.QEMUEnv))
+		for n := range in.QEMUEnv {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			cl.Envs = append(cl.Envs, libvirtxml.DomainQEMUCommandlineEnv{Name: n, Value: in.QEMUEnv[n]})
+		}
+		d.QEMUCommandline = cl
+	}
+	return d, nil
+}
+
+// Marshal renders d as libvirt XML.
+func Marshal(d *libvirtxml.Domain) (string, error) {
+	if d == nil {
+		return "", errors.New("marshalling domain: nil domain")
+	}
+	s, err := d.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("marshalling domain %s: %w", d.Name, err)
+	}
+	return s, nil
+}
+
+// cpuShareCap keeps <shares> inside what libvirt accepts on cgroup v2
+// (cpu.weight, 1..10000) as well as on v1; kubelet gives 1024 per CPU, so
+// only requests above ~9.7 CPUs are capped.
+const cpuShareCap = 10000
+
+// defaultCPUPeriod is the CFS period kubelet uses when it sets a quota.
+const defaultCPUPeriod = 100000
+
+// cpuTune maps the container's CPU resources. CRI's quota caps the whole
+// container, so it becomes libvirt's global_period/global_quota (the whole
+// domain) rather than period/quota, which libvirt applies to each vCPU.
+func cpuTune(vm *annotations.VMConfig) *libvirtxml.DomainCPUTune {
+	if vm.CPUShares == 0 && vm.CPUQuota <= 0 {
+		return nil
+	}
+	t := &libvirtxml.DomainCPUTune{}
+	if vm.CPUShares > 0 {
+		t.Shares = &libvirtxml.DomainCPUTuneShares{Value: uint(min(vm.CPUShares, cpuShareCap))}
+	}
+	if vm.CPUQuota > 0 {
+		period := vm.CPUPeriod
+		if period == 0 {
+			period = defaultCPUPeriod
+		}
+		t.GlobalPeriod = &libvirtxml.DomainCPUTunePeriod{Value: uint64(period)}
+		t.GlobalQuota = &libvirtxml.DomainCPUTuneQuota{Value: vm.CPUQuota}
+	}
+	return t
+}
+
+// cpuFor gives the <cpu> element: VirtletLibvirtCPUSetting verbatim when
+// set, host-model for VirtletCPUModel=host-model, otherwise none (QEMU's
+// default model, which every host and TCG can run).
+func cpuFor(vm *annotations.VMConfig) *libvirtxml.DomainCPU {
+	if vm.CPUSetting != nil {
+		return copyCPU(vm.CPUSetting)
+	}
+	if vm.CPUModel == annotations.CPUModelHostModel {
+		return &libvirtxml.DomainCPU{Mode: "host-model"}
+	}
+	return nil
+}
+
+// copyCPU deep-copies so that a caller mutating the domain cannot change
+// the shared VMConfig.
+func copyCPU(c *libvirtxml.DomainCPU) *libvirtxml.DomainCPU {
+	out := *c
+	if c.Model != nil {
+		m := *c.Model
+		out.Model = &m
+	}
+	if c.Topology != nil {
+		t := *c.Topology
+		out.Topology = &t
+	}
+	if c.Cache != nil {
+		ca := *c.Cache
+		out.Cache = &ca
+	}
+	if c.MaxPhysAddr != nil {
+		mp := *c.MaxPhysAddr
+		out.MaxPhysAddr = &mp
+	}
+	out.Features = append([]libvirtxml.DomainCPUFeature(nil), c.Features...)
+	out.Numa = nil // refused by annotations; never shared
+	return &out
+}
+
+func devices(in Input) *libvirtxml.DomainDeviceList {
+	dev := &libvirtxml.DomainDeviceList{Emulator: in.Emulator}
+	dev.Disks, dev.Controllers = disks(in)
+	dev.Serials = []libvirtxml.DomainSerial{serial(in)}
+	dev.Channels = []libvirtxml.DomainChannel{{
+		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: in.GuestAgentSocket}},
+		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: GuestAgentChannel}},
+	}}
+	dev.Interfaces = append(dev.Interfaces, in.NICs...)
+	dev.Inputs = []libvirtxml.DomainInput{{Type: "tablet", Bus: "usb"}}
+	dev.Graphics = []libvirtxml.DomainGraphic{{VNC: &libvirtxml.DomainGraphicVNC{
+		Port: -1, AutoPort: "yes", Listen: "127.0.0.1",
+		Listeners: []libvirtxml.DomainGraphicListener{{Address: &libvirtxml.DomainGraphicListenerAddress{Address: "127.0.0.1"}}},
+	}}}
+	dev.Videos = []libvirtxml.DomainVideo{{Model: libvirtxml.DomainVideoModel{Type: "vga"}}}
+	dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "virtio", Stats: &libvirtxml.DomainMemBalloonStats{Period: 10}}
+	dev.RNGs = []libvirtxml.DomainRNG{{
+		Model:   "virtio",
+		Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
+	}}
+	return dev
+}
+
+func serial(in Input) libvirtxml.DomainSerial {
+	s := libvirtxml.DomainSerial{
+		Target: &libvirtxml.DomainSerialTarget{Port: uintp(0)},
+	}
+	if in.ConsoleSocket != "" {
+		s.Source = &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: in.ConsoleSocket}}
+	} else {
+		s.Source = &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
+	}
+	if in.ConsoleLog != "" {
+		s.Log = &libvirtxml.DomainChardevLog{File: in.ConsoleLog, Append: "on"}
+	}
+	return s
+}
+
+func uintp(v uint) *uint { return &v }
+
+func (in Input) validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("domain input %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if !validName(in.Name) {
+		bad("Name", "%q is not a domain name (1 to 64 letters, digits, '-', '_', '.'; use NameFor)", in.Name)
+	}
+	if in.PodUID == "" {
+		bad("PodUID", "is empty")
+	}
+	for field, v := range map[string]string{"PodUID": in.PodUID, "PodName": in.PodName, "PodNamespace": in.PodNamespace, "ContainerName": in.ContainerName} {
+		if hasControl(v) {
+			bad(field, "%q has control characters", v)
+		}
+	}
+	if in.DomainType != TypeKVM && in.DomainType != TypeQEMU {
+		bad("DomainType", "%q is neither %q nor %q", in.DomainType, TypeKVM, TypeQEMU)
+	}
+	if in.Machine != "" && !validName(in.Machine) {
+		bad("Machine", "%q is not a QEMU machine type", in.Machine)
+	}
+	if in.VM == nil {
+		bad("VM", "is nil (annotations.Parse gives it)")
+	} else {
+		if in.VM.VCPUCount < 1 || in.VM.VCPUCount > annotations.MaxVCPUCount {
+			bad("VM.VCPUCount", "%d is outside 1..%d", in.VM.VCPUCount, annotations.MaxVCPUCount)
+		}
+		if in.VM.MemoryBytes < annotations.MinMemoryBytes {
+			bad("VM.MemoryBytes", "%d is below %d", in.VM.MemoryBytes, annotations.MinMemoryBytes)
+		}
+		if in.VM.DiskDriver != annotations.DiskDriverSCSI && in.VM.DiskDriver != annotations.DiskDriverVirtio {
+			bad("VM.DiskDriver", "%q is neither scsi nor virtio", in.VM.DiskDriver)
+		}
+		if in.VM.SystemUUID != "" {
+			if _, err := uuid.Parse(in.VM.SystemUUID); err != nil {
+				bad("VM.SystemUUID", "%q is not a UUID", in.VM.SystemUUID)
+			}
+		}
+	}
+	checkDisk := func(field string, d Disk) {
+		checkPath(bad, field+".Path", d.Path, true)
+		if d.Format != FormatQCOW2 && d.Format != FormatRaw {
+			bad(field+".Format", "%q is neither %q nor %q", d.Format, FormatQCOW2, FormatRaw)
+		}
+		if !validSerial(d.Serial) {
+			bad(field+".Serial", "%q is not at most 20 letters, digits, '-', '_', '.'", d.Serial)
+		}
+	}
+	checkDisk("RootDisk", in.RootDisk)
+	for i, d := range in.VolumeDisks {
+		checkDisk(fmt.Sprintf("VolumeDisks[%d]", i), d)
+	}
+	if n := 1 + len(in.VolumeDisks) + btoi(in.CloudInitISO != ""); n > maxDisks {
+		bad("VolumeDisks", "%d disks in all, more than %d", n, maxDisks)
+	}
+	checkPath(bad, "CloudInitISO", in.CloudInitISO, false)
+	checkPath(bad, "ConsoleSocket", in.ConsoleSocket, false)
+	if len(in.ConsoleSocket) > maxUnixSocketPath {
+		bad("ConsoleSocket", "%q is %d bytes, longer than a unix socket path may be (%d)", in.ConsoleSocket, len(in.ConsoleSocket), maxUnixSocketPath)
+	}
+	checkPath(bad, "ConsoleLog", in.ConsoleLog, false)
+	checkPath(bad, "GuestAgentSocket", in.GuestAgentSocket, false)
+	if len(in.GuestAgentSocket) > maxUnixSocketPath {
+		bad("GuestAgentSocket", "%q is %d bytes, longer than a unix socket path may be (%d)", in.GuestAgentSocket, len(in.GuestAgentSocket), maxUnixSocketPath)
+	}
+	checkPath(bad, "Emulator", in.Emulator, false)
+	for n, v := range in.QEMUEnv {
+		if !validEnvName(n) {
+			bad("QEMUEnv", "%q is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", n)
+		}
+		if hasControl(v) {
+			bad("QEMUEnv", "the value of %s has control characters", n)
+		}
+	}
+	for i, a := range in.QEMUArgs {
+		if a == "" || hasControl(a) {
+			bad(fmt.Sprintf("QEMUArgs[%d]", i), "%q is empty or has control characters", a)
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func checkPath(bad func(string, string, ...any), field, p string, required bool) {
+	if p == "" {
+		if required {
+			bad(field, "is empty")
+		}
+		return
+	}
+	if !filepath.IsAbs(p) || hasControl(p) {
+		bad(field, "%q is not an absolute path without control characters", p)
+	}
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == 0xfffd {
+			return true
+		}
+	}
+	return false
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func validSerial(s string) bool {
+	return s == "" || len(s) <= 20 && validName(s)
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
