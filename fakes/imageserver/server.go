@@ -12,6 +12,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -45,6 +47,9 @@ type Mode struct {
 	IgnoreRange bool
 	// NoDigest omits the Digest header, as most real servers do.
 	NoDigest bool
+	// Gate, when set, holds every response until the channel is closed, so
+	// a test can act while a download is in progress.
+	Gate <-chan struct{}
 }
 
 // Predefined modes.
@@ -102,7 +107,12 @@ type Server struct {
 // New returns a server that is not started yet.
 func New(opts Options) *Server {
 	s := &Server{opts: opts, images: map[string]*image{}}
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{
+		Handler:           http.HandlerFunc(s.serve),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Handshake failures are what some tests are about: not noise.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
 	return s
 }
 
@@ -146,17 +156,23 @@ func (s *Server) URL() string { return s.url }
 // Addr is the host:port the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// AddImage serves data at /<name> (name may contain '/').
+// AddImage serves data at /<name> (name may contain '/'), replacing any
+// image there.
 func (s *Server) AddImage(name string, data []byte) {
 	sum := sha256.Sum256(data)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.images[strings.TrimPrefix(name, "/")] = &image{
-		data:    data,
-		etag:    `"` + hex.EncodeToString(sum[:]) + `"`,
-		digest:  "SHA-256=" + base64.StdEncoding.EncodeToString(sum[:]),
-		modTime: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
+	name = strings.TrimPrefix(name, "/")
+	img := s.images[name]
+	if img == nil {
+		// Replacing an image keeps its mode and counters.
+		img = &image{}
+		s.images[name] = img
 	}
+	img.data = data
+	img.etag = `"` + hex.EncodeToString(sum[:]) + `"`
+	img.digest = "SHA-256=" + base64.StdEncoding.EncodeToString(sum[:])
+	img.modTime = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 }
 
 // SetMode changes how /<name> is served from the next request on.
@@ -219,6 +235,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if !m.NoDigest {
 		h.Set("Digest", digest)
 	}
+	if m.Gate != nil {
+		select {
+		case <-m.Gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	out := &countingWriter{ResponseWriter: w, s: s, name: name, mode: m, cut: cut, r: r}
 	if m.IgnoreRange {
 		h.Set("Accept-Ranges", "none")
@@ -248,6 +271,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	}
 	if c.mode.ChunkDelay == 0 {
 		chunk = len(p)
+	}
+	if c.mode.ChunkDelay > 0 && c.sent == 0 {
+		c.Flush() // headers now, so that only the body is slow
 	}
 	total := 0
 	for len(p) > 0 {

@@ -238,7 +238,11 @@ func (s *Store) Pull(ctx context.Context, name string) (ref string, err error) {
 	}
 	hex, err := s.shared(ctx, n, ep)
 	if err != nil {
-		return "", fmt.Errorf("pulling image %q (%s): %w", name, ep.Source, err)
+		src := ""
+		if ep.Source != "" {
+			src = " (" + ep.Source + ")"
+		}
+		return "", fmt.Errorf("pulling image %q%s: %w", name, src, err)
 	}
 	return "sha256:" + hex, nil
 }
