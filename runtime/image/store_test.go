@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/cenkalti/backoff/v4"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/podvisor/podvisor/fakes/imageserver"
 )
