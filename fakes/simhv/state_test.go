@@ -201,10 +201,13 @@ func TestMissingDomain(t *testing.T) {
 		"XML":      func() error { _, err := f.hv.XML(f.ctx, "nope"); return err },
 		"Console":  func() error { _, err := f.hv.Console(f.ctx, "nope"); return err },
 		"Stats":    func() error { _, err := f.hv.Stats(f.ctx, "nope"); return err },
-		"Agent":    func() error { _, err := f.hv.AgentCommand(f.ctx, "nope", `{"execute":"guest-ping"}`, time.Second); return err },
-		"Pause":    func() error { return f.hv.Pause("nope") },
-		"Resume":   func() error { return f.hv.Resume("nope") },
-		"Crash":    func() error { return f.hv.Crash("nope") },
+		"Agent": func() error {
+			_, err := f.hv.AgentCommand(f.ctx, "nope", `{"execute":"guest-ping"}`, time.Second)
+			return err
+		},
+		"Pause":  func() error { return f.hv.Pause("nope") },
+		"Resume": func() error { return f.hv.Resume("nope") },
+		"Crash":  func() error { return f.hv.Crash("nope") },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {
