@@ -556,9 +556,9 @@ func (p *parser) env(env []EnvVar) []EnvVar {
 		case e.Name == "":
 			bad = "the name is empty"
 		case strings.ContainsAny(e.Name, "=\x00\n\r"):
-			bad = fmt.Sprintf("the name %q contains '=', a newline or NUL", e.Name)
+			bad = "the name contains '=', a newline or NUL"
 		case strings.ContainsRune(e.Value, 0):
-			bad = fmt.Sprintf("the value of %s contains NUL", e.Name)
+			bad = "the value contains NUL"
 		}
 		if bad != "" {
 			// The value may be a secret: only the name goes into the message.

@@ -1,16 +1,18 @@
 package annotations
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
 	"sigs.k8s.io/yaml"
 )
 
-const cpuSettingAccepted = "a YAML or JSON libvirt <cpu> definition, e.g. \"mode: host-passthrough\" or " +
-	"\"mode: custom\\nmodel:\\n  value: Westmere\\nfeatures:\\n- name: avx\\n  policy: disable\""
+const cpuSettingAccepted = `the fields of a libvirt <cpu> element in YAML or JSON, e.g. "mode: host-passthrough" or "{mode: custom, model: {value: Westmere}}"`
 
 // cpuSetting parses VirtletLibvirtCPUSetting: the fields of libvirt's <cpu>
 // element as YAML, the way Virtlet read it into libvirtxml.DomainCPU.
@@ -21,8 +23,8 @@ func (p *parser) cpuSetting(vcpus int) *libvirtxml.DomainCPU {
 		return nil
 	}
 	var cpu libvirtxml.DomainCPU
-	if err := yaml.UnmarshalStrict([]byte(v), &cpu); err != nil {
-		p.fail(KeyLibvirtCPUSetting, v, cpuSettingAccepted, yamlError(err))
+	if err := strictUnmarshal(v, &cpu); err != nil {
+		p.fail(KeyLibvirtCPUSetting, v, cpuSettingAccepted, err)
 		return nil
 	}
 	cpu.XMLName.Space, cpu.XMLName.Local = "", ""
@@ -127,7 +129,63 @@ func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
 	if c.Numa != nil {
 		errs = append(errs, errors.New("numa is not supported by podvisor"))
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// strictUnmarshal decodes YAML (or JSON) into out, refusing unknown fields,
+// with errors that name the field in the user's terms rather than Go's.
+func strictUnmarshal(doc string, out any) error {
+	js, err := yaml.YAMLToJSON([]byte(doc))
+	if err != nil {
+		return yamlError(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(out); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			field := strings.ToLower(te.Field)
+			if field == "" {
+				return fmt.Errorf("the document is a %s, expected %s", te.Value, jsonKind(te.Type))
+			}
+			return fmt.Errorf("field %s is a %s, expected %s", field, te.Value, jsonKind(te.Type))
+		}
+		if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return fmt.Errorf("unknown field %s", msg)
+		}
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return nil
+}
+
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "a mapping"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return t.Kind().String()
 }
 
 func validFeatureName(n string) bool {
