@@ -83,8 +83,9 @@ func WriteISO(ctx context.Context, c *Contents, dst string) error {
 		}
 	}()
 
-	// -J Joliet, -r Rock Ridge with uid/gid 0 and readable modes (-R would
-	// copy the daemon's uid into the image), -V the label cloud-init looks for.
+	// -J Joliet, -r Rock Ridge with uid/gid 0 and modes readable by all, write
+	// bits cleared (-R would copy the daemon's uid into the image), -V the
+	// label cloud-init looks for.
 	cmd := exec.CommandContext(ctx, tool,
 		"-o", tmpName, "-V", c.Label, "-J", "-r",
 		"-input-charset", "utf-8", "-quiet", stage)

@@ -251,16 +251,21 @@ func networkConfigV2(in *Input) ([]byte, error) {
 		var addrs, routes []any
 		for _, a := range c.addrs {
 			addrs = append(addrs, a.prefix.String())
+			// gateway4/gateway6 rather than a default route: cloud-init
+			// 22.x rejects "to: default" and turns "to: ::/0" into the
+			// address's prefix; netplan only warns that they are deprecated.
 			if a.gw.IsValid() {
-				routes = append(routes, map[string]any{"to": "default", "via": a.gw.String()})
+				k := "gateway4"
+				if a.gw.Is6() {
+					k = "gateway6"
+				}
+				if _, set := e[k]; !set {
+					e[k] = a.gw.String()
+				}
 			}
 		}
 		for _, rt := range c.routes {
-			to := rt.dst.String()
-			if rt.dst.Bits() == 0 {
-				to = "default"
-			}
-			routes = append(routes, map[string]any{"to": to, "via": rt.gw.String()})
+			routes = append(routes, map[string]any{"to": rt.dst.String(), "via": rt.gw.String()})
 		}
 		if len(addrs) > 0 {
 			e["addresses"] = addrs
