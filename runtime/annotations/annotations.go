@@ -439,6 +439,14 @@ func (p *parser) dataSource(key string, withKey bool) *DataSourceRef {
 	if withKey {
 		max = 3
 	}
+	if len(parts) == 3 && !withKey {
+		hint := "this annotation names a whole object, without a key"
+		if key == KeyCloudInitUserDataSource {
+			hint += "; name the key with " + KeyCloudInitUserDataSourceKey
+		}
+		p.fail(key, v, accepted, errors.New(hint))
+		return nil
+	}
 	if len(parts) < 2 || len(parts) > max {
 		p.fail(key, v, accepted, nil)
 		return nil

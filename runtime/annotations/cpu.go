@@ -151,11 +151,15 @@ func strictUnmarshal(doc string, out any) error {
 	if err := dec.Decode(out); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
+			got := map[string]string{"array": "list", "object": "mapping", "bool": "boolean"}[te.Value]
+			if got == "" {
+				got = te.Value
+			}
 			field := strings.ToLower(te.Field)
 			if field == "" {
-				return fmt.Errorf("the document is a %s, expected %s", te.Value, jsonKind(te.Type))
+				return fmt.Errorf("the document is a %s, expected %s", got, jsonKind(te.Type))
 			}
-			return fmt.Errorf("field %s is a %s, expected %s", field, te.Value, jsonKind(te.Type))
+			return fmt.Errorf("field %s is a %s, expected %s", field, got, jsonKind(te.Type))
 		}
 		if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			return fmt.Errorf("unknown field %s", msg)
