@@ -28,11 +28,12 @@ func (e *AgentError) Error() string {
 	return fmt.Sprintf("internal error: unable to execute QEMU agent command '%s': %s", e.Command, e.Desc)
 }
 
-var agentCommands = []string{"guest-info", "guest-ping", "guest-sync"}
+var agentCommands = []string{"guest-exec", "guest-exec-status", "guest-info", "guest-ping", "guest-sync"}
 
 // AgentCommand answers QEMU guest agent commands for a booted domain whose
 // XML has the org.qemu.guest_agent.0 virtio channel: guest-ping,
-// guest-info and guest-sync. Other commands get the agent's error JSON as
+// guest-info, guest-sync, and guest-exec/guest-exec-status running the
+// simulated guest's programs (see the package documentation). Other commands get the agent's error JSON as
 // the reply together with an *AgentError.
 func (h *Hypervisor) AgentCommand(ctx context.Context, name string, command string, timeout time.Duration) (string, error) {
 	if err := h.before(ctx, OpAgentCommand, name); err != nil {
@@ -112,6 +113,10 @@ func (h *Hypervisor) agent(name, command string) (reply string, wait bool, err e
 			return "", false, fmt.Errorf("encoding guest-info reply: %w", err)
 		}
 		return string(out), false, nil
+	case "guest-exec":
+		return h.guestExec(d, req.Arguments)
+	case "guest-exec-status":
+		return h.guestExecStatus(d, req.Arguments)
 	default:
 		return agentError(req.Execute, "CommandNotFound", fmt.Sprintf("The command %s has not been found", req.Execute))
 	}

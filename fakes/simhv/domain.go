@@ -91,6 +91,9 @@ type domain struct {
 	line         []byte // console input typed since the last newline
 	lastCR       bool
 	pendingInput []byte // typed while paused
+
+	execs       map[int]*execProc // guest-exec processes of this run
+	nextExecPID int
 }
 
 func newDomain(rec record, cfg config, mu *sync.Mutex) *domain {
@@ -141,6 +144,7 @@ func (d *domain) newRun() {
 	d.out = nil
 	d.line, d.lastCR, d.pendingInput = nil, false, nil
 	d.console = nil
+	d.execs = nil
 	d.cond.Broadcast()
 }
 
