@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
@@ -15,12 +16,7 @@ import (
 // DomainName is the hypervisor name of a container's VM: short (QEMU puts
 // it in socket paths), unique, and derived from the ID so that it survives
 // a restart of podvisor.
-func DomainName(containerID string) string {
-	if len(containerID) > 16 {
-		containerID = containerID[:16]
-	}
-	return "podvisor-" + containerID
-}
+func DomainName(containerID string) string { return domain.NameFor(containerID) }
 
 // CreateContainer defines the VM of a sandbox's container. podvisor runs one
 // VM per pod: while a container of the sandbox is created or running, a

@@ -1,0 +1,141 @@
+// Command podvisor is the CRI runtime daemon whose containers are VMs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/podvisor/podvisor/internal/daemon"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "podvisor:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("podvisor", flag.ContinueOnError)
+	var (
+		cfg        daemon.Config
+		configFile = fs.String("config", "", "YAML or JSON config file; flags given on the command line win")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat  = fs.String("log-format", "text", "text or json")
+		version    = fs.Bool("version", false, "print the version and exit")
+	)
+	fs.StringVar(&cfg.Listen, "listen", "unix:///run/podvisor/podvisor.sock", "CRI endpoint (unix:///path)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/podvisor", "directory for metadata, VM disks and images")
+	fs.StringVar(&cfg.Hypervisor, "hypervisor", "libvirt", "sim (simulated, for tests) or libvirt")
+	fs.StringVar(&cfg.Network, "network", "", "fake or cni (default: fake with --hypervisor sim, else cni)")
+	fs.StringVar(&cfg.ImageDir, "image-dir", "", "image store directory (default <state-dir>/images)")
+	fs.StringVar(&cfg.ImageTranslationsDir, "image-translations-dir", "", "directory of image translation configs (the virtlet-image-translations ConfigMap)")
+	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
+	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: podvisor takes only flags", fs.Args())
+	}
+	if *version {
+		fmt.Println("podvisor", daemon.Version)
+		return nil
+	}
+	if *configFile != "" {
+		fileCfg, err := loadConfig(*configFile)
+		if err != nil {
+			return err
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		cfg = merge(fileCfg, cfg, set)
+	}
+	log, err := newLogger(*logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := daemon.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.Serve() }()
+	select {
+	case err := <-errc:
+		d.Stop(time.Second)
+		return err
+	case <-ctx.Done():
+		log.Info("signal received; stopping gracefully (VMs keep running)")
+		d.Stop(30 * time.Second)
+		return <-errc
+	}
+}
+
+// loadConfig reads a config file.
+func loadConfig(path string) (daemon.Config, error) {
+	var c daemon.Config
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("reading config file: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return c, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// merge takes the file's values and overrides those given as flags; a
+// field neither in the file nor on the command line keeps its flag default.
+func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
+	pick := func(name string, fileV, flagV string) string {
+		if set[name] || fileV == "" {
+			return flagV
+		}
+		return fileV
+	}
+	out := daemon.Config{
+		Listen:               pick("listen", file.Listen, flags.Listen),
+		StateDir:             pick("state-dir", file.StateDir, flags.StateDir),
+		Hypervisor:           pick("hypervisor", file.Hypervisor, flags.Hypervisor),
+		Network:              pick("network", file.Network, flags.Network),
+		ImageDir:             pick("image-dir", file.ImageDir, flags.ImageDir),
+		ImageTranslationsDir: pick("image-translations-dir", file.ImageTranslationsDir, flags.ImageTranslationsDir),
+		CgroupDriver:         pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
+		SimBootTime:          flags.SimBootTime,
+		SocketMode:           file.SocketMode,
+	}
+	if !set["sim-boot-time"] && file.SimBootTime != 0 {
+		out.SimBootTime = file.SimBootTime
+	}
+	return out
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %q is not accepted: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, errors.New("log-format: use text or json")
+}

@@ -1,0 +1,308 @@
+// Package daemon wires podvisor's parts into a running CRI server. The
+// podvisor command parses flags into a Config and calls Run; tests run the
+// same wiring in-process.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/podvisor/podvisor/fakes/fakenet"
+	"github.com/podvisor/podvisor/fakes/simhv"
+	"github.com/podvisor/podvisor/runtime/cri"
+	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/hypervisor"
+	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/store"
+	"github.com/podvisor/podvisor/runtime/vmbuild"
+)
+
+// Version is podvisor's version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// Config is the daemon's configuration.
+type Config struct {
+	// Listen is the CRI endpoint, unix:///path/to.sock.
+	Listen string `json:"listen"`
+	// StateDir holds the metadata store, VM directories and images.
+	StateDir string `json:"stateDir"`
+	// Hypervisor is "sim" or "libvirt".
+	Hypervisor string `json:"hypervisor"`
+	// Network is "fake" (addresses without kernel objects; the default
+	// with the sim hypervisor) or "cni".
+	Network string `json:"network"`
+	// ImageDir is the image store (default <StateDir>/images).
+	ImageDir string `json:"imageDir"`
+	// ImageTranslationsDir holds image translation configs.
+	ImageTranslationsDir string `json:"imageTranslationsDir"`
+	// SimBootTime is the simulated guests' boot time.
+	SimBootTime time.Duration `json:"simBootTime"`
+	// CgroupDriver reported to kubelet: cgroupfs or systemd.
+	CgroupDriver string `json:"cgroupDriver"`
+	// SocketMode is the permission of the CRI socket (default 0660).
+	SocketMode os.FileMode `json:"socketMode"`
+}
+
+// Validate checks c and fills defaults.
+func (c *Config) Validate() error {
+	if c.Listen == "" {
+		return errors.New("listen: an endpoint like unix:///run/podvisor/podvisor.sock is required")
+	}
+	if _, err := SocketPath(c.Listen); err != nil {
+		return err
+	}
+	if c.StateDir == "" {
+		return errors.New("state-dir: a directory is required")
+	}
+	switch c.Hypervisor {
+	case "sim", "libvirt":
+	case "":
+		c.Hypervisor = "libvirt"
+	default:
+		return fmt.Errorf("hypervisor: %q is not accepted: use sim or libvirt", c.Hypervisor)
+	}
+	switch c.Network {
+	case "fake", "cni":
+	case "":
+		c.Network = "cni"
+		if c.Hypervisor == "sim" {
+			c.Network = "fake"
+		}
+	default:
+		return fmt.Errorf("network: %q is not accepted: use fake or cni", c.Network)
+	}
+	switch c.CgroupDriver {
+	case "cgroupfs", "systemd":
+	case "":
+		c.CgroupDriver = "cgroupfs"
+	default:
+		return fmt.Errorf("cgroup-driver: %q is not accepted: use cgroupfs or systemd", c.CgroupDriver)
+	}
+	if c.ImageDir == "" {
+		c.ImageDir = filepath.Join(c.StateDir, "images")
+	}
+	if c.SocketMode == 0 {
+		c.SocketMode = 0o660
+	}
+	return nil
+}
+
+// SocketPath returns the file path of a unix:// endpoint.
+func SocketPath(endpoint string) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "unix" || u.Path == "" {
+		return "", fmt.Errorf("listen: %q is not accepted: use unix:///absolute/path.sock", endpoint)
+	}
+	return u.Path, nil
+}
+
+// Daemon is a wired podvisor.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	hv      hypervisor.Hypervisor
+	db      *store.DB
+	manager *pod.Manager
+	grpc    *grpc.Server
+	health  *health.Server
+	lis     net.Listener
+}
+
+// New builds the daemon: opens the store, connects the hypervisor, recovers
+// state and listens on the socket. Serve starts answering.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	d = &Daemon{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			d.closeParts()
+		}
+	}()
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state dir: %w", err)
+	}
+	d.db, err = store.Open(filepath.Join(cfg.StateDir, "meta.db"))
+	if err != nil {
+		return nil, err
+	}
+
+	var domainType string
+	switch cfg.Hypervisor {
+	case "sim":
+		sim, err := simhv.New(simhv.Options{StateDir: filepath.Join(cfg.StateDir, "sim"), BootTime: cfg.SimBootTime})
+		if err != nil {
+			return nil, fmt.Errorf("starting the simulated hypervisor: %w", err)
+		}
+		d.hv = sim
+		domainType = domain.TypeQEMU
+	case "libvirt":
+		return nil, errors.New("hypervisor libvirt: not wired into the daemon yet; use --hypervisor sim")
+	}
+	info, err := d.hv.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("asking the hypervisor what it is: %w", err)
+	}
+	log.Info("hypervisor connected", "hypervisor", info.Name, "version", info.Version, "accelerator", info.Accelerator, "domainType", domainType)
+
+	var network pod.Network
+	switch cfg.Network {
+	case "fake":
+		network, err = fakenet.New(filepath.Join(cfg.StateDir, "fakenet"), "")
+		if err != nil {
+			return nil, err
+		}
+	case "cni":
+		return nil, errors.New("network cni: not wired into the daemon yet; use --network fake")
+	}
+
+	tr := image.NewTranslations(cfg.ImageTranslationsDir)
+	imgStore, err := image.NewStore(cfg.ImageDir, tr, image.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("opening the image store: %w", err)
+	}
+	images := imageService{store: imgStore}
+
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	d.manager, err = pod.New(ctx, pod.Config{
+		Hypervisor: d.hv, Store: d.db, Network: network, Images: images, Assembler: asm,
+		StateDir: cfg.StateDir, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recovering state: %w", err)
+	}
+	imgStore.SetInUse(func() map[string]bool {
+		inUse := map[string]bool{}
+		for _, c := range d.manager.ListContainers(pod.ContainerFilter{}) {
+			inUse[c.ImageRef] = true
+		}
+		return inUse
+	})
+
+	srv, err := cri.NewServer(cri.Config{
+		Lifecycle: d.manager, Images: images, Hypervisor: d.hv,
+		Version: Version, CgroupDriver: cfg.CgroupDriver, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary(log)))
+	srv.Register(d.grpc)
+	d.health = health.NewServer()
+	healthpb.RegisterHealthServer(d.grpc, d.health)
+
+	d.lis, err = listenUnix(cfg.Listen, cfg.SocketMode)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// listenUnix listens on a unix socket with the given mode, replacing a
+// stale socket file (left by a killed daemon) but nothing else.
+func listenUnix(endpoint string, mode os.FileMode) (net.Listener, error) {
+	path, err := SocketPath(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen: %s exists and is not a socket; refusing to replace it", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen: %s is in use by a running server", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
+		}
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("setting mode of %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// Serve answers CRI calls until Stop. It returns nil after a graceful stop.
+func (d *Daemon) Serve() error {
+	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	d.health.SetServingStatus("runtime.v1.RuntimeService", healthpb.HealthCheckResponse_SERVING)
+	d.health.SetServingStatus("runtime.v1.ImageService", healthpb.HealthCheckResponse_SERVING)
+	d.log.Info("serving CRI", "listen", d.cfg.Listen, "stateDir", d.cfg.StateDir, "version", Version)
+	if err := d.grpc.Serve(d.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serving CRI: %w", err)
+	}
+	return nil
+}
+
+// Stop finishes calls in flight (up to timeout), then releases everything.
+// VMs keep running.
+func (d *Daemon) Stop(timeout time.Duration) {
+	d.health.Shutdown()
+	done := make(chan struct{})
+	go func() { d.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		d.log.Warn("calls still running at shutdown; stopping them")
+		d.grpc.Stop()
+	}
+	d.closeParts()
+	d.log.Info("stopped")
+}
+
+func (d *Daemon) closeParts() {
+	if d.manager != nil {
+		d.manager.Close()
+	}
+	if d.hv != nil {
+		d.hv.Close()
+	}
+	if d.db != nil {
+		d.db.Close()
+	}
+	if d.lis != nil {
+		d.lis.Close()
+	}
+}
+
+// logUnary logs failed calls at debug level with their method; the layers
+// below log the lifecycle lines with pod and container IDs.
+func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		if err != nil {
+			log.Debug("CRI call failed", "method", strings.TrimPrefix(info.FullMethod, "/runtime.v1."), "took", time.Since(start), "err", err)
+		}
+		return resp, err
+	}
+}

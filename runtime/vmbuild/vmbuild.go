@@ -1,0 +1,220 @@
+// Package vmbuild assembles a container's VM from its parts: the validated
+// annotations, the root overlay of the image, the cloud-init drive and the
+// domain definition. It implements pod.VMAssembler; the parts themselves are
+// the pure packages annotations, cloudinit and domain.
+package vmbuild
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/podvisor/podvisor/runtime/annotations"
+	"github.com/podvisor/podvisor/runtime/cloudinit"
+	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/pod"
+)
+
+// File names inside a container's directory.
+const (
+	RootDiskFile      = "root.qcow2"
+	CloudInitFile     = "cloudinit.iso"
+	ConsoleSocketFile = "console.sock"
+)
+
+// NICProvider is the network seam: it returns the NICs of the VM of c in sb
+// and the environment its emulator needs (for a wrapper that enters the
+// pod's network namespace).
+type NICProvider interface {
+	NICs(ctx context.Context, sb *pod.Sandbox, c *pod.Container) ([]libvirtxml.DomainInterface, map[string]string, error)
+}
+
+// Config wires an Assembler.
+type Config struct {
+	// DomainType is domain.TypeKVM or domain.TypeQEMU.
+	DomainType string
+	// Emulator is the QEMU binary or wrapper ("" = libvirt's default).
+	Emulator string
+	// Overlay makes the root disk; default image.CreateOverlay.
+	Overlay func(ctx context.Context, base, path string, minSize int64) (int64, error)
+	// WriteISO writes the cloud-init drive; default cloudinit.WriteISO.
+	WriteISO func(ctx context.Context, c *cloudinit.Contents, path string) error
+	// DataSource reads ConfigMaps and Secrets (nil: none configured).
+	DataSource cloudinit.DataSource
+	// NICs provides the network devices (nil: the VM gets no NIC).
+	NICs   NICProvider
+	Logger *slog.Logger
+}
+
+// Assembler implements pod.VMAssembler.
+type Assembler struct {
+	cfg Config
+}
+
+// New returns an Assembler.
+func New(cfg Config) (*Assembler, error) {
+	if cfg.DomainType != domain.TypeKVM && cfg.DomainType != domain.TypeQEMU {
+		return nil, fmt.Errorf("vm assembler: domain type %q: want %q or %q", cfg.DomainType, domain.TypeKVM, domain.TypeQEMU)
+	}
+	if cfg.Overlay == nil {
+		cfg.Overlay = image.CreateOverlay
+	}
+	if cfg.WriteISO == nil {
+		cfg.WriteISO = cloudinit.WriteISO
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Assembler{cfg: cfg}, nil
+}
+
+// Assemble prepares the VM of c and returns its domain XML. On error the
+// container's directory is removed.
+func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Container, imagePath string) (xml string, err error) {
+	vm, err := ParseVMConfig(sb, c)
+	if err != nil {
+		return "", err
+	}
+	if len(vm.Unknown) > 0 {
+		a.cfg.Logger.Warn("unknown Virtlet annotations ignored (typo?)", "pod", sb.ID, "annotations", vm.Unknown)
+	}
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating VM directory %s: %w", c.Dir, err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := os.RemoveAll(c.Dir); rerr != nil {
+				a.cfg.Logger.Error("removing the directory of a VM that failed to assemble", "dir", c.Dir, "err", rerr)
+			}
+		}
+	}()
+
+	root := filepath.Join(c.Dir, RootDiskFile)
+	if _, err := a.cfg.Overlay(ctx, imagePath, root, vm.RootVolumeSize); err != nil {
+		return "", fmt.Errorf("creating the root disk: %w", err)
+	}
+
+	contents, err := cloudinit.Generate(ctx, cloudInitInput(sb, c, vm), a.cfg.DataSource)
+	if err != nil {
+		return "", errdefs.InvalidArgumentf("building the cloud-init drive of pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
+	}
+	iso := filepath.Join(c.Dir, CloudInitFile)
+	if err := a.cfg.WriteISO(ctx, contents, iso); err != nil {
+		return "", fmt.Errorf("writing the cloud-init drive: %w", err)
+	}
+
+	in := domain.Input{
+		Name:          c.DomainName,
+		PodUID:        sb.Config.UID,
+		PodName:       sb.Config.Name,
+		PodNamespace:  sb.Config.Namespace,
+		ContainerName: c.Config.Name,
+		Attempt:       c.Config.Attempt,
+		DomainType:    a.cfg.DomainType,
+		VM:            vm,
+		RootDisk:      domain.Disk{Path: root, Format: domain.FormatQCOW2},
+		CloudInitISO:  iso,
+		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
+		Emulator:      a.cfg.Emulator,
+	}
+	for _, d := range c.Config.Devices {
+		in.VolumeDisks = append(in.VolumeDisks, domain.Disk{Path: d.HostPath, Format: domain.FormatRaw, Block: true})
+	}
+	if a.cfg.NICs != nil {
+		nics, env, err := a.cfg.NICs.NICs(ctx, sb, c)
+		if err != nil {
+			return "", fmt.Errorf("preparing the VM's network devices: %w", err)
+		}
+		in.NICs, in.QEMUEnv = nics, env
+	}
+	d, err := domain.Build(in)
+	if err != nil {
+		return "", errdefs.InvalidArgumentf("building the domain of pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
+	}
+	out, err := domain.Marshal(d)
+	if err != nil {
+		return "", fmt.Errorf("marshalling the domain: %w", err)
+	}
+	return out, nil
+}
+
+// ParseVMConfig validates the pod's annotations with the container's
+// resources and environment. Errors are InvalidArgument and name the
+// annotation, the value and what is accepted.
+func ParseVMConfig(sb *pod.Sandbox, c *pod.Container) (*annotations.VMConfig, error) {
+	res := annotations.Resources{
+		MemoryLimitBytes: c.Config.Resources.MemoryLimitBytes,
+		CPUShares:        c.Config.Resources.CPUShares,
+		CPUPeriod:        c.Config.Resources.CPUPeriod,
+		CPUQuota:         c.Config.Resources.CPUQuota,
+	}
+	var env []annotations.EnvVar
+	for _, e := range c.Config.Envs {
+		env = append(env, annotations.EnvVar{Name: e.Key, Value: e.Value})
+	}
+	vm, err := annotations.Parse(sb.Config.Annotations, res, env)
+	if err != nil {
+		var aerr *annotations.Error
+		if errors.As(err, &aerr) {
+			return nil, errdefs.InvalidArgumentf("pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
+		}
+		return nil, fmt.Errorf("pod %s/%s: reading annotations: %w", sb.Config.Namespace, sb.Config.Name, err)
+	}
+	return vm, nil
+}
+
+func cloudInitInput(sb *pod.Sandbox, c *pod.Container, vm *annotations.VMConfig) cloudinit.Input {
+	ci := vm.CloudInit
+	in := cloudinit.Input{
+		PodName:           sb.Config.Name,
+		PodNamespace:      sb.Config.Namespace,
+		Hostname:          sb.Config.Hostname,
+		Type:              cloudinit.DriveType(ci.ImageType),
+		MetaData:          ci.MetaData,
+		UserData:          ci.UserData,
+		UserDataOverwrite: ci.UserDataOverwrite,
+		UserDataScript:    ci.UserDataScript,
+		SSHKeys:           ci.SSHKeys,
+		ForceDHCP:         ci.ForceDHCPNetworkConfig,
+	}
+	if r := ci.UserDataSource; r != nil {
+		in.UserDataSource = &cloudinit.SourceRef{Kind: cloudinit.SourceKind(r.Kind), Name: r.Name, Key: ci.UserDataSourceKey, Encoding: string(ci.UserDataSourceEncoding)}
+	}
+	if r := ci.SSHKeySource; r != nil {
+		in.SSHKeySource = &cloudinit.SourceRef{Kind: cloudinit.SourceKind(r.Kind), Name: r.Name, Key: r.Key}
+	}
+	if r := ci.FilesFromDataSource; r != nil {
+		in.FilesFrom = &cloudinit.SourceRef{Kind: cloudinit.SourceKind(r.Kind), Name: r.Name, Key: r.Key}
+	}
+	for _, e := range vm.Env {
+		in.Env = append(in.Env, cloudinit.EnvVar{Name: e.Name, Value: e.Value})
+	}
+	if n := sb.Network; n != nil && len(n.Interfaces) > 0 {
+		in.Network = &cloudinit.NetworkInfo{}
+		for _, ifc := range n.Interfaces {
+			ci := cloudinit.Interface{Name: ifc.Name, MAC: ifc.MAC, MTU: ifc.MTU}
+			for _, ip := range ifc.IPs {
+				ci.Addresses = append(ci.Addresses, cloudinit.Address{CIDR: ip.CIDR, Gateway: ip.Gateway})
+			}
+			for _, r := range ifc.Routes {
+				if r.Dst == "0.0.0.0/0" || r.Dst == "::/0" {
+					continue // the default route comes from the address's gateway
+				}
+				ci.Routes = append(ci.Routes, cloudinit.Route{Dst: r.Dst, Gateway: r.GW})
+			}
+			in.Network.Interfaces = append(in.Network.Interfaces, ci)
+		}
+	}
+	dns := sb.Config.DNS
+	if len(dns.Servers) > 0 || len(dns.Searches) > 0 {
+		in.DNS = &cloudinit.DNSConfig{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}
+	}
+	return in
+}
