@@ -63,6 +63,9 @@ func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
 	if c.DeprecatedFeatures != "" {
 		errs = append(errs, errors.New("deprecatedfeatures is not supported by podvisor"))
 	}
+	if !printable(c.Vendor) {
+		errs = append(errs, fmt.Errorf("vendor %q has control characters", c.Vendor))
+	}
 	if c.Vendor != "" && (c.Model == nil || c.Model.Value == "") {
 		errs = append(errs, errors.New("vendor needs model.value"))
 	}
@@ -75,10 +78,10 @@ func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
 	}
 	if m := c.Model; m != nil {
 		add(oneOf("model.fallback", m.Fallback, "allow", "forbid"))
-		if strings.ContainsAny(m.Value, "\x00\n") {
+		if !printable(m.Value) {
 			errs = append(errs, fmt.Errorf("model.value %q is not a CPU model name", m.Value))
 		}
-		if m.VendorID != "" && (len(m.VendorID) != 12 || strings.Contains(m.VendorID, ",")) {
+		if m.VendorID != "" && (len(m.VendorID) != 12 || strings.Contains(m.VendorID, ",") || !printable(m.VendorID)) {
 			errs = append(errs, fmt.Errorf("model.vendorid %q is not 12 characters without ','", m.VendorID))
 		}
 	}
@@ -199,6 +202,17 @@ func validFeatureName(n string) bool {
 	for i := 0; i < len(n); i++ {
 		c := n[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || isDigit(c) || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// printable refuses control characters and what XML cannot carry unchanged
+// (invalid UTF-8 decodes to U+FFFD).
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f || r >= 0xfffd && r <= 0xffff {
 			return false
 		}
 	}

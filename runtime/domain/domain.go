@@ -427,9 +427,11 @@ func checkPath(bad func(string, string, ...any), field, p string, required bool)
 	}
 }
 
+// hasControl reports control characters and anything XML cannot carry
+// unchanged (invalid UTF-8 decodes to U+FFFD).
 func hasControl(s string) bool {
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == 0xfffd {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f || r >= 0xfffd && r <= 0xffff {
 			return true
 		}
 	}
