@@ -428,9 +428,8 @@ func (g *generator) userData(ctx context.Context) ([]byte, error) {
 		base["runcmd"] = Merge(base["runcmd"], rc)
 	}
 
-	if len(base) == 0 {
-		return []byte(cloudConfigHeader), nil
-	}
+	// An empty base marshals as "{}": a header alone is a null document,
+	// which cloud-init's schema check rejects.
 	body, err := yaml.Marshal(base)
 	if err != nil {
 		return nil, fmt.Errorf("%s: encoding user-data: %w", in.podRef(), err)

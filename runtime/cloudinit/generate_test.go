@@ -89,7 +89,7 @@ var overlay = map[string]any{
 	}},
 	"runcmd":   []any{"echo from-annotation"},
 	"timezone": "Europe/Berlin",
-	"chpasswd": map[string]any{"list": "cloudy:pw\n"},
+	"chpasswd": map[string]any{"expire": false},
 }
 
 func singleNIC() *NetworkInfo {

@@ -353,7 +353,11 @@ func networkDataJSON(in *Input) ([]byte, error) {
 		}
 		if len(nets) == 0 {
 			id := fmt.Sprintf("net-%d", len(networks))
-			nets = append(nets, map[string]any{"id": id, "network_id": id, "link": c.name, "type": "ipv4_dhcp"})
+			n := map[string]any{"id": id, "network_id": id, "link": c.name, "type": "ipv4_dhcp"}
+			if len(searches) > 0 {
+				n["dns_search"] = searches
+			}
+			nets = append(nets, n)
 		}
 		for _, n := range nets {
 			networks = append(networks, n)

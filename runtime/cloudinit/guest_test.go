@@ -1,0 +1,180 @@
+package cloudinit
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// cloudInitPython returns the interpreter cloud-init runs with (its module
+// is installed for that one only) and the cloud-init program.
+func cloudInitPython(t *testing.T) (python, cloudInit string) {
+	t.Helper()
+	ci := requireTool(t, "cloud-init", "cloud-init")
+	f, err := os.Open(ci)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	if !strings.HasPrefix(line, "#!") {
+		t.Fatalf("%s has no #! line", ci)
+	}
+	return strings.Fields(strings.TrimPrefix(line, "#!"))[0], ci
+}
+
+type guestView struct {
+	InstanceID    string         `json:"instance-id"`
+	LocalHostname string         `json:"local-hostname"`
+	PublicKeys    []string       `json:"public-keys"`
+	UserData      string         `json:"userdata"`
+	Schema        string         `json:"schema"`
+	Network       map[string]any `json:"network"`
+}
+
+// TestGuestCloudInitReadsDrive builds ISOs and reads them the way a guest
+// does: extracted with xorriso, parsed by cloud-init's own NoCloud and
+// ConfigDrive code, user-data checked against cloud-init's schema, network
+// config rendered by cloud-init into systemd-networkd files.
+func TestGuestCloudInitReadsDrive(t *testing.T) {
+	python, cloudInit := cloudInitPython(t)
+	requireTool(t, "genisoimage", "genisoimage")
+	requireTool(t, "xorriso", "xorriso")
+	script, err := filepath.Abs("testdata/guestread.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		id, host string
+		keys     []string
+	}{
+		{"everything_nocloud", "vm.ns", "vm", []string{key3, key2}},
+		{"everything_nocloud_v2", "vm.ns", "vm", []string{key3, key2}},
+		{"everything_configdrive", "vm.ns", "vm", []string{key3, key2}},
+		{"network_multi_v1", "vm.ns", "vm", nil},
+		{"network_multi_v2", "vm.ns", "vm", nil},
+		{"network_multi_configdrive", "vm.ns", "vm", nil},
+		{"metadata_configdrive", "fixed-id", "custom", nil},
+		{"sshkeys_configdrive", "vm.ns", "vm", []string{key1, key2}},
+		{"hostname", "vm.ns", "vm-host", nil},
+		{"userdata_script", "vm.ns", "vm", nil},
+		{"network_dhcp_forced_configdrive", "vm.ns", "vm", nil},
+	}
+	cases := map[string]Input{}
+	for _, tc := range goldenCases {
+		cases[tc.name] = tc.in
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in, ok := cases[tc.name]
+			if !ok {
+				t.Fatalf("no golden case %s", tc.name)
+			}
+			c, err := Generate(context.Background(), in, testDS())
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			iso := filepath.Join(dir, "drive.iso")
+			if err := WriteISO(context.Background(), c, iso); err != nil {
+				t.Fatal(err)
+			}
+			root := filepath.Join(dir, "mnt")
+			run(t, "xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", root)
+			kind := string(NoCloud)
+			if in.Type == ConfigDrive {
+				kind = string(ConfigDrive)
+			}
+			var g guestView
+			if err := json.Unmarshal([]byte(run(t, python, script, kind, root)), &g); err != nil {
+				t.Fatalf("guestread output: %v", err)
+			}
+			if g.InstanceID != tc.id || g.LocalHostname != tc.host {
+				t.Errorf("guest sees instance-id %q local-hostname %q, want %q %q", g.InstanceID, g.LocalHostname, tc.id, tc.host)
+			}
+			if diff := cmp.Diff(tc.keys, g.PublicKeys, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("guest ssh keys (-want +got):\n%s", diff)
+			}
+			ud, _ := c.File(map[string]string{"nocloud": PathNoCloudUserData, "configdrive": PathConfigDriveUserData}[kind])
+			if g.UserData != string(ud) {
+				t.Errorf("guest user-data %q, want %q", g.UserData, ud)
+			}
+			if strings.HasPrefix(string(ud), "#cloud-config") && g.Schema != "valid" {
+				t.Errorf("user-data not validated against cloud-init's schema")
+			}
+			wantNet := in.Network != nil && !in.ForceDHCP
+			if (g.Network != nil) != wantNet {
+				t.Fatalf("guest network config present = %v, want %v", g.Network != nil, wantNet)
+			}
+			if wantNet {
+				checkNetworkd(t, cloudInit, dir, g.Network, &in)
+			}
+		})
+	}
+}
+
+// checkNetworkd renders cfg with cloud-init into systemd-networkd units and
+// checks every interface, address, gateway, route and DNS setting is there.
+func checkNetworkd(t *testing.T, cloudInit, dir string, cfg map[string]any, in *Input) {
+	t.Helper()
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "net.json") // JSON is YAML
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "rendered")
+	run(t, cloudInit, "devel", "net-convert", "-p", p, "-k", "yaml", "-D", "ubuntu", "-O", "networkd", "-d", out)
+	for _, ifc := range in.Network.Interfaces {
+		unit, err := os.ReadFile(filepath.Join(out, "etc/systemd/network", "10-cloud-init-"+ifc.Name+".network"))
+		if err != nil {
+			t.Errorf("no networkd unit for %s: %v", ifc.Name, err)
+			continue
+		}
+		u := string(unit)
+		want := []string{"MACAddress=" + strings.ToLower(ifc.MAC), "Name=" + ifc.Name}
+		if ifc.MTU > 0 {
+			want = append(want, "MTUBytes="+strconv.Itoa(ifc.MTU))
+		}
+		if len(ifc.Addresses) == 0 {
+			want = append(want, "DHCP=ipv4")
+		}
+		for _, a := range ifc.Addresses {
+			want = append(want, "Address="+a.CIDR)
+			if a.Gateway != "" {
+				want = append(want, "Gateway="+a.Gateway)
+			}
+		}
+		for _, r := range ifc.Routes {
+			if netip.MustParsePrefix(r.Dst).Bits() > 0 {
+				want = append(want, "Destination="+r.Dst)
+			}
+		}
+		if in.DNS != nil {
+			want = append(want, "DNS="+strings.Join(in.DNS.Servers, " "))
+			// cloud-init drops dns_search of a ConfigDrive DHCP network
+			// (the DHCP server's domains apply there).
+			if len(ifc.Addresses) > 0 || in.Type != ConfigDrive {
+				want = append(want, "Domains="+strings.Join(in.DNS.Searches, " "))
+			}
+		}
+		for _, w := range want {
+			if !strings.Contains(u, w+"\n") {
+				t.Errorf("networkd unit for %s lacks %q:\n%s", ifc.Name, w, u)
+			}
+		}
+	}
+}
