@@ -79,3 +79,17 @@ func TestRealAfterFunc(t *testing.T) {
 	Real{}.AfterFunc(time.Millisecond, func() { close(ran) })
 	<-ran
 }
+
+func TestFakeSet(t *testing.T) {
+	c := NewFake(epoch)
+	fired := 0
+	c.AfterFunc(time.Hour, func() { fired++ })
+	c.Set(epoch.Add(-time.Hour)) // back in time: nothing fires
+	if fired != 0 || !c.Now().Equal(epoch.Add(-time.Hour)) {
+		t.Fatalf("after Set to the past: fired %d, now %v", fired, c.Now())
+	}
+	c.Set(epoch.Add(2 * time.Hour))
+	if fired != 1 || c.Since(epoch) != 2*time.Hour {
+		t.Fatalf("after Set past the timer: fired %d, now %v", fired, c.Now())
+	}
+}
