@@ -161,11 +161,11 @@ func probeDomainXML(name, domainType, boot, serial string) (string, error) {
 		OnCrash: "destroy",
 		Devices: &libvirtxml.DomainDeviceList{
 			Disks: []libvirtxml.DomainDisk{{
-				Device:   "disk",
-				Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
-				Source:   &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: boot}},
-				Target:   &libvirtxml.DomainDiskTarget{Dev: "hda", Bus: "ide"},
-				ReadOnly: &libvirtxml.DomainDiskReadOnly{},
+				Device: "disk",
+				Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
+				Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: boot}},
+				// A private copy: IDE cannot be read-only.
+				Target: &libvirtxml.DomainDiskTarget{Dev: "hda", Bus: "ide"},
 			}},
 			Serials: []libvirtxml.DomainSerial{{
 				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: serial}},

@@ -1,0 +1,13 @@
+#!/bin/bash
+# Runs the libvirt package's integration tests against the libvirtd that
+# ci/libvirtd.sh starts (it is left running; ci/libvirtd.sh stop stops it).
+# Needs root and the packages from ci/install-deps.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci/install-deps.sh
+ci/libvirtd.sh start
+export PODVISOR_LIBVIRT_TESTS=1
+# The test guest is cached here across runs.
+export PODVISOR_GUEST_DIR="${PODVISOR_GUEST_DIR:-/var/tmp/podvisor-test-guest}"
+ci/build-guest.sh "$PODVISOR_GUEST_DIR"
+go test -count=1 -timeout 20m -v ./runtime/hypervisor/libvirt/... "$@"
