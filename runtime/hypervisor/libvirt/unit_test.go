@@ -278,7 +278,7 @@ func TestKVMHostProblem(t *testing.T) {
 
 	tests := []struct {
 		name, dev, cpuinfo, pvm string
-		wantProblem           string // substring; "" for none
+		wantProblem             string // substring; "" for none
 	}{
 		{"vmx", dev, vmx, noPVM, ""},
 		{"svm", dev, svm, noPVM, ""},
