@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +49,9 @@ func TestAgentCommand(t *testing.T) {
 				var aerr *AgentError
 				if !errors.As(err, &aerr) || aerr.Class != tt.wantClass {
 					t.Fatalf("error %v, want an *AgentError of class %s", err, tt.wantClass)
+				}
+				if want := "unable to execute QEMU agent command"; !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
 				}
 				var got struct{ Error struct{ Class string } }
 				if jerr := json.Unmarshal([]byte(reply), &got); jerr != nil || got.Error.Class != tt.wantClass {
