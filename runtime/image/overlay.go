@@ -132,7 +132,9 @@ func CreateOverlay(ctx context.Context, basePath, overlayPath string, minSize in
 	size = max(size, minSize)
 	tmp := overlayPath + ".tmp"
 	_ = os.Remove(tmp)
-	cmd := exec.CommandContext(ctx, QemuImg, "create", "-q", "-f", FormatQCOW2,
+	// -u: qemu-img need not open the base; its format and size were read
+	// above, and skipping the open keeps the cost independent of its size.
+	cmd := exec.CommandContext(ctx, QemuImg, "create", "-q", "-u", "-f", FormatQCOW2,
 		"-F", format, "-b", base, tmp, strconv.FormatInt(size, 10))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		_ = os.Remove(tmp)
