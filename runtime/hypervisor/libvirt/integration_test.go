@@ -500,7 +500,31 @@ func TestLibvirtReconnect(t *testing.T) {
 	if gen < 2 {
 		t.Errorf("connection generation %d: no reconnect happened", gen)
 	}
-	// Lifecycle events flow on the new connection: a destroy is recorded.
+	// Again, with the close callback silenced so that no background
+	// reconnect happens: the next call must find the connection dead,
+	// reconnect and retry by itself.
+	h.mu.Lock()
+	if h.conn != nil {
+		_ = h.conn.UnregisterCloseCallback()
+	}
+	h.mu.Unlock()
+	if out, err := exec.Command(script, "restart").CombinedOutput(); err != nil {
+		t.Fatalf("second ci/libvirtd.sh restart: %v\n%s", err, out)
+	}
+	after, err = h.Status(cctx, name)
+	if err != nil {
+		t.Fatalf("Status after the second libvirtd restart: %v", err)
+	}
+	if after.State != hypervisor.StateRunning || after.PID != before.PID {
+		t.Errorf("after the second restart: %+v, want running with PID %d", after, before.PID)
+	}
+	h.mu.Lock()
+	gen2 := h.gen
+	h.mu.Unlock()
+	if gen2 <= gen {
+		t.Errorf("connection generation %d after the second restart (was %d): the call did not reconnect", gen2, gen)
+	}
+
 	if err := h.Destroy(cctx, name); err != nil {
 		t.Fatalf("Destroy after the restart: %v", err)
 	}
