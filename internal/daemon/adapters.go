@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/errdefs"
@@ -27,8 +28,35 @@ func mapImageErr(err error) error {
 	return err
 }
 
+// stripTag removes a tag such as ":latest", which kubelet adds to every image
+// name without one. VM images are named by URL or translation name, not by
+// tag, so Virtlet ignored tags too. A colon before the last '/' (a port, a
+// URL scheme) or in a digest is kept.
+func stripTag(name string) string {
+	if strings.HasPrefix(name, "sha256:") {
+		return name // an image ref, not a name
+	}
+	if i := strings.Index(name, "@"); i >= 0 {
+		return stripTag(name[:i]) + name[i:]
+	}
+	slash := strings.LastIndex(name, "/")
+	if c := strings.LastIndex(name, ":"); c > slash {
+		return name[:c]
+	}
+	return name
+}
+
+// criName is how kubelet names a stored image: with the virtlet.cloud/
+// prefix and a tag, so that its name matching works as with containerd.
+func criName(name string) string {
+	if !strings.HasPrefix(name, image.CRIPrefix) {
+		name = image.CRIPrefix + name
+	}
+	return name
+}
+
 func (s imageService) Pull(ctx context.Context, name string) (string, error) {
-	ref, err := s.store.Pull(ctx, name)
+	ref, err := s.store.Pull(ctx, stripTag(name))
 	return ref, mapImageErr(err)
 }
 
@@ -45,7 +73,7 @@ func (s imageService) List(ctx context.Context) ([]cri.Image, error) {
 }
 
 func (s imageService) Status(ctx context.Context, nameOrRef string) (*cri.Image, error) {
-	img, err := s.store.Status(ctx, nameOrRef)
+	img, err := s.store.Status(ctx, stripTag(nameOrRef))
 	if err != nil || img == nil {
 		return nil, mapImageErr(err)
 	}
@@ -54,7 +82,7 @@ func (s imageService) Status(ctx context.Context, nameOrRef string) (*cri.Image,
 }
 
 func (s imageService) Remove(ctx context.Context, nameOrRef string) error {
-	return mapImageErr(s.store.Remove(ctx, nameOrRef))
+	return mapImageErr(s.store.Remove(ctx, stripTag(nameOrRef)))
 }
 
 func (s imageService) FsInfo(ctx context.Context) (cri.FsUsage, error) {
@@ -66,10 +94,17 @@ func (s imageService) FsInfo(ctx context.Context) (cri.FsUsage, error) {
 }
 
 func (s imageService) Resolve(ctx context.Context, nameOrRef string) (string, string, error) {
-	p, ref, err := s.store.Resolve(ctx, nameOrRef)
+	p, ref, err := s.store.Resolve(ctx, stripTag(nameOrRef))
 	return p, ref, mapImageErr(err)
 }
 
 func criImage(img image.Image) cri.Image {
-	return cri.Image{Ref: img.Ref, RepoTags: img.RepoTags, RepoDigests: img.RepoDigests, Size: uint64(img.Size)}
+	out := cri.Image{Ref: img.Ref, Size: uint64(img.Size)}
+	for _, t := range img.RepoTags {
+		out.RepoTags = append(out.RepoTags, criName(t)+":latest")
+	}
+	for _, d := range img.RepoDigests {
+		out.RepoDigests = append(out.RepoDigests, criName(d))
+	}
+	return out
 }
