@@ -80,7 +80,7 @@ var (
 	dimType   = []string{TypeKVM, TypeQEMU}
 )
 
-const customCPU = "mode: custom\nmatch: exact\nmodel:\n  fallback: forbid\n  value: Westmere\nfeatures:\n- name: vmx\n  policy: require\n- name: avx\n  policy: disable\n"
+const customCPU = "mode: custom\nmatch: exact\nmodel:\n  fallback: forbid\n  value: Westmere\nfeatures:\n- name: vmx\n  policy: optional\n- name: avx\n  policy: disable\n"
 
 // combo is one point of the interaction space, as indexes into the dimensions.
 type combo [6]int
