@@ -214,6 +214,14 @@ func TestBuildRejectsBadInput(t *testing.T) {
 		{"bad serial", func(in *Input) { in.VolumeDisks[0].Serial = "has space" }, []string{"domain input VolumeDisks[0].Serial"}},
 		{"too many disks", func(in *Input) { in.VolumeDisks = make([]Disk, 20) }, []string{"more than 20"}},
 		{"long socket", func(in *Input) { in.ConsoleSocket = long }, []string{"domain input ConsoleSocket", "longer than a unix socket path"}},
+		{"pci slots", func(in *Input) {
+			in.VM.DiskDriver = annotations.DiskDriverVirtio
+			in.VolumeDisks = make([]Disk, 18)
+			for i := range in.VolumeDisks {
+				in.VolumeDisks[i] = Disk{Path: "/v", Format: FormatRaw}
+			}
+			in.NICs = make([]libvirtxml.DomainInterface, 5)
+		}, []string{"domain input NICs", "slot 0x1f is kept"}},
 		{"relative iso", func(in *Input) { in.CloudInitISO = "ci.iso" }, []string{"domain input CloudInitISO"}},
 		{"bad env", func(in *Input) { in.QEMUEnv = map[string]string{"1X": "v"} }, []string{`domain input QEMUEnv: "1X"`}},
 		{"bad arg", func(in *Input) { in.QEMUArgs = []string{""} }, []string{"domain input QEMUArgs[0]"}},

@@ -6,9 +6,21 @@ import (
 	"github.com/podvisor/podvisor/runtime/annotations"
 )
 
-// maxDisks bounds the disks of one VM: virtio-blk disks each take a PCI
-// slot, and slot 0x10 is left free for a NIC an emulator wrapper adds.
+// maxDisks bounds the disks of one VM (virtio-blk disks each take a PCI slot).
 const maxDisks = 20
+
+// WrapperNICPCISlot is the slot on PCI bus 0 that libvirt's automatic
+// addresses never reach in a domain Build returns: an emulator wrapper that
+// adds its own NIC behind libvirt's back (-device virtio-net-pci,...,addr=0x1f)
+// must put it there. libvirt fills slots upwards from 0x2: the fixed devices
+// take 0x2-0x6 and each virtio disk or libvirt NIC one more, so the slot 0x10
+// of the first experiment is taken as soon as a VM has 10 virtio disks.
+// This holds for the i440fx machine types ("pc", the default).
+const WrapperNICPCISlot = 0x1f
+
+// fixedPCIDevices counts slots 0x0-0x6: host bridge, PIIX3 (with USB), VGA,
+// SCSI controller or its free slot, virtio-serial, balloon, RNG.
+const fixedPCIDevices = 7
 
 // disks lays out the root disk, the volume disks and the cloud-init drive,
 // in this order, on the bus VirtletDiskDriver names. The order is fixed so

@@ -377,8 +377,17 @@ func (in Input) validate() error {
 	for i, d := range in.VolumeDisks {
 		checkDisk(fmt.Sprintf("VolumeDisks[%d]", i), d)
 	}
-	if n := 1 + len(in.VolumeDisks) + btoi(in.CloudInitISO != ""); n > maxDisks {
-		bad("VolumeDisks", "%d disks in all, more than %d", n, maxDisks)
+	nDisks := 1 + len(in.VolumeDisks) + btoi(in.CloudInitISO != "")
+	if nDisks > maxDisks {
+		bad("VolumeDisks", "%d disks in all, more than %d", nDisks, maxDisks)
+	}
+	pciDisks := 0
+	if in.VM != nil && in.VM.DiskDriver == annotations.DiskDriverVirtio {
+		pciDisks = nDisks
+	}
+	if n := fixedPCIDevices + pciDisks + len(in.NICs); n > WrapperNICPCISlot {
+		bad("NICs", "%d NICs with %d virtio disks need PCI slots up to %#x, but slot %#x is kept for the emulator wrapper's NIC",
+			len(in.NICs), pciDisks, n-1, WrapperNICPCISlot)
 	}
 	checkPath(bad, "CloudInitISO", in.CloudInitISO, false)
 	checkPath(bad, "ConsoleSocket", in.ConsoleSocket, false)

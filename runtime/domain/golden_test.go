@@ -230,7 +230,7 @@ func goldenCases() []goldenCase {
 		{name: "input-nic-qemu-env", ci: "nocloud", tweak: func(in *Input) {
 			in.Emulator = "/usr/lib/podvisor/emulator"
 			in.QEMUEnv = map[string]string{"PODVISOR_NETNS": "/var/run/netns/cni-1234", "PODVISOR_TAP": "tap0"}
-			in.QEMUArgs = []string{"-device", "virtio-net-pci,netdev=pod0,mac=52:54:00:12:34:56,addr=0x10"}
+			in.QEMUArgs = []string{"-device", "virtio-net-pci,netdev=pod0,mac=52:54:00:12:34:56,addr=0x1f"}
 		}},
 		{name: "input-nic-interface", ci: "nocloud", tweak: func(in *Input) {
 			in.NICs = []libvirtxml.DomainInterface{{
