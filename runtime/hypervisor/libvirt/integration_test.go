@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/podvisor/podvisor/runtime/hypervisor"
+	lv "libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 )
 
@@ -525,12 +526,41 @@ func TestLibvirtReconnect(t *testing.T) {
 		t.Errorf("connection generation %d after the second restart (was %d): the call did not reconnect", gen2, gen)
 	}
 
+	// libvirtd reattaches to the QEMU monitor in a background job after it
+	// starts; a destroy racing with it is reported as reason "daemon".
+	// Wait for the monitor to be free first.
+	waitControlOK(t, h, name)
 	if err := h.Destroy(cctx, name); err != nil {
 		t.Fatalf("Destroy after the restart: %v", err)
 	}
 	st := waitStatus(t, h, name, time.Minute, "shut off", func(s hypervisor.DomainStatus) bool { return s.State == hypervisor.StateShutoff })
 	if st.Reason != hypervisor.ReasonDestroyed || st.FinishedAt.IsZero() {
 		t.Errorf("after Destroy: %+v, want destroyed with a finish time", st)
+	}
+}
+
+// waitControlOK waits until libvirt holds no job on the domain's monitor.
+func waitControlOK(t *testing.T, h *Hypervisor, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		var state lv.DomainControlState = -1
+		err := h.withDomain(ctx, "reading the control state of", name, func(d *lv.Domain) error {
+			ci, err := d.GetControlInfo(0)
+			if err == nil {
+				state = ci.State
+			}
+			return err
+		})
+		if err == nil && state == lv.DOMAIN_CONTROL_OK {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("domain %s: the monitor stayed busy (control state %d, error %v)", name, state, err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
