@@ -58,6 +58,24 @@ func BenchmarkPull(b *testing.B) {
 			b.StartTimer()
 		}
 	})
+	// curl alone: the transfer without verification, for scale.
+	b.Run("curl", func(b *testing.B) {
+		if _, err := exec.LookPath("curl"); err != nil {
+			b.Skip("curl not found")
+		}
+		b.SetBytes(int64(size))
+		out := filepath.Join(dir, "curl-only.img")
+		for b.Loop() {
+			if o, err := exec.Command("curl", "-sSf", "-o", out, url).CombinedOutput(); err != nil {
+				b.Fatalf("curl: %v: %s", err, o)
+			}
+			b.StopTimer()
+			if err := os.Remove(out); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	})
 	b.Run("curl+sha256sum", func(b *testing.B) {
 		for _, tool := range []string{"curl", "sha256sum"} {
 			if _, err := exec.LookPath(tool); err != nil {

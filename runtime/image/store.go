@@ -147,7 +147,8 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 }
 
 // SetInUse installs the hook that says which image refs ("sha256:<hex>")
-// containers use; Remove and GC never delete those.
+// containers use; Remove and GC never delete those. The hook is called with
+// the store locked: it must not call the Store.
 func (s *Store) SetInUse(f func() map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

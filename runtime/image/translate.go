@@ -64,10 +64,11 @@ func (t *Translations) Configs(ctx context.Context) ([]NamedConfig, error) {
 	}
 	all := append([]NamedConfig(nil), files...)
 	for _, s := range t.sources {
-		m, err := s.Mappings(ctx)
+		got, err := s.Mappings(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("listing VirtletImageMappings: %w", err)
 		}
+		m := append([]NamedConfig(nil), got...)
 		sort.SliceStable(m, func(i, j int) bool { return m[i].Name < m[j].Name })
 		all = append(all, m...)
 	}
