@@ -41,6 +41,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 	if sb.State != SandboxReady {
 		return "", errdefs.FailedPreconditionf("sandbox %s is not ready: containers can only be created in a ready sandbox", sbID)
 	}
+	var exited []Container
 	for _, other := range m.ListContainers(ContainerFilter{SandboxID: sbID}) {
 		if other.Config.Name == cfg.Name && other.Config.Attempt == cfg.Attempt {
 			return "", errdefs.AlreadyExistsf("container %q attempt %d already exists in sandbox %s as %s", cfg.Name, cfg.Attempt, sbID, other.ID)
@@ -48,6 +49,17 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 		if other.State != ContainerExited {
 			return "", errdefs.FailedPreconditionf("podvisor runs one VM per pod: sandbox %s already has container %s (%q, %s); a second container is refused until it has exited",
 				sbID, other.ID, other.Config.Name, other.State)
+		}
+		exited = append(exited, other)
+	}
+	// kubelet keeps an exited container (for its logs) while it creates
+	// the next attempt. Its domain is of no further use, and a fixed
+	// VirtletSystemUUID would make libvirt refuse the new definition while
+	// the old one exists: undefine it now. The record stays until kubelet
+	// removes it.
+	for _, old := range exited {
+		if err := m.hv.Undefine(ctx, old.DomainName); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+			return "", fmt.Errorf("undefining the exited VM %s of container %s: %w", old.DomainName, old.ID, err)
 		}
 	}
 	imagePath, imageRef, err := m.cfg.Images.Resolve(ctx, cfg.Image)

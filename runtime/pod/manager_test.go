@@ -325,6 +325,17 @@ func TestOneVMPerPod(t *testing.T) {
 	if _, err := e.m.CreateContainer(ctx, sb, pod.ContainerConfig{Name: "vm", Attempt: 1, Image: "img-x"}); err != nil {
 		t.Fatalf("restart after exit: %v", err)
 	}
+	// The exited VM's domain is gone (its record stays for kubelet's
+	// logs), so a fixed VirtletSystemUUID could be reused.
+	if _, err := e.hv.Status(ctx, pod.DomainName(first)); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("exited domain still defined after the next attempt was created: %v", err)
+	}
+	if c := e.state(first); c.State != pod.ContainerExited {
+		t.Errorf("exited container record: %+v", c)
+	}
+	if err := e.m.RemoveContainer(ctx, first); err != nil {
+		t.Errorf("removing the exited container whose domain was undefined: %v", err)
+	}
 }
 
 func TestInvalidRequests(t *testing.T) {
@@ -616,4 +627,3 @@ func TestParallelLifecycles(t *testing.T) {
 	e.assertNothingLeft()
 }
 
-var _ = hypervisor.ErrNotFound
