@@ -1,0 +1,124 @@
+package vmbuild
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/podvisor/podvisor/runtime/cloudinit"
+	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/pod"
+)
+
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("PODVISOR_ALLOW_SKIP") == "1" {
+			t.Skipf("%s not installed", name)
+		}
+		t.Fatalf("%s not installed: run ci/install-deps.sh (or set PODVISOR_ALLOW_SKIP=1)", name)
+	}
+}
+
+func fixture(t *testing.T, ann map[string]string) (*pod.Sandbox, *pod.Container, string) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "base.img")
+	if err := os.WriteFile(img, make([]byte, 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sb := &pod.Sandbox{ID: "sb1", Config: pod.SandboxConfig{Name: "vm1", Namespace: "ns", UID: "uid-1", Hostname: "vm1", Annotations: ann,
+		DNS: pod.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"ns.svc.cluster.local"}}},
+		Network: &pod.NetworkStatus{Interfaces: []pod.Interface{{Name: "eth0", MAC: "02:00:00:00:00:01", MTU: 1450,
+			IPs: []pod.IPConfig{{CIDR: "10.1.0.5/24", Gateway: "10.1.0.1"}}, Routes: []pod.Route{{Dst: "0.0.0.0/0", GW: "10.1.0.1"}}}}}}
+	c := &pod.Container{ID: strings.Repeat("ab", 32), Config: pod.ContainerConfig{Name: "vm", Resources: pod.Resources{MemoryLimitBytes: 256 << 20},
+		Envs: []pod.KeyValue{{Key: "A", Value: "b"}}}}
+	c.DomainName = domain.NameFor(c.ID)
+	c.Dir = filepath.Join(dir, "vms", c.DomainName)
+	return sb, c, img
+}
+
+func TestAssembleMakesDisksDriveAndDomain(t *testing.T) {
+	needTool(t, "qemu-img")
+	if _, err := cloudinit.ISOTool(); err != nil {
+		needTool(t, "genisoimage")
+	}
+	sb, c, img := fixture(t, map[string]string{"VirtletDiskDriver": "virtio", "VirtletRootVolumeSize": "64Mi"})
+	a, err := New(Config{DomainType: domain.TypeQEMU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xml, err := a.Assemble(context.Background(), sb, c, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(xml); err != nil {
+		t.Fatal(err)
+	}
+	if d.Name != c.DomainName || d.Type != "qemu" {
+		t.Errorf("domain %s type %s", d.Name, d.Type)
+	}
+	var sources []string
+	for _, disk := range d.Devices.Disks {
+		sources = append(sources, disk.Source.File.File+"@"+disk.Target.Dev)
+	}
+	want := []string{filepath.Join(c.Dir, RootDiskFile) + "@vda", filepath.Join(c.Dir, CloudInitFile) + "@vdb"}
+	if strings.Join(sources, ",") != strings.Join(want, ",") {
+		t.Errorf("disks %v, want %v", sources, want)
+	}
+	for _, f := range []string{RootDiskFile, CloudInitFile} {
+		if _, err := os.Stat(filepath.Join(c.Dir, f)); err != nil {
+			t.Errorf("%s not made: %v", f, err)
+		}
+	}
+	out, err := exec.Command("qemu-img", "info", "--output=json", filepath.Join(c.Dir, RootDiskFile)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"virtual-size": 67108864`) || !strings.Contains(string(out), img) {
+		t.Errorf("root disk is not a 64 MiB overlay of the image: %s %v", out, err)
+	}
+}
+
+func TestAssembleRefusesBadAnnotationsAndLeavesNothing(t *testing.T) {
+	sb, c, img := fixture(t, map[string]string{"VirtletVCPUCount": "zero"})
+	overlays := 0
+	a, _ := New(Config{DomainType: domain.TypeQEMU, Overlay: func(context.Context, string, string, int64) (int64, error) {
+		overlays++
+		return 0, nil
+	}})
+	_, err := a.Assemble(context.Background(), sb, c, img)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "VirtletVCPUCount") {
+		t.Fatalf("err = %v, want InvalidArgument naming VirtletVCPUCount", err)
+	}
+	if overlays != 0 {
+		t.Error("a disk was made for a pod with invalid annotations")
+	}
+	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+		t.Errorf("VM dir exists after failure: %v", err)
+	}
+}
+
+func TestAssembleCleansUpAfterALateFailure(t *testing.T) {
+	sb, c, img := fixture(t, nil)
+	boom := errors.New("disk full")
+	a, _ := New(Config{DomainType: domain.TypeKVM,
+		Overlay: func(_ context.Context, _, path string, _ int64) (int64, error) {
+			return 0, os.WriteFile(path, []byte("x"), 0o600)
+		},
+		WriteISO: func(context.Context, *cloudinit.Contents, string) error { return boom },
+	})
+	if _, err := a.Assemble(context.Background(), sb, c, img); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the ISO failure", err)
+	}
+	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+		t.Errorf("the root disk of a failed assembly was left behind: %v", err)
+	}
+	if _, err := New(Config{DomainType: "xen"}); err == nil || !strings.Contains(err.Error(), "xen") {
+		t.Errorf("domain type xen accepted: %v", err)
+	}
+}
