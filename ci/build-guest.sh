@@ -40,7 +40,6 @@ fi
 for tool in busybox mkfs.vfat syslinux mcopy cpio gzip qemu-img depmod modprobe dpkg apt-get; do
 	command -v "$tool" >/dev/null || { echo "build-guest: $tool missing (run ci/install-deps.sh)" >&2; exit 1; }
 done
-[ -f /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || [ -f /usr/lib/syslinux/ldlinux.c32 ] || true
 
 work="$(mktemp -d "$out/.build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
@@ -57,11 +56,19 @@ fi
 cache="$out/.cache"
 mkdir -p "$cache"
 deb="$(ls "$cache"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true)"
+download() {
+	(cd "$cache" && apt-get -q download "$kpkg" 2>&1 | grep -v 'unsandboxed as root' || true) >&2
+	ls "$cache"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true
+}
 if [ -z "$deb" ]; then
-	(cd "$cache" && apt-get -q download "$kpkg" 2>&1 | grep -v 'unsandboxed as root' || true)
-	deb="$(ls "$cache"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true)"
-	[ -n "$deb" ] || { echo "build-guest: apt-get download $kpkg failed" >&2; exit 1; }
+	deb="$(download)"
 fi
+if [ -z "$deb" ]; then
+	# Stale lists can name a version the archive no longer has.
+	DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=900 update >/dev/null
+	deb="$(download)"
+fi
+[ -n "$deb" ] || { echo "build-guest: apt-get download $kpkg failed" >&2; exit 1; }
 dpkg -x "$deb" kpkg
 kver="$(ls kpkg/lib/modules | head -n1)"
 depmod -b kpkg "$kver"
