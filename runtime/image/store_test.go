@@ -689,3 +689,59 @@ func listenLocal(t *testing.T) net.Listener {
 	}
 	return ln
 }
+
+// TestClientCertificateViaConfigFile: the server requires a client
+// certificate; the ConfigMap-style file first lacks it (clear error, nothing
+// stored), then gains it, and the next pull succeeds with no restart.
+func TestClientCertificateViaConfigFile(t *testing.T) {
+	srv, certs, data := tlsFixture(t)
+	dir := t.TempDir()
+	indent := func(pem []byte) string {
+		return "          " + strings.ReplaceAll(strings.TrimSpace(string(pem)), "\n", "\n          ")
+	}
+	config := func(withClient bool) string {
+		c := "translations:\n- name: secure\n  url: " + srv.URL() + "/img\n  transport: tls\n" +
+			"transports:\n  tls:\n    tls:\n      certificates:\n      - cert: |\n" + indent(certs.CA.Cert) + "\n"
+		if withClient {
+			c += "      - cert: |\n" + indent(certs.Client.Cert) + "\n        key: |\n" + indent(certs.Client.Key) + "\n"
+		}
+		return c
+	}
+	file := filepath.Join(dir, "images.yaml")
+	writeFile(t, file, config(false))
+	s := newStore(t, NewTranslations(dir))
+	_, err := s.Pull(context.Background(), "virtlet.cloud/secure")
+	wantErrContains(t, err, `pulling image "virtlet.cloud/secure" (file:images.yaml translations[0])`, "certificate required")
+	assertNothingVisible(t, s, "secure")
+
+	// Replace the file as kubelet does (new inode), then pull again.
+	writeFile(t, file+".new", config(true))
+	if err := os.Rename(file+".new", file); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := s.Pull(context.Background(), "virtlet.cloud/secure")
+	if err != nil || ref != "sha256:"+digestOf(data) {
+		t.Fatalf("Pull with the client certificate = %s, %v", ref, err)
+	}
+}
+
+// TestCutWithoutRetriesLeft: a cut with no retry allowed fails cleanly, and
+// the next pull starts afresh and succeeds.
+func TestCutWithoutRetriesLeft(t *testing.T) {
+	srv := startServer(t)
+	data := fakeQcow2(imgSize, 1<<30, 19)
+	srv.AddImage("img", data)
+	srv.SetMode("img", imageserver.Mode{CutAfter: 300_000, CutTimes: 1})
+	s := newStore(t, staticTranslator{"img": {URL: srv.URL() + "/img"}},
+		WithBackOff(func() backoff.BackOff { return &backoff.StopBackOff{} }))
+	_, err := s.Pull(context.Background(), "img")
+	wantErrContains(t, err, "giving up after 1 attempts, 300000 bytes received", "unexpected EOF")
+	assertNothingVisible(t, s, "img")
+	ref, err := s.Pull(context.Background(), "img")
+	if err != nil || ref != "sha256:"+digestOf(data) {
+		t.Fatalf("Pull after the cut = %s, %v", ref, err)
+	}
+	if st := srv.Stats("img"); st.Requests != 2 || st.RangeRequests != 0 {
+		t.Errorf("stats %+v: want a fresh second request, not a resume of a deleted file", st)
+	}
+}
