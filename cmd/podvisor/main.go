@@ -41,6 +41,8 @@ func run(args []string) error {
 	fs.StringVar(&cfg.ImageDir, "image-dir", "", "image store directory (default <state-dir>/images)")
 	fs.StringVar(&cfg.ImageTranslationsDir, "image-translations-dir", "", "directory of image translation configs (the virtlet-image-translations ConfigMap)")
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
+	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
+	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -116,6 +118,8 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		ImageDir:             pick("image-dir", file.ImageDir, flags.ImageDir),
 		ImageTranslationsDir: pick("image-translations-dir", file.ImageTranslationsDir, flags.ImageTranslationsDir),
 		CgroupDriver:         pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
+		LibvirtURI:           pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
+		KVM:                  pick("kvm", file.KVM, flags.KVM),
 		SimBootTime:          flags.SimBootTime,
 		SocketMode:           file.SocketMode,
 	}

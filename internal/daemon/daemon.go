@@ -24,6 +24,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
+	"github.com/podvisor/podvisor/runtime/hypervisor/libvirt"
 	"github.com/podvisor/podvisor/runtime/image"
 	"github.com/podvisor/podvisor/runtime/pod"
 	"github.com/podvisor/podvisor/runtime/store"
@@ -54,6 +55,10 @@ type Config struct {
 	CgroupDriver string `json:"cgroupDriver"`
 	// SocketMode is the permission of the CRI socket (default 0660).
 	SocketMode os.FileMode `json:"socketMode"`
+	// LibvirtURI is the libvirt connection (default qemu:///system).
+	LibvirtURI string `json:"libvirtURI"`
+	// KVM is auto (try it, fall back to TCG), on or off.
+	KVM string `json:"kvm"`
 }
 
 // Validate checks c and fills defaults.
@@ -96,6 +101,16 @@ func (c *Config) Validate() error {
 	}
 	if c.SocketMode == 0 {
 		c.SocketMode = 0o660
+	}
+	if c.LibvirtURI == "" {
+		c.LibvirtURI = "qemu:///system"
+	}
+	switch c.KVM {
+	case libvirt.KVMAuto, libvirt.KVMOn, libvirt.KVMOff:
+	case "":
+		c.KVM = libvirt.KVMAuto
+	default:
+		return fmt.Errorf("kvm: %q is not accepted: use auto, on or off", c.KVM)
 	}
 	return nil
 }
@@ -154,7 +169,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		d.hv = sim
 		domainType = domain.TypeQEMU
 	case "libvirt":
-		return nil, errors.New("hypervisor libvirt: not wired into the daemon yet; use --hypervisor sim")
+		lv, err := libvirt.New(ctx, libvirt.Options{URI: cfg.LibvirtURI, KVM: cfg.KVM, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("connecting to libvirt at %s: %w", cfg.LibvirtURI, err)
+		}
+		d.hv = lv
+		domainType = lv.DomainType()
+		log.Info("accelerator chosen", "accelerator", lv.Accelerator(), "why", lv.AcceleratorReason())
 	}
 	info, err := d.hv.Info(ctx)
 	if err != nil {

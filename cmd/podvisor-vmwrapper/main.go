@@ -1,0 +1,86 @@
+// Command podvisor-vmwrapper is the emulator libvirt starts for podvisor's
+// domains (their <emulator>). QEMU started by libvirt lives in libvirt's
+// network namespace; the wrapper moves it into the pod's: when the domain's
+// <qemu:env> sets PODVISOR_NETNS and PODVISOR_NICS, it enters that network
+// namespace and executes the real QEMU with a tap NIC per entry appended.
+// Without them (libvirt's capability probes: -help, -version, QMP) it
+// executes QEMU unchanged. See docs/networking.md.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/podvisor/podvisor/runtime/network/vmenv"
+)
+
+func main() {
+	err := run(os.Args, os.Environ())
+	// run returns only on failure: success replaces this process.
+	fmt.Fprintf(os.Stderr, "podvisor-vmwrapper: %v\n", err)
+	os.Exit(1)
+}
+
+// run executes the real emulator; it returns only when that fails.
+func run(args, environ []string) error {
+	var netnsPath, nicSpec string
+	qemu := vmenv.DefaultQEMU
+	env := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case vmenv.EnvNetNS:
+			netnsPath = v
+		case vmenv.EnvNICs:
+			nicSpec = v
+		case vmenv.EnvQEMU:
+			if v != "" {
+				qemu = v
+			}
+		default:
+			// The variables are ours; QEMU does not need to see them.
+			env = append(env, kv)
+		}
+	}
+	argv := append([]string{qemu}, args[1:]...)
+	if netnsPath == "" && nicSpec == "" {
+		return exec(qemu, argv, env)
+	}
+	if netnsPath == "" || nicSpec == "" {
+		return fmt.Errorf("%s=%q and %s=%q: set both (pod network) or neither (plain QEMU)", vmenv.EnvNetNS, netnsPath, vmenv.EnvNICs, nicSpec)
+	}
+	nics, err := vmenv.DecodeNICs(nicSpec)
+	if err != nil {
+		return err
+	}
+	if err := enterNetNS(netnsPath); err != nil {
+		return err
+	}
+	return exec(qemu, append(argv, vmenv.QEMUArgs(nics)...), env)
+}
+
+// enterNetNS moves the calling thread into the network namespace at path.
+// The thread stays locked: execve from it gives the new program that
+// thread's namespaces.
+func enterNetNS(path string) error {
+	runtime.LockOSThread()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening network namespace %s=%s: %w", vmenv.EnvNetNS, path, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("entering network namespace %s=%s (is it a network namespace? does the emulator run as root?): %w", vmenv.EnvNetNS, path, err)
+	}
+	return nil
+}
+
+func exec(qemu string, argv, env []string) error {
+	err := syscall.Exec(qemu, argv, env)
+	return fmt.Errorf("executing the emulator %s (set %s to another path): %w", qemu, vmenv.EnvQEMU, err)
+}
