@@ -294,14 +294,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 			case <-t.C:
 			}
 		}
+		// Count before writing: a client may see the bytes, finish and read
+		// Stats before Write returns. Unsent bytes are taken back below.
+		c.count(int64(n))
 		m, err := c.ResponseWriter.Write(p[:n])
+		c.count(int64(m - n))
 		c.sent += int64(m)
 		total += m
-		c.s.mu.Lock()
-		if img := c.s.images[c.name]; img != nil {
-			img.stats.BytesSent += int64(m)
-		}
-		c.s.mu.Unlock()
 		if err != nil {
 			return total, err
 		}
@@ -311,6 +310,14 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 		p = p[m:]
 	}
 	return total, nil
+}
+
+func (c *countingWriter) count(n int64) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	if img := c.s.images[c.name]; img != nil {
+		img.stats.BytesSent += n
+	}
 }
 
 func (c *countingWriter) Flush() {
