@@ -1,0 +1,194 @@
+package network
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Names of the links podvisor makes inside a pod's network namespace.
+const (
+	podIfName  = "eth0"
+	bridgeName = "pv-br0"
+	tapName    = "pv-tap0"
+)
+
+// serverIP is the DHCP server's address, on the bridge in the pod's
+// namespace: link-local, so it never clashes with a pod network, and a /32
+// so the namespace gets no route from it.
+var serverIP = net.IPv4(169, 254, 75, 1).To4()
+
+// moved is what plumb took from eth0; restore gives it back.
+type moved struct {
+	// MAC is eth0's MAC as CNI set it: the VM's MAC from now on.
+	MAC string `json:"mac"`
+	// Addrs are eth0's IPv4 addresses (CIDR).
+	Addrs []string `json:"addrs,omitempty"`
+	MTU   int      `json:"mtu"`
+}
+
+// plumb joins the pod's eth0 to a new tap for the VM through a bridge, in the
+// namespace at netnsPath: it takes eth0's IPv4 addresses and routes away (the
+// guest owns them now), gives eth0 a random MAC (the guest gets eth0's, so the
+// CNI's host side sees the MAC it expects), and puts the DHCP server's
+// address on the bridge. rec is filled before each change so that restore
+// can undo a plumb that failed part way.
+func plumb(netnsPath string, rec *moved) error {
+	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		eth, err := netlink.LinkByName(podIfName)
+		if err != nil {
+			return fmt.Errorf("finding %s (the CNI plugin's interface): %w", podIfName, err)
+		}
+		rec.MAC = eth.Attrs().HardwareAddr.String()
+		rec.MTU = eth.Attrs().MTU
+		addrs, err := netlink.AddrList(eth, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("listing the addresses of %s: %w", podIfName, err)
+		}
+		for _, a := range addrs {
+			rec.Addrs = append(rec.Addrs, a.IPNet.String())
+		}
+
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName, MTU: rec.MTU, HardwareAddr: randomMAC()}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("creating bridge %s: %w", bridgeName, err)
+		}
+		tap := &netlink.Tuntap{
+			LinkAttrs: netlink.LinkAttrs{Name: tapName, MTU: rec.MTU, MasterIndex: br.Attrs().Index},
+			Mode:      netlink.TUNTAP_MODE_TAP,
+			// QEMU opens it with these; a persistent tap keeps
+			// existing while no process has it open.
+			Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
+		}
+		if err := netlink.LinkAdd(tap); err != nil {
+			return fmt.Errorf("creating tap %s: %w", tapName, err)
+		}
+
+		for _, a := range addrs {
+			if err := netlink.AddrDel(eth, &a); err != nil {
+				return fmt.Errorf("moving address %s off %s: %w", a.IPNet, podIfName, err)
+			}
+		}
+		// Routes through eth0 mostly go with its addresses; the rest would
+		// send the namespace's own traffic nowhere.
+		routes, err := netlink.RouteList(eth, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("listing the routes of %s: %w", podIfName, err)
+		}
+		for _, r := range routes {
+			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("removing route %s from %s: %w", r, podIfName, err)
+			}
+		}
+		if err := netlink.LinkSetDown(eth); err != nil {
+			return fmt.Errorf("setting %s down: %w", podIfName, err)
+		}
+		if err := netlink.LinkSetHardwareAddr(eth, randomMAC()); err != nil {
+			return fmt.Errorf("changing the MAC of %s: %w", podIfName, err)
+		}
+		if err := netlink.LinkSetMaster(eth, br); err != nil {
+			return fmt.Errorf("adding %s to bridge %s: %w", podIfName, bridgeName, err)
+		}
+		for _, l := range []netlink.Link{eth, tap, br} {
+			if err := netlink.LinkSetUp(l); err != nil {
+				return fmt.Errorf("setting %s up: %w", l.Attrs().Name, err)
+			}
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: serverIP, Mask: net.CIDRMask(32, 32)}}
+		if err := netlink.AddrAdd(br, addr); err != nil {
+			return fmt.Errorf("adding the DHCP server address %s to %s: %w", addr.IPNet, bridgeName, err)
+		}
+		return nil
+	})
+}
+
+// restore undoes plumb as far as rec records: tap and bridge gone, eth0's
+// MAC and addresses back, so that CNI DEL finds the interface as CNI ADD
+// left it (the bridge plugin removes its masquerade rules for the addresses
+// it finds on eth0). Links already restored or missing are fine.
+func restore(netnsPath string, rec *moved) error {
+	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		for _, name := range []string{tapName, bridgeName} {
+			l, err := netlink.LinkByName(name)
+			if errors.As(err, &netlink.LinkNotFoundError{}) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("finding %s: %w", name, err)
+			}
+			if err := netlink.LinkDel(l); err != nil {
+				return fmt.Errorf("deleting %s: %w", name, err)
+			}
+		}
+		eth, err := netlink.LinkByName(podIfName)
+		if errors.As(err, &netlink.LinkNotFoundError{}) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("finding %s: %w", podIfName, err)
+		}
+		if rec == nil {
+			return nil
+		}
+		if rec.MAC != "" && eth.Attrs().HardwareAddr.String() != rec.MAC {
+			mac, err := net.ParseMAC(rec.MAC)
+			if err != nil {
+				return fmt.Errorf("restoring the MAC of %s: recorded MAC %q: %w", podIfName, rec.MAC, err)
+			}
+			if err := netlink.LinkSetDown(eth); err != nil {
+				return fmt.Errorf("setting %s down: %w", podIfName, err)
+			}
+			if err := netlink.LinkSetHardwareAddr(eth, mac); err != nil {
+				return fmt.Errorf("restoring the MAC %s of %s: %w", mac, podIfName, err)
+			}
+		}
+		if err := netlink.LinkSetUp(eth); err != nil {
+			return fmt.Errorf("setting %s up: %w", podIfName, err)
+		}
+		have, err := netlink.AddrList(eth, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("listing the addresses of %s: %w", podIfName, err)
+		}
+	next:
+		for _, s := range rec.Addrs {
+			a, err := netlink.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("restoring the address of %s: recorded address %q: %w", podIfName, s, err)
+			}
+			for _, h := range have {
+				if h.IPNet.String() == a.IPNet.String() {
+					continue next
+				}
+			}
+			if err := netlink.AddrAdd(eth, a); err != nil {
+				return fmt.Errorf("restoring address %s on %s: %w", s, podIfName, err)
+			}
+		}
+		return nil
+	})
+}
+
+// bridgeReady checks that the links plumb made are still there.
+func bridgeReady(netnsPath string) error {
+	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		for _, name := range []string{bridgeName, tapName} {
+			if _, err := netlink.LinkByName(name); err != nil {
+				return fmt.Errorf("finding %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// randomMAC returns a random locally administered unicast MAC.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(mac)
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
+}
