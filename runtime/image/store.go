@@ -221,6 +221,13 @@ func parseRef(s string) (string, bool) {
 // content is present needs no download at all. Concurrent pulls of one URL
 // share one download, which is cancelled only when every caller gave up.
 func (s *Store) Pull(ctx context.Context, name string) (ref string, err error) {
+	if h, ok := parseRef(strings.TrimPrefix(name, CRIPrefix)); ok {
+		// A bare ref names content, not a place to download it from.
+		if s.hasData(h) {
+			return "sha256:" + h, nil
+		}
+		return "", fmt.Errorf("pulling image %q: a bare digest can only name an image already in the store; use <name>@sha256:<hex> to download and verify one", name)
+	}
 	n, err := parseName(name)
 	if err != nil {
 		return "", err

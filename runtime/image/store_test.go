@@ -745,3 +745,22 @@ func TestCutWithoutRetriesLeft(t *testing.T) {
 		t.Errorf("stats %+v: want a fresh second request, not a resume of a deleted file", st)
 	}
 }
+
+func TestPullByRef(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t)
+	data := fakeQcow2(4096, 1<<20, 20)
+	srv.AddImage("a", data)
+	s := newStore(t, staticTranslator{"a": {URL: srv.URL() + "/a"}})
+	ref := "sha256:" + digestOf(data)
+	_, err := s.Pull(ctx, ref)
+	wantErrContains(t, err, "a bare digest can only name an image already in the store")
+	if _, err := s.Pull(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{ref, digestOf(data)} {
+		if got, err := s.Pull(ctx, q); err != nil || got != ref {
+			t.Errorf("Pull(%s) of present content = %s, %v", q, got, err)
+		}
+	}
+}
