@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -312,7 +313,7 @@ func (s *Store) runFlight(ctx context.Context, key string, f *flight, ep Endpoin
 	defer f.cancel()
 	res, err := s.fetch(ctx, ep, pin)
 	if err == nil {
-		if _, _, verr := VirtualSize(res.tmp); verr != nil {
+		if verr := checkDownloaded(res); verr != nil {
 			err = fmt.Errorf("downloaded %s: %w", ep.URL, verr)
 			_ = os.Remove(res.tmp)
 		}
@@ -331,6 +332,28 @@ func (s *Store) runFlight(ctx context.Context, key string, f *flight, ep Endpoin
 	}
 	f.err = err
 	close(f.done)
+}
+
+// checkDownloaded refuses content that cannot be a VM disk: nothing, an
+// HTML page (a portal or error page served with 200), or an image VirtualSize
+// refuses (backing files, foreign formats).
+func checkDownloaded(res *fetched) error {
+	if res.size == 0 {
+		return errors.New("the content is empty, not a disk image")
+	}
+	f, err := os.Open(res.tmp)
+	if err != nil {
+		return err
+	}
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	f.Close()
+	start := strings.ToLower(strings.TrimLeft(string(head[:n]), " \t\r\n\ufeff"))
+	if strings.HasPrefix(start, "<!doctype html") || strings.HasPrefix(start, "<html") {
+		return errors.New("the content is an HTML page, not a disk image")
+	}
+	_, _, err = VirtualSize(res.tmp)
+	return err
 }
 
 // commit moves a verified download into data/ and links every name to it.

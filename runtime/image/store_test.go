@@ -764,3 +764,24 @@ func TestPullByRef(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusesContentThatIsNoDisk(t *testing.T) {
+	srv := startServer(t)
+	srv.AddImage("portal", []byte("\n<!DOCTYPE html><html><body>Please log in</body></html>"))
+	srv.AddImage("empty", nil)
+	s := newStore(t, staticTranslator{"portal": {URL: srv.URL() + "/portal"}, "empty": {URL: srv.URL() + "/empty"}})
+	_, err := s.Pull(context.Background(), "portal")
+	wantErrContains(t, err, "HTML page, not a disk image")
+	assertNothingVisible(t, s, "portal")
+	_, err = s.Pull(context.Background(), "empty")
+	wantErrContains(t, err, "content is empty")
+	assertNothingVisible(t, s, "empty")
+}
+
+func TestNilTranslations(t *testing.T) {
+	var tr *Translations
+	ep, err := tr.Translate(context.Background(), "http://x/y")
+	if err != nil || ep.URL != "http://x/y" {
+		t.Errorf("nil Translations: %+v, %v", ep, err)
+	}
+}

@@ -89,6 +89,9 @@ func prefixLen(c NamedConfig) int {
 
 // Translate implements Translator.
 func (t *Translations) Translate(ctx context.Context, name string) (Endpoint, error) {
+	if t == nil {
+		return Endpoint{URL: name, Source: "no translation configs"}, nil
+	}
 	cfgs, err := t.Configs(ctx)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("translating image name %q: %w", name, err)
