@@ -43,6 +43,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
+	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -120,6 +121,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		CgroupDriver:         pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
 		LibvirtURI:           pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
 		KVM:                  pick("kvm", file.KVM, flags.KVM),
+		StreamAddr:           pick("stream-addr", file.StreamAddr, flags.StreamAddr),
 		SimBootTime:          flags.SimBootTime,
 		SocketMode:           file.SocketMode,
 	}

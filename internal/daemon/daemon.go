@@ -28,6 +28,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/image"
 	"github.com/podvisor/podvisor/runtime/pod"
 	"github.com/podvisor/podvisor/runtime/store"
+	"github.com/podvisor/podvisor/runtime/stream"
 	"github.com/podvisor/podvisor/runtime/vmbuild"
 )
 
@@ -59,6 +60,10 @@ type Config struct {
 	LibvirtURI string `json:"libvirtURI"`
 	// KVM is auto (try it, fall back to TCG), on or off.
 	KVM string `json:"kvm"`
+	// StreamAddr is the streaming server's host:port for attach, exec and
+	// port-forward (default 127.0.0.1:0, a free port on loopback, as
+	// containerd does; kubelet proxies to it).
+	StreamAddr string `json:"streamAddr"`
 }
 
 // Validate checks c and fills defaults.
@@ -102,6 +107,9 @@ func (c *Config) Validate() error {
 	if c.SocketMode == 0 {
 		c.SocketMode = 0o660
 	}
+	if c.StreamAddr == "" {
+		c.StreamAddr = "127.0.0.1:0"
+	}
 	if c.LibvirtURI == "" {
 		c.LibvirtURI = "qemu:///system"
 	}
@@ -132,6 +140,7 @@ type Daemon struct {
 	db      *store.DB
 	manager *pod.Manager
 	grpc    *grpc.Server
+	stream  *stream.Server
 	health  *health.Server
 	lis     net.Listener
 }
@@ -220,9 +229,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		return inUse
 	})
 
+	d.stream, err = stream.NewServer(cfg.StreamAddr, d.manager, d.manager, nil)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := cri.NewServer(cri.Config{
 		Lifecycle: d.manager, Images: images, Hypervisor: d.hv,
 		Version: Version, CgroupDriver: cfg.CgroupDriver, Logger: log,
+		Streaming: d.stream,
 	})
 	if err != nil {
 		return nil, err
@@ -277,7 +291,12 @@ func (d *Daemon) Serve() error {
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus("runtime.v1.RuntimeService", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus("runtime.v1.ImageService", healthpb.HealthCheckResponse_SERVING)
-	d.log.Info("serving CRI", "listen", d.cfg.Listen, "stateDir", d.cfg.StateDir, "version", Version)
+	go func() {
+		if err := d.stream.Serve(); err != nil {
+			d.log.Error("streaming server stopped", "err", err)
+		}
+	}()
+	d.log.Info("serving CRI", "listen", d.cfg.Listen, "stateDir", d.cfg.StateDir, "streaming", d.stream.Addr(), "version", Version)
 	if err := d.grpc.Serve(d.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serving CRI: %w", err)
 	}
@@ -312,6 +331,9 @@ func (d *Daemon) closeParts() {
 	}
 	if d.lis != nil {
 		d.lis.Close()
+	}
+	if d.stream != nil {
+		d.stream.Close()
 	}
 }
 

@@ -74,7 +74,11 @@ type Config struct {
 	Version string
 	// CgroupDriver is reported by RuntimeConfig: "cgroupfs" or "systemd".
 	CgroupDriver string
-	Logger       *slog.Logger
+	// Streaming serves attach, exec and port-forward (nil: Unimplemented).
+	Streaming Streaming
+	// Exec runs commands in VMs (nil: Exec and ExecSync are Unimplemented).
+	Exec   ExecSyncer
+	Logger *slog.Logger
 }
 
 // Server implements runtimeapi.RuntimeServiceServer and

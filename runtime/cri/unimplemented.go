@@ -10,26 +10,6 @@ import (
 // The verbs below are not built yet. Each answers codes.Unimplemented with
 // what is missing, so kubelet and users see why.
 
-// ExecSync needs the guest agent channel.
-func (s *Server) ExecSync(context.Context, *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
-	return nil, unimplemented("ExecSync: running commands in a VM needs the QEMU guest agent path (guest-exec), which podvisor does not provide yet")
-}
-
-// Exec needs the guest agent and the streaming server.
-func (s *Server) Exec(context.Context, *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	return nil, unimplemented("Exec: running commands in a VM needs the QEMU guest agent path and the streaming server, which podvisor does not provide yet")
-}
-
-// Attach needs the streaming server.
-func (s *Server) Attach(context.Context, *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	return nil, unimplemented("Attach: the interactive serial console needs the CRI streaming server, which podvisor does not provide yet; the console is in the container log")
-}
-
-// PortForward needs the streaming server.
-func (s *Server) PortForward(context.Context, *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
-	return nil, unimplemented("PortForward: forwarding into the pod's network namespace needs the CRI streaming server, which podvisor does not provide yet")
-}
-
 // CheckpointContainer would snapshot the VM.
 func (s *Server) CheckpointContainer(context.Context, *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
 	return nil, unimplemented("CheckpointContainer: VM snapshots are not built yet")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sort"
 	"time"
@@ -415,3 +416,36 @@ func resolvePrefix(kind, id string, keys []string) (string, error) {
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+// AttachConsole joins the serial console of a running container: the
+// output from now on, and a writer typing into the guest.
+func (m *Manager) AttachConsole(ctx context.Context, id string) (io.ReadCloser, io.Writer, error) {
+	c, err := m.ContainerStatus(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.State != ContainerRunning {
+		return nil, nil, errdefs.FailedPreconditionf("container %s is %s: only a running VM's console can be attached", c.ID, c.State)
+	}
+	m.mu.RLock()
+	cons := m.consoles[c.ID]
+	m.mu.RUnlock()
+	if cons == nil {
+		return nil, nil, errdefs.Unavailablef("the console of container %s is not connected yet; retry", c.ID)
+	}
+	out, in := cons.hub.Attach()
+	return out, in, nil
+}
+
+// PodIP returns the primary IP of a ready sandbox.
+func (m *Manager) PodIP(_ context.Context, sandboxID string) (string, error) {
+	sb, err := m.PodSandbox(sandboxID)
+	if err != nil {
+		return "", err
+	}
+	ips := sb.Network.IPs()
+	if sb.State != SandboxReady || len(ips) == 0 {
+		return "", errdefs.FailedPreconditionf("sandbox %s has no pod IP (state %s)", sb.ID, sb.State)
+	}
+	return ips[0], nil
+}

@@ -626,4 +626,3 @@ func TestParallelLifecycles(t *testing.T) {
 	}
 	e.assertNothingLeft()
 }
-
