@@ -229,14 +229,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		return inUse
 	})
 
-	d.stream, err = stream.NewServer(cfg.StreamAddr, d.manager, d.manager, nil)
+	d.stream, err = stream.NewServer(cfg.StreamAddr, d.manager, d.manager, d.manager)
 	if err != nil {
 		return nil, err
 	}
 	srv, err := cri.NewServer(cri.Config{
 		Lifecycle: d.manager, Images: images, Hypervisor: d.hv,
 		Version: Version, CgroupDriver: cfg.CgroupDriver, Logger: log,
-		Streaming: d.stream,
+		Streaming: d.stream, Exec: d.manager,
 	})
 	if err != nil {
 		return nil, err

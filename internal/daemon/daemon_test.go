@@ -332,10 +332,10 @@ func TestCRIInvalidRequests(t *testing.T) {
 			_, err := h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/file:///nonexistent/x.img"}})
 			return err
 		}, codes.Unknown, "nonexistent"},
-		{"Exec", func() error {
-			_, err := h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: first.ContainerId, Cmd: []string{"ls"}})
+		{"ExecSync without a command", func() error {
+			_, err := h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: first.ContainerId})
 			return err
-		}, codes.Unimplemented, "guest agent"},
+		}, codes.InvalidArgument, "cmd"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -387,3 +387,46 @@ func TestRestartInProcess(t *testing.T) {
 }
 
 func podFilterAll() pod.ContainerFilter { return pod.ContainerFilter{} }
+
+func TestExecSyncThroughTheGuestAgent(t *testing.T) {
+	h := newHarness(t)
+	c := ctx(t)
+	if _, err := h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := h.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("ex")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := h.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"hostname"}}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("exec in a VM that is not running: %v, want FailedPrecondition", err)
+	}
+	if _, err := h.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	// The simulated guest's agent answers once it has booted.
+	var resp *runtimeapi.ExecSyncResponse
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err = h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"echo", "hello", "vm"}, Timeout: 10})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || string(resp.Stdout) != "hello vm\n" || resp.ExitCode != 0 {
+		t.Fatalf("ExecSync echo = %q, %d, %v", resp.GetStdout(), resp.GetExitCode(), err)
+	}
+	resp, err = h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"false"}})
+	if err != nil || resp.ExitCode == 0 {
+		t.Errorf("ExecSync false = %v, %v; want a non-zero exit code", resp, err)
+	}
+	if _, err := h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"/no/such/program"}}); err == nil || !strings.Contains(err.Error(), "/no/such/program") {
+		t.Errorf("ExecSync of a missing program: %v", err)
+	}
+}
