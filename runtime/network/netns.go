@@ -54,6 +54,9 @@ func createNetNS(path string) (err error) {
 // removeNetNS unmounts and removes the namespace file at path. A missing or
 // unmounted file is not an error, so it can be retried.
 func removeNetNS(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmounting network namespace %s: %w", path, err)
 	}

@@ -1,0 +1,337 @@
+package network
+
+// Tests on real network namespaces with the real CNI plugins bridge and
+// host-local (Debian's containernetworking-plugins). They need root; they
+// skip only when PODVISOR_ALLOW_SKIP=1. Every address is in 10.77.0.0/16 on
+// links these tests make; no traffic leaves namespaces they create.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/podvisor/podvisor/runtime/network/vmenv"
+	"github.com/podvisor/podvisor/runtime/pod"
+)
+
+const pluginDir = "/usr/lib/cni"
+
+func needRoot(t *testing.T, tools ...string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, p := range []string{"bridge", "host-local"} {
+		if _, err := os.Stat(filepath.Join(pluginDir, p)); err != nil {
+			missing = append(missing, "CNI plugin "+filepath.Join(pluginDir, p)+" (Debian containernetworking-plugins)")
+		}
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "needs " + strings.Join(missing, ", ") + " (see ci/deps-network.txt)"
+	if os.Getenv("PODVISOR_ALLOW_SKIP") == "1" {
+		t.Skip(msg)
+	}
+	t.Fatal(msg)
+}
+
+var subnetSeq atomic.Int32
+
+// env is a test CNI setup: a conf dir with a bridge + host-local network on
+// a private subnet, and a Network using it.
+type env struct {
+	n        *Network
+	cfg      Config
+	subnet   string // e.g. 10.77.3
+	hostBr   string
+	ipamDir  string
+	confName string
+}
+
+type envOpt struct {
+	ipMasq      bool
+	extraPlugin string // a plugin config appended to the list
+	binDir      string // searched before pluginDir
+}
+
+func newEnv(t *testing.T, o envOpt) *env {
+	t.Helper()
+	i := subnetSeq.Add(1)
+	e := &env{
+		subnet:   fmt.Sprintf("10.77.%d", 100+i),
+		hostBr:   fmt.Sprintf("pvt%d-%d", os.Getpid()%10000, i),
+		ipamDir:  t.TempDir(),
+		confName: fmt.Sprintf("podvisor-test-%d", i),
+	}
+	plugins := fmt.Sprintf(`{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":%v,
+	  "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}`,
+		e.hostBr, o.ipMasq, e.ipamDir, e.subnet)
+	if o.extraPlugin != "" {
+		plugins += "," + o.extraPlugin
+	}
+	confDir := writeFiles(t, map[string]string{"10-test.conflist": fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, e.confName, plugins)})
+	bins := []string{pluginDir}
+	if o.binDir != "" {
+		bins = []string{o.binDir, pluginDir}
+	}
+	e.cfg = Config{ConfDir: confDir, BinDirs: bins, NetNSDir: t.TempDir(), CacheDir: t.TempDir()}
+	n, err := New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.n = n
+	t.Cleanup(func() {
+		n.Close()
+		// Whatever a failed test left: namespaces (mounts) and the host bridge.
+		entries, _ := os.ReadDir(e.cfg.NetNSDir)
+		for _, de := range entries {
+			removeNetNS(filepath.Join(e.cfg.NetNSDir, de.Name()))
+		}
+		if l, err := netlink.LinkByName(e.hostBr); err == nil {
+			netlink.LinkDel(l)
+		}
+	})
+	return e
+}
+
+func newSandbox(id string) *pod.Sandbox {
+	sb := testSandbox()
+	sb.ID = id
+	sb.Config.PortMappings = nil
+	return sb
+}
+
+func TestSetupDHCPTeardown(t *testing.T) {
+	needRoot(t, "busybox", "iptables-save")
+	e := newEnv(t, envOpt{})
+	ctx := context.Background()
+	sb := newSandbox("a1b2c3d4e5f6a7b8c9d0")
+	status, err := e.n.Setup(ctx, sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Network = status
+	sb.State = pod.SandboxReady
+
+	path := filepath.Join(e.cfg.NetNSDir, "podvisor-a1b2c3d4e5f6")
+	if status.NetNS != path || !netnsExists(path) {
+		t.Fatalf("status.NetNS = %q, want the mounted namespace %s", status.NetNS, path)
+	}
+	ips := status.IPs()
+	if len(ips) != 1 || !strings.HasPrefix(ips[0], e.subnet+".") {
+		t.Fatalf("pod IPs %v, want one in %s.0/24", ips, e.subnet)
+	}
+	ifc := status.Interfaces[0]
+	if ifc.IPs[0].Gateway != e.subnet+".1" || ifc.MTU != 1500 {
+		t.Errorf("interface %+v: want gateway %s.1, MTU 1500", ifc, e.subnet)
+	}
+
+	// Inside: eth0 has no IPv4 address and a MAC other than the VM's;
+	// eth0 and the tap are ports of the bridge, which has only the DHCP
+	// server's address.
+	err = ns.WithNetNSPath(path, func(ns.NetNS) error {
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if addrs, _ := netlink.AddrList(eth, netlink.FAMILY_V4); len(addrs) != 0 {
+			t.Errorf("eth0 still has %v", addrs)
+		}
+		if eth.Attrs().HardwareAddr.String() == ifc.MAC {
+			t.Errorf("eth0 kept the VM's MAC %s", ifc.MAC)
+		}
+		br, err := netlink.LinkByName(bridgeName)
+		if err != nil {
+			return err
+		}
+		tap, err := netlink.LinkByName(tapName)
+		if err != nil {
+			return err
+		}
+		if eth.Attrs().MasterIndex != br.Attrs().Index || tap.Attrs().MasterIndex != br.Attrs().Index {
+			t.Errorf("eth0 master %d, tap master %d, want the bridge %d", eth.Attrs().MasterIndex, tap.Attrs().MasterIndex, br.Attrs().Index)
+		}
+		if tt, ok := tap.(*netlink.Tuntap); !ok || tt.Mode != netlink.TUNTAP_MODE_TAP {
+			t.Errorf("%s is %T %+v, want a tap", tapName, tap, tap)
+		}
+		addrs, _ := netlink.AddrList(br, netlink.FAMILY_V4)
+		if len(addrs) != 1 || addrs[0].IPNet.String() != "169.254.75.1/32" {
+			t.Errorf("bridge addresses %v, want only 169.254.75.1/32", addrs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// NICs gives the wrapper the namespace and the tap with the VM's MAC.
+	_, qenv, err := e.n.NICs(ctx, sb, &pod.Container{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qenv[vmenv.EnvNetNS] != path || qenv[vmenv.EnvNICs] != tapName+"="+ifc.MAC {
+		t.Errorf("NICs env %v", qenv)
+	}
+
+	// A DHCP client with the VM's MAC, on a port of the bridge, gets the
+	// pod's address, gateway, DNS, search, MTU and hostname.
+	got := dhcpClient(t, path, ifc.MAC)
+	want := map[string]string{
+		"ip": ips[0], "subnet": "255.255.255.0", "router": e.subnet + ".1", "dns": "10.96.0.10",
+		"domain": "default.svc.cluster.local", "search": "default.svc.cluster.local", "mtu": "1500",
+		"hostname": "vm-host", "serverid": "169.254.75.1", "broadcast": e.subnet + ".255",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("DHCP %s = %q, want %q", k, got[k], v)
+		}
+	}
+
+	// A client with another MAC gets nothing.
+	if out, err := runDHCPClient(t, path, "0a:00:00:00:00:01", 2); err == nil {
+		t.Errorf("a client with another MAC got a lease:\n%s", out)
+	}
+
+	// Teardown leaves nothing: namespace, IPAM reservation, cache, host veth.
+	if err := e.n.Teardown(ctx, sb); err != nil {
+		t.Fatal(err)
+	}
+	e.checkGone(t, sb.ID, path, ips[0])
+	if err := e.n.Teardown(ctx, sb); err != nil {
+		t.Fatalf("second Teardown: %v", err)
+	}
+}
+
+// checkGone asserts Teardown of sandbox id left nothing behind.
+func (e *env) checkGone(t *testing.T, id, path, ip string) {
+	t.Helper()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("namespace file %s still there (%v)", path, err)
+	}
+	if ip != "" {
+		if _, err := os.Stat(filepath.Join(e.ipamDir, e.confName, ip)); !os.IsNotExist(err) {
+			t.Errorf("host-local still holds %s (%v)", ip, err)
+		}
+	}
+	for _, dir := range []string{filepath.Join(e.cfg.CacheDir, "sandboxes"), filepath.Join(e.cfg.CacheDir, "results")} {
+		entries, _ := os.ReadDir(dir)
+		for _, de := range entries {
+			t.Errorf("left in %s: %s", dir, de.Name())
+		}
+	}
+	if br, err := netlink.LinkByName(e.hostBr); err == nil {
+		links, _ := netlink.LinkList()
+		for _, l := range links {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				t.Errorf("host veth %s still on %s", l.Attrs().Name, e.hostBr)
+			}
+		}
+	}
+	out, err := exec.Command("iptables-save").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables-save: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), id) {
+		t.Errorf("iptables rules for sandbox %s left:\n%s", id, out)
+	}
+}
+
+// runDHCPClient runs busybox udhcpc in a new namespace whose interface (with
+// MAC mac) is a veth peer of a port on the pod's bridge, in place of the
+// VM's tap. It returns the environment udhcpc gave its script on "bound".
+func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	clientNS := filepath.Join(dir, "client-ns")
+	if err := createNetNS(clientNS); err != nil {
+		t.Fatal(err)
+	}
+	defer removeNetNS(clientNS)
+	cns, err := ns.GetNS(clientNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cns.Close()
+	hw, _ := net.ParseMAC(mac)
+	err = ns.WithNetNSPath(podNS, func(ns.NetNS) error {
+		br, err := netlink.LinkByName(bridgeName)
+		if err != nil {
+			return err
+		}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vmtest0", MasterIndex: br.Attrs().Index},
+			PeerName: "vm0", PeerHardwareAddr: hw, PeerNamespace: netlink.NsFd(cns.Fd())}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("creating the test veth: %w", err)
+		}
+		return netlink.LinkSetUp(veth)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.WithNetNSPath(podNS, func(ns.NetNS) error {
+		if l, err := netlink.LinkByName("vmtest0"); err == nil {
+			netlink.LinkDel(l)
+		}
+		return nil
+	})
+	script := filepath.Join(dir, "script")
+	bound := filepath.Join(dir, "bound")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = bound ] && env > "+bound+"\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	err = ns.WithNetNSPath(clientNS, func(ns.NetNS) error {
+		l, err := netlink.LinkByName("vm0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		// Exec from this thread: the child starts in the client namespace.
+		cmd := exec.Command("busybox", "udhcpc", "-i", "vm0", "-f", "-n", "-q", "-s", script,
+			"-t", fmt.Sprint(tries), "-T", "2", "-A", "1",
+			"-O", "search", "-O", "mtu", "-O", "broadcast", "-O", "hostname", "-O", "domain")
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	if err != nil {
+		return string(out), fmt.Errorf("udhcpc: %w\n%s", err, out)
+	}
+	env, err := os.ReadFile(bound)
+	if err != nil {
+		return string(out), fmt.Errorf("udhcpc bound no lease: %w\n%s", err, out)
+	}
+	return string(env), nil
+}
+
+func dhcpClient(t *testing.T, podNS, mac string) map[string]string {
+	t.Helper()
+	out, err := runDHCPClient(t, podNS, mac, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
