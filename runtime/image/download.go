@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -47,10 +48,15 @@ type download struct {
 	url  string
 	want string // expected hex digest, "" when not pinned
 
-	f       *os.File
-	h       hash.Hash
-	written int64
-	best    int64 // most bytes ever held, to tell progress from a restart
+	f        *os.File
+	metaPath string // description of the partial download
+	h        hash.Hash
+	written  int64
+	synced   int64 // bytes fsynced and recorded in metaPath
+	best     int64 // most bytes ever held, to tell progress from a restart
+	// resumedFrom is how much a previous, interrupted pull left.
+	resumedFrom int64
+	complete    bool // every byte received; only verification remains
 
 	validator    string // ETag or Last-Modified of the first response
 	total        int64  // full length, -1 unknown
@@ -65,19 +71,48 @@ type fetched struct {
 	size int64
 }
 
-// fetch downloads ep into a temp file under tmp/ and verifies it.
+// fetch downloads ep into a temp file under tmp/ and verifies it. An
+// interrupted transfer that can be resumed is kept for the next pull (see
+// partial.go); anything else that fails is deleted.
 func (s *Store) fetch(ctx context.Context, ep Endpoint, want string) (*fetched, error) {
-	f, err := os.CreateTemp(s.tmpDir(), "pull-*")
-	if err != nil {
-		return nil, fmt.Errorf("creating temporary file: %w", err)
+	d := &download{s: s, ep: ep, url: ep.URL, want: want, h: sha256.New(), total: -1}
+	path := filepath.Join(s.tmpDir(), partialPrefix+partialKey(flightKey(ep.URL, want)))
+	if err := d.openPartial(path); err != nil {
+		if d.f != nil {
+			d.f.Close()
+			d.dropPartial()
+		}
+		return nil, err
 	}
-	d := &download{s: s, ep: ep, url: ep.URL, want: want, f: f, h: sha256.New(), total: -1}
+	if d.resumedFrom > 0 {
+		s.opts.logger.Info("resuming interrupted image download", "url", ep.URL, "have", d.resumedFrom)
+	}
 	res, err := d.run(ctx)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("writing %s: %w", f.Name(), cerr)
+	if err == nil {
+		// The content goes under data/ by name of its hash: it must be
+		// on disk before that name exists.
+		if serr := d.f.Sync(); serr != nil {
+			err = fmt.Errorf("syncing %s: %w", d.f.Name(), serr)
+		}
+	}
+	keep := err != nil && !d.complete && !isPermanent(err) && d.written > 0 && d.validator != ""
+	if keep {
+		if cerr := d.checkpoint(); cerr != nil {
+			keep = false
+		}
+	}
+	if cerr := d.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("writing %s: %w", d.f.Name(), cerr)
+	}
+	switch {
+	case err == nil:
+		_ = os.Remove(d.metaPath)
+	case keep:
+		s.opts.logger.Info("kept interrupted image download for the next pull", "url", ep.URL, "have", d.written)
+	default:
+		d.dropPartial()
 	}
 	if err != nil {
-		_ = os.Remove(f.Name())
 		return nil, err
 	}
 	return res, nil
@@ -99,6 +134,7 @@ func (d *download) run(ctx context.Context) (*fetched, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.complete = true
 	got := hex.EncodeToString(d.h.Sum(nil))
 	if d.want != "" && got != d.want {
 		return nil, fmt.Errorf("downloaded %s: content has digest sha256:%s but the name pins sha256:%s", d.url, got, d.want)
@@ -141,6 +177,11 @@ func (d *download) copy(ctx context.Context, r io.Reader) (int64, error) {
 			d.h.Write(buf[:m])
 			n += int64(m)
 			d.written += int64(m)
+			if d.written-d.synced >= syncEvery {
+				if err := d.checkpoint(); err != nil {
+					return n, permanent(err)
+				}
+			}
 		}
 		if rerr == io.EOF {
 			return n, nil
@@ -159,7 +200,10 @@ func (d *download) restart() error {
 		return err
 	}
 	d.h.Reset()
-	d.written = 0
+	d.written, d.synced = 0, 0
+	if d.metaPath != "" {
+		_ = os.Remove(d.metaPath)
+	}
 	return nil
 }
 

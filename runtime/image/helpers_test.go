@@ -78,7 +78,14 @@ func digestOf(b []byte) string {
 // no temporary file behind.
 func assertNothingVisible(t *testing.T, s *Store, name string) {
 	t.Helper()
-	for _, d := range []string{"data", "links", "tmp"} {
+	assertNoImage(t, s, name, "data", "links", "tmp")
+}
+
+// assertNoImage checks that no image or name is visible; dirs lists the
+// store directories that must be empty.
+func assertNoImage(t *testing.T, s *Store, name string, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
 		entries, err := os.ReadDir(filepath.Join(s.dir, d))
 		if err != nil {
 			t.Fatal(err)

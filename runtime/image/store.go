@@ -6,7 +6,7 @@
 //
 //	data/<sha256 hex>     each image content once, read-only
 //	links/<name, / as %>  symlink to ../data/<hex>, one per name pulled
-//	tmp/                  downloads in progress, emptied at start
+//	tmp/                  downloads in progress or interrupted (resumable)
 package image
 
 import (
@@ -66,6 +66,7 @@ type options struct {
 	backOff        func() backoff.BackOff
 	connectTimeout time.Duration
 	stallTimeout   time.Duration
+	partialTTL     time.Duration
 	logger         *slog.Logger
 }
 
@@ -90,6 +91,12 @@ func WithBackOff(f func() backoff.BackOff) Option {
 // Defaults: 30 s and 60 s.
 func WithTimeouts(connect, stall time.Duration) Option {
 	return func(o *options) { o.connectTimeout, o.stallTimeout = connect, stall }
+}
+
+// WithPartialTTL sets how long an interrupted download is kept for a later
+// pull to resume (default 24 h).
+func WithPartialTTL(d time.Duration) Option {
+	return func(o *options) { o.partialTTL = d }
 }
 
 // WithLogger sets where retries and cleanups are logged.
@@ -119,6 +126,7 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 		defaultScheme:  "https",
 		connectTimeout: 30 * time.Second,
 		stallTimeout:   60 * time.Second,
+		partialTTL:     24 * time.Hour,
 		logger:         slog.New(slog.DiscardHandler),
 		backOff: func() backoff.BackOff {
 			b := backoff.NewExponentialBackOff()
@@ -141,7 +149,7 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("opening image store %s: %w", dir, err)
 		}
 	}
-	if err := removeContents(s.tmpDir()); err != nil {
+	if err := cleanTmp(s.tmpDir(), o.partialTTL, nil); err != nil {
 		return nil, fmt.Errorf("opening image store %s: cleaning tmp: %w", dir, err)
 	}
 	return s, nil
@@ -282,7 +290,7 @@ type flight struct {
 }
 
 func (s *Store) shared(ctx context.Context, n imageName, ep Endpoint) (string, error) {
-	key := ep.URL + "\x00" + n.pin
+	key := flightKey(ep.URL, n.pin)
 	s.flightsMu.Lock()
 	f := s.flights[key]
 	if f == nil {
@@ -582,8 +590,8 @@ func (s *Store) usedLocked() map[string]bool {
 	return s.inUse()
 }
 
-// GC deletes content no name points to and no container uses, and links
-// whose content is gone. It returns the refs it deleted. (Unused images
+// GC deletes content no name points to and no container uses, links whose
+// content is gone, and interrupted downloads older than the partial TTL. It returns the refs it deleted. (Unused images
 // that still have names are removed by kubelet's image GC through Remove.)
 func (s *Store) GC(ctx context.Context) ([]string, error) {
 	s.mu.Lock()
@@ -619,6 +627,15 @@ func (s *Store) GC(ctx context.Context) ([]string, error) {
 		removed = append(removed, "sha256:"+h)
 		s.opts.logger.Info("collected unreferenced image", "ref", "sha256:"+h)
 	}
+	s.flightsMu.Lock()
+	active := map[string]bool{}
+	for k := range s.flights {
+		active[partialKey(k)] = true
+	}
+	s.flightsMu.Unlock()
+	if err := cleanTmp(s.tmpDir(), s.opts.partialTTL, active); err != nil {
+		return removed, fmt.Errorf("collecting stale downloads: %w", err)
+	}
 	return removed, nil
 }
 
@@ -649,19 +666,6 @@ func (s *Store) FsInfo(ctx context.Context) (FsUsage, error) {
 		return FsUsage{}, fmt.Errorf("measuring image store %s: %w", s.dir, err)
 	}
 	return u, nil
-}
-
-func removeContents(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // fileID identifies a file's inode, so a replaced file is noticed even when

@@ -519,14 +519,26 @@ func TestNewStoreCleansPartialDownloads(t *testing.T) {
 	if _, err := NewStore(dir, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tmp", "pull-123"), []byte("partial"), 0o644); err != nil {
+	tmp := filepath.Join(dir, "tmp")
+	for _, f := range []string{"link-123", "partial-orphan", "partial-kept", "partial-kept.json", "partial-kept.json.new", "partial-gone.json"} {
+		if err := os.WriteFile(filepath.Join(tmp, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := NewStore(dir, nil); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewStore(dir, nil)
+	entries, err := os.ReadDir(tmp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertNothingVisible(t, s, "x")
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"partial-kept", "partial-kept.json"}; !cmp.Equal(left, want) {
+		t.Errorf("tmp/ after NewStore: %v, want %v (a partial download and its description)", left, want)
+	}
 }
 
 // tlsFixture serves one image over HTTPS with client certificates required.
@@ -725,25 +737,108 @@ func TestClientCertificateViaConfigFile(t *testing.T) {
 	}
 }
 
-// TestCutWithoutRetriesLeft: a cut with no retry allowed fails cleanly, and
-// the next pull starts afresh and succeeds.
+// TestCutWithoutRetriesLeft: a cut with no retry allowed fails cleanly,
+// keeps what it received out of sight, and the next pull, even by a
+// restarted podvisor, resumes from there.
 func TestCutWithoutRetriesLeft(t *testing.T) {
 	srv := startServer(t)
 	data := fakeQcow2(imgSize, 1<<30, 19)
 	srv.AddImage("img", data)
 	srv.SetMode("img", imageserver.Mode{CutAfter: 300_000, CutTimes: 1})
-	s := newStore(t, staticTranslator{"img": {URL: srv.URL() + "/img"}},
-		WithBackOff(func() backoff.BackOff { return &backoff.StopBackOff{} }))
+	tr := staticTranslator{"img": {URL: srv.URL() + "/img"}}
+	noRetry := WithBackOff(func() backoff.BackOff { return &backoff.StopBackOff{} })
+	s := newStore(t, tr, noRetry)
 	_, err := s.Pull(context.Background(), "img")
 	wantErrContains(t, err, "giving up after 1 attempts, 300000 bytes received", "unexpected EOF")
-	assertNothingVisible(t, s, "img")
-	ref, err := s.Pull(context.Background(), "img")
+	assertNoImage(t, s, "img", "data", "links")
+	if n := len(partials(t, s)); n != 1 {
+		t.Fatalf("%d partial downloads kept, want 1", n)
+	}
+
+	restarted, err := NewStore(s.dir, tr, noRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := restarted.Pull(context.Background(), "img")
 	if err != nil || ref != "sha256:"+digestOf(data) {
 		t.Fatalf("Pull after the cut = %s, %v", ref, err)
 	}
-	if st := srv.Stats("img"); st.Requests != 2 || st.RangeRequests != 0 {
-		t.Errorf("stats %+v: want a fresh second request, not a resume of a deleted file", st)
+	if st := srv.Stats("img"); st.Requests != 2 || st.RangeRequests != 1 || st.BytesSent != imgSize {
+		t.Errorf("stats %+v: want the second request to resume at 300000", st)
 	}
+	if n := len(partials(t, s)); n != 0 {
+		t.Errorf("%d partial downloads left after success", n)
+	}
+}
+
+// partials lists tmp/partial-* files (data, not descriptions).
+func partials(t *testing.T, s *Store) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(s.dir, "tmp", partialPrefix+"*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range m {
+		if !strings.HasSuffix(p, partialMeta) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestCorruptPartialIsCaught: a kept partial download that was damaged on
+// disk makes the verified pull fail, is dropped, and the next pull starts
+// afresh.
+func TestCorruptPartialIsCaught(t *testing.T) {
+	srv := startServer(t)
+	data := fakeQcow2(imgSize, 1<<30, 21)
+	srv.AddImage("img", data)
+	srv.SetMode("img", imageserver.Mode{CutAfter: 300_000, CutTimes: 1})
+	s := newStore(t, staticTranslator{"img": {URL: srv.URL() + "/img"}},
+		WithBackOff(func() backoff.BackOff { return &backoff.StopBackOff{} }))
+	if _, err := s.Pull(context.Background(), "img"); err == nil {
+		t.Fatal("cut pull succeeded")
+	}
+	p := partials(t, s)
+	if len(p) != 1 {
+		t.Fatalf("partials %v, want 1", p)
+	}
+	f, err := os.OpenFile(p[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xde, 0xad}, 1000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = s.Pull(context.Background(), "img")
+	wantErrContains(t, err, "server's digest header says sha256:"+digestOf(data))
+	assertNothingVisible(t, s, "img")
+	if ref, err := s.Pull(context.Background(), "img"); err != nil || ref != "sha256:"+digestOf(data) {
+		t.Fatalf("fresh pull = %s, %v", ref, err)
+	}
+}
+
+func TestPartialTTL(t *testing.T) {
+	srv := startServer(t)
+	srv.AddImage("img", fakeQcow2(imgSize, 1<<30, 22))
+	srv.SetMode("img", imageserver.Mode{CutAfter: 300_000, CutTimes: 1})
+	tr := staticTranslator{"img": {URL: srv.URL() + "/img"}}
+	s := newStore(t, tr, WithBackOff(func() backoff.BackOff { return &backoff.StopBackOff{} }))
+	if _, err := s.Pull(context.Background(), "img"); err == nil {
+		t.Fatal("cut pull succeeded")
+	}
+	if _, err := s.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(partials(t, s)) != 1 {
+		t.Fatal("GC dropped a fresh partial download")
+	}
+	if _, err := NewStore(s.dir, tr, WithPartialTTL(time.Nanosecond)); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingVisible(t, s, "img")
 }
 
 func TestPullByRef(t *testing.T) {
