@@ -49,7 +49,7 @@ func run(args, environ []string) error {
 	}
 	argv := append([]string{qemu}, args[1:]...)
 	if netnsPath == "" && nicSpec == "" {
-		return exec(qemu, argv, env)
+		return execQEMU(qemu, argv, env)
 	}
 	if netnsPath == "" || nicSpec == "" {
 		return fmt.Errorf("%s=%q and %s=%q: set both (pod network) or neither (plain QEMU)", vmenv.EnvNetNS, netnsPath, vmenv.EnvNICs, nicSpec)
@@ -61,7 +61,7 @@ func run(args, environ []string) error {
 	if err := enterNetNS(netnsPath); err != nil {
 		return err
 	}
-	return exec(qemu, append(argv, vmenv.QEMUArgs(nics)...), env)
+	return execQEMU(qemu, append(argv, vmenv.QEMUArgs(nics)...), env)
 }
 
 // enterNetNS moves the calling thread into the network namespace at path.
@@ -80,7 +80,7 @@ func enterNetNS(path string) error {
 	return nil
 }
 
-func exec(qemu string, argv, env []string) error {
+func execQEMU(qemu string, argv, env []string) error {
 	err := syscall.Exec(qemu, argv, env)
 	return fmt.Errorf("executing the emulator %s (set %s to another path): %w", qemu, vmenv.EnvQEMU, err)
 }

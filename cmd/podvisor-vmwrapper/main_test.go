@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/podvisor/podvisor/runtime/network/vmenv"
+)
+
+var wrapper string // the built binary
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmwrapper-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	wrapper = filepath.Join(dir, "podvisor-vmwrapper")
+	// Built as it ships: no cgo, so it runs wherever libvirt does.
+	build := exec.Command("go", "build", "-o", wrapper, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the wrapper: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// fakeQEMU writes a script that reports its network namespace, arguments
+// and any PODVISOR_ variable it sees.
+func fakeQEMU(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "qemu")
+	script := `#!/bin/sh
+echo "netns=$(readlink /proc/self/ns/net)"
+for a in "$@"; do echo "arg=$a"; done
+env | grep '^PODVISOR_' | sed 's/^/env=/'
+exit 0
+`
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type result struct {
+	netns string
+	args  []string
+	env   []string
+}
+
+func runWrapper(t *testing.T, env []string, args ...string) (result, string, error) {
+	t.Helper()
+	cmd := exec.Command(wrapper, args...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var r result
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "netns":
+			r.netns = v
+		case "arg":
+			r.args = append(r.args, v)
+		case "env":
+			r.env = append(r.env, v)
+		}
+	}
+	return r, stderr.String(), err
+}
+
+func ownNetNS(t *testing.T) string {
+	l, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// Without the variables (libvirt's capability probes) QEMU runs unchanged
+// in the wrapper's own namespace.
+func TestPassThrough(t *testing.T) {
+	qemu := fakeQEMU(t)
+	args := []string{"-S", "-no-user-config", "-machine", "none,accel=kvm:tcg", "-qmp", "unix:/tmp/x.sock,server=on,wait=off"}
+	r, stderr, err := runWrapper(t, []string{vmenv.EnvQEMU + "=" + qemu}, args...)
+	if err != nil {
+		t.Fatalf("wrapper: %v\n%s", err, stderr)
+	}
+	if r.netns != ownNetNS(t) {
+		t.Errorf("QEMU ran in %s, want the wrapper's namespace %s", r.netns, ownNetNS(t))
+	}
+	if diff := cmp.Diff(args, r.args); diff != "" {
+		t.Errorf("arguments changed (-want +got):\n%s", diff)
+	}
+	if len(r.env) != 0 {
+		t.Errorf("QEMU saw %v", r.env)
+	}
+}
+
+func makeNetNS(t *testing.T) (path string, ino uint64) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("PODVISOR_ALLOW_SKIP") == "1" {
+			t.Skip("needs root to create a network namespace")
+		}
+		t.Fatal("needs root to create a network namespace (set PODVISOR_ALLOW_SKIP=1 to skip)")
+	}
+	path = filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(path, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := ns.TempNetNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Close()
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", tmp.Fd()), path, "none", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(path, unix.MNT_DETACH) })
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return path, st.Ino
+}
+
+// With the variables QEMU runs in the pod's namespace with the NICs added
+// after libvirt's arguments, and does not see podvisor's variables.
+func TestEntersNetNS(t *testing.T) {
+	path, ino := makeNetNS(t)
+	qemu := fakeQEMU(t)
+	nics := "pv-tap0=0a:58:0a:4d:00:05;pv-tap1=0a:58:0a:4d:00:06"
+	r, stderr, err := runWrapper(t, []string{
+		vmenv.EnvQEMU + "=" + qemu, vmenv.EnvNetNS + "=" + path, vmenv.EnvNICs + "=" + nics, "OTHER=kept",
+	}, "-name", "guest=pv-0123", "-S")
+	if err != nil {
+		t.Fatalf("wrapper: %v\n%s", err, stderr)
+	}
+	if want := fmt.Sprintf("net:[%d]", ino); r.netns != want {
+		t.Errorf("QEMU ran in %s, want the pod namespace %s", r.netns, want)
+	}
+	parsed, _ := vmenv.DecodeNICs(nics)
+	want := append([]string{"-name", "guest=pv-0123", "-S"}, vmenv.QEMUArgs(parsed)...)
+	if diff := cmp.Diff(want, r.args); diff != "" {
+		t.Errorf("arguments (-want +got):\n%s", diff)
+	}
+	if len(r.args) != 3+4*2 || !strings.Contains(strings.Join(r.args, " "), "ifname=pv-tap1") {
+		t.Errorf("want two tap NICs appended, got %q", r.args)
+	}
+	if len(r.env) != 0 {
+		t.Errorf("QEMU saw %v", r.env)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	qemu := fakeQEMU(t)
+	notNS := filepath.Join(t.TempDir(), "plain-file")
+	os.WriteFile(notNS, nil, 0o644)
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"netns without NICs", []string{vmenv.EnvQEMU + "=" + qemu, vmenv.EnvNetNS + "=/run/netns/x"}, "set both (pod network) or neither"},
+		{"NICs without netns", []string{vmenv.EnvQEMU + "=" + qemu, vmenv.EnvNICs + "=pv-tap0=0a:58:0a:4d:00:05"}, "set both"},
+		{"bad NICs", []string{vmenv.EnvQEMU + "=" + qemu, vmenv.EnvNetNS + "=/run/netns/x", vmenv.EnvNICs + "=pv-tap0"}, `PODVISOR_NICS entry 0 "pv-tap0": want <tap>=<mac>`},
+		{"missing netns", []string{vmenv.EnvQEMU + "=" + qemu, vmenv.EnvNetNS + "=/nonexistent/netns", vmenv.EnvNICs + "=pv-tap0=0a:58:0a:4d:00:05"},
+			"opening network namespace PODVISOR_NETNS=/nonexistent/netns"},
+		{"not a netns", []string{vmenv.EnvQEMU + "=" + qemu, vmenv.EnvNetNS + "=" + notNS, vmenv.EnvNICs + "=pv-tap0=0a:58:0a:4d:00:05"},
+			"entering network namespace PODVISOR_NETNS=" + notNS},
+		{"missing emulator", []string{vmenv.EnvQEMU + "=/nonexistent/qemu"}, "executing the emulator /nonexistent/qemu"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, stderr, err := runWrapper(t, tc.env, "-version")
+			if err == nil {
+				t.Fatalf("wrapper succeeded (ran %+v), want failure", r)
+			}
+			if !strings.HasPrefix(stderr, "podvisor-vmwrapper: ") || !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr %q, want podvisor-vmwrapper: ... %q", stderr, tc.want)
+			}
+			if r.netns != "" {
+				t.Errorf("QEMU ran despite the failure")
+			}
+		})
+	}
+}
