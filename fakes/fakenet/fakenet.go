@@ -179,3 +179,21 @@ func macFor(id string) string {
 	h := sha256.Sum256([]byte(id))
 	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
 }
+
+// CollectOrphans releases the addresses of sandboxes not in keep.
+func (n *Network) CollectOrphans(_ context.Context, keep map[string]bool) ([]string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var removed []string
+	for id, a := range n.allocated {
+		if !keep[id] {
+			delete(n.allocated, id)
+			removed = append(removed, fmt.Sprintf("fake network address %s of sandbox %s", a, id))
+		}
+	}
+	sort.Strings(removed)
+	if len(removed) == 0 {
+		return nil, nil
+	}
+	return removed, n.save()
+}

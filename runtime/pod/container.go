@@ -45,6 +45,15 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 	var exited []Container
 	for _, other := range m.ListContainers(ContainerFilter{SandboxID: sbID}) {
 		if other.Config.Name == cfg.Name && other.Config.Attempt == cfg.Attempt {
+			if !other.UnclaimedSince.IsZero() && other.State == ContainerCreated {
+				cp := other
+				cp.UnclaimedSince = time.Time{}
+				if err := m.putContainer(&cp); err != nil {
+					return "", err
+				}
+				m.log.Info("CreateContainer: kubelet's retry claims the container finished after its first call timed out", "pod", sbID, "container", other.ID)
+				return other.ID, nil
+			}
 			return "", errdefs.AlreadyExistsf("container %q attempt %d already exists in sandbox %s as %s", cfg.Name, cfg.Attempt, sbID, other.ID)
 		}
 		if other.State != ContainerExited {
@@ -63,6 +72,9 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 			return "", fmt.Errorf("undefining the exited VM %s of container %s: %w", old.DomainName, old.ID, err)
 		}
 	}
+	callerCtx := ctx
+	ctx, cancel := detach(ctx, m.cfg.OpTimeout)
+	defer cancel()
 	imagePath, imageRef, err := m.cfg.Images.Resolve(ctx, cfg.Image)
 	if err != nil {
 		return "", fmt.Errorf("resolving image %q: %w", cfg.Image, err)
@@ -96,6 +108,9 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 		_ = removeDir(c.Dir)
 		return "", fmt.Errorf("defining the VM of container %q: %w", cfg.Name, err)
 	}
+	if callerCtx.Err() != nil {
+		c.UnclaimedSince = m.clock.Now()
+	}
 	if err := m.putContainer(c); err != nil {
 		cctx := context.WithoutCancel(ctx)
 		if uerr := m.hv.Undefine(cctx, name); uerr != nil {
@@ -103,6 +118,10 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 		}
 		_ = removeDir(c.Dir)
 		return "", err
+	}
+	if err := callerCtx.Err(); err != nil {
+		log.Warn("container created after the caller gave up; kept for its retry")
+		return "", fmt.Errorf("CreateContainer %q finished after the caller gave up; a retry returns container %s: %w", cfg.Name, id, err)
 	}
 	log.Info("container created", "image", cfg.Image, "imageRef", imageRef)
 	return id, nil

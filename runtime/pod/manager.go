@@ -50,6 +50,13 @@ type Config struct {
 	// PollInterval is how often running VMs are checked for having stopped
 	// on their own. Default 1 s.
 	PollInterval time.Duration
+	// OpTimeout bounds RunPodSandbox and CreateContainer once they run on
+	// after their caller gave up. Default 10 min.
+	OpTimeout time.Duration
+	// UnclaimedTTL is how long a sandbox or container finished after its
+	// caller gave up waits for kubelet's retry before it is removed.
+	// Default 5 min.
+	UnclaimedTTL time.Duration
 }
 
 // Manager runs sandboxes and containers.
@@ -95,6 +102,12 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = 10 * time.Minute
+	}
+	if cfg.UnclaimedTTL <= 0 {
+		cfg.UnclaimedTTL = 5 * time.Minute
+	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("pod manager: a state dir is required")
 	}
@@ -111,6 +124,10 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := m.recover(ctx); err != nil {
 		cancel()
 		return nil, err
+	}
+	if err := m.collectOrphans(ctx); err != nil {
+		cancel()
+		return nil, fmt.Errorf("collecting orphans: %w", err)
 	}
 	m.wg.Add(1)
 	go m.monitor()
@@ -206,6 +223,7 @@ func (m *Manager) monitor() {
 			}
 		}
 		m.mu.RUnlock()
+		m.collectUnclaimed(m.bgctx)
 		for _, id := range running {
 			// A container busy in another operation (a stop waiting
 			// out its grace period) is checked by that operation.

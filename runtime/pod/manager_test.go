@@ -111,6 +111,7 @@ func (e *env) open() {
 		Hypervisor: e.hv, Store: e.db, Network: e.net, Images: testImages{}, Assembler: e.asm,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		StateDir: filepath.Join(e.dir, "state"), ShutdownRetry: 50 * time.Millisecond, PollInterval: 20 * time.Millisecond,
+		UnclaimedTTL: 300 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -625,4 +626,108 @@ func TestParallelLifecycles(t *testing.T) {
 		t.Error(err)
 	}
 	e.assertNothingLeft()
+}
+
+func TestStartupCollectsOrphans(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := e.run("keep")
+	keep := e.create(sb, "vm")
+	if err := e.m.StartContainer(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	// A crash between Define and saving the record leaves a domain and a
+	// VM directory nobody knows; a domain that is not ours must survive.
+	orphan := &libvirtxml.Domain{Type: "qemu", Name: pod.DomainPrefix + "0123456789abcdef", Memory: &libvirtxml.DomainMemory{Value: 64, Unit: "MiB"},
+		Devices: &libvirtxml.DomainDeviceList{Serials: []libvirtxml.DomainSerial{{}}}}
+	foreign := &libvirtxml.Domain{Type: "qemu", Name: "someone-elses-vm", Memory: &libvirtxml.DomainMemory{Value: 64, Unit: "MiB"}}
+	for _, d := range []*libvirtxml.Domain{orphan, foreign} {
+		x, _ := d.Marshal()
+		if _, err := e.hv.Define(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.hv.Start(ctx, d.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	strayDir := filepath.Join(e.dir, "state", "vms", pod.DomainPrefix+"fedcba9876543210")
+	os.MkdirAll(strayDir, 0o700)
+	os.WriteFile(filepath.Join(strayDir, "root.qcow2"), []byte("x"), 0o600)
+	// A network allocation for a sandbox that was never saved.
+	if _, err := e.net.Setup(ctx, &pod.Sandbox{ID: "lost-sandbox"}); err != nil {
+		t.Fatal(err)
+	}
+	runningBefore, _ := e.hv.Status(ctx, pod.DomainName(keep))
+
+	e.restart()
+
+	if _, err := e.hv.Status(ctx, orphan.Name); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("orphan domain still there: %v", err)
+	}
+	if st, err := e.hv.Status(ctx, foreign.Name); err != nil || st.State != hypervisor.StateRunning {
+		t.Errorf("a domain that is not ours was touched: %v %v", st, err)
+	}
+	if _, err := os.Stat(strayDir); !os.IsNotExist(err) {
+		t.Errorf("orphan VM directory still there: %v", err)
+	}
+	if got := e.net.Allocated(); len(got) != 1 || got[0] != sb {
+		t.Errorf("network allocations after start-up = %v, want only the live sandbox's", got)
+	}
+	after, err := e.hv.Status(ctx, pod.DomainName(keep))
+	if err != nil || after.PID != runningBefore.PID {
+		t.Errorf("the live VM was touched: %v, %v", after, err)
+	}
+	if c := e.state(keep); c.State != pod.ContainerRunning {
+		t.Errorf("live container after start-up: %s", c.State)
+	}
+}
+
+func TestCallsFinishedAfterKubeletGaveUpAreHandedToTheRetry(t *testing.T) {
+	e := newEnv(t)
+	// CreateContainer: Define takes longer than kubelet waits.
+	sb := e.run("slow")
+	e.hv.SetLatency(simhv.OpDefine, 300*time.Millisecond)
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	cfg := pod.ContainerConfig{Name: "vm", Image: "img-a"}
+	if _, err := e.m.CreateContainer(short, sb, cfg); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("timed-out CreateContainer: err = %v, want DeadlineExceeded", err)
+	}
+	e.hv.ClearFaults()
+	cs := e.m.ListContainers(pod.ContainerFilter{SandboxID: sb})
+	if len(cs) != 1 || cs[0].State != pod.ContainerCreated {
+		t.Fatalf("after the timeout: %+v; want the container finished and kept", cs)
+	}
+	id, err := e.m.CreateContainer(context.Background(), sb, cfg)
+	if err != nil || id != cs[0].ID {
+		t.Fatalf("retry = %s, %v; want the kept container %s", id, err, cs[0].ID)
+	}
+	if n := len(e.hv.DefinedXML(pod.DomainName(id))); n != 1 {
+		t.Errorf("domain defined %d times, want once (the retry must not redo it)", n)
+	}
+	if _, err := e.m.CreateContainer(context.Background(), sb, cfg); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("a third call after the claim: %v, want AlreadyExists", err)
+	}
+
+	// RunPodSandbox whose caller is gone: it finishes, nobody retries, so
+	// it is collected after the TTL.
+	short2, cancel2 := context.WithTimeout(context.Background(), 1*time.Millisecond)
+	defer cancel2()
+	time.Sleep(2 * time.Millisecond)
+	if _, err := e.m.RunPodSandbox(short2, sandboxCfg("never-retried")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("RunPodSandbox with an expired deadline: err = %v", err)
+	}
+	waitFor(t, "the unclaimed sandbox to be collected", func() bool {
+		for _, s := range e.m.ListPodSandboxes(pod.SandboxFilter{}) {
+			if s.Config.Name == "never-retried" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, a := range e.net.Allocated() {
+		if a != sb {
+			t.Errorf("network of the collected sandbox left: %s", a)
+		}
+	}
 }

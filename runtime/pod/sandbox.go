@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
 )
@@ -24,6 +25,15 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 			continue
 		}
 		if sb.State == SandboxReady {
+			if !sb.UnclaimedSince.IsZero() {
+				cp := sb
+				cp.UnclaimedSince = time.Time{}
+				if err := m.putSandbox(&cp); err != nil {
+					return "", err
+				}
+				m.log.Info("RunPodSandbox: kubelet's retry claims the sandbox finished after its first call timed out", "pod", sb.ID)
+				return sb.ID, nil
+			}
 			m.log.Info("RunPodSandbox: sandbox exists and is ready; returning it", "pod", sb.ID, "uid", cfg.UID)
 			return sb.ID, nil
 		}
@@ -31,6 +41,12 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 			sb.ID, cfg.Namespace, cfg.Name, cfg.UID, cfg.Attempt)
 	}
 
+	// The work runs to its end even if kubelet's deadline passes: a
+	// half-made sandbox torn down and made again on every retry would never
+	// finish on a slow node.
+	callerCtx := ctx
+	ctx, cancel := detach(ctx, m.cfg.OpTimeout)
+	defer cancel()
 	sb := &Sandbox{
 		ID:        newID(),
 		Config:    cfg,
@@ -62,9 +78,16 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 	ready.Network = netStatus
 	ready.State = SandboxReady
 	ready.Creating = false
+	if callerCtx.Err() != nil {
+		ready.UnclaimedSince = m.clock.Now()
+	}
 	if err := m.putSandbox(&ready); err != nil {
 		m.abandonSandbox(ctx, &ready, true)
 		return "", err
+	}
+	if err := callerCtx.Err(); err != nil {
+		log.Warn("sandbox ready after the caller gave up; kept for its retry", "ips", netStatus.IPs())
+		return "", fmt.Errorf("RunPodSandbox for pod %s/%s finished after the caller gave up; a retry returns sandbox %s: %w", cfg.Namespace, cfg.Name, sb.ID, err)
 	}
 	log.Info("sandbox ready", "ips", netStatus.IPs())
 	return sb.ID, nil

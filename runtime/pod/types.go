@@ -124,6 +124,10 @@ type Sandbox struct {
 	// Creating is true while RunPodSandbox has not finished; a record
 	// found with it set after a restart is a half-made sandbox.
 	Creating bool `json:"creating,omitempty"`
+	// UnclaimedSince is set when RunPodSandbox finished after its caller
+	// (kubelet) had given up: the sandbox is kept for kubelet's retry,
+	// which claims it, and removed if no retry comes.
+	UnclaimedSince time.Time `json:"unclaimedSince,omitzero"`
 }
 
 // Mount is a host path the container wants to see.
@@ -184,6 +188,8 @@ type Container struct {
 	LogPath string `json:"logPath,omitempty"`
 	// Dir holds the container's disks, cloud-init drive and console socket.
 	Dir string `json:"dir"`
+	// UnclaimedSince: as for Sandbox, for CreateContainer.
+	UnclaimedSince time.Time `json:"unclaimedSince,omitzero"`
 }
 
 // SandboxFilter selects sandboxes; zero fields match everything.
