@@ -56,7 +56,7 @@ ms() { awk -v a="$1" 'BEGIN { printf "%.1f ms", a / 1e6 }'; }
 	echo
 	echo "| what | median | target | result |"
 	echo "|---|---|---|---|"
-	echo "| pull of a ${mib} MiB image from the local image server (download, SHA-256, rename, link) | $(ms "$store") | | |"
+	echo "| pull of a ${mib} MiB image from the local image server (download, SHA-256, fsync, rename, link) | $(ms "$store") | | |"
 	echo "| \`curl -o\` + \`sha256sum\` of the same file | $(ms "$curl") | | |"
 	echo "| \`curl -o\` alone (no verification), for scale | $(ms "$curlonly") | | |"
 	echo "| pull / (curl + sha256sum) | $(ratio "$store" "$curl")× | ≤ 1.1× | $(awk -v r="$(ratio "$store" "$curl")" 'BEGIN { print (r <= 1.1) ? "met" : "missed" }') |"
