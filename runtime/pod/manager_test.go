@@ -731,3 +731,68 @@ func TestCallsFinishedAfterKubeletGaveUpAreHandedToTheRetry(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartMatrix: 50 pods spread over every reachable combination of
+// sandbox state × container state survive a restart unchanged, and no
+// running VM is restarted.
+func TestRestartMatrix(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	type combo struct {
+		sandboxReady bool
+		container    pod.ContainerState
+	}
+	combos := []combo{
+		{true, pod.ContainerCreated}, {true, pod.ContainerRunning}, {true, pod.ContainerExited},
+		{false, pod.ContainerCreated}, {false, pod.ContainerExited},
+	}
+	pids := map[string]int{}
+	for i := 0; i < 50; i++ {
+		cb := combos[i%len(combos)]
+		sb := e.run(fmt.Sprintf("m%02d", i))
+		cid := e.create(sb, "vm")
+		if cb.container != pod.ContainerCreated {
+			if err := e.m.StartContainer(ctx, cid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if cb.container == pod.ContainerExited {
+			if err := e.m.StopContainer(ctx, cid, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !cb.sandboxReady {
+			if err := e.m.StopPodSandbox(ctx, sb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if cb.container == pod.ContainerRunning {
+			st, _ := e.hv.Status(ctx, pod.DomainName(cid))
+			pids[cid] = st.PID
+		}
+	}
+	sbBefore := e.m.ListPodSandboxes(pod.SandboxFilter{})
+	cBefore := e.m.ListContainers(pod.ContainerFilter{})
+	counts := map[pod.ContainerState]int{}
+	for _, c := range cBefore {
+		counts[c.State]++
+	}
+	if counts[pod.ContainerCreated] != 20 || counts[pod.ContainerRunning] != 10 || counts[pod.ContainerExited] != 20 {
+		t.Fatalf("set-up produced %v", counts)
+	}
+
+	e.restart()
+
+	if diff := cmp.Diff(sbBefore, e.m.ListPodSandboxes(pod.SandboxFilter{})); diff != "" {
+		t.Errorf("sandboxes changed across restart (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(cBefore, e.m.ListContainers(pod.ContainerFilter{})); diff != "" {
+		t.Errorf("containers changed across restart (-before +after):\n%s", diff)
+	}
+	for cid, pid := range pids {
+		st, err := e.hv.Status(ctx, pod.DomainName(cid))
+		if err != nil || st.PID != pid || st.State != hypervisor.StateRunning {
+			t.Errorf("VM of %s after restart: %+v, %v; want running with PID %d", cid[:8], st, err, pid)
+		}
+	}
+}
