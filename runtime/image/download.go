@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -302,6 +303,12 @@ func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
 		return permanent(err)
 	}
 
+	if d.total > 0 {
+		if err := d.checkSpace(d.total - d.written); err != nil {
+			return err
+		}
+	}
+
 	// Stall detection: a body that delivers nothing for the timeout is cut
 	// so that the retry can resume it.
 	stall := d.ep.Transport.timeout(d.s.opts.stallTimeout)
@@ -341,6 +348,26 @@ func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
 		return fmt.Errorf("receiving %s: connection closed after %d of %d bytes", d.url, d.written, d.total)
 	}
 	return nil
+}
+
+// freeSpace reports the bytes available to unprivileged writers on the file
+// system of path; a variable so tests can pretend a disk is full.
+var freeSpace = func(path string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// checkSpace fails at once, instead of after hours of transfer, when the
+// rest of the image cannot fit.
+func (d *download) checkSpace(need int64) error {
+	free, err := freeSpace(d.s.tmpDir())
+	if err != nil || need <= 0 || uint64(need) <= free {
+		return nil // unknown: let the writes tell
+	}
+	return permanent(fmt.Errorf("%s needs %d more bytes but the image store's file system has %d free", d.url, need, free))
 }
 
 type readerFunc func([]byte) (int, error)

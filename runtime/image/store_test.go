@@ -880,3 +880,18 @@ func TestNilTranslations(t *testing.T) {
 		t.Errorf("nil Translations: %+v, %v", ep, err)
 	}
 }
+
+func TestNoSpaceFailsFast(t *testing.T) {
+	srv := startServer(t)
+	srv.AddImage("img", fakeQcow2(imgSize, 1<<30, 23))
+	orig := freeSpace
+	t.Cleanup(func() { freeSpace = orig })
+	freeSpace = func(string) (uint64, error) { return 1000, nil }
+	s := newStore(t, staticTranslator{"img": {URL: srv.URL() + "/img"}})
+	_, err := s.Pull(context.Background(), "img")
+	wantErrContains(t, err, "needs 1048576 more bytes but the image store's file system has 1000 free")
+	assertNothingVisible(t, s, "img")
+	if n := srv.Stats("img").Requests; n != 1 {
+		t.Errorf("%d requests, want 1: no space is not retried", n)
+	}
+}
