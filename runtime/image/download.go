@@ -288,9 +288,10 @@ func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
 		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != d.written {
 			// Not the range asked for: drop what we have and retry whole.
+			err := fmt.Errorf("server answered Range bytes=%d- with Content-Range %q", d.written, resp.Header.Get("Content-Range"))
 			_ = d.restart()
 			d.validator = ""
-			return fmt.Errorf("server answered Range bytes=%d- with Content-Range %q", d.written, resp.Header.Get("Content-Range"))
+			return err
 		}
 		if total >= 0 {
 			d.total = total
