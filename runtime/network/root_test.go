@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -478,4 +479,62 @@ func TestCollectOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkGone(t, keep.ID, ks.NetNS, ks.IPs()[0])
+}
+
+// After a node reboot the namespace is gone (/run is a tmpfs) but the
+// record and the IPAM reservation are not: Teardown still releases the
+// address.
+func TestTeardownWithoutNamespace(t *testing.T) {
+	needRoot(t, "iptables-save")
+	e := newEnv(t, envOpt{})
+	ctx := context.Background()
+	sb := newSandbox("deadbeefdeadbeef0000")
+	status, err := e.n.Setup(ctx, sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Network = status
+	e.n.Close()
+	if err := removeNetNS(status.NetNS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.ipamDir, e.confName, status.IPs()[0])); err != nil {
+		t.Fatalf("the address should still be reserved before Teardown: %v", err)
+	}
+	fresh, err := New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Teardown(ctx, sb); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel destroys an unmounted namespace, and with it the host
+	// end of its veth, asynchronously.
+	e.waitNoVeth(t)
+	e.checkGone(t, sb.ID, status.NetNS, status.IPs()[0])
+}
+
+func (e *env) waitNoVeth(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		br, err := netlink.LinkByName(e.hostBr)
+		if err != nil {
+			return
+		}
+		links, _ := netlink.LinkList()
+		left := 0
+		for _, l := range links {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d veths still on %s after 30s", left, e.hostBr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
