@@ -171,7 +171,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	var domainType string
 	switch cfg.Hypervisor {
 	case "sim":
-		sim, err := simhv.New(simhv.Options{StateDir: filepath.Join(cfg.StateDir, "sim"), BootTime: cfg.SimBootTime})
+		// A small console buffer: the simulated "serial ports" live in this
+		// process, where QEMU would hold them on a real node.
+		sim, err := simhv.New(simhv.Options{StateDir: filepath.Join(cfg.StateDir, "sim"), BootTime: cfg.SimBootTime, ConsoleBufferSize: 4096})
 		if err != nil {
 			return nil, fmt.Errorf("starting the simulated hypervisor: %w", err)
 		}

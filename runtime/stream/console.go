@@ -75,7 +75,7 @@ func (h *ConsoleHub) Run(ctx context.Context) {
 }
 
 func (h *ConsoleHub) pump(r io.Reader) {
-	buf := make([]byte, 32*1024)
+	buf := make([]byte, 4096) // console output arrives in small reads; 500 VMs must stay cheap
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {

@@ -1,0 +1,5 @@
+package scalebench
+
+import "runtime"
+
+func runtimeNumCPU() int { return runtime.NumCPU() }

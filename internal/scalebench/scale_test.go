@@ -1,0 +1,143 @@
+// Package scalebench measures podvisor at scale on the simulated
+// hypervisor: it starts bin/podvisor as its own process (so its memory is
+// measured alone) and drives it over the CRI socket. It runs only when
+// PODVISOR_SCALE_PODS is set (make bench); results go to the file named by
+// PODVISOR_SCALE_OUT.
+package scalebench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func rssKiB(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			return strconv.Atoi(strings.Fields(l)[1])
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+func TestScale(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("PODVISOR_SCALE_PODS"))
+	if n == 0 {
+		t.Skip("set PODVISOR_SCALE_PODS (make bench) to run the scale measurement")
+	}
+	bin, err := filepath.Abs("../../bin/podvisor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img.raw")
+	os.WriteFile(img, make([]byte, 1<<20), 0o644)
+	os.MkdirAll(filepath.Join(dir, "tr"), 0o755)
+	os.WriteFile(filepath.Join(dir, "tr", "t.yaml"), []byte("translations:\n- name: img\n  url: file://"+img+"\n"), 0o644)
+	sock := filepath.Join(dir, "p.sock")
+	cmd := exec.Command(bin, "--hypervisor", "sim", "--listen", "unix://"+sock, "--state-dir", filepath.Join(dir, "state"),
+		"--image-translations-dir", filepath.Join(dir, "tr"), "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	is := runtimeapi.NewImageServiceClient(conn)
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		if _, err := rt.Version(ctx, &runtimeapi.VersionRequest{}); err == nil {
+			break
+		} else if i > 100 {
+			t.Fatalf("podvisor did not come up: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/img"}}); err != nil {
+		t.Fatal(err)
+	}
+	var runLat, createLat []time.Duration
+	for i := 0; i < n; i++ {
+		sbCfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("p%d", i), Uid: fmt.Sprintf("u%d", i), Namespace: "scale"},
+			Labels: map[string]string{"i": strconv.Itoa(i % 10)}}
+		start := time.Now()
+		r, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sbCfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runLat = append(runLat, time.Since(start))
+		start = time.Now()
+		c, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: r.PodSandboxId, SandboxConfig: sbCfg, Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/img"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		createLat = append(createLat, time.Since(start))
+		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var listLat []time.Duration
+	for i := 0; i < 300; i++ {
+		start := time.Now()
+		resp, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+		if err != nil || len(resp.Containers) != n {
+			t.Fatalf("ListContainers: %d, %v", len(resp.GetContainers()), err)
+		}
+		listLat = append(listLat, time.Since(start))
+	}
+	rss, err := rssKiB(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := fmt.Sprintf(`# Scale on the simulated hypervisor
+
+%s, %d cores; measured by internal/scalebench (make bench): bin/podvisor as
+its own process, driven over its CRI socket; every pod started (a running
+simulated VM with its console pumped to nothing).
+
+| pods | RunPodSandbox p50 / p99 | CreateContainer p50 / p99 | ListContainers p50 / p99 (%d calls) | daemon RSS |
+|---|---|---|---|---|
+| %d | %s / %s | %s / %s | %s / %s | %.1f MiB |
+
+Targets: ListContainers p99 <= 2 ms, RSS <= 64 MiB. CreateContainer includes
+a qcow2 overlay (qemu-img) and a cloud-init ISO (genisoimage) per VM.
+`, time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtimeNumCPU(), len(listLat), n,
+		percentile(runLat, 0.5).Round(10*time.Microsecond), percentile(runLat, 0.99).Round(10*time.Microsecond),
+		percentile(createLat, 0.5).Round(10*time.Microsecond), percentile(createLat, 0.99).Round(10*time.Microsecond),
+		percentile(listLat, 0.5).Round(10*time.Microsecond), percentile(listLat, 0.99).Round(10*time.Microsecond),
+		float64(rss)/1024)
+	t.Log("\n" + report)
+	if out := os.Getenv("PODVISOR_SCALE_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(report), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
