@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// maxMsgSize matches kubelet's CRI client limit.
+const maxMsgSize = 16 << 20
+
+// backend is one runtime behind the proxy.
+type backend struct {
+	name        string // "primary" for the primary runtime
+	endpoint    string
+	primary     bool
+	idPrefix    string // "<name>__"; empty for the primary
+	imagePrefix string // "<targetRuntime>/"; empty for the primary
+	target      string // value of kubernetes.io/target-runtime
+	conn        *grpc.ClientConn
+	rt          runtimeapi.RuntimeServiceClient
+	img         runtimeapi.ImageServiceClient
+}
+
+// dial creates the client connection. It does not wait for the runtime:
+// gRPC connects in the background and reconnects with backoff, and calls
+// made while the runtime is down fail at once (no WaitForReady).
+func dial(b *backend, maxBackoff time.Duration) error {
+	bc := backoff.DefaultConfig
+	bc.BaseDelay = 100 * time.Millisecond
+	bc.MaxDelay = maxBackoff
+	conn, err := grpc.NewClient(b.endpoint,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
+	)
+	if err != nil {
+		return fmt.Errorf("runtime %q: connecting to %s: %w", b.name, b.endpoint, err)
+	}
+	b.conn = conn
+	b.rt = runtimeapi.NewRuntimeServiceClient(conn)
+	b.img = runtimeapi.NewImageServiceClient(conn)
+	return nil
+}
+
+// wrap names the runtime in an error it returned, keeping the gRPC code
+// kubelet acts on. Errors of the primary pass unchanged, except when it is
+// unreachable, so that the proxy is transparent for containerd.
+func (b *backend) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return status.Errorf(codes.Unknown, "runtime %q: %v", b.name, err)
+	}
+	if st.Code() == codes.Unavailable {
+		return status.Errorf(codes.Unavailable, "runtime %q (%s) is unavailable: %s", b.name, b.endpoint, st.Message())
+	}
+	if b.primary || strings.HasPrefix(st.Message(), b.tag()) {
+		return err
+	}
+	return status.Error(st.Code(), b.tag()+st.Message())
+}
+
+func (b *backend) tag() string { return fmt.Sprintf("runtime %q: ", b.name) }

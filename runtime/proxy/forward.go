@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// unary is the shape of every generated unary client method.
+type unary[Req, Resp proto.Message] func(context.Context, Req, ...grpc.CallOption) (Resp, error)
+
+// forward sends req to runtime b: IDs and image names stripped on the way
+// in, prefixed on the way out.
+func forward[Req, Resp proto.Message](ctx context.Context, b *backend, req Req, call unary[Req, Resp]) (Resp, error) {
+	b.inbound(req)
+	resp, err := call(ctx, req)
+	if err != nil {
+		var zero Resp
+		return zero, b.wrap(err)
+	}
+	b.outbound(resp)
+	return resp, nil
+}
+
+// listAll sends a copy of req to every runtime and concatenates the items
+// of the answers, primary first.
+func listAll[Req, Resp proto.Message, Item any](ctx context.Context, p *Proxy, what string, req Req,
+	call func(b *backend) unary[Req, Resp], items func(Resp) []Item) ([]Item, error) {
+	lists, err := fanOut(ctx, p, what, func(ctx context.Context, b *backend) ([]Item, error) {
+		r := clone(req)
+		b.inbound(r)
+		resp, err := call(b)(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		b.outbound(resp)
+		return items(resp), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []Item
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out, nil
+}
+
+// opener is the shape of every generated server-streaming client method.
+type opener[Req proto.Message, M any] func(context.Context, Req, ...grpc.CallOption) (grpc.ServerStreamingClient[M], error)
+
+// relay copies the streams of runtimes bs, one after the other, to the
+// caller. The primary's errors end the call; another runtime's error is
+// logged and the relay goes on with the next runtime.
+func relay[Req proto.Message, M any](ctx context.Context, p *Proxy, what string, bs []*backend, req Req,
+	open func(b *backend) opener[Req, M], send func(*M) error) error {
+	for _, b := range bs {
+		err := relayOne(ctx, b, clone(req), open(b), send)
+		var sendErr sendError
+		switch {
+		case err == nil:
+		case errors.As(err, &sendErr):
+			return sendErr.err
+		case b.primary || len(bs) == 1:
+			return b.wrap(err)
+		default:
+			p.log.Warn(what+": runtime left out of the result", "runtime", b.name, "err", err)
+		}
+	}
+	return nil
+}
+
+// sendError marks a failure to send to the caller, as opposed to a
+// failure of the runtime.
+type sendError struct{ err error }
+
+func (e sendError) Error() string { return e.err.Error() }
+
+func relayOne[Req proto.Message, M any](ctx context.Context, b *backend, req Req, open opener[Req, M], send func(*M) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.inbound(req)
+	s, err := open(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b.outbound(any(m).(proto.Message))
+		if err := send(m); err != nil {
+			return sendError{err}
+		}
+	}
+}
