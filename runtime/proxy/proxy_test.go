@@ -269,7 +269,7 @@ func TestListsMergeAndKeepFilters(t *testing.T) {
 	if diff := cmp.Diff([]string{vm}, sandboxIDs(sbs.Items)); diff != "" {
 		t.Errorf("ListPodSandbox filter id (-want +got):\n%s", diff)
 	}
-	if e.primary.sawCall("ListPodSandbox " + vm) || e.primary.sawCall("ListPodSandbox "+strings.TrimPrefix(vm, "podvisor__")) {
+	if e.primary.sawCall("ListPodSandbox "+vm) || e.primary.sawCall("ListPodSandbox "+strings.TrimPrefix(vm, "podvisor__")) {
 		t.Error("a filter on a podvisor ID reached containerd")
 	}
 
