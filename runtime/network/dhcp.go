@@ -80,15 +80,16 @@ func (l *lease) reply(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	if l.Gateway != nil {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRouter(l.Gateway)))
 	}
-	if len(l.Routes) > 0 {
-		// RFC 3442: a client that gets option 121 ignores option 3, so
-		// the default route goes into 121 too.
-		routes := l.Routes
-		if l.Gateway != nil {
-			routes = append(routes, &dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: l.Gateway})
-		}
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(routes...)))
+	// Option 121 always carries an on-link route to the server: renewals
+	// (unicast to it) reach it, and so do the replies to connections from
+	// the pod's namespace (port-forward). RFC 3442: a client that gets
+	// option 121 ignores option 3, so the default route goes into 121 too.
+	routes := []*dhcpv4.Route{{Dest: &net.IPNet{IP: l.ServerIP, Mask: net.CIDRMask(32, 32)}, Router: net.IPv4zero.To4()}}
+	routes = append(routes, l.Routes...)
+	if l.Gateway != nil {
+		routes = append(routes, &dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: l.Gateway})
 	}
+	mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(routes...)))
 	if len(l.DNS) > 0 {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(l.DNS...)))
 	}

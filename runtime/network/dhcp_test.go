@@ -90,6 +90,7 @@ func TestLeaseReply(t *testing.T) {
 		YourIP: "10.77.0.5", ServerID: "169.254.75.1", Mask: "255.255.255.0", Router: "10.77.0.1",
 		DNS: "10.96.0.10", DomainName: "default.svc.cluster.local", Broadcast: "10.77.0.255", Host: "vm-pod",
 		Search: []string{"default.svc.cluster.local", "svc.cluster.local"}, MTU: 1450, Lease: "8760h0m0s",
+		Routes: "route to 169.254.75.1/32 via 0.0.0.0;route to 0.0.0.0/0 via 10.77.0.1;",
 	}
 	with := func(typ string, f func(*summary)) *summary {
 		s := full
@@ -119,14 +120,17 @@ func TestLeaseReply(t *testing.T) {
 		{name: "release", req: request(t, vmMAC, dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease))},
 		{name: "inform", req: request(t, vmMAC, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithClientIP(net.IPv4(10, 77, 0, 5))),
 			want: with("ACK", func(s *summary) { s.YourIP, s.Lease = "", "" })},
-		{name: "routes go to option 121 with the default route", lease: func(l *lease) {
+		{name: "routes go to option 121 with the server's and the default route", lease: func(l *lease) {
 			l.Routes = []*dhcpv4.Route{{Dest: &net.IPNet{IP: net.IPv4(10, 96, 0, 0).To4(), Mask: net.CIDRMask(12, 32)}, Router: net.IPv4(10, 77, 0, 254).To4()}}
 		}, req: request(t, vmMAC, dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover)),
-			want: with("OFFER", func(s *summary) { s.Routes = "route to 10.96.0.0/12 via 10.77.0.254;route to 0.0.0.0/0 via 10.77.0.1;" })},
+			want: with("OFFER", func(s *summary) {
+				s.Routes = "route to 169.254.75.1/32 via 0.0.0.0;route to 10.96.0.0/12 via 10.77.0.254;route to 0.0.0.0/0 via 10.77.0.1;"
+			})},
 		{name: "no gateway, DNS, search, MTU", lease: func(l *lease) {
 			l.Gateway, l.DNS, l.Search, l.MTU, l.Mask = nil, nil, nil, 0, net.CIDRMask(32, 32)
 		}, req: request(t, vmMAC, dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover)),
-			want: &summary{Type: "OFFER", YourIP: "10.77.0.5", ServerID: "169.254.75.1", Mask: "255.255.255.255", Host: "vm-pod", Lease: "8760h0m0s"}},
+			want: &summary{Type: "OFFER", YourIP: "10.77.0.5", ServerID: "169.254.75.1", Mask: "255.255.255.255", Host: "vm-pod", Lease: "8760h0m0s",
+				Routes: "route to 169.254.75.1/32 via 0.0.0.0;"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := testLease()

@@ -103,6 +103,16 @@ func plumb(netnsPath string, rec *moved) error {
 		if err := netlink.AddrAdd(br, addr); err != nil {
 			return fmt.Errorf("adding the DHCP server address %s to %s: %w", addr.IPNet, bridgeName, err)
 		}
+		// The namespace reaches the guest's addresses on the bridge, from
+		// the server address, which the guest has an on-link route to
+		// (DHCP option 121): port-forward can dial the guest from here.
+		for _, a := range addrs {
+			r := &netlink.Route{LinkIndex: br.Attrs().Index, Scope: netlink.SCOPE_LINK, Src: serverIP,
+				Dst: &net.IPNet{IP: a.IP, Mask: net.CIDRMask(8*len(a.IP.To4()), 32)}}
+			if err := netlink.RouteAdd(r); err != nil {
+				return fmt.Errorf("adding a route to the guest's address %s on %s: %w", a.IP, bridgeName, err)
+			}
+		}
 		return nil
 	})
 }

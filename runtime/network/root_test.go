@@ -8,6 +8,7 @@ package network
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -52,7 +53,7 @@ func needRoot(t *testing.T, tools ...string) {
 	t.Fatal(msg)
 }
 
-var subnetSeq atomic.Int32
+var subnetSeq, vethSeq atomic.Int32
 
 // env is a test CNI setup: a conf dir with a bridge + host-local network on
 // a private subnet, and a Network using it.
@@ -192,9 +193,10 @@ func TestSetupDHCPTeardown(t *testing.T) {
 
 	// A DHCP client with the VM's MAC, on a port of the bridge, gets the
 	// pod's address, gateway, DNS, search, MTU and hostname.
-	got := dhcpClient(t, path, ifc.MAC)
+	got, clientNS := dhcpClient(t, path, ifc.MAC)
 	want := map[string]string{
-		"ip": ips[0], "subnet": "255.255.255.0", "router": e.subnet + ".1", "dns": "10.96.0.10",
+		"staticroutes": "169.254.75.1/32 0.0.0.0 0.0.0.0/0 " + e.subnet + ".1",
+		"ip":           ips[0], "subnet": "255.255.255.0", "router": e.subnet + ".1", "dns": "10.96.0.10",
 		"domain": "default.svc.cluster.local", "search": "default.svc.cluster.local", "mtu": "1500",
 		"hostname": "vm-host", "serverid": "169.254.75.1", "broadcast": e.subnet + ".255",
 	}
@@ -204,8 +206,11 @@ func TestSetupDHCPTeardown(t *testing.T) {
 		}
 	}
 
+	// The pod's namespace reaches the guest at the pod IP (port-forward).
+	dialFromPodNS(t, path, clientNS, ips[0])
+
 	// A client with another MAC gets nothing.
-	if out, err := runDHCPClient(t, path, "0a:00:00:00:00:01", 2); err == nil {
+	if out, _, err := runDHCPClient(t, path, "0a:00:00:00:00:01", 2); err == nil {
 		t.Errorf("a client with another MAC got a lease:\n%s", out)
 	}
 
@@ -256,27 +261,29 @@ func (e *env) checkGone(t *testing.T, id, path, ip string) {
 // runDHCPClient runs busybox udhcpc in a new namespace whose interface (with
 // MAC mac) is a veth peer of a port on the pod's bridge, in place of the
 // VM's tap. It returns the environment udhcpc gave its script on "bound".
-func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, error) {
+func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, string, error) {
 	t.Helper()
 	dir := t.TempDir()
 	clientNS := filepath.Join(dir, "client-ns")
 	if err := createNetNS(clientNS); err != nil {
 		t.Fatal(err)
 	}
-	defer removeNetNS(clientNS)
+	t.Cleanup(func() { removeNetNS(clientNS) })
 	cns, err := ns.GetNS(clientNS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cns.Close()
 	hw, _ := net.ParseMAC(mac)
+	k := vethSeq.Add(1)
+	portName, guestName := fmt.Sprintf("vmtest%d", k), fmt.Sprintf("vm%d", k)
 	err = ns.WithNetNSPath(podNS, func(ns.NetNS) error {
 		br, err := netlink.LinkByName(bridgeName)
 		if err != nil {
 			return err
 		}
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vmtest0", MasterIndex: br.Attrs().Index},
-			PeerName: "vm0", PeerHardwareAddr: hw, PeerNamespace: netlink.NsFd(cns.Fd())}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: portName, MasterIndex: br.Attrs().Index},
+			PeerName: guestName, PeerHardwareAddr: hw, PeerNamespace: netlink.NsFd(cns.Fd())}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("creating the test veth: %w", err)
 		}
@@ -285,20 +292,22 @@ func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.WithNetNSPath(podNS, func(ns.NetNS) error {
-		if l, err := netlink.LinkByName("vmtest0"); err == nil {
-			netlink.LinkDel(l)
-		}
-		return nil
+	t.Cleanup(func() {
+		ns.WithNetNSPath(podNS, func(ns.NetNS) error {
+			if l, err := netlink.LinkByName(portName); err == nil {
+				netlink.LinkDel(l)
+			}
+			return nil
+		})
 	})
 	script := filepath.Join(dir, "script")
 	bound := filepath.Join(dir, "bound")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = bound ] && env > "+bound+"\nexit 0\n"), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte(clientScript(bound)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	var out []byte
 	err = ns.WithNetNSPath(clientNS, func(ns.NetNS) error {
-		l, err := netlink.LinkByName("vm0")
+		l, err := netlink.LinkByName(guestName)
 		if err != nil {
 			return err
 		}
@@ -306,25 +315,42 @@ func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, error) {
 			return err
 		}
 		// Exec from this thread: the child starts in the client namespace.
-		cmd := exec.Command("busybox", "udhcpc", "-i", "vm0", "-f", "-n", "-q", "-s", script,
+		cmd := exec.Command("busybox", "udhcpc", "-i", guestName, "-f", "-n", "-q", "-s", script,
 			"-t", fmt.Sprint(tries), "-T", "2", "-A", "1",
 			"-O", "search", "-O", "mtu", "-O", "broadcast", "-O", "hostname", "-O", "domain")
 		out, err = cmd.CombinedOutput()
 		return err
 	})
 	if err != nil {
-		return string(out), fmt.Errorf("udhcpc: %w\n%s", err, out)
+		return "", "", fmt.Errorf("udhcpc: %w\n%s", err, out)
 	}
 	env, err := os.ReadFile(bound)
 	if err != nil {
-		return string(out), fmt.Errorf("udhcpc bound no lease: %w\n%s", err, out)
+		return "", "", fmt.Errorf("udhcpc bound no lease: %w\n%s", err, out)
 	}
-	return string(env), nil
+	return string(env), clientNS, nil
 }
 
-func dhcpClient(t *testing.T, podNS, mac string) map[string]string {
+// clientScript is udhcpc's script: it records the lease and configures it
+// like a guest would (address, then the classless routes).
+func clientScript(bound string) string {
+	return `#!/bin/sh
+[ "$1" = bound ] || exit 0
+env > ` + bound + `
+ip addr add "$ip/$mask" dev "$interface" || exit 1
+set -- $staticroutes
+while [ $# -ge 2 ]; do
+	if [ "$2" = 0.0.0.0 ]; then ip route add "$1" dev "$interface"; else ip route add "$1" via "$2" dev "$interface" onlink; fi || exit 1
+	shift 2
+done
+`
+}
+
+// dhcpClient runs a DHCP client for mac and returns the lease's variables
+// and the client's namespace, configured with the lease.
+func dhcpClient(t *testing.T, podNS, mac string) (map[string]string, string) {
 	t.Helper()
-	out, err := runDHCPClient(t, podNS, mac, 10)
+	out, clientNS, err := runDHCPClient(t, podNS, mac, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +360,7 @@ func dhcpClient(t *testing.T, podNS, mac string) map[string]string {
 			m[k] = strings.TrimSpace(v)
 		}
 	}
-	return m
+	return m, clientNS
 }
 
 // A Setup that fails after CNI ADD (a later plugin in the list fails) undoes
@@ -397,7 +423,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	if err := restarted.Resume(ctx, sb); err != nil {
 		t.Fatalf("second Resume: %v", err)
 	}
-	got := dhcpClient(t, status.NetNS, status.Interfaces[0].MAC)
+	got, _ := dhcpClient(t, status.NetNS, status.Interfaces[0].MAC)
 	if got["ip"] != status.IPs()[0] {
 		t.Errorf("after Resume DHCP gave %q, want %s", got["ip"], status.IPs()[0])
 	}
@@ -536,5 +562,42 @@ func (e *env) waitNoVeth(t *testing.T) {
 			t.Fatalf("%d veths still on %s after 30s", left, e.hostBr)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dialFromPodNS connects from the pod's namespace to a TCP listener on ip in
+// the guest's (client's) namespace and reads its greeting.
+func dialFromPodNS(t *testing.T, podNS, guestNS, ip string) {
+	t.Helper()
+	var ln net.Listener
+	err := ns.WithNetNSPath(guestNS, func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort(ip, "8080"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listening in the guest's namespace: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Write([]byte("hello from the guest\n"))
+			c.Close()
+		}
+	}()
+	var got []byte
+	err = ns.WithNetNSPath(podNS, func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), 20*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		got, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil || string(got) != "hello from the guest\n" {
+		t.Fatalf("dialing %s:8080 from the pod namespace: %q, %v", ip, got, err)
 	}
 }
