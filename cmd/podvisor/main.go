@@ -43,6 +43,9 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory")
+	cniBin := fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
+	fs.StringVar(&cfg.Emulator, "emulator", "", "QEMU wrapper (default: podvisor-vmwrapper next to podvisor)")
 	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
@@ -51,6 +54,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: podvisor takes only flags", fs.Args())
 	}
+	cfg.CNIBinDirs = strings.Split(*cniBin, ",")
 	if *version {
 		fmt.Println("podvisor", daemon.Version)
 		return nil
@@ -122,8 +126,14 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		LibvirtURI:           pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
 		KVM:                  pick("kvm", file.KVM, flags.KVM),
 		StreamAddr:           pick("stream-addr", file.StreamAddr, flags.StreamAddr),
+		CNIConfDir:           pick("cni-conf-dir", file.CNIConfDir, flags.CNIConfDir),
+		Emulator:             pick("emulator", file.Emulator, flags.Emulator),
+		CNIBinDirs:           flags.CNIBinDirs,
 		SimBootTime:          flags.SimBootTime,
 		SocketMode:           file.SocketMode,
+	}
+	if !set["cni-bin-dir"] && len(file.CNIBinDirs) > 0 {
+		out.CNIBinDirs = file.CNIBinDirs
 	}
 	if !set["sim-boot-time"] && file.SimBootTime != 0 {
 		out.SimBootTime = file.SimBootTime

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/hypervisor/libvirt"
 	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/network"
 	"github.com/podvisor/podvisor/runtime/pod"
 	"github.com/podvisor/podvisor/runtime/store"
 	"github.com/podvisor/podvisor/runtime/stream"
@@ -60,6 +62,13 @@ type Config struct {
 	LibvirtURI string `json:"libvirtURI"`
 	// KVM is auto (try it, fall back to TCG), on or off.
 	KVM string `json:"kvm"`
+	// CNIConfDir and CNIBinDirs locate the CNI configuration and plugins
+	// (defaults /etc/cni/net.d; /opt/cni/bin and /usr/lib/cni).
+	CNIConfDir string   `json:"cniConfDir"`
+	CNIBinDirs []string `json:"cniBinDirs"`
+	// Emulator is the QEMU wrapper that puts the VM's NIC in the pod's
+	// network namespace (default: podvisor-vmwrapper next to podvisor).
+	Emulator string `json:"emulator"`
 	// StreamAddr is the streaming server's host:port for attach, exec and
 	// port-forward (default 127.0.0.1:0, a free port on loopback, as
 	// containerd does; kubelet proxies to it).
@@ -143,6 +152,7 @@ type Daemon struct {
 	stream  *stream.Server
 	health  *health.Server
 	lis     net.Listener
+	closers []func() error
 }
 
 // New builds the daemon: opens the store, connects the hypervisor, recovers
@@ -194,15 +204,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	log.Info("hypervisor connected", "hypervisor", info.Name, "version", info.Version, "accelerator", info.Accelerator, "domainType", domainType)
 
-	var network pod.Network
+	var (
+		netw         pod.Network
+		nics         vmbuild.NICProvider
+		networkReady func(context.Context) error
+		emulator     string
+	)
 	switch cfg.Network {
 	case "fake":
-		network, err = fakenet.New(filepath.Join(cfg.StateDir, "fakenet"), "")
+		netw, err = fakenet.New(filepath.Join(cfg.StateDir, "fakenet"), "")
 		if err != nil {
 			return nil, err
 		}
 	case "cni":
-		return nil, errors.New("network cni: not wired into the daemon yet; use --network fake")
+		nw, err := network.New(network.Config{ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirs,
+			CacheDir: filepath.Join(cfg.StateDir, "network"), Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("setting up the CNI network: %w", err)
+		}
+		d.closers = append(d.closers, nw.Close)
+		netw = cniNetwork{nw}
+		nics = nw
+		networkReady = nw.Ready
+		if emulator, err = wrapperPath(cfg.Emulator); err != nil {
+			return nil, err
+		}
+		if err := nw.Ready(ctx); err != nil {
+			log.Warn("the pod network is not ready yet; pods will fail until it is", "err", err)
+		}
 	}
 
 	tr := image.NewTranslations(cfg.ImageTranslationsDir)
@@ -212,12 +241,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	images := imageService{store: imgStore}
 
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Logger: log})
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	d.manager, err = pod.New(ctx, pod.Config{
-		Hypervisor: d.hv, Store: d.db, Network: network, Images: images, Assembler: asm,
+		Hypervisor: d.hv, Store: d.db, Network: netw, Images: images, Assembler: asm,
 		StateDir: cfg.StateDir, Logger: log,
 	})
 	if err != nil {
@@ -238,7 +267,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	srv, err := cri.NewServer(cri.Config{
 		Lifecycle: d.manager, Images: images, Hypervisor: d.hv,
 		Version: Version, CgroupDriver: cfg.CgroupDriver, Logger: log,
-		Streaming: d.stream, Exec: d.manager,
+		Streaming: d.stream, Exec: d.manager, NetworkReady: networkReady,
 	})
 	if err != nil {
 		return nil, err
@@ -325,6 +354,11 @@ func (d *Daemon) closeParts() {
 	if d.manager != nil {
 		d.manager.Close()
 	}
+	for _, c := range d.closers {
+		if err := c(); err != nil {
+			d.log.Warn("closing", "err", err)
+		}
+	}
 	if d.hv != nil {
 		d.hv.Close()
 	}
@@ -350,4 +384,37 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		return resp, err
 	}
+}
+
+// cniNetwork adapts runtime/network to the lifecycle's orphan collection.
+type cniNetwork struct{ *network.Network }
+
+func (c cniNetwork) CollectOrphans(ctx context.Context, keep map[string]bool) ([]string, error) {
+	ids := make([]string, 0, len(keep))
+	for id := range keep {
+		ids = append(ids, id)
+	}
+	return nil, c.Network.CollectOrphans(ctx, ids)
+}
+
+// wrapperPath finds the emulator wrapper: the configured path, else
+// podvisor-vmwrapper next to the running binary, else on PATH.
+func wrapperPath(configured string) (string, error) {
+	if configured != "" {
+		if _, err := os.Stat(configured); err != nil {
+			return "", fmt.Errorf("emulator: %w", err)
+		}
+		return configured, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "podvisor-vmwrapper")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("podvisor-vmwrapper")
+	if err != nil {
+		return "", errors.New("emulator: podvisor-vmwrapper is neither next to podvisor nor on PATH; give --emulator")
+	}
+	return filepath.Abs(p)
 }

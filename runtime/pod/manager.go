@@ -189,6 +189,18 @@ func (m *Manager) recover(ctx context.Context) error {
 			m.log.Warn("sandbox was being created when podvisor stopped; marked not ready", "pod", sb.ID)
 		}
 	}
+	if nr, ok := m.cfg.Network.(NetworkResumer); ok {
+		for _, sb := range m.sandboxes {
+			if sb.State != SandboxReady {
+				continue
+			}
+			if err := nr.Resume(ctx, sb); err != nil {
+				// The VM keeps its address until its lease ends; the
+				// sandbox stays usable for Stop/Remove either way.
+				m.log.Error("resuming the network services of a ready sandbox", "pod", sb.ID, "err", err)
+			}
+		}
+	}
 	for _, c := range m.containers {
 		c, err := m.syncContainer(ctx, c)
 		if err != nil {

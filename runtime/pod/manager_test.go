@@ -638,10 +638,19 @@ func TestStartupCollectsOrphans(t *testing.T) {
 	}
 	// A crash between Define and saving the record leaves a domain and a
 	// VM directory nobody knows; a domain that is not ours must survive.
+	disk := func(path string) *libvirtxml.DomainDeviceList {
+		return &libvirtxml.DomainDeviceList{Disks: []libvirtxml.DomainDisk{{Device: "disk",
+			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: path}},
+			Target: &libvirtxml.DomainDiskTarget{Dev: "vda", Bus: "virtio"}}}}
+	}
 	orphan := &libvirtxml.Domain{Type: "qemu", Name: pod.DomainPrefix + "0123456789abcdef", Memory: &libvirtxml.DomainMemory{Value: 64, Unit: "MiB"},
-		Devices: &libvirtxml.DomainDeviceList{Serials: []libvirtxml.DomainSerial{{}}}}
+		Devices: disk(filepath.Join(e.dir, "state", "vms", pod.DomainPrefix+"0123456789abcdef", "root.qcow2"))}
 	foreign := &libvirtxml.Domain{Type: "qemu", Name: "someone-elses-vm", Memory: &libvirtxml.DomainMemory{Value: 64, Unit: "MiB"}}
-	for _, d := range []*libvirtxml.Domain{orphan, foreign} {
+	// Named like ours, but its disks are another podvisor's (another
+	// state dir on the same libvirt): not ours to collect.
+	otherInstance := &libvirtxml.Domain{Type: "qemu", Name: pod.DomainPrefix + "1111111111111111", Memory: &libvirtxml.DomainMemory{Value: 64, Unit: "MiB"},
+		Devices: disk("/var/lib/other-podvisor/vms/x/root.qcow2")}
+	for _, d := range []*libvirtxml.Domain{orphan, foreign, otherInstance} {
 		x, _ := d.Marshal()
 		if _, err := e.hv.Define(ctx, x); err != nil {
 			t.Fatal(err)
@@ -664,8 +673,10 @@ func TestStartupCollectsOrphans(t *testing.T) {
 	if _, err := e.hv.Status(ctx, orphan.Name); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("orphan domain still there: %v", err)
 	}
-	if st, err := e.hv.Status(ctx, foreign.Name); err != nil || st.State != hypervisor.StateRunning {
-		t.Errorf("a domain that is not ours was touched: %v %v", st, err)
+	for _, d := range []string{foreign.Name, otherInstance.Name} {
+		if st, err := e.hv.Status(ctx, d); err != nil || st.State != hypervisor.StateRunning {
+			t.Errorf("domain %s, not ours, was touched: %v %v", d, st, err)
+		}
 	}
 	if _, err := os.Stat(strayDir); !os.IsNotExist(err) {
 		t.Errorf("orphan VM directory still there: %v", err)

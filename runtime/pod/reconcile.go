@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"libvirt.org/go/libvirtxml"
+
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
@@ -21,6 +23,13 @@ type NetworkCollector interface {
 	// CollectOrphans removes network state of every sandbox ID not in
 	// keep and returns what it removed.
 	CollectOrphans(ctx context.Context, keep map[string]bool) ([]string, error)
+}
+
+// NetworkResumer is implemented by networks with per-pod services in the
+// daemon (the guest's DHCP server): after a restart they are started again
+// for every ready sandbox.
+type NetworkResumer interface {
+	Resume(ctx context.Context, sb *Sandbox) error
 }
 
 // collectOrphans removes what a crash between two steps can leave behind:
@@ -40,6 +49,12 @@ func (m *Manager) collectOrphans(ctx context.Context) error {
 	}
 	for _, d := range doms {
 		if !strings.HasPrefix(d.Name, DomainPrefix) || known[d.Name] {
+			continue
+		}
+		// Another podvisor (a test, a second instance) may share the
+		// hypervisor: a domain is ours only if its disks live in our
+		// state dir.
+		if !m.ownsDomain(ctx, d.Name) {
 			continue
 		}
 		if err := m.hv.Destroy(ctx, d.Name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
@@ -110,4 +125,24 @@ func (m *Manager) collectUnclaimed(ctx context.Context) {
 // instead of being torn down half-made and redone.
 func detach(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), limit)
+}
+
+// ownsDomain reports whether a domain's disks live under this manager's
+// VM directory.
+func (m *Manager) ownsDomain(ctx context.Context, name string) bool {
+	x, err := m.hv.XML(ctx, name)
+	if err != nil {
+		return false
+	}
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(x); err != nil || d.Devices == nil {
+		return false
+	}
+	vmDir := filepath.Join(m.cfg.StateDir, "vms") + string(filepath.Separator)
+	for _, disk := range d.Devices.Disks {
+		if disk.Source != nil && disk.Source.File != nil && strings.HasPrefix(disk.Source.File.File, vmDir) {
+			return true
+		}
+	}
+	return false
 }
