@@ -28,6 +28,9 @@ func createNetNS(path string) (err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("creating the network namespace directory: %w", err)
 	}
+	if err := sharedMountDir(filepath.Dir(path)); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		return fmt.Errorf("creating network namespace file %s: %w", path, err)
@@ -51,14 +54,48 @@ func createNetNS(path string) (err error) {
 	return nil
 }
 
+// sharedMountDir makes dir a mount point with shared propagation, as
+// `ip netns add` does: namespace mounts made in it then reach other mount
+// namespaces (a podvisor container with a bidirectional mount), and a later
+// `ip netns add` does not bind dir over itself, which would stack a copy of
+// every existing namespace mount and make their files impossible to remove.
+func sharedMountDir(dir string) error {
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("making %s a shared mount: %w", dir, err)
+	}
+	// Not a mount point yet.
+	if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind-mounting %s on itself: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("making %s a shared mount: %w", dir, err)
+	}
+	return nil
+}
+
 // removeNetNS unmounts and removes the namespace file at path. A missing or
 // unmounted file is not an error, so it can be retried.
 func removeNetNS(path string) error {
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmounting network namespace %s: %w", path, err)
+	// Unmount until nothing is mounted there: a namespace can be mounted
+	// more than once (propagation from a bind of its directory).
+	for i := 0; ; i++ {
+		err := unix.Unmount(path, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("unmounting network namespace %s: %w", path, err)
+		}
+		if i == 100 {
+			return fmt.Errorf("unmounting network namespace %s: still mounted after %d unmounts", path, i+1)
+		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing network namespace file %s: %w", path, err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/podvisor/podvisor/runtime/network/vmenv"
 	"github.com/podvisor/podvisor/runtime/pod"
@@ -105,6 +106,7 @@ func newEnv(t *testing.T, o envOpt) *env {
 		for _, de := range entries {
 			removeNetNS(filepath.Join(e.cfg.NetNSDir, de.Name()))
 		}
+		unmountDir(e.cfg.NetNSDir)
 		if l, err := netlink.LinkByName(e.hostBr); err == nil {
 			netlink.LinkDel(l)
 		}
@@ -268,7 +270,7 @@ func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, string, 
 	if err := createNetNS(clientNS); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeNetNS(clientNS) })
+	t.Cleanup(func() { removeNetNS(clientNS); unmountDir(dir) })
 	cns, err := ns.GetNS(clientNS)
 	if err != nil {
 		t.Fatal(err)
@@ -599,5 +601,49 @@ func dialFromPodNS(t *testing.T, podNS, guestNS, ip string) {
 	})
 	if err != nil || string(got) != "hello from the guest\n" {
 		t.Fatalf("dialing %s:8080 from the pod namespace: %q, %v", ip, got, err)
+	}
+}
+
+// unmountDir undoes sharedMountDir on a test's directory.
+func unmountDir(dir string) {
+	for unix.Unmount(dir, unix.MNT_DETACH) == nil {
+	}
+}
+
+// createNetNS makes its directory a shared mount point, as `ip netns add`
+// does, so that a later `ip netns add` does not bind the directory over
+// itself (which stacked a copy of every namespace mount and made the files
+// impossible to remove); a namespace mounted twice on its file is still
+// removed.
+func TestNetNSMounts(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { unmountDir(dir) })
+	p := filepath.Join(dir, "podvisor-twice")
+	if err := createNetNS(p); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := false
+	for _, line := range strings.Split(string(info), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 6 && f[4] == dir && strings.Contains(line, " shared:") {
+			shared = true
+		}
+	}
+	if !shared {
+		t.Errorf("%s is not a shared mount point:\n%s", dir, info)
+	}
+	if err := unix.Mount(p, p, "none", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeNetNS(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(p); !os.IsNotExist(err) {
+		t.Fatalf("%s still there: %v", p, err)
 	}
 }
