@@ -5,6 +5,7 @@
 #
 #   ci/containerd.sh start   # prints nothing on success; socket below
 #   ci/containerd.sh stop
+#   ci/containerd.sh wipe    # stop, then delete its root and state dirs
 #
 # Socket: unix:///run/podvisor-ci-containerd/containerd.sock
 # Env: PAUSE_IMAGE (sandbox image; default 127.0.0.1:5055/podvisor-test/pause:1.0),
@@ -109,8 +110,16 @@ stop() {
 		while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 
+# wipe stops containerd and deletes its root and state: the next start is
+# a fresh containerd with no images or pods.
+wipe() {
+	stop
+	rm -rf "$root_dir" "$state_dir"
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
-*) echo "usage: ci/containerd.sh start|stop" >&2; exit 2 ;;
+wipe) wipe ;;
+*) echo "usage: ci/containerd.sh start|stop|wipe" >&2; exit 2 ;;
 esac
