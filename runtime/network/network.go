@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 
@@ -449,10 +448,8 @@ func (n *Network) teardown(ctx context.Context, sb *pod.Sandbox, st *state) erro
 // store is loaded and before serving.
 func (n *Network) CollectOrphans(ctx context.Context, keep []string) error {
 	kept := map[string]bool{}
-	keptNS := map[string]bool{}
 	for _, id := range keep {
 		kept[id] = true
-		keptNS[netnsName(id)] = true
 	}
 	var errs []error
 	entries, err := os.ReadDir(filepath.Join(n.cfg.CacheDir, "sandboxes"))
@@ -474,24 +471,10 @@ func (n *Network) CollectOrphans(ctx context.Context, keep []string) error {
 			errs = append(errs, err)
 		}
 	}
-	nss, err := os.ReadDir(n.cfg.NetNSDir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("listing network namespaces in %s: %w", n.cfg.NetNSDir, err)
-	}
-	names := make([]string, 0, len(nss))
-	for _, e := range nss {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if !strings.HasPrefix(name, netnsPrefix) || keptNS[name] {
-			continue
-		}
-		n.cfg.Logger.Warn("removing a network namespace no sandbox owns", "netns", name)
-		if err := removeNetNS(filepath.Join(n.cfg.NetNSDir, name)); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// Namespaces are only ever made after their state file is written, so
+	// the states above are all of ours. Other namespaces in NetNSDir, even
+	// named like ours, belong to someone else (another podvisor, a test)
+	// and are not touched.
 	return errors.Join(errs...)
 }
 
