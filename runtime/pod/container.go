@@ -11,6 +11,7 @@ import (
 
 	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/failpoint"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
@@ -79,6 +80,9 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 	if err != nil {
 		return "", fmt.Errorf("resolving image %q: %w", cfg.Image, err)
 	}
+	if err := failpoint.Eval(FailCreateAfterResolve); err != nil {
+		return "", err
+	}
 
 	id := newID()
 	unlock := m.locks.lock(id)
@@ -104,9 +108,20 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 		_ = removeDir(c.Dir)
 		return "", fmt.Errorf("preparing the VM of container %q: %w", cfg.Name, err)
 	}
+	if err := failpoint.Eval(FailCreateAfterAssemble); err != nil {
+		_ = removeDir(c.Dir)
+		return "", err
+	}
 	if _, err := m.hv.Define(ctx, domainXML); err != nil {
 		_ = removeDir(c.Dir)
 		return "", fmt.Errorf("defining the VM of container %q: %w", cfg.Name, err)
+	}
+	if err := failpoint.Eval(FailCreateAfterDefine); err != nil {
+		if uerr := m.hv.Undefine(context.WithoutCancel(ctx), name); uerr != nil {
+			log.Error("undefining the VM of a container that failed to be created", "err", uerr)
+		}
+		_ = removeDir(c.Dir)
+		return "", err
 	}
 	if callerCtx.Err() != nil {
 		c.UnclaimedSince = m.clock.Now()
@@ -143,7 +158,20 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 		return errdefs.FailedPreconditionf("container %s is %s: only a created container can be started", id, c.State)
 	}
 	log := m.log.With("pod", c.SandboxID, "container", id, "domain", c.DomainName)
-	if err := m.hv.Start(ctx, c.DomainName); err != nil {
+	err = failpoint.Eval(FailStartBeforeStart)
+	if err == nil {
+		err = m.hv.Start(ctx, c.DomainName)
+		if err == nil {
+			if err = failpoint.Eval(FailStartAfterStart); err != nil {
+				// The VM runs but the call fails: stop it, so that the
+				// container's EXITED state is the truth.
+				if derr := m.hv.Destroy(context.WithoutCancel(ctx), c.DomainName); derr != nil {
+					log.Error("destroying a VM whose start failed", "err", derr)
+				}
+			}
+		}
+	}
+	if err != nil {
 		cp := *c
 		m.markExited(&cp, m.clock.Now(), 128, "StartError", err.Error())
 		if perr := m.putContainer(&cp); perr != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
 	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/failpoint"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/pod"
 	"github.com/podvisor/podvisor/runtime/store"
@@ -805,5 +806,75 @@ func TestRestartMatrix(t *testing.T) {
 		if err != nil || st.PID != pid || st.State != hypervisor.StateRunning {
 			t.Errorf("VM of %s after restart: %+v, %v; want running with PID %d", cid[:8], st, err, pid)
 		}
+	}
+}
+
+// TestEveryFailpointFailsCleanly arms each lifecycle failpoint once: the
+// call fails, nothing half-made is left (leak checker), and the next
+// attempt succeeds.
+func TestEveryFailpointFailsCleanly(t *testing.T) {
+	for _, fp := range pod.Failpoints {
+		t.Run(fp, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			failpoint.Set(fp, 1)
+			defer failpoint.Clear()
+			fired := 0
+
+			sb, err := e.m.RunPodSandbox(ctx, sandboxCfg("fp"))
+			if err != nil {
+				if !strings.Contains(err.Error(), fp) {
+					t.Fatalf("RunPodSandbox failed with %v, not the failpoint", err)
+				}
+				fired++
+				e.assertNothingLeft()
+				sb = e.run("fp")
+			}
+			cfg := pod.ContainerConfig{Name: "vm", Image: "img-a"}
+			cid, err := e.m.CreateContainer(ctx, sb, cfg)
+			if err != nil {
+				if !strings.Contains(err.Error(), fp) {
+					t.Fatalf("CreateContainer failed with %v, not the failpoint", err)
+				}
+				fired++
+				doms, _ := e.hv.List(ctx)
+				entries, _ := os.ReadDir(filepath.Join(e.dir, "state", "vms"))
+				if len(doms) != 0 || len(entries) != 0 || len(e.m.ListContainers(pod.ContainerFilter{})) != 0 {
+					t.Fatalf("failed create left domains %v, dirs %d, records %d", doms, len(entries), len(e.m.ListContainers(pod.ContainerFilter{})))
+				}
+				cid = e.create(sb, "vm")
+			}
+			if err := e.m.StartContainer(ctx, cid); err != nil {
+				if !strings.Contains(err.Error(), fp) {
+					t.Fatalf("StartContainer failed with %v, not the failpoint", err)
+				}
+				fired++
+				c := e.state(cid)
+				st, _ := e.hv.Status(ctx, c.DomainName)
+				if c.State != pod.ContainerExited || c.Reason != "StartError" || st.State == hypervisor.StateRunning {
+					t.Fatalf("after a failed start: container %s/%s, VM %s", c.State, c.Reason, st.State)
+				}
+				// kubelet's next attempt.
+				cfg.Attempt = 1
+				next, err := e.m.CreateContainer(ctx, sb, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.m.StartContainer(ctx, next); err != nil {
+					t.Fatal(err)
+				}
+				cid = next
+			}
+			if fired != 1 {
+				t.Fatalf("the failpoint failed %d calls, want exactly 1", fired)
+			}
+			if c := e.state(cid); c.State != pod.ContainerRunning {
+				t.Fatalf("after the retry the container is %s", c.State)
+			}
+			if err := e.m.RemovePodSandbox(ctx, sb); err != nil {
+				t.Fatal(err)
+			}
+			e.assertNothingLeft()
+		})
 	}
 }

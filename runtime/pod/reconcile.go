@@ -13,6 +13,25 @@ import (
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
+// Failpoints of the lifecycle (see runtime/failpoint): each names the step
+// after (or before) which the call fails when armed.
+const (
+	FailRunBeforeNetwork    = "pod/run-sandbox/before-network"
+	FailRunAfterNetwork     = "pod/run-sandbox/after-network"
+	FailCreateAfterResolve  = "pod/create-container/after-resolve"
+	FailCreateAfterAssemble = "pod/create-container/after-assemble"
+	FailCreateAfterDefine   = "pod/create-container/after-define"
+	FailStartBeforeStart    = "pod/start-container/before-start"
+	FailStartAfterStart     = "pod/start-container/after-start"
+)
+
+// Failpoints lists every lifecycle failpoint.
+var Failpoints = []string{
+	FailRunBeforeNetwork, FailRunAfterNetwork,
+	FailCreateAfterResolve, FailCreateAfterAssemble, FailCreateAfterDefine,
+	FailStartBeforeStart, FailStartAfterStart,
+}
+
 // DomainPrefix starts the name of every domain podvisor defines; domains
 // without it are not ours and are never touched.
 const DomainPrefix = "pv-"

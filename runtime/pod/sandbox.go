@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/failpoint"
 )
 
 // RunPodSandbox creates a ready sandbox with its network. A ready sandbox
@@ -69,10 +70,18 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 			return "", fmt.Errorf("creating pod log directory %s: %w", cfg.LogDirectory, err)
 		}
 	}
+	if err := failpoint.Eval(FailRunBeforeNetwork); err != nil {
+		m.abandonSandbox(ctx, sb, false)
+		return "", err
+	}
 	netStatus, err := m.cfg.Network.Setup(ctx, sb)
 	if err != nil {
 		m.abandonSandbox(ctx, sb, true)
 		return "", fmt.Errorf("setting up the network of pod %s/%s: %w", cfg.Namespace, cfg.Name, err)
+	}
+	if err := failpoint.Eval(FailRunAfterNetwork); err != nil {
+		m.abandonSandbox(ctx, sb, true)
+		return "", err
 	}
 	ready := *sb
 	ready.Network = netStatus
