@@ -3,7 +3,8 @@
 # what it needs and starts what it needs, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+export PATH="$PWD/_build/tools:/usr/local/go/bin:$PATH"
+export CRICTL="$PWD/_build/tools/crictl"
 
 step() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
 started=()
