@@ -114,6 +114,45 @@ done
 echo "  $ip:8080 says: $answer"
 echo "$answer" | grep -q demo-vm || fail "the pod IP did not answer with the guest's hostname"
 
+start_podvisor() {
+	in_node "$root/bin/podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni" \
+		--listen "unix://$sock" --state-dir "$work/state" --image-translations-dir "$work/translations" \
+		>>"$work/podvisor.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 600); do
+		[ -S "$sock" ] && cri version >/dev/null 2>&1 && return 0
+		kill -0 "$pid" 2>/dev/null || fail "podvisor exited at start-up"
+		sleep 0.1
+	done
+	fail "podvisor does not answer after a restart"
+}
+domain=$(cri inspect -o go-template --template '{{.info.domain}}' "$ctr")
+qemu_pid() { cat "/run/libvirt/qemu/$domain.pid"; }
+
+if [ "$mode" = test ]; then
+	say "kill -9 podvisor under the running VM and restart it: nothing lost, VM not restarted"
+	before=$(qemu_pid)
+	started=$(cri inspect -o go-template --template '{{.status.startedAt}}' "$ctr")
+	kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+	start_podvisor
+	[ "$(qemu_pid)" = "$before" ] || fail "QEMU was restarted ($before -> $(qemu_pid))"
+	[ "$(cri inspect -o go-template --template '{{.status.state}} {{.status.startedAt}}' "$ctr")" = "CONTAINER_RUNNING $started" ] \
+		|| fail "container state or start time changed across the restart"
+	[ "$(cri inspectp -o go-template --template '{{.status.network.ip}}' "$pod")" = "$ip" ] || fail "pod IP changed across the restart"
+	in_node busybox nc -w 5 "$ip" 8080 </dev/null | grep -q demo-vm || fail "the pod IP stopped answering after the restart"
+	echo "  same QEMU PID $before, same start time, pod IP still answers"
+
+	say "QEMU killed from outside: the container is EXITED with a reason, the pod is removable"
+	kill -9 "$(qemu_pid)"
+	for _ in $(seq 1 100); do
+		[ "$(cri inspect -o go-template --template '{{.status.state}}' "$ctr")" = CONTAINER_EXITED ] && break
+		sleep 0.2
+	done
+	state=$(cri inspect -o go-template --template '{{.status.state}} {{.status.exitCode}} {{.status.reason}}: {{.status.message}}' "$ctr")
+	echo "  container: $state"
+	case "$state" in CONTAINER_EXITED\ 0\ *|CONTAINER_EXITED\ \ *) fail "a killed VM must exit non-zero with a reason: $state" ;; CONTAINER_EXITED*) ;; *) fail "killed VM not noticed: $state" ;; esac
+fi
+
 say "stop (ACPI), remove, and check nothing is left"
 cri stop --timeout 120 "$ctr" >/dev/null
 state=$(cri inspect -o go-template --template '{{.status.state}} {{.status.exitCode}} {{.status.reason}}' "$ctr")

@@ -326,7 +326,7 @@ func exitOf(st hypervisor.DomainStatus) (int32, string, string) {
 		if code == 0 {
 			code = 139
 		}
-		return code, "Error", "the guest crashed"
+		return code, "Error", "the VM crashed (the guest, or its emulator process was killed)"
 	case st.Reason == hypervisor.ReasonShutdown:
 		if st.ExitCode != 0 {
 			return st.ExitCode, "Error", "the guest powered off"
