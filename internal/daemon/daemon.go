@@ -165,9 +165,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		log = slog.Default()
 	}
 	d = &Daemon{cfg: cfg, log: log}
+	// Every failure below returns a nil daemon: release what was opened
+	// through this reference, not the named result.
+	built := d
 	defer func() {
 		if err != nil {
-			d.closeParts()
+			built.closeParts()
 		}
 	}()
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {

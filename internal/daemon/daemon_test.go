@@ -29,6 +29,8 @@ type harness struct {
 	conn   *grpc.ClientConn
 	rt     runtimeapi.RuntimeServiceClient
 	img    runtimeapi.ImageServiceClient
+	// logs, when set before start, receives the daemon's log at debug level.
+	logs *syncBuffer
 }
 
 // newHarness starts the daemon on the simulated hypervisor with an image
@@ -60,7 +62,11 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logTo io.Writer = io.Discard
+	if h.logs != nil {
+		logTo = h.logs
+	}
+	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := New(context.Background(), h.cfg, log)
 	if err != nil {
 		h.t.Fatal(err)
