@@ -43,6 +43,10 @@ if [ ! -x "$critest" ]; then
 		GOFLAGS=-mod=mod go test -c -o "$critest" sigs.k8s.io/cri-tools/cmd/critest)
 fi
 
+# The private containerd is shared with ci/test-proxy.sh and
+# ci/conformance.sh: one of them at a time (another run would stop it under us).
+exec 9>/run/podvisor-ci-containerd.lock
+flock -w 1800 9 || { echo "FAIL: another proxy test held /run/podvisor-ci-containerd.lock for 30 minutes" >&2; exit 1; }
 mkdir -p "$out"
 work=$(mktemp -d /tmp/podvisor-conformance.XXXXXX)
 regpid="" ppid="" xpid=""
@@ -68,7 +72,7 @@ storage:
 http:
   addr: $registry
 YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 9>&- &
 regpid=$!
 for _ in $(seq 1 100); do
 	curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break
@@ -123,10 +127,10 @@ run direct "unix://$containerd_sock"
 fresh_containerd
 mkdir -p "$work/translations"
 "$podvisor" --hypervisor sim --listen "unix://$work/podvisor.sock" --state-dir "$work/pv-state" \
-	--image-translations-dir "$work/translations" >"$work/podvisor.log" 2>&1 &
+	--image-translations-dir "$work/translations" >"$work/podvisor.log" 2>&1 9>&- &
 ppid=$!
 "$criproxy" --listen "unix://$work/proxy.sock" --primary "unix://$containerd_sock" \
-	--runtime "podvisor=unix://$work/podvisor.sock" >"$out/criproxy.log" 2>&1 &
+	--runtime "podvisor=unix://$work/podvisor.sock" >"$out/criproxy.log" 2>&1 9>&- &
 xpid=$!
 for _ in $(seq 1 100); do [ -S "$work/proxy.sock" ] && break; sleep 0.1; done
 run proxy "unix://$work/proxy.sock"

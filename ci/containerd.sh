@@ -71,7 +71,8 @@ TOML
   ]
 }
 JSON
-		containerd --config "$state_dir/config.toml" >>"$log" 2>&1 &
+		# fd 9 may be a caller's lock (ci/test-proxy.sh): containerd must not hold it.
+		containerd --config "$state_dir/config.toml" >>"$log" 2>&1 9>&- &
 		echo $! >"$pidfile"
 		for _ in $(seq 1 300); do
 			if [ -S "$sock" ] && ctr -a "$sock" version >/dev/null 2>&1; then break; fi

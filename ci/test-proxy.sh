@@ -32,6 +32,10 @@ done
 [ -x /usr/lib/cni/bridge ] || skip_or_fail "CNI plugins missing in /usr/lib/cni (containernetworking-plugins)"
 for b in "$podvisor" "$criproxy"; do [ -x "$b" ] || skip_or_fail "$b missing: run make build"; done
 
+# The private containerd is shared with ci/test-proxy.sh and
+# ci/conformance.sh: one of them at a time (another run would stop it under us).
+exec 9>/run/podvisor-ci-containerd.lock
+flock -w 1800 9 || { echo "FAIL: another proxy test held /run/podvisor-ci-containerd.lock for 30 minutes" >&2; exit 1; }
 work=$(mktemp -d /tmp/podvisor-proxy.XXXXXX)
 psock=$work/podvisor.sock
 xsock=$work/proxy.sock
@@ -69,7 +73,7 @@ cri_err() {
 
 start_podvisor() {
 	"$podvisor" --hypervisor sim --listen "unix://$psock" --state-dir "$work/pv-state" \
-		--image-translations-dir "$work/translations" >>"$work/podvisor.log" 2>&1 &
+		--image-translations-dir "$work/translations" >>"$work/podvisor.log" 2>&1 9>&- &
 	ppid=$!
 	for _ in $(seq 1 100); do
 		[ -S "$psock" ] && break
@@ -105,7 +109,7 @@ truncate -s 4M "$work/cirros.img"
 printf 'translations:\n- name: cirros\n  url: file://%s\n' "$work/cirros.img" >"$work/translations/images.yaml"
 start_podvisor
 "$criproxy" --listen "unix://$xsock" --primary "unix://$containerd_sock" --runtime "podvisor=unix://$psock" \
-	--max-backoff 1s --log-level debug >>"$work/criproxy.log" 2>&1 &
+	--max-backoff 1s --log-level debug >>"$work/criproxy.log" 2>&1 9>&- &
 xpid=$!
 wait_until "criproxy answering" cri version
 
