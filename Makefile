@@ -19,7 +19,9 @@ GUEST_DIR ?= /var/tmp/podvisor-test-guest
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod clean
+CRITEST := $(TOOLS)/critest
+
+.PHONY: all build test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance clean
 
 all: build
 
@@ -58,6 +60,14 @@ libvirt-it:
 
 real-pod: build tools
 	ci/real-pod.sh test
+
+proxy-it: build tools
+	ci/test-proxy.sh $(CRICTL)
+
+# critest v1.37 against containerd directly and through criproxy
+# (docs/conformance.md records both).
+conformance: deps build tools
+	CRICTL=$(CRICTL) CRITEST=$(CRITEST) ci/conformance.sh
 
 # Every tier in one script that stops what it started (ci/test.sh).
 test:
