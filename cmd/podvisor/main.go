@@ -47,6 +47,7 @@ func run(args []string) error {
 	cniBin := fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
 	fs.StringVar(&cfg.Emulator, "emulator", "", "QEMU wrapper (default: podvisor-vmwrapper next to podvisor)")
 	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources (empty: none)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -128,6 +129,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		StreamAddr:           pick("stream-addr", file.StreamAddr, flags.StreamAddr),
 		CNIConfDir:           pick("cni-conf-dir", file.CNIConfDir, flags.CNIConfDir),
 		Emulator:             pick("emulator", file.Emulator, flags.Emulator),
+		Kubeconfig:           pick("kubeconfig", file.Kubeconfig, flags.Kubeconfig),
 		CNIBinDirs:           flags.CNIBinDirs,
 		SimBootTime:          flags.SimBootTime,
 		SocketMode:           file.SocketMode,

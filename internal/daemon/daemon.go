@@ -22,11 +22,13 @@ import (
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
+	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/hypervisor/libvirt"
 	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/kube"
 	"github.com/podvisor/podvisor/runtime/network"
 	"github.com/podvisor/podvisor/runtime/pod"
 	"github.com/podvisor/podvisor/runtime/store"
@@ -73,6 +75,9 @@ type Config struct {
 	// port-forward (default 127.0.0.1:0, a free port on loopback, as
 	// containerd does; kubelet proxies to it).
 	StreamAddr string `json:"streamAddr"`
+	// Kubeconfig, when set, gives podvisor a Kubernetes client to read the
+	// ConfigMaps and Secrets named by cloud-init data source annotations.
+	Kubeconfig string `json:"kubeconfig"`
 }
 
 // Validate checks c and fills defaults.
@@ -244,7 +249,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	images := imageService{store: imgStore}
 
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, Logger: log})
+	var dataSource cloudinit.DataSource
+	if cfg.Kubeconfig != "" {
+		if dataSource, err = kube.NewFromKubeconfig(cfg.Kubeconfig); err != nil {
+			return nil, err
+		}
+	}
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log})
 	if err != nil {
 		return nil, err
 	}
