@@ -6,20 +6,30 @@
 #   ci/build-guest.sh OUTDIR
 #
 # The result is cached: nothing is rebuilt while the qcow2 exists and this
-# script is unchanged (its sha256 is stored beside the image).
+# script and ci/guest-agent/*.go are unchanged (their sha256 is stored beside
+# the image).
 #
 # What the guest does at boot (/etc/rcS under busybox init):
 #  - mounts proc, sys, dev; loads virtio/storage/fs/ACPI modules
 #  - finds a cloud-init drive: NoCloud (label cidata, iso9660 or vfat) or
 #    ConfigDrive (label config-2); sets the hostname from meta-data
 #    local-hostname or meta_data.json hostname
-#  - DHCP on every ethN (udhcpc, routes incl. option 121, MTU, DNS)
+#  - starts the guest agent (ci/guest-agent, static Go): the QEMU guest
+#    agent protocol on the virtio port org.qemu.guest_agent.0 (guest-exec
+#    and guest-exec-status for podvisor's ExecSync/Exec, guest-sync, -ping,
+#    -info, -shutdown, -get-osinfo, -network-get-interfaces)
+#  - applies the drive's network config (NoCloud network-config v1 or v2,
+#    ConfigDrive network_data.json) with `podvisor-guest-agent netconfig`;
+#    DHCP on every other NIC (udhcpc, routes incl. option 121, MTU, DNS)
 #  - runs user-data when it starts with "#!" (output on the console)
 #  - answers on TCP 8080 with its hostname (raw, no request needed) and
 #    serves the hostname over HTTP on port 80
 #  - powers off on the ACPI power button (virsh shutdown)
 #  - prints on ttyS0:  PODVISOR-GUEST: hostname=<name>
-#                      PODVISOR-GUEST: ip=<addr>      (one per interface)
+#                      PODVISOR-GUEST: net=static ip=<addr>  or
+#                      PODVISOR-GUEST: net=dhcp ip=<addr>    (one per NIC,
+#                      PODVISOR-GUEST: ip=<addr>              each followed by this)
+#                      PODVISOR-GUEST: agent=/dev/vportNpM   (when the channel exists)
 #                      PODVISOR-GUEST: ready
 #  - keeps a root shell on ttyS0 (respawned)
 set -euo pipefail
@@ -30,14 +40,16 @@ out="$(cd "$out" && pwd)"
 image="$out/podvisor-test-guest.qcow2"
 stamp="$image.script-sha256"
 self="$(readlink -f "${BASH_SOURCE[0]}")"
-want="$(sha256sum "$self" | cut -d' ' -f1)"
+repo="$(cd "$(dirname "$self")/.." && pwd)"
+export PATH="$PATH:/usr/local/go/bin"
+want="$(cat "$self" "$repo"/ci/guest-agent/*.go | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$image" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 	echo "build-guest: $image is up to date"
 	exit 0
 fi
 
-for tool in busybox mkfs.vfat syslinux mcopy cpio gzip qemu-img depmod modprobe dpkg apt-get; do
+for tool in go busybox mkfs.vfat syslinux mcopy cpio gzip qemu-img depmod modprobe dpkg apt-get; do
 	command -v "$tool" >/dev/null || { echo "build-guest: $tool missing (run ci/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -81,6 +93,8 @@ for applet in $(busybox --list-full); do
 	[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
 ln -s /bin/busybox "$root/init"
+(cd "$repo" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS= go build -trimpath -ldflags "-s -w" \
+	-o "$root/sbin/podvisor-guest-agent" ./ci/guest-agent)
 
 # Modules, loaded in dependency order by insmod from a list.
 modules="virtio_pci virtio_blk virtio_scsi virtio_net virtio_console virtio_balloon
@@ -119,6 +133,8 @@ say() { echo "PODVISOR-GUEST: $*"; }
 
 while read -r ko; do insmod "$ko" 2>/dev/null; done </etc/modules.list
 hostname podvisor-guest
+# The guest agent waits for its virtio port (a minute at most).
+podvisor-guest-agent agent &
 
 # Cloud-init drive: NoCloud (cidata) or ConfigDrive (config-2).
 mount_drive() {
@@ -138,7 +154,9 @@ mount_drive() {
 	return 1
 }
 userdata=
+drive=
 if mount_drive; then
+	drive=/mnt/cidata
 	if [ -f /mnt/cidata/meta-data ]; then
 		name=$(sed -n 's/^local-hostname:[[:space:]]*//p' /mnt/cidata/meta-data | tr -d "\"'\r" | head -n1)
 		userdata=/mnt/cidata/user-data
@@ -158,12 +176,28 @@ say "hostname=$(hostname)"
 acpid -l /run/acpid.log
 ip link set lo up
 
-for path in /sys/class/net/eth*; do
-	[ -e "$path" ] || continue
+# Static config from the drive first (it may rename NICs); DHCP for the rest.
+static=
+if [ -n "$drive" ]; then
+	static=$(podvisor-guest-agent netconfig "$drive")
+	case $? in
+	0) ;;
+	3) echo "podvisor-guest: no network config on the drive: DHCP" ;;
+	*) echo "podvisor-guest: the drive's network config was not applied: DHCP" ;;
+	esac
+fi
+for path in /sys/class/net/*; do
 	iface=${path##*/}
-	ip link set "$iface" up
-	udhcpc -i "$iface" -s /etc/udhcpc.sh -t 10 -T 2 -A 5 -b -p "/run/udhcpc.$iface.pid" -x "hostname:$(hostname)" >/run/udhcpc.$iface.log 2>&1
+	[ "$iface" = lo ] && continue
+	[ -e "$path/device" ] || continue
+	how=dhcp
+	for s in $static; do [ "$s" = "$iface" ] && how=static; done
+	if [ $how = dhcp ]; then
+		ip link set "$iface" up
+		udhcpc -i "$iface" -s /etc/udhcpc.sh -t 10 -T 2 -A 5 -b -p "/run/udhcpc.$iface.pid" -x "hostname:$(hostname)" >/run/udhcpc.$iface.log 2>&1
+	fi
 	addr=$(ip -4 -o addr show dev "$iface" | sed -n 's/.* inet \([0-9.]*\)\/.*/\1/p' | head -n1)
+	say "net=$how ip=${addr:-none}"
 	say "ip=${addr:-none}"
 done
 
