@@ -46,6 +46,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory")
 	cniBin := fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
 	fs.StringVar(&cfg.Emulator, "emulator", "", "QEMU wrapper (default: podvisor-vmwrapper next to podvisor)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for the Prometheus /metrics endpoint (empty: off)")
 	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources (empty: none)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
@@ -127,6 +128,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		LibvirtURI:           pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
 		KVM:                  pick("kvm", file.KVM, flags.KVM),
 		StreamAddr:           pick("stream-addr", file.StreamAddr, flags.StreamAddr),
+		MetricsAddr:          pick("metrics-addr", file.MetricsAddr, flags.MetricsAddr),
 		CNIConfDir:           pick("cni-conf-dir", file.CNIConfDir, flags.CNIConfDir),
 		Emulator:             pick("emulator", file.Emulator, flags.Emulator),
 		Kubeconfig:           pick("kubeconfig", file.Kubeconfig, flags.Kubeconfig),

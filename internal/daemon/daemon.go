@@ -28,6 +28,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/hypervisor/libvirt"
 	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/metrics"
 	"github.com/podvisor/podvisor/runtime/kube"
 	"github.com/podvisor/podvisor/runtime/network"
 	"github.com/podvisor/podvisor/runtime/pod"
@@ -35,6 +36,14 @@ import (
 	"github.com/podvisor/podvisor/runtime/stream"
 	"github.com/podvisor/podvisor/runtime/vmbuild"
 )
+
+// MetricsAddr returns the metrics endpoint's address ("" when disabled).
+func (d *Daemon) MetricsAddr() string {
+	if d.metrics == nil {
+		return ""
+	}
+	return d.metrics.Addr()
+}
 
 // Version is podvisor's version, set at build time with -ldflags.
 var Version = "0.1.0-dev"
@@ -71,6 +80,9 @@ type Config struct {
 	// Emulator is the QEMU wrapper that puts the VM's NIC in the pod's
 	// network namespace (default: podvisor-vmwrapper next to podvisor).
 	Emulator string `json:"emulator"`
+	// MetricsAddr is host:port of the Prometheus endpoint (/metrics);
+	// empty disables it.
+	MetricsAddr string `json:"metricsAddr"`
 	// StreamAddr is the streaming server's host:port for attach, exec and
 	// port-forward (default 127.0.0.1:0, a free port on loopback, as
 	// containerd does; kubelet proxies to it).
@@ -155,6 +167,7 @@ type Daemon struct {
 	manager *pod.Manager
 	grpc    *grpc.Server
 	stream  *stream.Server
+	metrics *metrics.Server
 	health  *health.Server
 	lis     net.Listener
 	closers []func() error
@@ -286,7 +299,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err != nil {
 		return nil, err
 	}
-	d.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary(log)))
+	mx := metrics.New(d.manager)
+	if cfg.MetricsAddr != "" {
+		if d.metrics, err = mx.Listen(cfg.MetricsAddr); err != nil {
+			return nil, err
+		}
+	}
+	d.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary(log), mx.UnaryInterceptor()))
 	srv.Register(d.grpc)
 	d.health = health.NewServer()
 	healthpb.RegisterHealthServer(d.grpc, d.health)
@@ -336,6 +355,10 @@ func (d *Daemon) Serve() error {
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus("runtime.v1.RuntimeService", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus("runtime.v1.ImageService", healthpb.HealthCheckResponse_SERVING)
+	if d.metrics != nil {
+		go d.metrics.Serve(d.log)
+		d.log.Info("serving metrics", "addr", "http://"+d.metrics.Addr()+"/metrics")
+	}
 	go func() {
 		if err := d.stream.Serve(); err != nil {
 			d.log.Error("streaming server stopped", "err", err)
@@ -384,6 +407,9 @@ func (d *Daemon) closeParts() {
 	}
 	if d.stream != nil {
 		d.stream.Close()
+	}
+	if d.metrics != nil {
+		d.metrics.Close()
 	}
 }
 

@@ -244,3 +244,25 @@ func (m *Manager) ListPodSandboxes(f SandboxFilter) []Sandbox {
 	})
 	return out
 }
+
+// SandboxCounts counts sandboxes by state, for metrics.
+func (m *Manager) SandboxCounts() map[string]int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]int{string(SandboxReady): 0, string(SandboxNotReady): 0}
+	for _, sb := range m.sandboxes {
+		out[string(sb.State)]++
+	}
+	return out
+}
+
+// ContainerCounts counts containers by state, for metrics.
+func (m *Manager) ContainerCounts() map[string]int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]int{string(ContainerCreated): 0, string(ContainerRunning): 0, string(ContainerExited): 0}
+	for _, c := range m.containers {
+		out[string(c.State)]++
+	}
+	return out
+}

@@ -1,0 +1,52 @@
+package daemon
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestMetricsEndpoint(t *testing.T) {
+	h := newHarness(t)
+	h.stop()
+	h.cfg.MetricsAddr = "127.0.0.1:0"
+	h.start()
+	c := ctx(t)
+	if _, err := h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := h.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("m")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := h.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	h.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: "missing"})
+	resp, err := http.Get("http://" + h.d.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`podvisor_containers{state="running"} 1`,
+		`podvisor_sandboxes{state="ready"} 1`,
+		`podvisor_image_pulls_total{result="success"} 1`,
+		`podvisor_cri_request_duration_seconds_count{code="OK",method="RunPodSandbox"} 1`,
+		`podvisor_cri_request_duration_seconds_count{code="NotFound",method="ContainerStatus"} 1`,
+		`podvisor_vm_start_duration_seconds_count 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
