@@ -1,0 +1,262 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	deployName   = "testvm"
+	userDataName = "testvm-userdata"
+	runtimeClass = "podvisor"
+	// The ConfigMap's user-data is a script the test guest runs; its
+	// output on the console proves the ConfigMap reached the VM.
+	userDataMarker = "E2E-USERDATA: from a ConfigMap on"
+)
+
+// vmContainer is the VM "container" of every VM pod: the test guest,
+// 256 MiB of RAM, stdin open so that `kubectl attach -i` reaches the console.
+func vmContainer() corev1.Container {
+	return corev1.Container{
+		Name:            "vm",
+		Image:           cfg.vmImage,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Stdin:           true,
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+			corev1.ResourceMemory: resource.MustParse("256Mi"),
+		}},
+	}
+}
+
+var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [Slow]",
+	Label("Conformance", "Disruptive", "Slow"), Ordered, ContinueOnFailure, func() {
+		var (
+			ns       string
+			vmPods   []corev1.Pod
+			rcPod    = "vm-by-runtimeclass"
+			ctrPod   = "plain-container"
+			vmLabels = map[string]string{"app": deployName}
+		)
+
+		BeforeAll(func(ctx context.Context) {
+			n, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: "podvisor-e2e-"},
+			}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			ns = n.Name
+			By("namespace " + ns + ": waiting for its default ServiceAccount")
+			Eventually(func() error {
+				_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+				return err
+			}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
+			DeferCleanup(func(ctx context.Context) {
+				err := client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+				Expect(err).NotTo(HaveOccurred())
+				Eventually(func() bool {
+					_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+					return apierrors.IsNotFound(err)
+				}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeTrue(), "namespace %s never went away", ns)
+			})
+		})
+
+		It("runs a Deployment of 2 VM replicas (virtlet.cloud image, Virtlet annotations, ConfigMap user-data)", func(ctx context.Context) {
+			_, err := client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: userDataName},
+				Data:       map[string]string{"user-data": "#!/bin/sh\necho \"" + userDataMarker + " $(hostname)\"\n"},
+			}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+				ObjectMeta: metav1.ObjectMeta{Name: deployName},
+				Spec: appsv1.DeploymentSpec{
+					Replicas: ptr.To[int32](2),
+					Selector: &metav1.LabelSelector{MatchLabels: vmLabels},
+					Template: corev1.PodTemplateSpec{
+						ObjectMeta: metav1.ObjectMeta{
+							Labels: vmLabels,
+							// A Virtlet manifest's annotations, unchanged.
+							Annotations: map[string]string{
+								"kubernetes.io/target-runtime":      "virtlet.cloud",
+								"VirtletDiskDriver":                 "virtio",
+								"VirtletVCPUCount":                  "1",
+								"VirtletCloudInitUserDataSource":    "configmap/" + userDataName,
+								"VirtletCloudInitUserDataSourceKey": "user-data",
+							},
+						},
+						Spec: corev1.PodSpec{
+							Containers:                    []corev1.Container{vmContainer()},
+							TerminationGracePeriodSeconds: ptr.To[int64](30),
+						},
+					},
+				},
+			}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			vmPods = runningPods(ctx, ns, "app="+deployName, 2)
+			for _, p := range vmPods {
+				Expect(p.Spec.NodeName).To(Equal(cfg.node))
+				Expect(p.Status.ContainerStatuses).To(HaveLen(1))
+				// criproxy prefixes the IDs of podvisor's objects.
+				Expect(p.Status.ContainerStatuses[0].ContainerID).To(ContainSubstring("podvisor__"), "pod %s was not run by podvisor", p.Name)
+				waitConsole(ctx, ns, p.Name, "PODVISOR-GUEST: ready")
+			}
+			GinkgoWriter.Printf("VM pods: %v\n", names(vmPods))
+		})
+
+		It("shows the serial console in kubectl logs", func(ctx context.Context) {
+			Expect(vmPods).To(HaveLen(2), "the Deployment spec did not get its pods running")
+			for _, p := range vmPods {
+				log, err := consoleLog(ctx, ns, p.Name)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(log).To(ContainSubstring("PODVISOR-GUEST: hostname=" + p.Name))
+				Expect(log).To(ContainSubstring("PODVISOR-GUEST: ip=" + p.Status.PodIP))
+				Expect(log).To(ContainSubstring("PODVISOR-GUEST: ready"))
+			}
+		})
+
+		It("answers on each pod IP", func(ctx context.Context) {
+			Expect(vmPods).To(HaveLen(2), "the Deployment spec did not get its pods running")
+			for _, p := range vmPods {
+				Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(p.Name), "%s:8080", p.Status.PodIP)
+			}
+		})
+
+		It("reaches the serial console with kubectl attach", func(ctx context.Context) {
+			Expect(vmPods).NotTo(BeEmpty(), "the Deployment spec did not get its pods running")
+			p := vmPods[0]
+			actx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(actx, cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "attach", "-i", p.Name, "-c", "vm")
+			stdin, err := cmd.StdinPipe()
+			Expect(err).NotTo(HaveOccurred())
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			Expect(cmd.Start()).To(Succeed())
+			defer cmd.Process.Kill()
+			// The shell computes the marker: the echo of the typed line
+			// does not contain it, only the command's output does.
+			Eventually(func(g Gomega) {
+				_, err := io.WriteString(stdin, "echo $((6*7))-attached-to-$(hostname)\n")
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(out.String()).To(ContainSubstring("42-attached-to-" + p.Name))
+			}).WithContext(actx).WithTimeout(2*time.Minute).WithPolling(3*time.Second).Should(Succeed(), "attach output:\n%s", out.String())
+			// Ctrl-] detaches; kubectl attach then returns.
+			_, err = io.WriteString(stdin, "\x1d")
+			Expect(err).NotTo(HaveOccurred())
+			stdin.Close()
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			Eventually(done).WithTimeout(time.Minute).Should(Receive(), "kubectl attach did not return after the detach key")
+		})
+
+		It("applies user-data taken from a ConfigMap", func(ctx context.Context) {
+			Expect(vmPods).To(HaveLen(2), "the Deployment spec did not get its pods running")
+			for _, p := range vmPods {
+				waitConsole(ctx, ns, p.Name, userDataMarker+" "+p.Name)
+			}
+		})
+
+		It("runs a plain container pod beside the VMs on containerd", func(ctx context.Context) {
+			_, err := client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: ctrPod, Labels: map[string]string{"app": ctrPod}},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{
+						Name: "busybox", Image: cfg.containerImage, ImagePullPolicy: corev1.PullNever,
+						Command: []string{"sleep", "3600"},
+					}},
+					TerminationGracePeriodSeconds: ptr.To[int64](1),
+				},
+			}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			p := runningPods(ctx, ns, "app="+ctrPod, 1)[0]
+			Expect(p.Status.ContainerStatuses[0].ContainerID).NotTo(ContainSubstring("podvisor__"), "the container pod went to podvisor")
+			out, err := kubectl(ctx, "-n", ns, "exec", ctrPod, "--", "echo", "exec-in-containerd")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(strings.TrimSpace(out)).To(Equal("exec-in-containerd"))
+			if len(vmPods) > 0 {
+				By("the container reaches a VM's pod IP")
+				vm := vmPods[0]
+				Eventually(func(g Gomega) {
+					out, err := kubectl(ctx, "-n", ns, "exec", ctrPod, "--", "nc", "-w", "5", vm.Status.PodIP, "8080")
+					g.Expect(err).NotTo(HaveOccurred())
+					g.Expect(strings.TrimSpace(out)).To(Equal(vm.Name))
+				}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(poll).Should(Succeed())
+			}
+		})
+
+		It("runs a VM pod selected by RuntimeClass handler podvisor, without any annotation", func(ctx context.Context) {
+			_, err := client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
+				ObjectMeta: metav1.ObjectMeta{Name: runtimeClass},
+				Handler:    "podvisor",
+			}, metav1.CreateOptions{})
+			if !apierrors.IsAlreadyExists(err) {
+				Expect(err).NotTo(HaveOccurred())
+			}
+			_, err = client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: rcPod, Labels: map[string]string{"app": rcPod}},
+				Spec: corev1.PodSpec{
+					RuntimeClassName:              ptr.To(runtimeClass),
+					Containers:                    []corev1.Container{vmContainer()},
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+				},
+			}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			p := runningPods(ctx, ns, "app="+rcPod, 1)[0]
+			Expect(p.Annotations).To(BeEmpty())
+			Expect(p.Status.ContainerStatuses[0].ContainerID).To(ContainSubstring("podvisor__"))
+			waitConsole(ctx, ns, rcPod, "PODVISOR-GUEST: hostname="+rcPod, "PODVISOR-GUEST: ready")
+			Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(rcPod))
+
+			rs, done := criClient()
+			defer done()
+			f := footprint(ctx, rs, string(p.UID))
+			Expect(f.containers).To(HaveLen(1))
+			By("deleting it: its VM goes away")
+			Expect(client.CoreV1().Pods(ns).Delete(ctx, rcPod, metav1.DeleteOptions{})).To(Succeed())
+			Eventually(func() []string { return leftovers(ctx, rs, f) }).WithContext(ctx).
+				WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeEmpty())
+		})
+
+		It("removes the VMs with no leak when the Deployment scales to 0", func(ctx context.Context) {
+			Expect(vmPods).To(HaveLen(2), "the Deployment spec did not get its pods running")
+			rs, done := criClient()
+			defer done()
+			var fps []vmFootprint
+			for _, p := range vmPods {
+				f := footprint(ctx, rs, string(p.UID))
+				Expect(f.sandboxes).To(HaveLen(1), "podvisor's sandboxes of %s", p.Name)
+				Expect(f.containers).To(HaveLen(1), "podvisor's containers of %s", p.Name)
+				Expect(leftovers(ctx, rs, vmFootprint{podUID: "none", containers: f.containers})).
+					To(ContainElement(ContainSubstring("libvirt domain")), "the running VM of %s is not visible in libvirt", p.Name)
+				fps = append(fps, f)
+			}
+			_, err := client.AppsV1().Deployments(ns).Patch(ctx, deployName, types.MergePatchType,
+				[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(func(g Gomega) {
+				list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + deployName})
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(list.Items).To(BeEmpty())
+			}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(Succeed())
+			for _, f := range fps {
+				Eventually(func() []string { return leftovers(ctx, rs, f) }).WithContext(ctx).
+					WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeEmpty(), "pod %s", f.podUID)
+			}
+			fmt.Fprintf(GinkgoWriter, "no leak: %d sandboxes, %d VMs gone\n", len(fps), len(fps))
+		})
+	})
