@@ -76,11 +76,13 @@ func TestAttachIsTheSerialConsole(t *testing.T) {
 	// wired through.
 	got := make(chan string, 1)
 	go func() {
+		// Keep reading to the end: the client blocks on an unread pipe.
+		sent := false
 		for {
 			l, err := lines.ReadString('\n')
-			if strings.TrimSpace(l) == domainName {
+			if !sent && strings.TrimSpace(l) == domainName {
 				got <- l
-				return
+				sent = true
 			}
 			if err != nil {
 				return
