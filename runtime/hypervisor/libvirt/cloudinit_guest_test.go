@@ -1,0 +1,267 @@
+package libvirt
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podvisor/podvisor/runtime/cloudinit"
+	"libvirt.org/go/libvirtxml"
+)
+
+// TestCloudInitDriveInGuest boots the test guest on libvirt with drives
+// written by runtime/cloudinit and checks, from the console and through the
+// guest agent, that the guest applied them: hostname, user-data, and the
+// static network config (QEMU user networking's 10.0.2.15/24 via 10.0.2.2,
+// given statically, so "net=static"), or DHCP when the pod forces it.
+func TestCloudInitDriveInGuest(t *testing.T) {
+	integration(t)
+	needTool(t, "qemu-img")
+	if _, err := cloudinit.ISOTool(); err != nil {
+		needTool(t, "genisoimage")
+	}
+	h := newTestHypervisor(t)
+
+	// The guest reaches this server through its gateway: QEMU's user
+	// networking maps 10.0.2.2 to the host's loopback.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s\n", strings.TrimPrefix(r.URL.Path, "/"))
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+
+	const mac = "52:54:00:5a:17:01"
+	static := &cloudinit.NetworkInfo{Interfaces: []cloudinit.Interface{{
+		Name: "eth0", MAC: mac,
+		Addresses: []cloudinit.Address{{CIDR: "10.0.2.15/24", Gateway: "10.0.2.2"}},
+	}}}
+	dns := &cloudinit.DNSConfig{Servers: []string{"10.0.2.3"}, Searches: []string{"ci.example"}}
+	tests := []struct {
+		name string
+		in   cloudinit.Input
+		net  string // the marker the guest prints
+	}{
+		{"nocloud-v1", cloudinit.Input{Network: static, DNS: dns}, "net=static ip=10.0.2.15"},
+		{"nocloud-v2", cloudinit.Input{Network: static, DNS: dns, NetworkConfigVersion: 2}, "net=static ip=10.0.2.15"},
+		{"configdrive", cloudinit.Input{Network: static, DNS: dns, Type: cloudinit.ConfigDrive}, "net=static ip=10.0.2.15"},
+		{"forced-dhcp", cloudinit.Input{Network: static, DNS: dns, ForceDHCP: true}, "net=dhcp ip=10.0.2.15"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			name := fmt.Sprintf("podvisor-ci-%s-%d", tt.name, os.Getpid())
+			host := "ci-" + tt.name
+			in := tt.in
+			in.PodName, in.PodNamespace, in.Hostname = name, "default", host
+			in.UserDataScript = "#!/bin/sh\necho USER-DATA-RAN as $(hostname)\n"
+			c, err := cloudinit.Generate(ctx, in, nil)
+			if err != nil {
+				t.Fatalf("Generate: %v", err)
+			}
+			x := cloudInitDomain(t, h, name, c, mac)
+			if _, err := h.Define(ctx, x); err != nil {
+				t.Fatalf("Define: %v", err)
+			}
+			if err := h.Start(ctx, name); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			con, err := h.Console(ctx, name)
+			if err != nil {
+				t.Fatalf("Console: %v", err)
+			}
+			defer con.Close()
+			out := readConsole(con)
+			out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
+			for _, want := range []string{
+				"PODVISOR-GUEST: hostname=" + host,
+				"PODVISOR-GUEST: " + tt.net,
+				"USER-DATA-RAN as " + host,
+			} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("console lacks %q:\n%s", want, out.String())
+				}
+			}
+
+			// What the guest really configured, asked through its agent.
+			routes := guestExec(t, h, name, "ip", "-4", "route")
+			if !strings.Contains(routes, "default via 10.0.2.2 dev eth0") {
+				t.Errorf("guest routes lack the default via 10.0.2.2:\n%s", routes)
+			}
+			addrs := guestExec(t, h, name, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+			if !strings.Contains(addrs, "inet 10.0.2.15/24") {
+				t.Errorf("eth0 does not have 10.0.2.15/24:\n%s", addrs)
+			}
+			resolv := guestExec(t, h, name, "cat", "/etc/resolv.conf")
+			if !strings.Contains(resolv, "nameserver 10.0.2.3") {
+				t.Errorf("resolv.conf lacks the nameserver:\n%s", resolv)
+			}
+			if tt.net == "net=static ip=10.0.2.15" && !strings.Contains(resolv, "search ci.example") {
+				t.Errorf("resolv.conf lacks the search domain of the drive:\n%s", resolv)
+			}
+			if got := guestExec(t, h, name, "hostname"); strings.TrimSpace(got) != host {
+				t.Errorf("hostname in the guest = %q, want %q", got, host)
+			}
+			// Through the gateway to the host and back. (busybox-static's
+			// wget needs glibc's NSS libraries, which the guest lacks: nc.)
+			got := guestExec(t, h, name, "sh", "-c", fmt.Sprintf("printf 'GET /%s HTTP/1.0\\r\\n\\r\\n' | nc -w 20 10.0.2.2 %d", tt.name, port))
+			if !strings.HasSuffix(strings.TrimSpace(got), "hello "+tt.name) {
+				t.Errorf("the guest fetched %q from the host through its gateway, want %q", got, "hello "+tt.name)
+			}
+		})
+	}
+}
+
+// cloudInitDomain writes the drive c as an ISO and returns a domain with an
+// overlay of the test guest, the ISO as a CD-ROM, a user-mode NIC with mac
+// and the guest agent channel.
+func cloudInitDomain(t *testing.T, h *Hypervisor, name string, c *cloudinit.Contents, mac string) string {
+	t.Helper()
+	base := testGuest(t)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	overlay := filepath.Join(dir, "root.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay)
+	iso := filepath.Join(dir, "cloud-init.iso")
+	if err := cloudinit.WriteISO(context.Background(), c, iso); err != nil {
+		t.Fatalf("WriteISO: %v", err)
+	}
+	dom := libvirtxml.Domain{
+		Type:   h.DomainType(),
+		Name:   name,
+		Memory: &libvirtxml.DomainMemory{Value: 256, Unit: "MiB"},
+		VCPU:   &libvirtxml.DomainVCPU{Value: 1},
+		OS: &libvirtxml.DomainOS{
+			Type:        &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
+			BootDevices: []libvirtxml.DomainBootDevice{{Dev: "hd"}},
+		},
+		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},
+		OnPoweroff: "destroy",
+		OnReboot:   "restart",
+		OnCrash:    "destroy",
+		Devices: &libvirtxml.DomainDeviceList{
+			Disks: []libvirtxml.DomainDisk{{
+				Device: "disk",
+				Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "qcow2"},
+				Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: overlay}},
+				Target: &libvirtxml.DomainDiskTarget{Dev: "vda", Bus: "virtio"},
+			}, {
+				// Virtlet's way: the drive is a CD-ROM.
+				Device:   "cdrom",
+				Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
+				Source:   &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: iso}},
+				Target:   &libvirtxml.DomainDiskTarget{Dev: "sda", Bus: "scsi"},
+				ReadOnly: &libvirtxml.DomainDiskReadOnly{},
+			}},
+			Controllers: []libvirtxml.DomainController{{Type: "scsi", Model: "virtio-scsi"}},
+			Interfaces: []libvirtxml.DomainInterface{{
+				Source: &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}},
+				MAC:    &libvirtxml.DomainInterfaceMAC{Address: mac},
+				Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
+			}},
+			Serials: []libvirtxml.DomainSerial{{
+				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(dir, "console.sock")}},
+				Target: &libvirtxml.DomainSerialTarget{Port: new(uint)},
+			}},
+			Channels: []libvirtxml.DomainChannel{{
+				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(dir, "agent.sock")}},
+				Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: "org.qemu.guest_agent.0"}},
+			}},
+		},
+	}
+	x, err := dom.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = h.Destroy(ctx, name)
+		_ = h.Undefine(ctx, name)
+	})
+	return x
+}
+
+// guestExec runs a command through the guest agent (guest-exec, then
+// guest-exec-status until it has exited) and returns its output; it fails
+// the test on a non-zero exit.
+func guestExec(t *testing.T, h *Hypervisor, name string, cmd ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	call := func(req any) (json.RawMessage, error) {
+		b, err := json.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := h.AgentCommand(ctx, name, string(b), 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		var r struct {
+			Return json.RawMessage `json:"return"`
+		}
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			return nil, fmt.Errorf("agent reply %q: %w", raw, err)
+		}
+		return r.Return, nil
+	}
+	var started struct{ PID int }
+	for {
+		// The agent connects a moment after boot: retry until it answers.
+		ret, err := call(map[string]any{"execute": "guest-exec", "arguments": map[string]any{"path": cmd[0], "arg": cmd[1:], "capture-output": true}})
+		if err == nil {
+			if err := json.Unmarshal(ret, &started); err != nil {
+				t.Fatalf("guest-exec %v: reply %s: %v", cmd, ret, err)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("guest-exec %v: %v", cmd, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	for {
+		ret, err := call(map[string]any{"execute": "guest-exec-status", "arguments": map[string]any{"pid": started.PID}})
+		if err != nil {
+			t.Fatalf("guest-exec-status %v: %v", cmd, err)
+		}
+		var st struct {
+			Exited   bool   `json:"exited"`
+			ExitCode int    `json:"exitcode"`
+			OutData  string `json:"out-data"`
+			ErrData  string `json:"err-data"`
+		}
+		if err := json.Unmarshal(ret, &st); err != nil {
+			t.Fatalf("guest-exec-status %v: reply %s: %v", cmd, ret, err)
+		}
+		if st.Exited {
+			out, _ := base64.StdEncoding.DecodeString(st.OutData)
+			errOut, _ := base64.StdEncoding.DecodeString(st.ErrData)
+			if st.ExitCode != 0 {
+				t.Errorf("%v in the guest exited %d: %s%s", cmd, st.ExitCode, out, errOut)
+			}
+			return string(out)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%v in the guest did not finish", cmd)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
