@@ -19,6 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podvisor/podvisor/runtime/annotations"
@@ -260,6 +261,25 @@ func TestDaemonSetWiring(t *testing.T) {
 	} else {
 		cm := volumes[m.Name].ConfigMap.Name
 		one[*corev1.ConfigMap](t, objs, "image-translations.yaml/ConfigMap/"+cm)
+	}
+
+	// --kubeconfig is a key of a ConfigMap volume, a kubeconfig that uses
+	// the pod's service account.
+	kc := pv["kubeconfig"]
+	if m, ok := mounts["podvisor"][filepath.Dir(kc)]; !ok || volumes[m.Name].ConfigMap == nil {
+		t.Errorf("--kubeconfig %s is not in a ConfigMap volume", kc)
+	} else {
+		cm := one[*corev1.ConfigMap](t, objs, "rbac.yaml/ConfigMap/"+volumes[m.Name].ConfigMap.Name)
+		cfg, err := clientcmd.Load([]byte(cm.Data[filepath.Base(kc)]))
+		if err != nil {
+			t.Errorf("ConfigMap %s key %s: %v", cm.Name, filepath.Base(kc), err)
+		} else if ctx := cfg.Contexts[cfg.CurrentContext]; ctx == nil || cfg.Clusters[ctx.Cluster] == nil || cfg.AuthInfos[ctx.AuthInfo] == nil {
+			t.Errorf("ConfigMap %s: current context %q does not name a cluster and a user", cm.Name, cfg.CurrentContext)
+		} else if u := cfg.AuthInfos[ctx.AuthInfo]; u.TokenFile != "/var/run/secrets/kubernetes.io/serviceaccount/token" {
+			t.Errorf("ConfigMap %s: kubeconfig user reads token %q, want the service account's", cm.Name, u.TokenFile)
+		} else if c := cfg.Clusters[ctx.Cluster]; c.Server != "https://kubernetes.default.svc" || c.CertificateAuthority != "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt" {
+			t.Errorf("ConfigMap %s: cluster %s at %s with CA %s, want the in-cluster ones", cm.Name, ctx.Cluster, c.Server, c.CertificateAuthority)
+		}
 	}
 
 	// The pod's identity exists and may read what podvisor reads.
