@@ -349,7 +349,9 @@ func (m *Manager) ContainerStatus(ctx context.Context, id string) (Container, er
 // stays cheap with many VMs.
 func (m *Manager) ListContainers(f ContainerFilter) []Container {
 	m.mu.RLock()
-	out := make([]Container, 0, len(m.containers))
+	// Sort pointers, copy once: records are large and kubelet lists every
+	// second.
+	sel := make([]*Container, 0, len(m.containers))
 	for _, c := range m.containers {
 		if f.ID != "" && !hasPrefix(c.ID, f.ID) {
 			continue
@@ -363,15 +365,19 @@ func (m *Manager) ListContainers(f ContainerFilter) []Container {
 		if !labelsMatch(c.Config.Labels, f.LabelSelector) {
 			continue
 		}
-		out = append(out, *c)
+		sel = append(sel, c)
 	}
 	m.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
+	sort.Slice(sel, func(i, j int) bool {
+		if !sel[i].CreatedAt.Equal(sel[j].CreatedAt) {
+			return sel[i].CreatedAt.Before(sel[j].CreatedAt)
 		}
-		return out[i].ID < out[j].ID
+		return sel[i].ID < sel[j].ID
 	})
+	out := make([]Container, len(sel))
+	for i, c := range sel {
+		out[i] = *c
+	}
 	return out
 }
 

@@ -74,7 +74,7 @@ func (a *testAssembler) Assemble(_ context.Context, sb *pod.Sandbox, c *pod.Cont
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	hv     *simhv.Hypervisor
 	net    *fakenet.Network
@@ -84,7 +84,7 @@ type env struct {
 	logDir string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), asm: &testAssembler{}}
 	e.logDir = filepath.Join(e.dir, "logs")

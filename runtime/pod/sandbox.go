@@ -222,7 +222,7 @@ func (m *Manager) PodSandbox(id string) (Sandbox, error) {
 // ListPodSandboxes returns the sandboxes matching f, oldest first.
 func (m *Manager) ListPodSandboxes(f SandboxFilter) []Sandbox {
 	m.mu.RLock()
-	out := make([]Sandbox, 0, len(m.sandboxes))
+	sel := make([]*Sandbox, 0, len(m.sandboxes))
 	for _, sb := range m.sandboxes {
 		if f.ID != "" && !hasPrefix(sb.ID, f.ID) {
 			continue
@@ -233,15 +233,19 @@ func (m *Manager) ListPodSandboxes(f SandboxFilter) []Sandbox {
 		if !labelsMatch(sb.Config.Labels, f.LabelSelector) {
 			continue
 		}
-		out = append(out, *sb)
+		sel = append(sel, sb)
 	}
 	m.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
+	sort.Slice(sel, func(i, j int) bool {
+		if !sel[i].CreatedAt.Equal(sel[j].CreatedAt) {
+			return sel[i].CreatedAt.Before(sel[j].CreatedAt)
 		}
-		return out[i].ID < out[j].ID
+		return sel[i].ID < sel[j].ID
 	})
+	out := make([]Sandbox, len(sel))
+	for i, sb := range sel {
+		out[i] = *sb
+	}
 	return out
 }
 
