@@ -45,6 +45,7 @@ started_libvirtd=0
 subnet=10.77.$((RANDOM % 200 + 20)).0/24
 pods=()
 ctrs=()
+domains=()
 
 fail() {
 	echo "FAIL: $*" >&2
@@ -102,6 +103,7 @@ JSON
 	ip=$(cri inspectp -o go-template --template '{{.status.network.ip}}' "$pod")
 	ctr=$(cri create "$pod" "$work/$name-ctr.json" "$work/$name-pod.json") || fail "create $name"
 	ctrs+=("$ctr")
+	domains+=("$(field "$ctr" '{{.info.domain}}')")
 	cri start "$ctr" >/dev/null || fail "start $name"
 	echo "  $name: pod ${pod:0:13} IP $ip, VM container ${ctr:0:13} running"
 }
@@ -269,8 +271,11 @@ for p in "${pods[@]}"; do
 	[ ! -e "/run/netns/podvisor-${p:0:12}" ] || fail "network namespace of ${p:0:13} left"
 done
 pods=()
-left=$(virsh -q -c qemu:///system list --all --name | grep -c '^pv-' || true)
-[ "$left" = 0 ] || fail "$left podvisor domains left in libvirt"
+# Only this run's domains: other podvisors may share libvirtd.
+all_domains=$(virsh -q -c qemu:///system list --all --name)
+for d in "${domains[@]}"; do
+	! grep -qx "$d" <<<"$all_domains" || fail "domain $d left in libvirt"
+done
 [ -z "$(find "$work/state/vms" -mindepth 1 2>/dev/null)" ] || fail "VM files (disks, ISOs) left"
 [ -z "$(in_node ip -o link show type veth 2>/dev/null)" ] || fail "veth interfaces left in the node namespace"
 
