@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/podvisor/podvisor/runtime/domain"
@@ -349,8 +348,6 @@ func (m *Manager) ContainerStatus(ctx context.Context, id string) (Container, er
 // stays cheap with many VMs.
 func (m *Manager) ListContainers(f ContainerFilter) []Container {
 	m.mu.RLock()
-	// Sort pointers, copy once: records are large and kubelet lists every
-	// second.
 	sel := make([]*Container, 0, len(m.containers))
 	for _, c := range m.containers {
 		if f.ID != "" && !hasPrefix(c.ID, f.ID) {
@@ -368,17 +365,7 @@ func (m *Manager) ListContainers(f ContainerFilter) []Container {
 		sel = append(sel, c)
 	}
 	m.mu.RUnlock()
-	sort.Slice(sel, func(i, j int) bool {
-		if !sel[i].CreatedAt.Equal(sel[j].CreatedAt) {
-			return sel[i].CreatedAt.Before(sel[j].CreatedAt)
-		}
-		return sel[i].ID < sel[j].ID
-	})
-	out := make([]Container, len(sel))
-	for i, c := range sel {
-		out[i] = *c
-	}
-	return out
+	return oldestFirst(sel, func(c *Container) (time.Time, string) { return c.CreatedAt, c.ID })
 }
 
 // Stats returns resource usage of a running container's VM.

@@ -236,15 +236,24 @@ func (m *Manager) ListPodSandboxes(f SandboxFilter) []Sandbox {
 		sel = append(sel, sb)
 	}
 	m.mu.RUnlock()
+	return oldestFirst(sel, func(sb *Sandbox) (time.Time, string) { return sb.CreatedAt, sb.ID })
+}
+
+// oldestFirst sorts records by creation time (then ID) and copies them
+// out. It sorts pointers and copies once: records are large and kubelet
+// lists every second.
+func oldestFirst[T any](sel []*T, key func(*T) (time.Time, string)) []T {
 	sort.Slice(sel, func(i, j int) bool {
-		if !sel[i].CreatedAt.Equal(sel[j].CreatedAt) {
-			return sel[i].CreatedAt.Before(sel[j].CreatedAt)
+		ti, idi := key(sel[i])
+		tj, idj := key(sel[j])
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
 		}
-		return sel[i].ID < sel[j].ID
+		return idi < idj
 	})
-	out := make([]Sandbox, len(sel))
-	for i, sb := range sel {
-		out[i] = *sb
+	out := make([]T, len(sel))
+	for i, r := range sel {
+		out[i] = *r
 	}
 	return out
 }
