@@ -361,18 +361,7 @@ func TestCRIInvalidRequests(t *testing.T) {
 func TestRestartInProcess(t *testing.T) {
 	h := newHarness(t)
 	c := ctx(t)
-	if _, err := h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}); err != nil {
-		t.Fatal(err)
-	}
-	run, err := h.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("p")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr, err := h.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cr := h.createdVM(t, "p")
 	if _, err := h.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
@@ -394,13 +383,15 @@ func TestRestartInProcess(t *testing.T) {
 
 func podFilterAll() pod.ContainerFilter { return pod.ContainerFilter{} }
 
-func TestExecSyncThroughTheGuestAgent(t *testing.T) {
-	h := newHarness(t)
+// createdVM pulls the test image and creates a VM container in a new
+// sandbox named name.
+func (h *harness) createdVM(t *testing.T, name string) (*runtimeapi.RunPodSandboxResponse, *runtimeapi.CreateContainerResponse) {
+	t.Helper()
 	c := ctx(t)
 	if _, err := h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}); err != nil {
 		t.Fatal(err)
 	}
-	run, err := h.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("ex")})
+	run, err := h.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig(name)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,6 +400,13 @@ func TestExecSyncThroughTheGuestAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return run, cr
+}
+
+func TestExecSyncThroughTheGuestAgent(t *testing.T) {
+	h := newHarness(t)
+	c := ctx(t)
+	_, cr := h.createdVM(t, "ex")
 	if _, err := h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"hostname"}}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("exec in a VM that is not running: %v, want FailedPrecondition", err)
 	}
@@ -417,6 +415,7 @@ func TestExecSyncThroughTheGuestAgent(t *testing.T) {
 	}
 	// The simulated guest's agent answers once it has booted.
 	var resp *runtimeapi.ExecSyncResponse
+	var err error
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err = h.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"echo", "hello", "vm"}, Timeout: 10})

@@ -15,18 +15,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	h.cfg.MetricsAddr = "127.0.0.1:0"
 	h.start()
 	c := ctx(t)
-	if _, err := h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}); err != nil {
-		t.Fatal(err)
-	}
-	run, err := h.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("m")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr, err := h.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cr := h.createdVM(t, "m")
 	if _, err := h.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
