@@ -6,7 +6,7 @@
 # Every daemon of the node runs in a private network namespace ("the node"):
 # etcd, kube-apiserver (on the namespace's 127.0.0.1), controller-manager,
 # scheduler, containerd, podvisor, criproxy, kubelet (node IP 10.99.0.1 on a
-# dummy interface) and the busybox httpd that serves the test guest image.
+# veth inside it) and the busybox httpd that serves the test guest image.
 # Pod networks are CNI bridges inside that namespace; the suite runs there
 # too, so it reaches pod IPs. Only libvirtd runs outside (ci/libvirtd.sh):
 # QEMU enters each pod's namespace through podvisor-vmwrapper.
@@ -60,7 +60,9 @@ cri() { in_node "$crictl" --runtime-endpoint "unix://$work/criproxy.sock" --imag
 run() {
 	local name=$1
 	shift
-	in_node "$@" >>"$logs/$name.log" 2>&1 &
+	# nsenter itself, not a function: $! must be the daemon's PID
+	# (nsenter execs it), not that of a subshell that a signal would orphan.
+	nsenter --net="/run/netns/$netns" "$@" >>"$logs/$name.log" 2>&1 &
 	pids+=($!)
 	names+=("$name")
 }
@@ -132,10 +134,13 @@ say "libvirtd (root namespace) and the node network namespace $netns"
 "$root/ci/libvirtd.sh" start
 ip netns add "$netns"
 in_node ip link set lo up
-in_node ip link add node0 type dummy
+# The node's address, on a veth pair that stays inside the namespace (the
+# kernel here has no dummy interfaces). Its default route leads nowhere but
+# lets kube-apiserver and kubelet find "the host's" address.
+in_node ip link add node0 type veth peer name node0p
 in_node ip addr add "$node_ip/24" dev node0
+in_node ip link set node0p up
 in_node ip link set node0 up
-# kube-apiserver picks its service network's route from a default route.
 in_node ip route add default dev node0
 
 say "PKI, etcd, kube-apiserver, controller-manager, scheduler"
@@ -151,13 +156,14 @@ run kube-apiserver "$k8sbin/kube-apiserver" --etcd-servers http://127.0.0.1:2379
 	--service-cluster-ip-range 10.96.0.0/24 --allow-privileged=true \
 	--authorization-mode Node,RBAC --client-ca-file "$pki/ca.crt" \
 	--tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+	--kubelet-preferred-address-types InternalIP \
 	--kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
 	--service-account-issuer https://kubernetes.default.svc.cluster.local \
 	--service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key"
 wait_for "kube-apiserver /readyz" 300 kubectl get --raw /readyz
 run kube-controller-manager "$k8sbin/kube-controller-manager" --kubeconfig "$pki/controller-manager.kubeconfig" \
 	--authentication-kubeconfig "$pki/controller-manager.kubeconfig" --authorization-kubeconfig "$pki/controller-manager.kubeconfig" \
-	--bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials=false \
+	--bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
 	--service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt"
 run kube-scheduler "$k8sbin/kube-scheduler" --kubeconfig "$pki/scheduler.kubeconfig" \
 	--authentication-kubeconfig "$pki/scheduler.kubeconfig" --authorization-kubeconfig "$pki/scheduler.kubeconfig" \
