@@ -105,6 +105,8 @@ cleanup() {
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${names[$i]}" "${pids[$i]}"; done
 	# kubelet's and containerd's mounts under the work dir, deepest first.
 	awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+	# kubelet's cgroups (cgroupfs driver), empty once its pods are gone.
+	find /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} + 2>/dev/null
 	ip netns del "$netns" 2>/dev/null
 	if [ "$started_libvirtd" = 1 ] && [ -z "${KEEP_LIBVIRTD:-}" ]; then "$root/ci/libvirtd.sh" stop >/dev/null 2>&1; fi
 	if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
@@ -209,10 +211,10 @@ cat >"$work/cni-podvisor/10-e2e.conflist" <<JSON
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.240.89.0/24"}]],
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$work/ipam-podvisor"}}]}
 JSON
-# kubelet asks for "<name>:latest" when the image has no tag.
+# A Virtlet-style translation by name (kubelet asks for "<name>:latest").
 cat >"$work/translations/images.yaml" <<YAML
 translations:
-- regexp: '^podvisor/testvm(:latest)?$'
+- name: podvisor/testvm
   url: http://127.0.0.1:8099/podvisor-test-guest.qcow2
 YAML
 run httpd busybox httpd -f -p 127.0.0.1:8099 -h "$guest_dir"
