@@ -40,6 +40,10 @@ say "dependencies (ci/install-deps.sh) and builds"
 "$root/ci/build-guest.sh" "$guest_dir" >/dev/null
 [ -f "$guest_dir/podvisor-test-guest.qcow2" ] || { echo "e2e: no test guest in $guest_dir" >&2; exit 1; }
 
+# One run at a time: kubelets share the machine's /kubepods cgroups.
+exec 9>/run/podvisor-e2e.lock
+flock -w 3600 9 || { echo "e2e: another ci/e2e.sh held /run/podvisor-e2e.lock for an hour" >&2; exit 1; }
+
 work=$(mktemp -d /tmp/podvisor-e2e.XXXXXX)
 netns=pve2e-$$
 pids=()
@@ -62,7 +66,7 @@ run() {
 	shift
 	# nsenter itself, not a function: $! must be the daemon's PID
 	# (nsenter execs it), not that of a subshell that a signal would orphan.
-	nsenter --net="/run/netns/$netns" "$@" >>"$logs/$name.log" 2>&1 &
+	nsenter --net="/run/netns/$netns" "$@" >>"$logs/$name.log" 2>&1 9>&- &
 	pids+=($!)
 	names+=("$name")
 }
@@ -133,7 +137,8 @@ wait_for() {
 
 say "libvirtd (root namespace) and the node network namespace $netns"
 "$root/ci/libvirtd.sh" status 2>/dev/null | grep -q '^libvirtd: running' || started_libvirtd=1
-"$root/ci/libvirtd.sh" start
+# A libvirtd started here outlives the run: it must not hold the lock.
+"$root/ci/libvirtd.sh" start 9>&-
 ip netns add "$netns"
 in_node ip link set lo up
 # The node's address, on a veth pair that stays inside the namespace (the
@@ -170,6 +175,9 @@ run kube-controller-manager "$k8sbin/kube-controller-manager" --kubeconfig "$pki
 run kube-scheduler "$k8sbin/kube-scheduler" --kubeconfig "$pki/scheduler.kubeconfig" \
 	--authentication-kubeconfig "$pki/scheduler.kubeconfig" --authorization-kubeconfig "$pki/scheduler.kubeconfig" \
 	--bind-address 127.0.0.1 --leader-elect=false
+# podvisor may read ConfigMaps and Secrets (cloud-init data sources), no more.
+kubectl create clusterrole podvisor-datasource --verb=get --resource=configmaps,secrets >/dev/null
+kubectl create clusterrolebinding podvisor-datasource --clusterrole=podvisor-datasource --user=podvisor >/dev/null
 # The ServiceAccount controller creates it; waiting proves the controller-manager works.
 wait_for "the default ServiceAccount" 180 kubectl -n default get serviceaccount default
 
@@ -225,7 +233,7 @@ for t in "$work"/images/*.tar; do
 done
 run podvisor "$root/bin/podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni-podvisor" \
 	--listen "unix://$work/podvisor.sock" --state-dir "$work/podvisor" \
-	--image-translations-dir "$work/translations" --kubeconfig "$pki/admin.kubeconfig"
+	--image-translations-dir "$work/translations" --kubeconfig "$pki/podvisor.kubeconfig"
 wait_for podvisor 120 in_node "$crictl" --runtime-endpoint "unix://$work/podvisor.sock" version
 run criproxy "$root/bin/criproxy" --listen "unix://$work/criproxy.sock" \
 	--primary "unix://$work/containerd.sock" --runtime "podvisor=unix://$work/podvisor.sock"

@@ -75,7 +75,7 @@ export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
 start=$(date +%s)
 echo "k8s/build: resolving k8s.io/kubernetes $k8s_version"
-go mod tidy -e >/dev/null 2>&1 || true
+go mod tidy
 go mod download
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 -X k8s.io/component-base/version.gitTreeState=clean"
 for b in "${bins[@]}"; do

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Generates the PKI of the e2e one-node cluster with openssl: a CA, the
 # apiserver's serving cert, client certs (admin, controller-manager,
-# scheduler, kubelet, apiserver->kubelet), the service-account key pair,
+# scheduler, kubelet, podvisor, apiserver->kubelet), the service-account
+# key pair,
 # and a kubeconfig per client.
 #
 # Usage: ci/k8s/pki.sh DIR NODE_NAME NODE_IP APISERVER_URL
@@ -40,8 +41,9 @@ cert admin "/O=system:masters/CN=podvisor-e2e-admin"
 cert controller-manager "/CN=system:kube-controller-manager"
 cert scheduler "/CN=system:kube-scheduler"
 cert kubelet "/O=system:nodes/CN=system:node:$node"
-# podvisor reads ConfigMaps and Secrets for cloud-init; on a real node it
-# has a ServiceAccount with that RBAC, here the admin identity suffices.
+# podvisor reads ConfigMaps and Secrets for cloud-init data sources; ci/e2e.sh
+# grants this identity exactly that (ClusterRole podvisor-datasource).
+cert podvisor "/CN=podvisor"
 
 ossl genrsa -out sa.key 2048
 ossl rsa -in sa.key -pubout -out sa.pub
@@ -70,4 +72,5 @@ kubeconfig admin admin
 kubeconfig controller-manager controller-manager
 kubeconfig scheduler scheduler
 kubeconfig kubelet kubelet
+kubeconfig podvisor podvisor
 chmod 600 ./*.key
