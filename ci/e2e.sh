@@ -51,10 +51,6 @@ names=()
 started_libvirtd=0
 logs=$work/logs
 mkdir -p "$logs"
-(cd "$root" && go test -tags e2e -c -o "$work/e2e.test" ./conformance/e2e/)
-"$root/ci/images/build.sh" "$work/images" podvisor-e2e.local >/dev/null
-# shellcheck disable=SC1091
-. "$work/images/images.env"
 
 in_node() { nsenter --net="/run/netns/$netns" "$@"; }
 kubectl() { in_node "$k8sbin/kubectl" --kubeconfig "$work/pki/admin.kubeconfig" "$@"; }
@@ -119,6 +115,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+say "the suite's test binary and the container images"
+(cd "$root" && go test -tags e2e -c -o "$work/e2e.test" ./conformance/e2e/)
+"$root/ci/images/build.sh" "$work/images" podvisor-e2e.local >/dev/null
+# shellcheck disable=SC1091
+. "$work/images/images.env"
 
 # wait_for DESCRIPTION SECONDS CMD...: polls CMD once a second.
 wait_for() {
