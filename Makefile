@@ -21,7 +21,7 @@ CMDS := $(notdir $(wildcard cmd/*))
 
 CRITEST := $(TOOLS)/critest
 
-.PHONY: all build test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance clean
+.PHONY: all build test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance e2e clean
 
 all: build
 
@@ -63,6 +63,12 @@ real-pod: build tools
 
 proxy-it: build tools
 	ci/test-proxy.sh $(CRICTL)
+
+# A one-node Kubernetes (v1.34.4 built from the module proxy) with kubelet ->
+# criproxy -> containerd + podvisor on libvirt; the Ginkgo suite of
+# conformance/e2e (docs/e2e.md). Root.
+e2e: build tools
+	ci/e2e.sh
 
 # critest v1.37 against containerd directly and through criproxy
 # (docs/conformance.md records both).
