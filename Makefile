@@ -42,6 +42,7 @@ $(CRICTL):
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	go vet ./...
+	go vet -tags e2e ./conformance/e2e/
 	go mod tidy -diff
 
 # Unit and in-process tiers: pure packages, the lifecycle on the simulated
