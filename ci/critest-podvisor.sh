@@ -13,7 +13,9 @@
 # conformance/skip-podvisor.txt lists skipped specs with a reason each.
 #
 # Writes OUTDIR (default _build/critest-podvisor): critest.log, junit.xml,
-# results (one "<state> <spec>" a line), summary.md, podvisor.log.
+# results (one "<state> <spec>" a line), summary.md, podvisor.log and
+# report.md (conformance/report.py: every spec, its result, and the reason
+# of each non-pass from conformance/{skip,failures}-podvisor.txt).
 # Env: CRITEST (default _build/tools/critest; built if missing),
 #      CRITEST_FOCUS (a ginkgo focus regexp), PODVISOR_GUEST_DIR.
 set -euo pipefail
@@ -135,6 +137,11 @@ tr '\n' ' ' <"$out/junit.xml" | grep -o '<testcase [^>]*>' |
 	sort -k2 >"$out/results"
 awk '{n[$1]++} END {printf "| passed | failed | skipped |\n|---|---|---|\n| %d | %d | %d |\n", n["passed"], n["failed"]+n["panicked"]+n["timedout"]+n["interrupted"], n["skipped"]+n["pending"]}' "$out/results" >"$out/summary.md"
 cat "$out/summary.md"
+# Every spec with its result and the reason of each non-pass.
+if command -v python3 >/dev/null; then
+	python3 "$root/conformance/report.py" "$out/junit.xml" >"$out/report.md"
+	echo "per-spec report: $out/report.md"
+fi
 left=$(grep -c '' <(virsh -q -c qemu:///system list --all --name | grep '^pv-' | while read -r d; do grep -q "$d" "$work/podvisor.log" && echo "$d"; done) || true)
 echo "domains left by the run: $left"
 echo "results: $out/results"
