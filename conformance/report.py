@@ -50,6 +50,8 @@ def main():
             skip = tc.find("skipped")
             msg = first_line(skip.get("message") if skip is not None else "")
             msg = re.sub(r"^skipped - ", "", msg)
+            if msg in ("", "skipped"):
+                msg = "not selected" + (" (benchmark; critest runs these only with -benchmark)" if "benchmark" in name else "")
             reason = next((r for s, r in skips if s in name), None)
             reason = ("skip list: " + reason) if reason else ("critest: " + msg)
         elif status != "passed":
