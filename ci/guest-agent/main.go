@@ -69,6 +69,7 @@ func runAgent(name string) int {
 	}
 	fmt.Printf("PODVISOR-GUEST: agent=%s\n", dev)
 	a := newAgent()
+	a.shutdown = busyboxShutdown
 	for {
 		// The port reads EOF while no host side is connected: retry.
 		if err := a.serve(f, f); err != nil {

@@ -182,6 +182,8 @@ func closingQuote(t string) int {
 
 func scalar(t string, line int) (any, error) {
 	switch {
+	case t == "":
+		return nil, nil
 	case t == "{}":
 		return map[string]any{}, nil
 	case t == "[]":
