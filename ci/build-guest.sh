@@ -21,6 +21,9 @@
 #  - applies the drive's network config (NoCloud network-config v1 or v2,
 #    ConfigDrive network_data.json) with `podvisor-guest-agent netconfig`;
 #    DHCP on every other NIC (udhcpc, routes incl. option 121, MTU, DNS)
+#  - applies #cloud-config user-data (`podvisor-guest-agent cloudconfig`:
+#    write_files, mounts, runcmd: podvisor's files, environment and volumes)
+#    before it starts the agent, so an exec sees them
 #  - runs user-data when it starts with "#!" (output on the console)
 #  - answers on TCP 8080 with its hostname (raw, no request needed) and
 #    serves the hostname over HTTP on port 80
@@ -133,8 +136,6 @@ say() { echo "PODVISOR-GUEST: $*"; }
 
 while read -r ko; do insmod "$ko" 2>/dev/null; done </etc/modules.list
 hostname podvisor-guest
-# The guest agent waits for its virtio port (a minute at most).
-podvisor-guest-agent agent &
 
 # Cloud-init drive: NoCloud (cidata) or ConfigDrive (config-2).
 mount_drive() {
@@ -200,6 +201,14 @@ for path in /sys/class/net/*; do
 	say "net=$how ip=${addr:-none}"
 	say "ip=${addr:-none}"
 done
+
+# cloud-config user-data (files, environment, volumes) before the agent
+# starts, so that the first exec sees what the pod gave the guest.
+if [ -n "$userdata" ] && [ -f "$userdata" ] && [ "$(head -c 13 "$userdata")" = "#cloud-config" ]; then
+	podvisor-guest-agent cloudconfig "$userdata" || echo "podvisor-guest: cloud-config not fully applied"
+fi
+# The guest agent waits for its virtio port (a minute at most).
+podvisor-guest-agent agent &
 
 # Port 8080 answers the hostname at once; port 80 serves it over HTTP.
 ( while true; do nc -ll -p 8080 -e /bin/hostname; sleep 1; done ) >/dev/null 2>&1 &

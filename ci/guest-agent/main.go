@@ -1,9 +1,11 @@
 // Command podvisor-guest-agent is the test guest's QEMU guest agent and
 // network configurator. ci/build-guest.sh builds it static (CGO_ENABLED=0)
-// into the guest's initramfs; the guest's /etc/rcS runs it twice:
+// into the guest's initramfs; the guest's /etc/rcS runs it three times:
 //
 //	podvisor-guest-agent netconfig DIR   applies the network config of the
 //	                                     cloud-init drive mounted at DIR
+//	podvisor-guest-agent cloudconfig F   applies write_files, mounts and
+//	                                     runcmd of a #cloud-config user-data
 //	podvisor-guest-agent agent           serves the QEMU guest agent protocol
 //	                                     on the org.qemu.guest_agent.0 port
 //
@@ -21,7 +23,7 @@ const version = "podvisor-guest-agent 1"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: podvisor-guest-agent agent [PORT-NAME] | netconfig DRIVE-DIR")
+		fmt.Fprintln(os.Stderr, "usage: podvisor-guest-agent agent [PORT-NAME] | netconfig DRIVE-DIR | cloudconfig USER-DATA")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -31,6 +33,12 @@ func main() {
 			name = os.Args[2]
 		}
 		os.Exit(runAgent(name))
+	case "cloudconfig":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "usage: podvisor-guest-agent cloudconfig USER-DATA")
+			os.Exit(2)
+		}
+		os.Exit(runCloudConfig(os.Args[2], os.Stdout))
 	case "netconfig":
 		if len(os.Args) != 3 {
 			fmt.Fprintln(os.Stderr, "usage: podvisor-guest-agent netconfig DRIVE-DIR")
@@ -38,7 +46,7 @@ func main() {
 		}
 		os.Exit(runNetconfig(os.Args[2], os.Stdout, os.Stderr))
 	default:
-		fmt.Fprintf(os.Stderr, "podvisor-guest-agent: unknown subcommand %q: accepted agent, netconfig\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "podvisor-guest-agent: unknown subcommand %q: accepted agent, netconfig, cloudconfig\n", os.Args[1])
 		os.Exit(2)
 	}
 }

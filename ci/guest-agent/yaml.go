@@ -9,25 +9,31 @@ import (
 // parseYAML reads the block-style YAML subset that cloud-init network
 // configs are written in (and that podvisor's cloudinit package emits):
 // mappings, sequences (also at their key's indentation), "- key: value"
-// items, plain and quoted scalars, {} and [] and flow lists of scalars.
+// items, plain and quoted scalars, literal block scalars (|, |-, |+),
+// {} and [] and flow lists of scalars.
 // Values are map[string]any, []any or string (nil for an empty value).
 func parseYAML(src string) (any, error) {
 	var ls []yline
-	for n, raw := range strings.Split(src, "\n") {
-		raw = strings.TrimRight(raw, " \t\r")
-		text := strings.TrimLeft(raw, " ")
+	raws := strings.Split(strings.ReplaceAll(src, "\r\n", "\n"), "\n")
+	for n, raw := range raws {
+		trimmed := strings.TrimRight(raw, " \t\r")
+		text := strings.TrimLeft(trimmed, " ")
 		if text == "" || strings.HasPrefix(text, "#") || text == "---" {
 			continue
 		}
 		if strings.HasPrefix(text, "\t") {
 			return nil, fmt.Errorf("line %d: tab indentation is not YAML", n+1)
 		}
-		ls = append(ls, yline{no: n + 1, indent: len(raw) - len(text), text: stripComment(text)})
+		ls = append(ls, yline{no: n + 1, indent: len(trimmed) - len(text), text: stripComment(text)})
 	}
 	if len(ls) == 0 {
 		return nil, nil
 	}
-	p := &yparser{ls: ls}
+	if len(ls) == 1 && !isItem(ls[0].text) && !isKey(ls[0].text) {
+		// A document that is one scalar, e.g. "{}".
+		return scalar(ls[0].text, ls[0].no)
+	}
+	p := &yparser{ls: ls, raws: raws}
 	v, err := p.block(ls[0].indent)
 	if err != nil {
 		return nil, err
@@ -46,6 +52,58 @@ type yline struct {
 type yparser struct {
 	ls []yline
 	i  int
+	// raws are the source lines (block scalars keep blank and # lines).
+	raws []string
+}
+
+// blockScalar reads a literal block scalar (| with chomping - or +) whose
+// indicator ended line no (1-based) under a parent at indent, and moves
+// the parser past it.
+func (p *yparser) blockScalar(ind string, no, indent int) (string, error) {
+	if ind != "|" && ind != "|-" && ind != "|+" {
+		return "", fmt.Errorf("line %d: block scalar %q: only |, |- and |+ are supported", no, ind)
+	}
+	var body []string
+	blockIndent := -1
+	end := no // index in raws of the first line after the block
+	for ; end < len(p.raws); end++ {
+		raw := strings.TrimRight(p.raws[end], "\r")
+		text := strings.TrimLeft(raw, " ")
+		if strings.TrimSpace(raw) == "" {
+			body = append(body, "")
+			continue
+		}
+		in := len(raw) - len(text)
+		if in <= indent {
+			break
+		}
+		if blockIndent < 0 {
+			blockIndent = in
+		}
+		if in < blockIndent {
+			return "", fmt.Errorf("line %d: block scalar line less indented than its first line", end+1)
+		}
+		body = append(body, raw[blockIndent:])
+	}
+	// Skip the tokens inside the block.
+	for p.i < len(p.ls) && p.ls[p.i].no <= end {
+		p.i++
+	}
+	// Trailing blank lines belong to the block only for chomping.
+	trail := 0
+	for len(body) > 0 && body[len(body)-1] == "" {
+		body = body[:len(body)-1]
+		trail++
+	}
+	out := strings.Join(body, "\n")
+	switch {
+	case ind == "|-" || len(body) == 0:
+	case ind == "|+":
+		out += strings.Repeat("\n", trail+1)
+	default:
+		out += "\n"
+	}
+	return out, nil
 }
 
 func isItem(t string) bool { return t == "-" || strings.HasPrefix(t, "- ") }
@@ -75,6 +133,13 @@ func (p *yparser) seq(indent int) (any, error) {
 			inner := indent + (len(l.text) - len(rest))
 			p.ls[p.i] = yline{no: l.no, indent: inner, text: rest}
 			v, err := p.block(inner)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		case strings.HasPrefix(rest, "|") || strings.HasPrefix(rest, ">"):
+			p.i++
+			v, err := p.blockScalar(rest, l.no, indent)
 			if err != nil {
 				return nil, err
 			}
@@ -150,6 +215,14 @@ func (p *yparser) mapping(indent int) (any, error) {
 				return nil, err
 			}
 			out[k] = val
+			continue
+		}
+		if strings.HasPrefix(v, "|") || strings.HasPrefix(v, ">") {
+			bs, err := p.blockScalar(v, l.no, indent)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = bs
 			continue
 		}
 		val, err := scalar(v, l.no)

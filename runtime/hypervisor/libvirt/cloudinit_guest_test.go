@@ -19,7 +19,8 @@ import (
 
 // TestCloudInitDriveInGuest boots the test guest on libvirt with drives
 // written by runtime/cloudinit and checks, from the console and through the
-// guest agent, that the guest applied them: hostname, user-data, and the
+// guest agent, that the guest applied them: hostname, user-data (a script,
+// or cloud-config with files and the container environment), and the
 // static network config (QEMU user networking's 10.0.2.15/24 via 10.0.2.2,
 // given statically, so "net=static"), or DHCP when the pod forces it.
 func TestCloudInitDriveInGuest(t *testing.T) {
@@ -53,11 +54,18 @@ func TestCloudInitDriveInGuest(t *testing.T) {
 		name string
 		in   cloudinit.Input
 		net  string // the marker the guest prints
+		// cloudConfig: user-data is the generated #cloud-config (files,
+		// environment) instead of a script.
+		cloudConfig bool
 	}{
-		{"nocloud-v1", cloudinit.Input{Network: static, DNS: dns}, "net=static ip=10.0.2.15"},
-		{"nocloud-v2", cloudinit.Input{Network: static, DNS: dns, NetworkConfigVersion: 2}, "net=static ip=10.0.2.15"},
-		{"configdrive", cloudinit.Input{Network: static, DNS: dns, Type: cloudinit.ConfigDrive}, "net=static ip=10.0.2.15"},
-		{"forced-dhcp", cloudinit.Input{Network: static, DNS: dns, ForceDHCP: true}, "net=dhcp ip=10.0.2.15"},
+		{"nocloud-v1", cloudinit.Input{Network: static, DNS: dns}, "net=static ip=10.0.2.15", false},
+		{"nocloud-v2", cloudinit.Input{Network: static, DNS: dns, NetworkConfigVersion: 2}, "net=static ip=10.0.2.15", false},
+		{"configdrive", cloudinit.Input{Network: static, DNS: dns, Type: cloudinit.ConfigDrive}, "net=static ip=10.0.2.15", false},
+		{"forced-dhcp", cloudinit.Input{Network: static, DNS: dns, ForceDHCP: true}, "net=dhcp ip=10.0.2.15", false},
+		{"cloud-config", cloudinit.Input{Network: static, DNS: dns,
+			Env:   []cloudinit.EnvVar{{Name: "GREETING", Value: "hello world"}},
+			Files: []cloudinit.GuestFile{{Path: "/etc/podvisor/secret", Content: []byte("s3cret\n"), Mode: 0o600}},
+		}, "net=static ip=10.0.2.15", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,7 +74,9 @@ func TestCloudInitDriveInGuest(t *testing.T) {
 			host := "ci-" + tt.name
 			in := tt.in
 			in.PodName, in.PodNamespace, in.Hostname = name, "default", host
-			in.UserDataScript = "#!/bin/sh\necho USER-DATA-RAN as $(hostname)\n"
+			if !tt.cloudConfig {
+				in.UserDataScript = "#!/bin/sh\necho USER-DATA-RAN as $(hostname)\n"
+			}
 			c, err := cloudinit.Generate(ctx, in, nil)
 			if err != nil {
 				t.Fatalf("Generate: %v", err)
@@ -85,11 +95,13 @@ func TestCloudInitDriveInGuest(t *testing.T) {
 			defer con.Close()
 			out := readConsole(con)
 			out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
-			for _, want := range []string{
-				"PODVISOR-GUEST: hostname=" + host,
-				"PODVISOR-GUEST: " + tt.net,
-				"USER-DATA-RAN as " + host,
-			} {
+			wants := []string{"PODVISOR-GUEST: hostname=" + host, "PODVISOR-GUEST: " + tt.net}
+			if tt.cloudConfig {
+				wants = append(wants, "cloud-config: wrote /etc/podvisor/secret")
+			} else {
+				wants = append(wants, "USER-DATA-RAN as "+host)
+			}
+			for _, want := range wants {
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("console lacks %q:\n%s", want, out.String())
 				}
@@ -113,6 +125,17 @@ func TestCloudInitDriveInGuest(t *testing.T) {
 			}
 			if got := guestExec(t, h, name, "hostname"); strings.TrimSpace(got) != host {
 				t.Errorf("hostname in the guest = %q, want %q", got, host)
+			}
+			if tt.cloudConfig {
+				if got := guestExec(t, h, name, "cat", "/etc/podvisor/secret"); got != "s3cret\n" {
+					t.Errorf("/etc/podvisor/secret in the guest = %q", got)
+				}
+				if got := guestExec(t, h, name, "stat", "-c", "%a", "/etc/podvisor/secret"); strings.TrimSpace(got) != "600" {
+					t.Errorf("/etc/podvisor/secret mode %q, want 600", got)
+				}
+				if got := guestExec(t, h, name, "sh", "-c", ". "+cloudinit.EnvFilePath+" && echo \"$GREETING\""); got != "hello world\n" {
+					t.Errorf("the container environment in the guest gives GREETING=%q", got)
+				}
 			}
 			// Through the gateway to the host and back. (busybox-static's
 			// wget needs glibc's NSS libraries, which the guest lacks: nc.)

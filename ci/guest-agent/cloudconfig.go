@@ -1,0 +1,200 @@
+package main
+
+import (
+	"encoding/base64"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// cloudConfig is the part of a #cloud-config user-data the test guest
+// applies, in cloud-init's order: write_files, mounts, runcmd. It is what
+// podvisor uses for files, the container environment and volumes.
+type cloudConfig struct {
+	Files  []guestFile
+	Mounts [][]string
+	// RunCmd entries: a string runs with sh -c, a list is argv.
+	RunCmd [][]string
+}
+
+type guestFile struct {
+	Path    string
+	Content []byte
+	Mode    os.FileMode
+	Append  bool
+}
+
+func parseCloudConfig(src string) (*cloudConfig, error) {
+	if !strings.HasPrefix(src, "#cloud-config") {
+		return nil, fmt.Errorf("user-data is not #cloud-config")
+	}
+	v, err := parseYAML(src)
+	if err != nil {
+		return nil, fmt.Errorf("cloud-config: %w", err)
+	}
+	top, ok := v.(map[string]any)
+	if v != nil && !ok {
+		return nil, fmt.Errorf("cloud-config: want a mapping at the top, got %T", v)
+	}
+	cc := &cloudConfig{}
+	for i, e := range list(top["write_files"]) {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("cloud-config: write_files[%d]: want a mapping", i)
+		}
+		f := guestFile{Path: str(m["path"]), Mode: 0o644, Append: str(m["append"]) == "true"}
+		if !filepath.IsAbs(f.Path) {
+			return nil, fmt.Errorf("cloud-config: write_files[%d].path: %q is not an absolute path", i, f.Path)
+		}
+		content := str(m["content"])
+		switch enc := str(m["encoding"]); enc {
+		case "", "text/plain":
+			f.Content = []byte(content)
+		case "b64", "base64":
+			b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(content), ""))
+			if err != nil {
+				return nil, fmt.Errorf("cloud-config: write_files[%d] (%s): content is not base64: %v", i, f.Path, err)
+			}
+			f.Content = b
+		default:
+			return nil, fmt.Errorf("cloud-config: write_files[%d].encoding: %q: accepted b64, base64, text/plain", i, enc)
+		}
+		if p := str(m["permissions"]); p != "" {
+			n, err := strconv.ParseUint(p, 8, 32)
+			if err != nil || n > 0o7777 {
+				return nil, fmt.Errorf("cloud-config: write_files[%d].permissions: %q is not an octal mode", i, p)
+			}
+			f.Mode = os.FileMode(n)
+		}
+		cc.Files = append(cc.Files, f)
+	}
+	for i, e := range list(top["mounts"]) {
+		fields := strList(e)
+		if len(fields) < 2 {
+			return nil, fmt.Errorf("cloud-config: mounts[%d]: want [device, directory, type, options], got %v", i, e)
+		}
+		cc.Mounts = append(cc.Mounts, fields)
+	}
+	for i, e := range list(top["runcmd"]) {
+		switch c := e.(type) {
+		case string:
+			cc.RunCmd = append(cc.RunCmd, []string{"sh", "-c", c})
+		case []any:
+			argv := strList(c)
+			if len(argv) == 0 {
+				return nil, fmt.Errorf("cloud-config: runcmd[%d]: empty command", i)
+			}
+			cc.RunCmd = append(cc.RunCmd, argv)
+		default:
+			return nil, fmt.Errorf("cloud-config: runcmd[%d]: want a string or a list, got %T", i, e)
+		}
+	}
+	return cc, nil
+}
+
+// cloudOps is what applying a cloud-config needs from the guest.
+type cloudOps interface {
+	WriteFile(f guestFile) error
+	// Run runs argv and returns its combined output.
+	Run(argv ...string) (string, error)
+}
+
+// applyCloudConfig applies cc, logging each step; a failing step is
+// logged and the rest still run (cloud-init does the same). It returns the
+// number of failed steps.
+func applyCloudConfig(cc *cloudConfig, ops cloudOps, log io.Writer) int {
+	failed := 0
+	step := func(what string, err error) {
+		if err != nil {
+			failed++
+			fmt.Fprintf(log, "cloud-config: %s: FAILED: %v\n", what, err)
+			return
+		}
+		fmt.Fprintf(log, "cloud-config: %s\n", what)
+	}
+	for _, f := range cc.Files {
+		step(fmt.Sprintf("wrote %s (%d bytes, mode %04o)", f.Path, len(f.Content), f.Mode), ops.WriteFile(f))
+	}
+	for _, m := range cc.Mounts {
+		dev, dir := m[0], m[1]
+		args := []string{"mount"}
+		if len(m) > 2 && m[2] != "" && m[2] != "auto" {
+			args = append(args, "-t", m[2])
+		}
+		if len(m) > 3 && m[3] != "" && m[3] != "defaults" {
+			args = append(args, "-o", m[3])
+		}
+		args = append(args, dev, dir)
+		_, err := ops.Run("mkdir", "-p", dir)
+		if err == nil {
+			var out string
+			if out, err = ops.Run(args...); err != nil {
+				err = fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
+			}
+		}
+		step(fmt.Sprintf("mounted %s on %s", dev, dir), err)
+	}
+	for _, argv := range cc.RunCmd {
+		out, err := ops.Run(argv...)
+		if out != "" {
+			fmt.Fprint(log, out)
+			if !strings.HasSuffix(out, "\n") {
+				fmt.Fprintln(log)
+			}
+		}
+		step("ran "+strings.Join(argv, " "), err)
+	}
+	return failed
+}
+
+type guestCloudOps struct{}
+
+func (guestCloudOps) WriteFile(f guestFile) error {
+	if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+		return err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if f.Append {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	}
+	w, err := os.OpenFile(f.Path, flags, f.Mode)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(f.Content); err != nil {
+		w.Close()
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return os.Chmod(f.Path, f.Mode)
+}
+
+func (guestCloudOps) Run(argv ...string) (string, error) {
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	return string(out), err
+}
+
+// runCloudConfig is the cloudconfig subcommand. Exit status 0: applied; 1:
+// some step failed or the file is not usable cloud-config.
+func runCloudConfig(path string, log io.Writer) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(log, "cloud-config: %v\n", err)
+		return 1
+	}
+	cc, err := parseCloudConfig(string(b))
+	if err != nil {
+		fmt.Fprintf(log, "%v\n", err)
+		return 1
+	}
+	if applyCloudConfig(cc, guestCloudOps{}, log) > 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func goldenUserData(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(golden, dir, "user-data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestParseCloudConfigGoldens(t *testing.T) {
+	tests := []struct {
+		dir  string
+		want *cloudConfig
+	}{
+		{"volumes", &cloudConfig{
+			Files: []guestFile{
+				{Path: "/etc/secret/password", Content: []byte("pw"), Mode: 0o400},
+				{Path: "/etc/config/app.conf", Content: []byte("a=1\n"), Mode: 0o644},
+			},
+			Mounts: [][]string{{"data", "/data", "9p", "trans=virtio"}},
+			RunCmd: [][]string{{"sh", "-c", "/etc/cloud/mount-volumes.sh"}},
+		}},
+		{"env", &cloudConfig{Files: []guestFile{{
+			Path: "/etc/cloud/environment", Mode: 0o644,
+			Content: []byte("PLAIN=value\nSPACED='two words'\nQUOTE='it'\\''s $HOME'\n"),
+		}}}},
+		{"plain", &cloudConfig{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.dir, func(t *testing.T) {
+			got, err := parseCloudConfig(goldenUserData(t, tt.dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+	// Every cloud-config podvisor writes parses.
+	ents, err := os.ReadDir(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(golden, e.Name(), "user-data"))
+		if err != nil || !bytes.HasPrefix(b, []byte("#cloud-config")) {
+			continue
+		}
+		n++
+		if _, err := parseCloudConfig(string(b)); err != nil {
+			t.Errorf("%s: %v", e.Name(), err)
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d cloud-config goldens found", n)
+	}
+}
+
+func TestBlockScalars(t *testing.T) {
+	src := "#cloud-config\nwrite_files:\n- path: /a\n  content: |\n    #!/bin/sh\n\n    echo hi\n      indented\n\n- path: /b\n  content: |-\n    no newline\n- path: /c\n  content: |+\n    keep\n\n\nruncmd:\n- [ls, -l]\n- |\n  echo two\n  echo lines\n"
+	got, err := parseCloudConfig(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &cloudConfig{
+		Files: []guestFile{
+			{Path: "/a", Content: []byte("#!/bin/sh\n\necho hi\n  indented\n"), Mode: 0o644},
+			{Path: "/b", Content: []byte("no newline"), Mode: 0o644},
+			{Path: "/c", Content: []byte("keep\n\n\n"), Mode: 0o644},
+		},
+		RunCmd: [][]string{{"ls", "-l"}, {"sh", "-c", "echo two\necho lines\n"}},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+func TestCloudConfigErrors(t *testing.T) {
+	tests := []struct{ src, want string }{
+		{"#!/bin/sh\necho\n", "not #cloud-config"},
+		{"#cloud-config\nwrite_files:\n- path: rel\n", `write_files[0].path: "rel" is not an absolute path`},
+		{"#cloud-config\nwrite_files:\n- path: /x\n  encoding: gz+b64\n", `write_files[0].encoding: "gz+b64"`},
+		{"#cloud-config\nwrite_files:\n- path: /x\n  content: '!!'\n  encoding: b64\n", "content is not base64"},
+		{"#cloud-config\nwrite_files:\n- path: /x\n  permissions: '0999'\n", `permissions: "0999" is not an octal mode`},
+		{"#cloud-config\nmounts:\n- [only]\n", "mounts[0]: want [device, directory, type, options]"},
+		{"#cloud-config\nwrite_files:\n- path: /x\n  content: >\n    folded\n", `block scalar ">"`},
+	}
+	for _, tt := range tests {
+		if _, err := parseCloudConfig(tt.src); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tt.src, err, tt.want)
+		}
+	}
+}
+
+type fakeCloud struct {
+	files []string
+	runs  []string
+	fail  string
+}
+
+func (f *fakeCloud) WriteFile(g guestFile) error {
+	f.files = append(f.files, g.Path)
+	return nil
+}
+
+func (f *fakeCloud) Run(argv ...string) (string, error) {
+	c := strings.Join(argv, " ")
+	f.runs = append(f.runs, c)
+	if f.fail != "" && strings.Contains(c, f.fail) {
+		return "no such device\n", errors.New("exit status 32")
+	}
+	return "", nil
+}
+
+func TestApplyCloudConfig(t *testing.T) {
+	cc, err := parseCloudConfig(goldenUserData(t, "volumes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := &fakeCloud{fail: "mount -t 9p"}
+	var log bytes.Buffer
+	if n := applyCloudConfig(cc, ops, &log); n != 1 {
+		t.Errorf("failed steps = %d, want 1 (the mount)", n)
+	}
+	if d := cmp.Diff([]string{"/etc/secret/password", "/etc/config/app.conf"}, ops.files); d != "" {
+		t.Errorf("files (-want +got):\n%s", d)
+	}
+	wantRuns := []string{"mkdir -p /data", "mount -t 9p -o trans=virtio data /data", "sh -c /etc/cloud/mount-volumes.sh"}
+	if d := cmp.Diff(wantRuns, ops.runs); d != "" {
+		t.Errorf("commands (-want +got):\n%s", d)
+	}
+	if !strings.Contains(log.String(), "cloud-config: mounted data on /data: FAILED: exit status 32: no such device") {
+		t.Errorf("log lacks the failed mount:\n%s", log.String())
+	}
+}
+
+func TestGuestCloudOpsWriteFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sub", "f")
+	ops := guestCloudOps{}
+	if err := ops.WriteFile(guestFile{Path: p, Content: []byte("one\n"), Mode: 0o600}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.WriteFile(guestFile{Path: p, Content: []byte("two\n"), Mode: 0o600, Append: true}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	st, _ := os.Stat(p)
+	if err != nil || string(b) != "one\ntwo\n" || st.Mode().Perm() != 0o600 {
+		t.Errorf("file = %q, mode %v, %v", b, st.Mode(), err)
+	}
+}
