@@ -17,12 +17,14 @@
 # report.md (conformance/report.py: every spec, its result, and the reason
 # of each non-pass from conformance/{skip,failures}-podvisor.txt).
 # Env: CRITEST (default _build/tools/critest; built if missing),
-#      CRITEST_FOCUS (a ginkgo focus regexp), PODVISOR_GUEST_DIR.
+#      CRITEST_FOCUS (a ginkgo focus regexp), PODVISOR_GUEST_DIR,
+#      PODVISOR (the binary; default bin/podvisor).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/_build/critest-podvisor}
 critest=${CRITEST:-$root/_build/tools/critest}
+podvisor=${PODVISOR:-$root/bin/podvisor}
 guest_dir=${PODVISOR_GUEST_DIR:-/var/tmp/podvisor-test-guest}
 export PATH=/usr/local/go/bin:$PATH GOTOOLCHAIN=local
 
@@ -31,7 +33,7 @@ missing=()
 for tool in qemu-system-x86_64 qemu-img virsh libvirtd genisoimage nsenter ip busybox; do
 	command -v "$tool" >/dev/null || missing+=("$tool (ci/install-deps.sh)")
 done
-[ -x "$root/bin/podvisor" ] && [ -x "$root/bin/podvisor-vmwrapper" ] || missing+=("bin/podvisor, bin/podvisor-vmwrapper (make build)")
+[ -x "$podvisor" ] && [ -x "$root/bin/podvisor-vmwrapper" ] || missing+=("$podvisor, bin/podvisor-vmwrapper (make build)")
 [ -d /usr/lib/cni ] || [ -d /opt/cni/bin ] || missing+=("CNI plugins (containernetworking-plugins)")
 if [ "${#missing[@]}" -gt 0 ]; then
 	printf 'critest-podvisor: missing: %s\n' "${missing[@]}" >&2
@@ -103,7 +105,7 @@ httpd_pid=$!
 sed "s|@BASE@|http://127.0.0.1:8099|" "$root/conformance/translations.yaml" >"$work/translations/critest.yaml"
 
 echo "--- podvisor on libvirt"
-in_node "$root/bin/podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni" \
+in_node "$podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni" \
 	--listen "unix://$sock" --state-dir "$work/state" --image-translations-dir "$work/translations" \
 	>"$work/podvisor.log" 2>&1 &
 pid=$!
