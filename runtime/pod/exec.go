@@ -24,11 +24,13 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	if c.State != ContainerRunning {
 		return nil, nil, 0, errdefs.FailedPreconditionf("container %s is %s: commands run only in a running VM", c.ID, c.State)
 	}
-	if timeoutSeconds > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeoutSeconds)*time.Second)
-		defer cancel()
+	if timeoutSeconds <= 0 {
+		// No limit asked: still do not wait forever for an agent that
+		// never comes.
+		timeoutSeconds = 120
 	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(timeoutSeconds)*time.Second)
+	defer cancel()
 	return m.agentExec(ctx, c.DomainName, cmd, nil)
 }
 
@@ -76,6 +78,16 @@ func (m *Manager) agentCall(ctx context.Context, domain string, command any) (js
 		timeout = time.Until(dl)
 	}
 	raw, err := m.hv.AgentCommand(ctx, domain, string(req), timeout)
+	// A guest that is still booting has no agent yet: wait for it within
+	// the call's deadline (exec probes start while the VM boots).
+	for err != nil && raw == "" && errors.Is(err, errdefs.ErrUnavailable) {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("guest agent of VM %s did not answer before the deadline: %w", domain, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+		raw, err = m.hv.AgentCommand(ctx, domain, string(req), timeout)
+	}
 	if err != nil && raw == "" {
 		if errors.Is(err, hypervisor.ErrUnimplemented) {
 			return nil, errdefs.Unimplementedf("exec: VM %s has no guest agent channel: %w", domain, err)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"libvirt.org/go/libvirtxml"
 
@@ -175,7 +176,7 @@ func cloudInitInput(sb *pod.Sandbox, c *pod.Container, vm *annotations.VMConfig)
 	in := cloudinit.Input{
 		PodName:           sb.Config.Name,
 		PodNamespace:      sb.Config.Namespace,
-		Hostname:          sb.Config.Hostname,
+		Hostname:          guestHostname(sb),
 		Type:              cloudinit.DriveType(ci.ImageType),
 		MetaData:          ci.MetaData,
 		UserData:          ci.UserData,
@@ -217,4 +218,17 @@ func cloudInitInput(sb *pod.Sandbox, c *pod.Container, vm *annotations.VMConfig)
 		in.DNS = &cloudinit.DNSConfig{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}
 	}
 	return in
+}
+
+// guestHostname is the pod's hostname, or its name, cut to a DNS label's 63
+// characters: longer names make the guest's sethostname fail.
+func guestHostname(sb *pod.Sandbox) string {
+	h := sb.Config.Hostname
+	if h == "" {
+		h = sb.Config.Name
+	}
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-.")
+	}
+	return h
 }

@@ -122,3 +122,17 @@ func TestAssembleCleansUpAfterALateFailure(t *testing.T) {
 		t.Errorf("domain type xen accepted: %v", err)
 	}
 }
+
+func TestGuestHostnameIsADNSLabel(t *testing.T) {
+	long := strings.Repeat("a", 62) + "-bcd"
+	for _, tc := range []struct{ hostname, name, want string }{
+		{"vm1", "pod", "vm1"},
+		{"", "pod-name", "pod-name"},
+		{"", long, strings.Repeat("a", 62)},
+	} {
+		sb := &pod.Sandbox{Config: pod.SandboxConfig{Hostname: tc.hostname, Name: tc.name}}
+		if got := guestHostname(sb); got != tc.want {
+			t.Errorf("guestHostname(%q, %q) = %q, want %q", tc.hostname, tc.name, got, tc.want)
+		}
+	}
+}
