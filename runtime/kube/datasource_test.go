@@ -2,30 +2,73 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/rest"
 
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 )
 
+// apiServer serves GETs of the given objects on 127.0.0.1 as the API
+// server does (404 with a Status for others, 403 for names in forbidden).
+func apiServer(t *testing.T, forbidden map[string]bool, objs ...any) *DataSource {
+	t.Helper()
+	byPath := map[string]any{}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.ConfigMap:
+			o.APIVersion, o.Kind = "v1", "ConfigMap"
+			byPath["/api/v1/namespaces/"+o.Namespace+"/configmaps/"+o.Name] = o
+		case *corev1.Secret:
+			o.APIVersion, o.Kind = "v1", "Secret"
+			byPath["/api/v1/namespaces/"+o.Namespace+"/secrets/"+o.Name] = o
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		name := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+		code, reason := 0, ""
+		switch {
+		case forbidden[name]:
+			code, reason = http.StatusForbidden, "Forbidden"
+		case byPath[r.URL.Path] == nil:
+			code, reason = http.StatusNotFound, "NotFound"
+		}
+		if code != 0 {
+			w.WriteHeader(code)
+			json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+				Status: "Failure", Reason: metav1.StatusReason(reason), Code: int32(code), Message: name + " " + reason})
+			return
+		}
+		json.NewEncoder(w).Encode(byPath[r.URL.Path])
+	}))
+	t.Cleanup(srv.Close)
+	ds, err := New(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
 func TestConfigMap(t *testing.T) {
-	ds := New(fake.NewClientset(
+	ds := apiServer(t, nil,
 		&corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: "ud"},
 			Data:       map[string]string{"user-data": "#!/bin/sh\necho hi\n"},
 			BinaryData: map[string][]byte{"blob": []byte{0, 1}},
 		},
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns2", Name: "other"}},
-	))
+	)
 	tests := []struct {
 		name, ns, obj string
 		want          map[string]string
@@ -56,10 +99,10 @@ func TestConfigMap(t *testing.T) {
 }
 
 func TestSecret(t *testing.T) {
-	ds := New(fake.NewClientset(&corev1.Secret{
+	ds := apiServer(t, nil, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: "keys"},
 		Data:       map[string][]byte{"ssh": []byte("ssh-ed25519 AAAA x")},
-	}))
+	})
 	got, err := ds.Secret(context.Background(), "ns1", "keys")
 	if err != nil {
 		t.Fatalf("Secret: %v", err)
@@ -75,11 +118,8 @@ func TestSecret(t *testing.T) {
 // Errors other than NotFound (here: RBAC forbids the read) must not look
 // like a missing object: the caller reports them as API failures.
 func TestForbiddenIsNotNotFound(t *testing.T) {
-	c := fake.NewClientset()
-	c.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New(`configmaps "ud" is forbidden`)
-	})
-	_, err := New(c).ConfigMap(context.Background(), "ns1", "ud")
+	ds := apiServer(t, map[string]bool{"ud": true})
+	_, err := ds.ConfigMap(context.Background(), "ns1", "ud")
 	if err == nil || errors.Is(err, cloudinit.ErrNotFound) {
 		t.Fatalf("error = %v, want a non-NotFound error", err)
 	}
