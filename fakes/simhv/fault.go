@@ -142,6 +142,18 @@ func (h *Hypervisor) before(ctx context.Context, op Op, name string) error {
 	return h.takeFaultLocked(op, name, false)
 }
 
+// call runs effect between before and after: the shape of every call that
+// acts on one domain.
+func (h *Hypervisor) call(ctx context.Context, op Op, name string, effect func() error) error {
+	if err := h.before(ctx, op, name); err != nil {
+		return err
+	}
+	if err := effect(); err != nil {
+		return err
+	}
+	return h.after(ctx, op, name)
+}
+
 // after runs once a call took effect.
 func (h *Hypervisor) after(ctx context.Context, op Op, name string) error {
 	h.mu.Lock()

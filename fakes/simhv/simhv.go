@@ -230,13 +230,7 @@ func (h *Hypervisor) define(p *definition, raw string) (hypervisor.DomainStatus,
 
 // Start boots a shut off (or crashed) domain.
 func (h *Hypervisor) Start(ctx context.Context, name string) error {
-	if err := h.before(ctx, OpStart, name); err != nil {
-		return err
-	}
-	if err := h.start(name); err != nil {
-		return err
-	}
-	return h.after(ctx, OpStart, name)
+	return h.call(ctx, OpStart, name, func() error { return h.start(name) })
 }
 
 func (h *Hypervisor) start(name string) error {
@@ -287,13 +281,7 @@ func (h *Hypervisor) start(name string) error {
 
 // Shutdown delivers an ACPI power button press.
 func (h *Hypervisor) Shutdown(ctx context.Context, name string) error {
-	if err := h.before(ctx, OpShutdown, name); err != nil {
-		return err
-	}
-	if err := h.shutdown(name); err != nil {
-		return err
-	}
-	return h.after(ctx, OpShutdown, name)
+	return h.call(ctx, OpShutdown, name, func() error { return h.shutdown(name) })
 }
 
 func (h *Hypervisor) shutdown(name string) error {
@@ -331,13 +319,7 @@ func (h *Hypervisor) shutdown(name string) error {
 // Destroy stops the domain at once; on a domain that is not running it does
 // nothing and succeeds.
 func (h *Hypervisor) Destroy(ctx context.Context, name string) error {
-	if err := h.before(ctx, OpDestroy, name); err != nil {
-		return err
-	}
-	if err := h.destroy(name); err != nil {
-		return err
-	}
-	return h.after(ctx, OpDestroy, name)
+	return h.call(ctx, OpDestroy, name, func() error { return h.destroy(name) })
 }
 
 func (h *Hypervisor) destroy(name string) error {
@@ -355,13 +337,7 @@ func (h *Hypervisor) destroy(name string) error {
 
 // Undefine removes a stopped domain.
 func (h *Hypervisor) Undefine(ctx context.Context, name string) error {
-	if err := h.before(ctx, OpUndefine, name); err != nil {
-		return err
-	}
-	if err := h.undefine(name); err != nil {
-		return err
-	}
-	return h.after(ctx, OpUndefine, name)
+	return h.call(ctx, OpUndefine, name, func() error { return h.undefine(name) })
 }
 
 func (h *Hypervisor) undefine(name string) error {
