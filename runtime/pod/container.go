@@ -412,28 +412,27 @@ func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
 func (m *Manager) resolveSandbox(id string) (string, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if _, ok := m.sandboxes[id]; ok {
-		return id, nil
-	}
-	var keys []string
-	for k := range m.sandboxes {
-		keys = append(keys, k)
-	}
-	return resolvePrefix("sandbox", id, keys)
+	return resolveIn(m.sandboxes, "sandbox", id)
 }
 
 // resolveContainer maps an ID or unique ID prefix to a container ID.
 func (m *Manager) resolveContainer(id string) (string, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if _, ok := m.containers[id]; ok {
+	return resolveIn(m.containers, "container", id)
+}
+
+// resolveIn finds id, or the one key id is a prefix of, in records; the
+// caller holds the map lock. crictl and users give short IDs.
+func resolveIn[T any](records map[string]*T, kind, id string) (string, error) {
+	if _, ok := records[id]; ok {
 		return id, nil
 	}
-	var keys []string
-	for k := range m.containers {
+	keys := make([]string, 0, len(records))
+	for k := range records {
 		keys = append(keys, k)
 	}
-	return resolvePrefix("container", id, keys)
+	return resolvePrefix(kind, id, keys)
 }
 
 func resolvePrefix(kind, id string, keys []string) (string, error) {
