@@ -37,4 +37,14 @@ export DEBIAN_FRONTEND=noninteractive
 apt_opts=(-q -o DPkg::Lock::Timeout=900)
 apt-get "${apt_opts[@]}" update
 # Recommends stay on: libvirt's QEMU driver and firmware arrive that way.
+# Packages must not start their daemons (libvirtd, containerd, etcd, ...):
+# the test scripts start their own, with their own configuration, and stop
+# them by PID. Debian's way is a policy-rc.d that denies; add a temporary
+# one unless the machine already has its own.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\n# podvisor ci/install-deps.sh: no daemon starts during installs\nexit 101\n' >"$policy"
+	chmod +x "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 apt-get "${apt_opts[@]}" install -y "${missing[@]}"
