@@ -64,9 +64,6 @@ var (
 // Cut returns a mode that aborts every response after n body bytes.
 func Cut(n int64) Mode { return Mode{CutAfter: n} }
 
-// Slow returns a mode that waits d before each 64 KiB of body.
-func Slow(d time.Duration) Mode { return Mode{ChunkDelay: d} }
-
 // Options configure a Server.
 type Options struct {
 	// ClientCAs, when set, makes StartTLS require a client certificate

@@ -155,14 +155,6 @@ func parseDNS(d *DNSConfig) ([]any, []any, error) {
 	return servers, searches, nil
 }
 
-func strs(ss ...string) []any {
-	r := make([]any, len(ss))
-	for i, s := range ss {
-		r[i] = s
-	}
-	return r
-}
-
 // networkConfigV1 renders cloud-init network config version 1 (Virtlet's).
 func networkConfigV1(in *Input) ([]byte, error) {
 	nics, err := parseNetwork(in.Network)
