@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"errors"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -118,5 +117,3 @@ func imageToCRI(img Image) *runtimeapi.Image {
 		Spec:        &runtimeapi.ImageSpec{Image: img.Ref},
 	}
 }
-
-func isKind(err, kind error) bool { return errors.Is(err, kind) }

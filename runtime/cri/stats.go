@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -46,7 +47,7 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 	var out []*runtimeapi.ContainerStats
 	for _, c := range s.cfg.Lifecycle.ListContainers(filter) {
 		c, st, err := s.cfg.Lifecycle.Stats(ctx, c.ID)
-		if errdefsNotFound(err) {
+		if isNotFound(err) {
 			continue // removed meanwhile
 		}
 		if err != nil {
@@ -117,7 +118,7 @@ func (s *Server) sandboxStats(ctx context.Context, sb pod.Sandbox) (*runtimeapi.
 	var ts int64
 	for _, c := range s.cfg.Lifecycle.ListContainers(pod.ContainerFilter{SandboxID: sb.ID}) {
 		c, st, err := s.cfg.Lifecycle.Stats(ctx, c.ID)
-		if errdefsNotFound(err) {
+		if isNotFound(err) {
 			continue
 		}
 		if err != nil {
@@ -153,6 +154,7 @@ func containerStatsToCRI(c pod.Container, st hypervisor.Stats) *runtimeapi.Conta
 	}
 }
 
-func errdefsNotFound(err error) bool {
-	return err != nil && (isKind(err, errdefs.ErrNotFound) || isKind(err, hypervisor.ErrNotFound))
+// isNotFound: the object went away between the list and the stats call.
+func isNotFound(err error) bool {
+	return errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, hypervisor.ErrNotFound)
 }
