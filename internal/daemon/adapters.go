@@ -28,24 +28,6 @@ func mapImageErr(err error) error {
 	return err
 }
 
-// stripTag removes a tag such as ":latest", which kubelet adds to every image
-// name without one. VM images are named by URL or translation name, not by
-// tag, so Virtlet ignored tags too. A colon before the last '/' (a port, a
-// URL scheme) or in a digest is kept.
-func stripTag(name string) string {
-	if strings.HasPrefix(name, "sha256:") {
-		return name // an image ref, not a name
-	}
-	if i := strings.Index(name, "@"); i >= 0 {
-		return stripTag(name[:i]) + name[i:]
-	}
-	slash := strings.LastIndex(name, "/")
-	if c := strings.LastIndex(name, ":"); c > slash {
-		return name[:c]
-	}
-	return name
-}
-
 // criName is how kubelet names a stored image: with the virtlet.cloud/
 // prefix and a tag, so that its name matching works as with containerd.
 func criName(name string) string {
@@ -56,7 +38,7 @@ func criName(name string) string {
 }
 
 func (s imageService) Pull(ctx context.Context, name string) (string, error) {
-	ref, err := s.store.Pull(ctx, stripTag(name))
+	ref, err := s.store.Pull(ctx, name)
 	return ref, mapImageErr(err)
 }
 
@@ -73,7 +55,7 @@ func (s imageService) List(ctx context.Context) ([]cri.Image, error) {
 }
 
 func (s imageService) Status(ctx context.Context, nameOrRef string) (*cri.Image, error) {
-	img, err := s.store.Status(ctx, stripTag(nameOrRef))
+	img, err := s.store.Status(ctx, nameOrRef)
 	if err != nil || img == nil {
 		return nil, mapImageErr(err)
 	}
@@ -82,7 +64,7 @@ func (s imageService) Status(ctx context.Context, nameOrRef string) (*cri.Image,
 }
 
 func (s imageService) Remove(ctx context.Context, nameOrRef string) error {
-	return mapImageErr(s.store.Remove(ctx, stripTag(nameOrRef)))
+	return mapImageErr(s.store.Remove(ctx, nameOrRef))
 }
 
 func (s imageService) FsInfo(ctx context.Context) (cri.FsUsage, error) {
@@ -94,7 +76,7 @@ func (s imageService) FsInfo(ctx context.Context) (cri.FsUsage, error) {
 }
 
 func (s imageService) Resolve(ctx context.Context, nameOrRef string) (string, string, error) {
-	p, ref, err := s.store.Resolve(ctx, stripTag(nameOrRef))
+	p, ref, err := s.store.Resolve(ctx, nameOrRef)
 	return p, ref, mapImageErr(err)
 }
 

@@ -176,9 +176,27 @@ type imageName struct {
 	full, base, pin, link string
 }
 
+// stripTag removes a tag such as ":latest", which kubelet adds to every image
+// name without one. VM images are named by URL or translation name, not by
+// tag, so Virtlet ignored tags too. A colon before the last '/' (a port, a
+// URL scheme) or in a digest is kept.
+func stripTag(name string) string {
+	if strings.HasPrefix(name, "sha256:") {
+		return name // an image ref, not a name
+	}
+	if i := strings.Index(name, "@"); i >= 0 {
+		return stripTag(name[:i]) + name[i:]
+	}
+	slash := strings.LastIndex(name, "/")
+	if c := strings.LastIndex(name, ":"); c > slash {
+		return name[:c]
+	}
+	return name
+}
+
 // parseName validates a name as kubelet or a user gives it.
 func parseName(name string) (imageName, error) {
-	n := strings.TrimPrefix(name, CRIPrefix)
+	n := stripTag(strings.TrimPrefix(name, CRIPrefix))
 	bad := func(why string) (imageName, error) {
 		return imageName{}, fmt.Errorf("image name %q: %s", name, why)
 	}
