@@ -138,7 +138,7 @@ wait_for() {
 }
 
 say "libvirtd (root namespace) and the node network namespace $netns"
-"$root/ci/libvirtd.sh" status 2>/dev/null | grep -q '^libvirtd: running' || started_libvirtd=1
+"$root/ci/libvirtd.sh" status 2>/dev/null | grep '^libvirtd: running' >/dev/null || started_libvirtd=1
 # A libvirtd started here outlives the run: it must not hold the lock.
 "$root/ci/libvirtd.sh" start 9>&-
 ip netns add "$netns"

@@ -110,7 +110,7 @@ JSON
 
 wait_ready() { # ctr
 	for _ in $(seq 1 600); do
-		cri logs "$1" 2>/dev/null | grep -q 'PODVISOR-GUEST: ready' && return 0
+		cri logs "$1" 2>/dev/null | grep 'PODVISOR-GUEST: ready' >/dev/null && return 0
 		sleep 0.5
 	done
 	return 1
@@ -129,7 +129,7 @@ ask() { # ip -> the guest's answer on port 8080
 qemu_pid() { cat "/run/libvirt/qemu/$(field "$1" '{{.info.domain}}').pid"; }
 
 say "libvirtd and the test guest"
-if ! "$root/ci/libvirtd.sh" status 2>/dev/null | grep -q '^libvirtd: running'; then started_libvirtd=1; fi
+if ! "$root/ci/libvirtd.sh" status 2>/dev/null | grep '^libvirtd: running' >/dev/null; then started_libvirtd=1; fi
 "$root/ci/libvirtd.sh" start
 "$root/ci/build-guest.sh" "$guest_dir"
 [ -f "$guest_dir/podvisor-test-guest.qcow2" ] || fail "no test guest in $guest_dir"
@@ -174,18 +174,18 @@ for _ in $(seq 1 600); do
 		printf '%s\n' "$log" | tail -n +$((shown + 1)) | sed 's/^/  console| /'
 		shown=$n
 	fi
-	if printf '%s\n' "$log" | grep -q 'PODVISOR-GUEST: ready'; then ready=1; break; fi
+	if printf '%s\n' "$log" | grep 'PODVISOR-GUEST: ready' >/dev/null; then ready=1; break; fi
 	sleep 0.5
 done
 [ "$ready" = 1 ] || fail "the guest never printed its ready marker"
-echo "$log" | grep -q "PODVISOR-GUEST: hostname=demo-vm" || fail "cloud-init hostname not applied"
-echo "$log" | grep -q "PODVISOR-GUEST: ip=$main_ip" || fail "the guest did not get the pod IP $main_ip by DHCP"
-echo "$log" | grep -q "user data script ran\|user-data script ran" || fail "the cloud-init user-data script did not run"
+echo "$log" | grep "PODVISOR-GUEST: hostname=demo-vm" >/dev/null || fail "cloud-init hostname not applied"
+echo "$log" | grep "PODVISOR-GUEST: ip=$main_ip" >/dev/null || fail "the guest did not get the pod IP $main_ip by DHCP"
+echo "$log" | grep "user data script ran\|user-data script ran" >/dev/null || fail "the cloud-init user-data script did not run"
 
 say "the pod IP answers: $main_ip:8080"
 answer=$(ask "$main_ip")
 echo "  $main_ip:8080 says: $answer"
-echo "$answer" | grep -q demo-vm || fail "the pod IP did not answer with the guest's hostname"
+echo "$answer" | grep demo-vm >/dev/null || fail "the pod IP did not answer with the guest's hostname"
 
 if [ "$mode" = test ]; then
 	say "exec in the VM through the QEMU guest agent (ci/guest-agent in the test guest)"
@@ -202,7 +202,7 @@ if [ "$mode" = test ]; then
 	fi
 	err=$(in_node "$crictl" --runtime-endpoint "unix://$sock" --timeout 120s exec "$main_ctr" sh -c 'exit 3' 2>&1) &&
 		fail "a command exiting 3 in the VM: crictl exec succeeded"
-	echo "$err" | grep -q "exit code 3" || fail "crictl exec of 'exit 3' did not report exit code 3: $err"
+	echo "$err" | grep "exit code 3" >/dev/null || fail "crictl exec of 'exit 3' did not report exit code 3: $err"
 	echo "  hostname -> demo-vm; stdin passed; a failing command fails (exit code 3 reported)"
 
 	say "two more VMs (one ignores ACPI)"
@@ -212,7 +212,7 @@ if [ "$mode" = test ]; then
 	third_ctr=$ctr third_ip=$ip
 	wait_ready "$hung_ctr" || fail "vm-hung never became ready"
 	wait_ready "$third_ctr" || fail "vm-three never became ready"
-	cri logs "$hung_ctr" | grep -q "acpid stopped" || fail "vm-hung's user-data did not run"
+	cri logs "$hung_ctr" | grep "acpid stopped" >/dev/null || fail "vm-hung's user-data did not run"
 
 	say "kill -9 podvisor under three running VMs, restart it: nothing lost, no VM restarted"
 	declare -A before started

@@ -62,13 +62,13 @@ cat >"$work/ctr.json" <<JSON
 JSON
 
 start
-cri version | grep -q 'RuntimeName:  podvisor' || fail "crictl version does not name podvisor"
+cri version | grep 'RuntimeName:  podvisor' >/dev/null || fail "crictl version does not name podvisor"
 
 ref=$(cri pull virtlet.cloud/cirros | awk '{print $NF}')
 [[ "$ref" == sha256:* ]] || fail "pull printed no image ref"
-cri images | grep -q 'virtlet.cloud/cirros' || fail "crictl images does not list the image"
+cri images | grep 'virtlet.cloud/cirros' >/dev/null || fail "crictl images does not list the image"
 kill9_restart "after pull"
-cri inspecti virtlet.cloud/cirros | grep -q "$ref" || fail "image lost across restart"
+cri inspecti virtlet.cloud/cirros | grep "$ref" >/dev/null || fail "image lost across restart"
 
 pod=$(cri runp "$work/pod.json")
 [ "$(cri inspectp -o go-template --template '{{.status.state}}' "$pod")" = SANDBOX_READY ] || fail "sandbox not ready"
@@ -86,9 +86,9 @@ expect_state "$ctr" CONTAINER_CREATED
 cri start "$ctr" >/dev/null
 expect_state "$ctr" CONTAINER_RUNNING
 started=$(cri inspect -o go-template --template '{{.status.startedAt}}' "$ctr")
-cri ps | grep -q "${ctr:0:13}" || fail "crictl ps does not show the running container"
-for _ in $(seq 1 100); do cri logs "$ctr" 2>/dev/null | grep -q 'ready' && break; sleep 0.1; done
-cri logs "$ctr" | grep -q 'ready' || fail "console ready marker missing from crictl logs"
+cri ps | grep "${ctr:0:13}" >/dev/null || fail "crictl ps does not show the running container"
+for _ in $(seq 1 100); do cri logs "$ctr" 2>/dev/null | grep 'ready' >/dev/null && break; sleep 0.1; done
+cri logs "$ctr" | grep 'ready' >/dev/null || fail "console ready marker missing from crictl logs"
 kill9_restart "while running"
 expect_state "$ctr" CONTAINER_RUNNING
 [ "$(cri inspect -o go-template --template '{{.status.startedAt}}' "$ctr")" = "$started" ] || fail "the VM was restarted (startedAt changed)"

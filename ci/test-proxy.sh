@@ -113,7 +113,7 @@ start_podvisor
 xpid=$!
 wait_until "criproxy answering" cri version
 
-cri version | grep -q 'RuntimeName:  containerd' || fail "crictl version through the proxy does not come from containerd"
+cri version | grep 'RuntimeName:  containerd' >/dev/null || fail "crictl version through the proxy does not come from containerd"
 
 run_id=${work##*.}
 pod_json() { # name uid annotations-json
@@ -186,9 +186,9 @@ grep -q 'runtime "podvisor"' <<<"$err" || fail "podvisor's container status did 
 err=$(cri_err runp --runtime podvisor "$work/vmrc.json")
 grep -q 'runtime "podvisor"' <<<"$err" || fail "runp on podvisor did not fail naming podvisor: $err"
 
-cri pods -q --no-trunc | grep -qx "$web" || fail "crictl pods lost the containerd pod while podvisor is down"
-cri ps -q --no-trunc | grep -qx "$web_c" || fail "crictl ps lost the containerd container while podvisor is down"
-cri images | grep -q "${BUSYBOX_IMAGE%:*}" || fail "crictl images failed while podvisor is down"
+cri pods -q --no-trunc | grep -x "$web" >/dev/null || fail "crictl pods lost the containerd pod while podvisor is down"
+cri ps -q --no-trunc | grep -x "$web_c" >/dev/null || fail "crictl ps lost the containerd container while podvisor is down"
+cri images | grep "${BUSYBOX_IMAGE%:*}" >/dev/null || fail "crictl images failed while podvisor is down"
 [ "$(cri exec "$web_c" echo still-here)" = still-here ] || fail "exec in the container pod while podvisor is down"
 web2=$(cri runp "$work/web2.json") || fail "runp of a new container pod while podvisor is down"
 web2_c=$(cri create "$web2" "$work/bb.json" "$work/web2.json") || fail "create while podvisor is down"
@@ -222,6 +222,6 @@ done
 cri rmi virtlet.cloud/cirros >/dev/null || fail "rmi virtlet.cloud/cirros"
 left=$(cri pods -q --no-trunc) || fail "crictl pods at the end"
 grep -qxe "$vm" -e "$vmrc" <<<"$left" && fail "VM pods still listed after rmp"
-cri images | grep -q virtlet.cloud && fail "virtlet.cloud/cirros still listed after rmi"
+cri images | grep virtlet.cloud >/dev/null && fail "virtlet.cloud/cirros still listed after rmi"
 
 echo "PASS: containerd and podvisor side by side through criproxy (kill -9 of podvisor left containerd's pods usable)"

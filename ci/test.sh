@@ -30,7 +30,7 @@ step "crictl on bin/podvisor --hypervisor sim, kill -9 between every step"
 ci/test-crictl-sim.sh _build/tools/crictl
 
 step "real libvirt + QEMU"
-if ! ci/libvirtd.sh status 2>/dev/null | grep -q '^libvirtd: running'; then started+=(ci/libvirtd.sh); fi
+if ! ci/libvirtd.sh status 2>/dev/null | grep '^libvirtd: running' >/dev/null; then started+=(ci/libvirtd.sh); fi
 ci/libvirtd.sh start
 ci/test-libvirt.sh
 KEEP_LIBVIRTD=1 ci/real-pod.sh test
