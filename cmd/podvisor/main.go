@@ -47,6 +47,7 @@ func run(args []string) error {
 	cniBin := fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
 	fs.StringVar(&cfg.Emulator, "emulator", "", "QEMU wrapper (default: podvisor-vmwrapper next to podvisor)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for the Prometheus /metrics endpoint (empty: off)")
+	fs.BoolVar(&cfg.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on the metrics endpoint")
 	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources (empty: none)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
@@ -135,6 +136,10 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		CNIBinDirs:           flags.CNIBinDirs,
 		SimBootTime:          flags.SimBootTime,
 		SocketMode:           file.SocketMode,
+		Profiling:            file.Profiling,
+	}
+	if set["profiling"] {
+		out.Profiling = flags.Profiling
 	}
 	if !set["cni-bin-dir"] && len(file.CNIBinDirs) > 0 {
 		out.CNIBinDirs = file.CNIBinDirs

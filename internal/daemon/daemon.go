@@ -83,6 +83,9 @@ type Config struct {
 	// MetricsAddr is host:port of the Prometheus endpoint (/metrics);
 	// empty disables it.
 	MetricsAddr string `json:"metricsAddr"`
+	// Profiling serves Go's pprof handlers under /debug/pprof/ on the
+	// metrics endpoint.
+	Profiling bool `json:"profiling"`
 	// StreamAddr is the streaming server's host:port for attach, exec and
 	// port-forward (default 127.0.0.1:0, a free port on loopback, as
 	// containerd does; kubelet proxies to it).
@@ -129,6 +132,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ImageDir == "" {
 		c.ImageDir = filepath.Join(c.StateDir, "images")
+	}
+	if c.Profiling && c.MetricsAddr == "" {
+		return errors.New("profiling: needs metrics-addr, the endpoint that serves /debug/pprof/")
 	}
 	if c.SocketMode == 0 {
 		c.SocketMode = 0o660
@@ -301,7 +307,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	mx := metrics.New(d.manager)
 	if cfg.MetricsAddr != "" {
-		if d.metrics, err = mx.Listen(cfg.MetricsAddr); err != nil {
+		if d.metrics, err = mx.Listen(cfg.MetricsAddr, cfg.Profiling); err != nil {
 			return nil, err
 		}
 	}

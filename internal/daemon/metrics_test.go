@@ -39,3 +39,30 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+func TestProfilingEndpoint(t *testing.T) {
+	for _, profiling := range []bool{false, true} {
+		h := newHarness(t)
+		h.stop()
+		h.cfg.MetricsAddr = "127.0.0.1:0"
+		h.cfg.Profiling = profiling
+		h.start()
+		resp, err := http.Get("http://" + h.d.MetricsAddr() + "/debug/pprof/heap?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "heap profile"); got != profiling {
+			t.Errorf("profiling=%v: /debug/pprof/heap answered %d %.40q", profiling, resp.StatusCode, body)
+		}
+		h.stop()
+	}
+}
+
+func TestProfilingNeedsMetricsAddr(t *testing.T) {
+	cfg := Config{Listen: "unix:///tmp/x.sock", StateDir: t.TempDir(), Profiling: true}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "metrics-addr") {
+		t.Fatalf("Validate: %v, want an error naming metrics-addr", err)
+	}
+}

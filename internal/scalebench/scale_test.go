@@ -8,6 +8,9 @@ package scalebench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +45,33 @@ func rssKiB(pid int) (int, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
+// freeAddr returns a loopback host:port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// fetch saves the body of url to path.
+func fetch(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
 func TestScale(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("PODVISOR_SCALE_PODS"))
 	if n == 0 {
@@ -57,8 +87,17 @@ func TestScale(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "tr"), 0o755)
 	os.WriteFile(filepath.Join(dir, "tr", "t.yaml"), []byte("translations:\n- name: img\n  url: file://"+img+"\n"), 0o644)
 	sock := filepath.Join(dir, "p.sock")
-	cmd := exec.Command(bin, "--hypervisor", "sim", "--listen", "unix://"+sock, "--state-dir", filepath.Join(dir, "state"),
-		"--image-translations-dir", filepath.Join(dir, "tr"), "--log-level", "warn")
+	args := []string{"--hypervisor", "sim", "--listen", "unix://" + sock, "--state-dir", filepath.Join(dir, "state"),
+		"--image-translations-dir", filepath.Join(dir, "tr"), "--log-level", "warn"}
+	// PODVISOR_SCALE_PROFILE=DIR saves the daemon's heap and a CPU profile
+	// of the list phase there (go tool pprof bin/podvisor DIR/heap.pb.gz).
+	profDir := os.Getenv("PODVISOR_SCALE_PROFILE")
+	var metricsAddr string
+	if profDir != "" {
+		metricsAddr = freeAddr(t)
+		args = append(args, "--metrics-addr", metricsAddr, "--profiling")
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -104,6 +143,13 @@ func TestScale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var cpuDone chan error
+	if profDir != "" {
+		cpuDone = make(chan error, 1)
+		go func() {
+			cpuDone <- fetch("http://"+metricsAddr+"/debug/pprof/profile?seconds=3", filepath.Join(profDir, "cpu.pb.gz"))
+		}()
+	}
 	var listLat []time.Duration
 	for i := 0; i < 300; i++ {
 		start := time.Now()
@@ -116,6 +162,16 @@ func TestScale(t *testing.T) {
 	rss, err := rssKiB(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if profDir != "" {
+		if err := <-cpuDone; err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{"heap", "goroutine"} {
+			if err := fetch("http://"+metricsAddr+"/debug/pprof/"+p, filepath.Join(profDir, p+".pb.gz")); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	report := fmt.Sprintf(`# Scale on the simulated hypervisor
 
