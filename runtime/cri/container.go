@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
@@ -71,25 +72,32 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 
 // ListContainers lists containers matching the filter.
 func (s *Server) ListContainers(_ context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	return &runtimeapi.ListContainersResponse{Containers: s.listContainers(req.GetFilter())}, nil
+	resp := &runtimeapi.ListContainersResponse{}
+	if err := s.fillContainers(resp, req.GetFilter()); err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
 }
 
 // StreamContainers sends the container list in one message.
 func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainersResponse]) error {
-	return stream.Send(&runtimeapi.StreamContainersResponse{Containers: s.listContainers(req.GetFilter())})
+	resp := &runtimeapi.StreamContainersResponse{}
+	if err := s.fillContainers(resp, req.GetFilter()); err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(resp)
 }
 
-func (s *Server) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
+// fillContainers puts the matching containers into resp's field 1 (see
+// encodedList).
+func (s *Server) fillContainers(resp proto.Message, f *runtimeapi.ContainerFilter) error {
 	filter := pod.ContainerFilter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector()}
 	if st := f.GetState(); st != nil {
 		v := containerStateFromCRI(st.GetState())
 		filter.State = &v
 	}
-	var out []*runtimeapi.Container
-	for _, c := range s.cfg.Lifecycle.ListContainers(filter) {
-		out = append(out, containerToCRI(c))
-	}
-	return out
+	all := filter.ID == "" && filter.SandboxID == "" && filter.State == nil && len(filter.LabelSelector) == 0
+	return s.containers.fill(resp, s.cfg.Lifecycle.ListContainers(filter), all)
 }
 
 // ContainerStatus reports a container with its state read from the

@@ -96,7 +96,7 @@ func sandboxStateFromCRI(s runtimeapi.PodSandboxState) pod.SandboxState {
 	return pod.SandboxNotReady
 }
 
-func sandboxToCRI(sb pod.Sandbox) *runtimeapi.PodSandbox {
+func sandboxToCRI(sb *pod.Sandbox) *runtimeapi.PodSandbox {
 	return &runtimeapi.PodSandbox{
 		Id:             sb.ID,
 		Metadata:       sandboxMetadataToCRI(sb.Config),
@@ -159,7 +159,7 @@ func containerStateFromCRI(s runtimeapi.ContainerState) pod.ContainerState {
 	}
 }
 
-func containerToCRI(c pod.Container) *runtimeapi.Container {
+func containerToCRI(c *pod.Container) *runtimeapi.Container {
 	return &runtimeapi.Container{
 		Id:           c.ID,
 		PodSandboxId: c.SandboxID,

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
@@ -59,7 +60,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: sandboxStatusToCRI(sb)}
 	for _, c := range s.cfg.Lifecycle.ListContainers(pod.ContainerFilter{SandboxID: sb.ID}) {
-		resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatusToCRI(c))
+		resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatusToCRI(*c))
 	}
 	if req.GetVerbose() {
 		resp.Info = map[string]string{"info": sandboxInfoJSON(sb)}
@@ -69,23 +70,30 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 
 // ListPodSandbox lists sandboxes matching the filter.
 func (s *Server) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	return &runtimeapi.ListPodSandboxResponse{Items: s.listSandboxes(req.GetFilter())}, nil
+	resp := &runtimeapi.ListPodSandboxResponse{}
+	if err := s.fillSandboxes(resp, req.GetFilter()); err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
 }
 
 // StreamPodSandboxes sends the sandbox list in one message.
 func (s *Server) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxesResponse]) error {
-	return stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: s.listSandboxes(req.GetFilter())})
+	resp := &runtimeapi.StreamPodSandboxesResponse{}
+	if err := s.fillSandboxes(resp, req.GetFilter()); err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(resp)
 }
 
-func (s *Server) listSandboxes(f *runtimeapi.PodSandboxFilter) []*runtimeapi.PodSandbox {
+// fillSandboxes puts the matching sandboxes into resp's field 1 (see
+// encodedList).
+func (s *Server) fillSandboxes(resp proto.Message, f *runtimeapi.PodSandboxFilter) error {
 	filter := pod.SandboxFilter{ID: f.GetId(), LabelSelector: f.GetLabelSelector()}
 	if st := f.GetState(); st != nil {
 		v := sandboxStateFromCRI(st.GetState())
 		filter.State = &v
 	}
-	var out []*runtimeapi.PodSandbox
-	for _, sb := range s.cfg.Lifecycle.ListPodSandboxes(filter) {
-		out = append(out, sandboxToCRI(sb))
-	}
-	return out
+	all := filter.ID == "" && filter.State == nil && len(filter.LabelSelector) == 0
+	return s.sandboxes.fill(resp, s.cfg.Lifecycle.ListPodSandboxes(filter), all)
 }

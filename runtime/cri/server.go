@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
@@ -25,13 +26,16 @@ type Lifecycle interface {
 	StopPodSandbox(ctx context.Context, id string) error
 	RemovePodSandbox(ctx context.Context, id string) error
 	PodSandbox(id string) (pod.Sandbox, error)
-	ListPodSandboxes(f pod.SandboxFilter) []pod.Sandbox
+	// ListPodSandboxes and ListContainers return shared records, oldest
+	// first; a record is never changed once returned (a change swaps in a
+	// new one).
+	ListPodSandboxes(f pod.SandboxFilter) []*pod.Sandbox
 	CreateContainer(ctx context.Context, sandboxID string, cfg pod.ContainerConfig) (string, error)
 	StartContainer(ctx context.Context, id string) error
 	StopContainer(ctx context.Context, id string, timeout time.Duration) error
 	RemoveContainer(ctx context.Context, id string) error
 	ContainerStatus(ctx context.Context, id string) (pod.Container, error)
-	ListContainers(f pod.ContainerFilter) []pod.Container
+	ListContainers(f pod.ContainerFilter) []*pod.Container
 	Stats(ctx context.Context, id string) (pod.Container, hypervisor.Stats, error)
 	ReopenContainerLog(ctx context.Context, id string) error
 }
@@ -88,6 +92,9 @@ type Server struct {
 	runtimeapi.UnimplementedImageServiceServer
 	cfg Config
 	log *slog.Logger
+
+	containers *encodedList[pod.Container]
+	sandboxes  *encodedList[pod.Sandbox]
 }
 
 // NewServer returns a CRI server.
@@ -101,7 +108,12 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.CgroupDriver == "" {
 		cfg.CgroupDriver = "cgroupfs"
 	}
-	return &Server{cfg: cfg, log: cfg.Logger}, nil
+	return &Server{cfg: cfg, log: cfg.Logger,
+		containers: newEncodedList(func(c *pod.Container) string { return c.ID },
+			func(c *pod.Container) proto.Message { return containerToCRI(c) }),
+		sandboxes: newEncodedList(func(sb *pod.Sandbox) string { return sb.ID },
+			func(sb *pod.Sandbox) proto.Message { return sandboxToCRI(sb) }),
+	}, nil
 }
 
 // Register registers both services on g.

@@ -95,7 +95,7 @@ func (s *Server) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequ
 func (s *Server) listSandboxStats(ctx context.Context, f *runtimeapi.PodSandboxStatsFilter) ([]*runtimeapi.PodSandboxStats, error) {
 	var out []*runtimeapi.PodSandboxStats
 	for _, sb := range s.cfg.Lifecycle.ListPodSandboxes(pod.SandboxFilter{ID: f.GetId(), LabelSelector: f.GetLabelSelector()}) {
-		st, err := s.sandboxStats(ctx, sb)
+		st, err := s.sandboxStats(ctx, *sb)
 		if err != nil {
 			return nil, err
 		}

@@ -42,11 +42,11 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 	if sb.State != SandboxReady {
 		return "", errdefs.FailedPreconditionf("sandbox %s is not ready: containers can only be created in a ready sandbox", sbID)
 	}
-	var exited []Container
+	var exited []*Container
 	for _, other := range m.ListContainers(ContainerFilter{SandboxID: sbID}) {
 		if other.Config.Name == cfg.Name && other.Config.Attempt == cfg.Attempt {
 			if !other.UnclaimedSince.IsZero() && other.State == ContainerCreated {
-				cp := other
+				cp := *other
 				cp.UnclaimedSince = time.Time{}
 				if err := m.putContainer(&cp); err != nil {
 					return "", err
@@ -345,11 +345,13 @@ func (m *Manager) ContainerStatus(ctx context.Context, id string) (Container, er
 
 // ListContainers returns the containers matching f, oldest first. States
 // come from the monitor's last look, not from the hypervisor, so listing
-// stays cheap with many VMs.
-func (m *Manager) ListContainers(f ContainerFilter) []Container {
+// stays cheap with many VMs. The records are shared, not copied: callers
+// must not modify them (published records never change; see putContainer).
+func (m *Manager) ListContainers(f ContainerFilter) []*Container {
 	m.mu.RLock()
-	sel := make([]*Container, 0, len(m.containers))
-	for _, c := range m.containers {
+	defer m.mu.RUnlock()
+	out := make([]*Container, 0, len(m.containerOrder.recs))
+	for _, c := range m.containerOrder.recs {
 		if f.ID != "" && !hasPrefix(c.ID, f.ID) {
 			continue
 		}
@@ -362,10 +364,9 @@ func (m *Manager) ListContainers(f ContainerFilter) []Container {
 		if !labelsMatch(c.Config.Labels, f.LabelSelector) {
 			continue
 		}
-		sel = append(sel, c)
+		out = append(out, c)
 	}
-	m.mu.RUnlock()
-	return oldestFirst(sel, func(c *Container) (time.Time, string) { return c.CreatedAt, c.ID })
+	return out
 }
 
 // Stats returns resource usage of a running container's VM.

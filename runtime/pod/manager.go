@@ -74,7 +74,11 @@ type Manager struct {
 	mu         sync.RWMutex
 	sandboxes  map[string]*Sandbox
 	containers map[string]*Container
-	consoles   map[string]*console
+	// sandboxOrder and containerOrder hold the same records as the maps,
+	// oldest first.
+	sandboxOrder   creationOrder[Sandbox]
+	containerOrder creationOrder[Container]
+	consoles       map[string]*console
 }
 
 type console struct {
@@ -116,6 +120,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		cfg: cfg, hv: cfg.Hypervisor, db: cfg.Store, log: cfg.Logger, clock: cfg.Clock,
 		bgctx: bg, cancel: cancel,
 		sandboxes: map[string]*Sandbox{}, containers: map[string]*Container{}, consoles: map[string]*console{},
+		sandboxOrder:   creationOrder[Sandbox]{key: sandboxKey},
+		containerOrder: creationOrder[Container]{key: containerKey},
 	}
 	if err := m.load(); err != nil {
 		cancel()
@@ -154,6 +160,7 @@ func (m *Manager) load() error {
 			return fmt.Errorf("decoding sandbox %s: %w", k, err)
 		}
 		m.sandboxes[sb.ID] = &sb
+		m.sandboxOrder.put(&sb)
 		return nil
 	})
 	if err != nil {
@@ -165,6 +172,7 @@ func (m *Manager) load() error {
 			return fmt.Errorf("decoding container %s: %w", k, err)
 		}
 		m.containers[c.ID] = &c
+		m.containerOrder.put(&c)
 		return nil
 	})
 	if err != nil {
@@ -398,6 +406,7 @@ func (m *Manager) putSandbox(sb *Sandbox) error {
 	}
 	m.mu.Lock()
 	m.sandboxes[sb.ID] = sb
+	m.sandboxOrder.put(sb)
 	m.mu.Unlock()
 	return nil
 }
@@ -407,6 +416,9 @@ func (m *Manager) deleteSandbox(id string) error {
 		return fmt.Errorf("deleting sandbox %s: %w", id, err)
 	}
 	m.mu.Lock()
+	if sb := m.sandboxes[id]; sb != nil {
+		m.sandboxOrder.remove(sb)
+	}
 	delete(m.sandboxes, id)
 	m.mu.Unlock()
 	return nil
@@ -422,6 +434,7 @@ func (m *Manager) putContainer(c *Container) error {
 	}
 	m.mu.Lock()
 	m.containers[c.ID] = c
+	m.containerOrder.put(c)
 	m.mu.Unlock()
 	return nil
 }
@@ -431,6 +444,9 @@ func (m *Manager) deleteContainer(id string) error {
 		return fmt.Errorf("deleting container %s: %w", id, err)
 	}
 	m.mu.Lock()
+	if c := m.containers[id]; c != nil {
+		m.containerOrder.remove(c)
+	}
 	delete(m.containers, id)
 	m.mu.Unlock()
 	return nil

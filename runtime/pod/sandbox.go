@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"time"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
@@ -27,7 +26,7 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 		}
 		if sb.State == SandboxReady {
 			if !sb.UnclaimedSince.IsZero() {
-				cp := sb
+				cp := *sb
 				cp.UnclaimedSince = time.Time{}
 				if err := m.putSandbox(&cp); err != nil {
 					return "", err
@@ -219,11 +218,13 @@ func (m *Manager) PodSandbox(id string) (Sandbox, error) {
 	return *sb, nil
 }
 
-// ListPodSandboxes returns the sandboxes matching f, oldest first.
-func (m *Manager) ListPodSandboxes(f SandboxFilter) []Sandbox {
+// ListPodSandboxes returns the sandboxes matching f, oldest first. The
+// records are shared, not copied: callers must not modify them.
+func (m *Manager) ListPodSandboxes(f SandboxFilter) []*Sandbox {
 	m.mu.RLock()
-	sel := make([]*Sandbox, 0, len(m.sandboxes))
-	for _, sb := range m.sandboxes {
+	defer m.mu.RUnlock()
+	out := make([]*Sandbox, 0, len(m.sandboxOrder.recs))
+	for _, sb := range m.sandboxOrder.recs {
 		if f.ID != "" && !hasPrefix(sb.ID, f.ID) {
 			continue
 		}
@@ -233,27 +234,7 @@ func (m *Manager) ListPodSandboxes(f SandboxFilter) []Sandbox {
 		if !labelsMatch(sb.Config.Labels, f.LabelSelector) {
 			continue
 		}
-		sel = append(sel, sb)
-	}
-	m.mu.RUnlock()
-	return oldestFirst(sel, func(sb *Sandbox) (time.Time, string) { return sb.CreatedAt, sb.ID })
-}
-
-// oldestFirst sorts records by creation time (then ID) and copies them
-// out. It sorts pointers and copies once: records are large and kubelet
-// lists every second.
-func oldestFirst[T any](sel []*T, key func(*T) (time.Time, string)) []T {
-	sort.Slice(sel, func(i, j int) bool {
-		ti, idi := key(sel[i])
-		tj, idj := key(sel[j])
-		if !ti.Equal(tj) {
-			return ti.Before(tj)
-		}
-		return idi < idj
-	})
-	out := make([]T, len(sel))
-	for i, r := range sel {
-		out[i] = *r
+		out = append(out, sb)
 	}
 	return out
 }
