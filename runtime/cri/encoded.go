@@ -2,6 +2,7 @@ package cri
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -25,6 +26,11 @@ type encodedList[R any] struct {
 	mu   sync.Mutex
 	gen  uint64
 	byID map[string]encodedEntry[R]
+	// The last unfiltered list and its bytes: kubelet relists everything
+	// every second, mostly with nothing changed, and 500 containers are
+	// 375 KB to copy.
+	lastAll []*R
+	lastRaw []byte
 }
 
 type encodedEntry[R any] struct {
@@ -46,6 +52,10 @@ func newEncodedList[R any](id func(*R) string, convert func(*R) proto.Message) *
 func (l *encodedList[R]) fill(resp proto.Message, recs []*R, all bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if all && l.lastAll != nil && slices.Equal(recs, l.lastAll) {
+		resp.ProtoReflect().SetUnknown(protoreflect.RawFields(l.lastRaw))
+		return nil
+	}
 	if all {
 		l.gen++
 	}
@@ -80,6 +90,10 @@ func (l *encodedList[R]) fill(resp proto.Message, recs []*R, all bool) error {
 	raw := make([]byte, 0, size)
 	for _, w := range wires {
 		raw = append(raw, w...)
+	}
+	if all {
+		// Responses being sent share raw: nothing writes to it again.
+		l.lastAll, l.lastRaw = slices.Clone(recs), raw
 	}
 	resp.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
 	return nil
