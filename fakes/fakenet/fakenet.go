@@ -1,13 +1,13 @@
 // Package fakenet is a pod network without kernel objects, for the unit
 // tier and the simulated hypervisor: it hands out addresses from a subnet
-// like the host-local IPAM plugin, remembers them on disk so a restarted
-// daemon does not hand one out twice, and can be told to fail.
+// like the host-local IPAM plugin (round robin, one file per address on
+// disk, so a restarted daemon does not hand one out twice and an
+// allocation costs the same with 5 pods or 5,000), and can be told to fail.
 package fakenet
 
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -26,6 +26,8 @@ type Network struct {
 	prefix    netip.Prefix
 	gateway   netip.Addr
 	allocated map[string]netip.Addr // sandbox ID -> address
+	owner     map[netip.Addr]string // address -> sandbox ID
+	last      netip.Addr            // the last address handed out
 	failSetup error
 	failTear  error
 }
@@ -41,7 +43,8 @@ func New(dir, subnet string) (*Network, error) {
 		return nil, fmt.Errorf("fake network subnet %q: want an IPv4 CIDR like 10.88.0.0/16", subnet)
 	}
 	p = p.Masked()
-	n := &Network{dir: dir, prefix: p, gateway: p.Addr().Next(), allocated: map[string]netip.Addr{}}
+	n := &Network{dir: dir, prefix: p, gateway: p.Addr().Next(), allocated: map[string]netip.Addr{}, owner: map[netip.Addr]string{}}
+	n.last = n.gateway
 	if dir != "" {
 		if err := n.load(); err != nil {
 			return nil, err
@@ -50,50 +53,75 @@ func New(dir, subnet string) (*Network, error) {
 	return n, nil
 }
 
-func (n *Network) statePath() string { return filepath.Join(n.dir, "allocations.json") }
-
 func (n *Network) load() error {
-	data, err := os.ReadFile(n.statePath())
+	entries, err := os.ReadDir(n.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("reading fake network state: %w", err)
 	}
-	var m map[string]string
-	if err := json.Unmarshal(data, &m); err != nil {
-		return fmt.Errorf("decoding fake network state %s: %w", n.statePath(), err)
-	}
-	for id, s := range m {
-		a, err := netip.ParseAddr(s)
+	for _, e := range entries {
+		a, err := netip.ParseAddr(e.Name())
 		if err != nil {
-			return fmt.Errorf("fake network state %s: bad address %q", n.statePath(), s)
+			continue // a temporary file of an interrupted write
 		}
-		n.allocated[id] = a
+		id, err := os.ReadFile(filepath.Join(n.dir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("reading fake network state: %w", err)
+		}
+		n.allocated[string(id)] = a
+		n.owner[a] = string(id)
 	}
 	return nil
 }
 
-func (n *Network) save() error {
+// record keeps a's owner on disk, as host-local does: a file per address.
+func (n *Network) record(a netip.Addr, id string) error {
 	if n.dir == "" {
 		return nil
-	}
-	m := map[string]string{}
-	for id, a := range n.allocated {
-		m[id] = a.String()
-	}
-	data, err := json.Marshal(m)
-	if err != nil {
-		return err
 	}
 	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		return fmt.Errorf("creating fake network state dir: %w", err)
 	}
-	tmp := n.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	path := filepath.Join(n.dir, a.String())
+	if err := os.WriteFile(path+".tmp", []byte(id), 0o600); err != nil {
 		return fmt.Errorf("writing fake network state: %w", err)
 	}
-	return os.Rename(tmp, n.statePath())
+	return os.Rename(path+".tmp", path)
+}
+
+func (n *Network) release(id string) error {
+	a, ok := n.allocated[id]
+	if !ok {
+		return nil
+	}
+	if n.dir != "" {
+		if err := os.Remove(filepath.Join(n.dir, a.String())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("releasing fake network address %s: %w", a, err)
+		}
+	}
+	delete(n.allocated, id)
+	delete(n.owner, a)
+	return nil
+}
+
+// next finds a free address after the last one handed out, wrapping
+// around; the network and broadcast addresses and the gateway are never
+// handed out.
+func (n *Network) next() (netip.Addr, bool) {
+	first := n.gateway.Next()
+	a := n.last
+	for range 1 << (32 - n.prefix.Bits()) {
+		a = a.Next()
+		if !n.prefix.Contains(a.Next()) { // a is the broadcast address
+			a = first
+		}
+		if a != n.gateway && n.owner[a] == "" {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // FailSetup makes every Setup fail with err (nil: succeed again).
@@ -127,29 +155,17 @@ func (n *Network) Setup(ctx context.Context, sb *pod.Sandbox) (*pod.NetworkStatu
 	}
 	addr, ok := n.allocated[sb.ID]
 	if !ok {
-		used := map[netip.Addr]bool{n.gateway: true}
-		for _, a := range n.allocated {
-			used[a] = true
-		}
-		var found netip.Addr
-		for a := n.gateway.Next(); n.prefix.Contains(a); a = a.Next() {
-			if !n.prefix.Contains(a.Next()) {
-				break // the broadcast address
-			}
-			if !used[a] {
-				found = a
-				break
-			}
-		}
-		if !found.IsValid() {
+		found, ok := n.next()
+		if !ok {
 			return nil, fmt.Errorf("fake CNI ADD: no free address left in %s", n.prefix)
+		}
+		if err := n.record(found, sb.ID); err != nil {
+			return nil, err
 		}
 		addr = found
 		n.allocated[sb.ID] = addr
-		if err := n.save(); err != nil {
-			delete(n.allocated, sb.ID)
-			return nil, err
-		}
+		n.owner[addr] = sb.ID
+		n.last = addr
 	}
 	return &pod.NetworkStatus{Interfaces: []pod.Interface{{
 		Name:   "eth0",
@@ -167,11 +183,7 @@ func (n *Network) Teardown(ctx context.Context, sb *pod.Sandbox) error {
 	if n.failTear != nil {
 		return fmt.Errorf("fake CNI DEL: %w", n.failTear)
 	}
-	if _, ok := n.allocated[sb.ID]; !ok {
-		return nil
-	}
-	delete(n.allocated, sb.ID)
-	return n.save()
+	return n.release(sb.ID)
 }
 
 // macFor derives a stable locally administered unicast MAC.
@@ -187,13 +199,12 @@ func (n *Network) CollectOrphans(_ context.Context, keep map[string]bool) ([]str
 	var removed []string
 	for id, a := range n.allocated {
 		if !keep[id] {
-			delete(n.allocated, id)
+			if err := n.release(id); err != nil {
+				return removed, err
+			}
 			removed = append(removed, fmt.Sprintf("fake network address %s of sandbox %s", a, id))
 		}
 	}
 	sort.Strings(removed)
-	if len(removed) == 0 {
-		return nil, nil
-	}
-	return removed, n.save()
+	return removed, nil
 }

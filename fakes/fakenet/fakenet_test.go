@@ -3,6 +3,7 @@ package fakenet
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/podvisor/podvisor/runtime/pod"
@@ -62,5 +63,33 @@ func TestFaults(t *testing.T) {
 	}
 	if _, err := New("", "fe80::/64"); err == nil {
 		t.Fatal("IPv6 subnet accepted")
+	}
+}
+
+// TestRoundRobin: like host-local, a released address is handed out again
+// only after the others, so a restarted pod rarely gets a stale peer's IP.
+func TestRoundRobin(t *testing.T) {
+	n, err := New(t.TempDir(), "10.9.0.0/29") // .2 to .6 for pods
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var got []string
+	for _, id := range []string{"a", "b", "release a", "c", "d", "e", "f"} {
+		if id == "release a" {
+			if err := n.Teardown(ctx, &pod.Sandbox{ID: "a"}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		st, err := n.Setup(ctx, &pod.Sandbox{ID: id})
+		if err != nil {
+			t.Fatalf("Setup %s: %v", id, err)
+		}
+		got = append(got, id+"="+st.IPs()[0])
+	}
+	want := []string{"a=10.9.0.2", "b=10.9.0.3", "c=10.9.0.4", "d=10.9.0.5", "e=10.9.0.6", "f=10.9.0.2"}
+	if !slices.Equal(got, want) {
+		t.Errorf("allocations %v, want %v", got, want)
 	}
 }
