@@ -67,6 +67,7 @@ type options struct {
 	connectTimeout time.Duration
 	stallTimeout   time.Duration
 	partialTTL     time.Duration
+	giveUpAfter    time.Duration
 	logger         *slog.Logger
 }
 
@@ -80,10 +81,26 @@ func WithDefaultScheme(scheme string) Option {
 }
 
 // WithBackOff sets the retry policy of one download; it is Reset whenever a
-// retry gets further than any attempt before. Default: exponential from 1 s
-// to 1 min between attempts, giving up after 10 min without progress.
+// retry gets further than any attempt before, and a policy that returns
+// backoff.Stop ends the download. Default: exponential from 1 s to 1 min
+// between attempts, never stopping by itself (WithGiveUpAfter bounds it).
 func WithBackOff(f func() backoff.BackOff) Option {
 	return func(o *options) { o.backOff = f }
+}
+
+// DefaultGiveUpAfter is how long a download may go without progress before
+// it fails, unless WithGiveUpAfter says otherwise.
+const DefaultGiveUpAfter = 5 * time.Minute
+
+// WithGiveUpAfter bounds how long one download may go without progress,
+// attempts and the waits between them included: when no byte beyond the
+// most it ever held arrives for d, the attempt in progress is cut and the
+// pull fails (a host that cannot be reached fails after d). A transfer
+// that keeps delivering, however slowly or often cut, is never given up
+// on. d <= 0 removes the bound (only the back-off policy or the callers
+// end the retries). Default: DefaultGiveUpAfter.
+func WithGiveUpAfter(d time.Duration) Option {
+	return func(o *options) { o.giveUpAfter = d }
 }
 
 // WithTimeouts sets the defaults for transports without a timeout: connect
@@ -127,12 +144,13 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 		connectTimeout: 30 * time.Second,
 		stallTimeout:   60 * time.Second,
 		partialTTL:     24 * time.Hour,
+		giveUpAfter:    DefaultGiveUpAfter,
 		logger:         slog.New(slog.DiscardHandler),
 		backOff: func() backoff.BackOff {
 			b := backoff.NewExponentialBackOff()
 			b.InitialInterval = time.Second
 			b.MaxInterval = time.Minute
-			b.MaxElapsedTime = 10 * time.Minute
+			b.MaxElapsedTime = 0 // the give-up bound decides
 			return b
 		},
 	}
