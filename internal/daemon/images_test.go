@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -115,4 +118,50 @@ func TestImageUnderTwoNames(t *testing.T) {
 		t.Errorf("ListImages after removal by ID = %v, %v; want none", list, err)
 	}
 	remove(ref, codes.OK) // absent: not an error
+}
+
+// TestPullGivesUp: a pull from a host that refuses connections fails after
+// --image-pull-give-up with an error naming the image, the URL and the
+// cause, not as a cancellation.
+func TestPullGivesUp(t *testing.T) {
+	h := newHarness(t)
+	h.stop()
+	const bound = 300 * time.Millisecond
+	h.cfg.ImagePullGiveUp = bound
+	h.start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + ln.Addr().String() + "/unreachable.qcow2"
+	ln.Close()
+	conf := "translations:\n- name: unreachable\n  url: " + u + "\n"
+	if err := os.WriteFile(filepath.Join(h.cfg.ImageTranslationsDir, "unreachable.yaml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = h.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/unreachable:latest"}})
+	elapsed := time.Since(start)
+	st := status.Convert(err)
+	if err == nil || st.Code() != codes.Unknown {
+		t.Fatalf("PullImage = %v, want an Unknown error", err)
+	}
+	for _, want := range []string{`"virtlet.cloud/unreachable:latest"`, u, "giving up after 300ms without progress", "connection refused"} {
+		if !strings.Contains(st.Message(), want) {
+			t.Errorf("error %q does not contain %q", st.Message(), want)
+		}
+	}
+	// Loose: the bound cannot fire early; late only on a very busy machine.
+	if elapsed < bound || elapsed > 30*bound {
+		t.Errorf("PullImage returned after %v, want about %v", elapsed, bound)
+	}
+	for _, d := range []string{"data", "links", "tmp"} {
+		entries, err := os.ReadDir(filepath.Join(h.cfg.StateDir, "images", d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 0 {
+			t.Errorf("%s/ holds %d entries after the failed pull, want none", d, len(entries))
+		}
+	}
 }
