@@ -40,6 +40,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.Network, "network", "", "fake or cni (default: fake with --hypervisor sim, else cni)")
 	fs.StringVar(&cfg.ImageDir, "image-dir", "", "image store directory (default <state-dir>/images)")
 	fs.StringVar(&cfg.ImageTranslationsDir, "image-translations-dir", "", "directory of image translation configs (the virtlet-image-translations ConfigMap)")
+	fs.DurationVar(&cfg.ImagePullGiveUp, "image-pull-give-up", 0, "an image download that gets no new byte for this long fails (default 5m)")
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
@@ -135,6 +136,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		Kubeconfig:           pick("kubeconfig", file.Kubeconfig, flags.Kubeconfig),
 		CNIBinDirs:           flags.CNIBinDirs,
 		SimBootTime:          flags.SimBootTime,
+		ImagePullGiveUp:      flags.ImagePullGiveUp,
 		SocketMode:           file.SocketMode,
 		Profiling:            file.Profiling,
 	}
@@ -146,6 +148,9 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 	}
 	if !set["sim-boot-time"] && file.SimBootTime != 0 {
 		out.SimBootTime = file.SimBootTime
+	}
+	if !set["image-pull-give-up"] && file.ImagePullGiveUp != 0 {
+		out.ImagePullGiveUp = file.ImagePullGiveUp
 	}
 	return out
 }

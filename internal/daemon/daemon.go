@@ -63,6 +63,9 @@ type Config struct {
 	ImageDir string `json:"imageDir"`
 	// ImageTranslationsDir holds image translation configs.
 	ImageTranslationsDir string `json:"imageTranslationsDir"`
+	// ImagePullGiveUp is how long an image download may go without
+	// progress before the pull fails (0: image.DefaultGiveUpAfter).
+	ImagePullGiveUp time.Duration `json:"imagePullGiveUp"`
 	// SimBootTime is the simulated guests' boot time.
 	SimBootTime time.Duration `json:"simBootTime"`
 	// CgroupDriver reported to kubelet: cgroupfs or systemd.
@@ -132,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ImageDir == "" {
 		c.ImageDir = filepath.Join(c.StateDir, "images")
+	}
+	if c.ImagePullGiveUp < 0 {
+		return fmt.Errorf("image-pull-give-up: %v is negative, accepted: a positive duration, or 0 for the default %v", c.ImagePullGiveUp, image.DefaultGiveUpAfter)
 	}
 	if c.Profiling && c.MetricsAddr == "" {
 		return errors.New("profiling: needs metrics-addr, the endpoint that serves /debug/pprof/")
@@ -262,7 +268,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 
 	tr := image.NewTranslations(cfg.ImageTranslationsDir)
-	imgStore, err := image.NewStore(cfg.ImageDir, tr, image.WithLogger(log))
+	imgOpts := []image.Option{image.WithLogger(log)}
+	if cfg.ImagePullGiveUp > 0 {
+		imgOpts = append(imgOpts, image.WithGiveUpAfter(cfg.ImagePullGiveUp))
+	}
+	imgStore, err := image.NewStore(cfg.ImageDir, tr, imgOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("opening the image store: %w", err)
 	}

@@ -81,7 +81,9 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	return &runtimeapi.PullImageResponse{ImageRef: ref}, nil
 }
 
-// RemoveImage removes an image no VM uses; a missing image is not an error.
+// RemoveImage removes one name of an image, or, given the image ID as
+// kubelet's image GC does, the image and all its names unless a VM uses
+// it. A missing image is not an error.
 func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	name := req.GetImage().GetImage()
 	if name == "" {

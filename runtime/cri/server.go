@@ -62,7 +62,10 @@ type Images interface {
 	List(ctx context.Context) ([]Image, error)
 	// Status returns nil, nil for an image that is not present.
 	Status(ctx context.Context, nameOrRef string) (*Image, error)
-	// Remove of a missing image succeeds; of an image in use it fails.
+	// Remove by name removes that name (the image stays while another
+	// name or a container uses it); by ID it removes the image and every
+	// name, and fails for an image a container uses. A missing image is
+	// not an error.
 	Remove(ctx context.Context, nameOrRef string) error
 	FsInfo(ctx context.Context) (FsUsage, error)
 }

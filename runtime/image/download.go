@@ -55,6 +55,8 @@ type download struct {
 	written  int64
 	synced   int64 // bytes fsynced and recorded in metaPath
 	best     int64 // most bytes ever held, to tell progress from a restart
+	// progress, when set, is called each time best grows.
+	progress func()
 	// resumedFrom is how much a previous, interrupted pull left.
 	resumedFrom int64
 	complete    bool // every byte received; only verification remains
@@ -178,6 +180,12 @@ func (d *download) copy(ctx context.Context, r io.Reader) (int64, error) {
 			d.h.Write(buf[:m])
 			n += int64(m)
 			d.written += int64(m)
+			if d.written > d.best {
+				d.best = d.written
+				if d.progress != nil {
+					d.progress()
+				}
+			}
 			if d.written-d.synced >= syncEvery {
 				if err := d.checkpoint(); err != nil {
 					return n, permanent(err)
@@ -208,30 +216,48 @@ func (d *download) restart() error {
 	return nil
 }
 
+// errGaveUp is the cause with which the give-up bound cuts a download.
+var errGaveUp = errors.New("no progress within the give-up bound")
+
 func (d *download) retryHTTP(ctx context.Context, u *url.URL) error {
 	client, err := d.s.httpClient(d.ep)
 	if err != nil {
 		return fmt.Errorf("transport %q for %s: %w", d.ep.TransportName, d.url, err)
 	}
 	defer client.CloseIdleConnections()
+	// bounded ends when the callers give up or, with cause errGaveUp, when
+	// nothing new arrived for the give-up bound.
+	bounded, cut := context.WithCancelCause(ctx)
+	defer cut(nil)
+	if limit := d.s.opts.giveUpAfter; limit > 0 {
+		t := time.AfterFunc(limit, func() { cut(errGaveUp) })
+		defer t.Stop()
+		d.progress = func() { t.Reset(limit) }
+		defer func() { d.progress = nil }()
+	}
 	b := d.s.opts.backOff()
 	b.Reset()
+	var last error // of the last attempt that ended by itself
 	for {
 		d.attempts++
-		err := d.attemptHTTP(ctx, client)
+		before := d.best
+		err := d.attemptHTTP(bounded, client)
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("downloading %s: %w (%v)", d.url, ctx.Err(), err)
 		}
+		if bounded.Err() != nil {
+			return d.gaveUp(last, err)
+		}
 		if isPermanent(err) {
 			return fmt.Errorf("downloading %s: %w", d.url, err)
 		}
-		if d.written > d.best {
+		last = err
+		if d.best > before {
 			// The transfer advanced past anything held before: a flaky
 			// link that keeps delivering is never given up on.
-			d.best = d.written
 			b.Reset()
 		}
 		wait := b.NextBackOff()
@@ -241,12 +267,32 @@ func (d *download) retryHTTP(ctx context.Context, u *url.URL) error {
 		d.s.opts.logger.Warn("image download interrupted, retrying", "url", d.url, "attempt", d.attempts, "have", d.written, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
-		case <-ctx.Done():
+		case <-bounded.Done():
 			t.Stop()
-			return fmt.Errorf("downloading %s: %w (%v)", d.url, ctx.Err(), err)
+			if ctx.Err() != nil {
+				return fmt.Errorf("downloading %s: %w (%v)", d.url, ctx.Err(), err)
+			}
+			return d.gaveUp(last, nil)
 		case <-t.C:
 		}
 	}
+}
+
+// gaveUp is the error of a download cut by the give-up bound: it says why
+// with the error of the last attempt that ended by itself, or, when none
+// did, with cutErr, the error of the attempt the bound interrupted. That
+// one is not wrapped: it is a context error, and the caller did not cancel
+// anything.
+func (d *download) gaveUp(last, cutErr error) error {
+	msg := fmt.Sprintf("downloading %s: giving up after %v without progress (%d attempts, %d bytes received)",
+		d.url, d.s.opts.giveUpAfter, d.attempts, d.written)
+	switch {
+	case last != nil:
+		return fmt.Errorf("%s: %w", msg, last)
+	case cutErr != nil:
+		return fmt.Errorf("%s: %v", msg, cutErr)
+	}
+	return errors.New(msg)
 }
 
 // attemptHTTP makes one request, resuming from d.written when the server

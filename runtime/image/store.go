@@ -67,6 +67,7 @@ type options struct {
 	connectTimeout time.Duration
 	stallTimeout   time.Duration
 	partialTTL     time.Duration
+	giveUpAfter    time.Duration
 	logger         *slog.Logger
 }
 
@@ -80,10 +81,26 @@ func WithDefaultScheme(scheme string) Option {
 }
 
 // WithBackOff sets the retry policy of one download; it is Reset whenever a
-// retry gets further than any attempt before. Default: exponential from 1 s
-// to 1 min between attempts, giving up after 10 min without progress.
+// retry gets further than any attempt before, and a policy that returns
+// backoff.Stop ends the download. Default: exponential from 1 s to 1 min
+// between attempts, never stopping by itself (WithGiveUpAfter bounds it).
 func WithBackOff(f func() backoff.BackOff) Option {
 	return func(o *options) { o.backOff = f }
+}
+
+// DefaultGiveUpAfter is how long a download may go without progress before
+// it fails, unless WithGiveUpAfter says otherwise.
+const DefaultGiveUpAfter = 5 * time.Minute
+
+// WithGiveUpAfter bounds how long one download may go without progress,
+// attempts and the waits between them included: when no byte beyond the
+// most it ever held arrives for d, the attempt in progress is cut and the
+// pull fails (a host that cannot be reached fails after d). A transfer
+// that keeps delivering, however slowly or often cut, is never given up
+// on. d <= 0 removes the bound (only the back-off policy or the callers
+// end the retries). Default: DefaultGiveUpAfter.
+func WithGiveUpAfter(d time.Duration) Option {
+	return func(o *options) { o.giveUpAfter = d }
 }
 
 // WithTimeouts sets the defaults for transports without a timeout: connect
@@ -127,12 +144,13 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 		connectTimeout: 30 * time.Second,
 		stallTimeout:   60 * time.Second,
 		partialTTL:     24 * time.Hour,
+		giveUpAfter:    DefaultGiveUpAfter,
 		logger:         slog.New(slog.DiscardHandler),
 		backOff: func() backoff.BackOff {
 			b := backoff.NewExponentialBackOff()
 			b.InitialInterval = time.Second
 			b.MaxInterval = time.Minute
-			b.MaxElapsedTime = 10 * time.Minute
+			b.MaxElapsedTime = 0 // the give-up bound decides
 			return b
 		},
 	}
@@ -513,7 +531,7 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 
 // lookup finds the hex of a name or ref; ok is false when absent.
 func (s *Store) lookup(nameOrRef string) (string, bool, error) {
-	if h, ok := parseRef(nameOrRef); ok {
+	if h, ok := parseRef(strings.TrimPrefix(nameOrRef, CRIPrefix)); ok {
 		return h, s.hasData(h), nil
 	}
 	n, err := parseName(nameOrRef)
@@ -560,43 +578,73 @@ func (s *Store) Resolve(ctx context.Context, nameOrRef string) (path, ref string
 	return filepath.Join(s.dataDir(), h), "sha256:" + h, nil
 }
 
-// Remove deletes an image. Given a ref it removes the content and every
-// name; given a name it removes that name and the content once no other
-// name points to it. A missing image is not an error; one in use is
-// (ErrInUse).
+// Remove deletes an image by ref, or one name of it.
+//
+// Given a ref ("sha256:<hex>", the image ID kubelet's image GC passes) it
+// removes every name and the content; an image a container uses is kept
+// whole and the error wraps ErrInUse.
+//
+// Given a name it removes that name only. The content goes too when no
+// other name points to it and no container uses it; otherwise it stays,
+// listed under its other names or, with none left, by its ref alone until
+// removed by ref.
+//
+// A missing image or name is not an error.
 func (s *Store) Remove(ctx context.Context, nameOrRef string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h, ok, err := s.lookup(nameOrRef)
-	if err != nil || !ok {
+	if h, ok := parseRef(strings.TrimPrefix(nameOrRef, CRIPrefix)); ok {
+		return s.removeRef(nameOrRef, h)
+	}
+	n, err := parseName(nameOrRef)
+	if err != nil {
 		return err
 	}
-	if s.usedLocked()["sha256:"+h] {
-		return fmt.Errorf("removing image %q (sha256:%s): %w by a container", nameOrRef, h, ErrInUse)
+	h, found, err := s.lookup(nameOrRef)
+	if err != nil {
+		return err
+	}
+	// The link goes even when its content is missing (a dangling link).
+	if err := os.Remove(filepath.Join(s.linksDir(), n.link)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing image %q: %w", nameOrRef, err)
+	}
+	if !found {
+		return nil
 	}
 	links, err := s.linksByHex()
 	if err != nil {
 		return fmt.Errorf("removing image %q: %w", nameOrRef, err)
 	}
-	names := links[h]
-	if _, isRef := parseRef(nameOrRef); !isRef {
-		n, _ := parseName(nameOrRef)
-		names = []string{strings.ReplaceAll(n.link, "%", "/")}
-		if err := os.Remove(filepath.Join(s.linksDir(), n.link)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("removing image %q: %w", nameOrRef, err)
-		}
-		if len(links[h]) > 1 {
-			return nil
-		}
+	if len(links[h]) > 0 || s.usedLocked()["sha256:"+h] {
+		return nil
 	}
-	for _, name := range names {
+	if err := os.Remove(filepath.Join(s.dataDir(), h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing image %q (sha256:%s): %w", nameOrRef, h, err)
+	}
+	return nil
+}
+
+// removeRef removes the content h and every name of it. Called with s.mu
+// held.
+func (s *Store) removeRef(ref, h string) error {
+	if !s.hasData(h) {
+		return nil
+	}
+	if s.usedLocked()["sha256:"+h] {
+		return fmt.Errorf("removing image %q: %w by a container", ref, ErrInUse)
+	}
+	links, err := s.linksByHex()
+	if err != nil {
+		return fmt.Errorf("removing image %q: %w", ref, err)
+	}
+	for _, name := range links[h] {
 		l := filepath.Join(s.linksDir(), strings.ReplaceAll(name, "/", "%"))
 		if err := os.Remove(l); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("removing image %q: %w", nameOrRef, err)
+			return fmt.Errorf("removing image %q: name %s: %w", ref, name, err)
 		}
 	}
 	if err := os.Remove(filepath.Join(s.dataDir(), h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing image %q: %w", nameOrRef, err)
+		return fmt.Errorf("removing image %q: %w", ref, err)
 	}
 	return nil
 }

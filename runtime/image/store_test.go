@@ -76,7 +76,7 @@ func TestPullListStatusRemove(t *testing.T) {
 	if diff := cmp.Diff([]Image{wantImg}, imgs); diff != "" {
 		t.Errorf("List (-want +got):\n%s", diff)
 	}
-	for _, q := range []string{"cirros", "virtlet.cloud/cirros", want, digestOf(data), pinned} {
+	for _, q := range []string{"cirros", "virtlet.cloud/cirros:latest", want, CRIPrefix + want, digestOf(data), pinned} {
 		img, err := s.Status(ctx, q)
 		if err != nil {
 			t.Fatal(err)
@@ -100,12 +100,10 @@ func TestPullListStatusRemove(t *testing.T) {
 		t.Fatalf("stored content differs from the served image (%v)", err)
 	}
 
-	// In use: neither name nor ref can be removed.
+	// In use: the ref cannot be removed (names: TestRemove).
 	s.SetInUse(func() map[string]bool { return map[string]bool{want: true} })
-	for _, q := range []string{"cirros", want} {
-		if err := s.Remove(ctx, q); !errors.Is(err, ErrInUse) {
-			t.Errorf("Remove(%q) of an image in use = %v, want ErrInUse", q, err)
-		}
+	if err := s.Remove(ctx, want); !errors.Is(err, ErrInUse) {
+		t.Errorf("Remove(%q) of an image in use = %v, want ErrInUse", want, err)
 	}
 	s.SetInUse(nil)
 
@@ -127,6 +125,87 @@ func TestPullListStatusRemove(t *testing.T) {
 		t.Errorf("Remove of a missing image = %v, want nil", err)
 	}
 	assertNothingVisible(t, s, "alias")
+}
+
+// TestRemove: one content pulled as "a" and "b". Removing a name removes
+// that name only, and the content with the last name unless a container
+// uses it; removing the ref removes every name and the content unless in
+// use.
+func TestRemove(t *testing.T) {
+	data := fakeQcow2(4096, 1<<20, 30)
+	hex := digestOf(data)
+	ref := "sha256:" + hex
+	tests := []struct {
+		name    string
+		inUse   bool
+		remove  []string
+		wantErr error    // of the last Remove
+		present bool     // the content is still stored
+		tags    []string // RepoTags of what is left
+	}{
+		{name: "one name keeps the other", remove: []string{"virtlet.cloud/a:latest"}, present: true, tags: []string{"b"}},
+		{name: "both names remove the content", remove: []string{"a", "virtlet.cloud/b"}},
+		{name: "ref removes every name", remove: []string{ref}},
+		{name: "ref with the CRI prefix", remove: []string{CRIPrefix + ref}},
+		{name: "bare hex ref", remove: []string{hex}},
+		{name: "absent name", remove: []string{"c"}, present: true, tags: []string{"a", "b"}},
+		{name: "pinned name not linked keeps the name", remove: []string{"b", "a@sha256:" + hex}, present: true, tags: []string{"a"}},
+		{name: "name of content in use", inUse: true, remove: []string{"a"}, present: true, tags: []string{"b"}},
+		{name: "every name of content in use keeps it by ref", inUse: true, remove: []string{"a", "b"}, present: true, tags: []string{}},
+		{name: "ref of content in use", inUse: true, remove: []string{ref}, wantErr: ErrInUse, present: true, tags: []string{"a", "b"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			srv := startServer(t)
+			srv.AddImage("img", data)
+			s := newStore(t, staticTranslator{"a": {URL: srv.URL() + "/img"}, "b": {URL: srv.URL() + "/img"}})
+			for _, n := range []string{"virtlet.cloud/a:latest", "virtlet.cloud/b"} {
+				if got, err := s.Pull(ctx, n); err != nil || got != ref {
+					t.Fatalf("Pull(%s) = %s, %v", n, got, err)
+				}
+			}
+			if tc.inUse {
+				s.SetInUse(func() map[string]bool { return map[string]bool{ref: true} })
+			}
+			var err error
+			for _, n := range tc.remove {
+				err = s.Remove(ctx, n)
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Remove = %v, want %v", err, tc.wantErr)
+			}
+			img, err := s.Status(ctx, ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.present {
+				if img != nil {
+					t.Fatalf("Status(%s) = %+v after removal, want none", ref, img)
+				}
+				assertNoImage(t, s, "a", "data", "links")
+				return
+			}
+			if img == nil {
+				t.Fatalf("Status(%s) = nil, want the image kept", ref)
+			}
+			if diff := cmp.Diff(tc.tags, img.RepoTags); diff != "" {
+				t.Errorf("RepoTags (-want +got):\n%s", diff)
+			}
+			for _, n := range tc.tags {
+				if got, err := s.Status(ctx, n); err != nil || got == nil || got.Ref != ref {
+					t.Errorf("Status(%s) = %+v, %v; want %s", n, got, err, ref)
+				}
+			}
+			if _, got, err := s.Resolve(ctx, ref); err != nil || got != ref {
+				t.Errorf("Resolve(%s) = %s, %v", ref, got, err)
+			}
+			imgs, err := s.List(ctx)
+			if err != nil || len(imgs) != 1 {
+				t.Errorf("List = %+v, %v; want the one image", imgs, err)
+			}
+		})
+	}
 }
 
 func TestRemoveLastNameRemovesContent(t *testing.T) {
