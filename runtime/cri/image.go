@@ -2,6 +2,8 @@ package cri
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -89,8 +91,27 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 	if name == "" {
 		return nil, toStatus(errdefs.InvalidArgumentf("RemoveImage: image.image is required"))
 	}
-	if err := s.cfg.Images.Remove(ctx, name); err != nil {
+	img, err := s.cfg.Images.Status(ctx, name)
+	if err != nil {
 		return nil, toStatus(err)
+	}
+	if img == nil {
+		return &runtimeapi.RemoveImageResponse{}, nil
+	}
+	// As containerd: the image goes with every name, whichever name or the
+	// ID the call gives (critest: "removing image by one tag should remove
+	// all tags"). By name, the content a VM uses stays, listed by its ID
+	// until kubelet's image GC removes that; by ID it is refused then.
+	if strings.HasSuffix(name, img.Ref) {
+		if err := s.cfg.Images.Remove(ctx, name); err != nil {
+			return nil, toStatus(err)
+		}
+		return &runtimeapi.RemoveImageResponse{}, nil
+	}
+	for _, tag := range img.RepoTags {
+		if err := s.cfg.Images.Remove(ctx, tag); err != nil {
+			return nil, toStatus(fmt.Errorf("removing %s, a name of image %s: %w", tag, img.Ref, err))
+		}
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil
 }

@@ -65,7 +65,7 @@ type Images interface {
 	// Remove by name removes that name (the image stays while another
 	// name or a container uses it); by ID it removes the image and every
 	// name, and fails for an image a container uses. A missing image is
-	// not an error.
+	// not an error. (RemoveImage builds containerd's semantics on it.)
 	Remove(ctx context.Context, nameOrRef string) error
 	FsInfo(ctx context.Context) (FsUsage, error)
 }
