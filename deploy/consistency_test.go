@@ -163,7 +163,9 @@ func TestDaemonSetFlagsExist(t *testing.T) {
 			t.Errorf("podvisor container passes --%s, which podvisor does not have (it has: %s)", name, strings.Join(sortedKeys(known), ", "))
 		}
 	}
-	for _, want := range []string{"listen", "state-dir", "image-translations-dir", "hypervisor", "network", "emulator"} {
+	// kubeconfig: without it the daemon has no Kubernetes client, and
+	// ignores cloud-init data sources and VirtletImageMappings.
+	for _, want := range []string{"listen", "state-dir", "image-translations-dir", "hypervisor", "network", "emulator", "kubeconfig"} {
 		if _, ok := args[want]; !ok {
 			t.Errorf("podvisor container does not pass --%s", want)
 		}
@@ -344,12 +346,15 @@ var cmpLabels = cmp.Comparer(func(a, b map[string]string) bool {
 // checkRBAC: a binding gives sa a role with what podvisor reads.
 func checkRBAC(t *testing.T, objs map[string]any, sa *corev1.ServiceAccount) {
 	t.Helper()
-	want := map[string]string{ // "group/resource" -> verb
-		"/configmaps":                       "get",
-		"/secrets":                          "get",
-		"/nodes":                            "get",
-		"virtlet.k8s/virtletimagemappings":  "watch",
-		"virtlet.k8s/virtletconfigmappings": "list",
+	want := map[string][]string{ // "group/resource" -> verbs
+		"/configmaps": {"get"},
+		"/secrets":    {"get"},
+		"/nodes":      {"get"},
+		// The daemon's informer (runtime/image/crdsource) lists, then
+		// watches, in every namespace unless --image-mapping-namespace
+		// says otherwise: a ClusterRole fits both.
+		"virtlet.k8s/virtletimagemappings":  {"list", "watch"},
+		"virtlet.k8s/virtletconfigmappings": {"list"},
 	}
 	granted := map[string]bool{}
 	for _, o := range objs {
@@ -377,9 +382,11 @@ func checkRBAC(t *testing.T, objs map[string]any, sa *corev1.ServiceAccount) {
 			}
 		}
 	}
-	for gr, verb := range want {
-		if !granted[gr+"/"+verb] {
-			t.Errorf("service account %s/%s may not %s %s", sa.Namespace, sa.Name, verb, gr)
+	for gr, verbs := range want {
+		for _, verb := range verbs {
+			if !granted[gr+"/"+verb] {
+				t.Errorf("service account %s/%s may not %s %s", sa.Namespace, sa.Name, verb, gr)
+			}
 		}
 	}
 }

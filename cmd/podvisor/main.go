@@ -50,7 +50,8 @@ func run(args []string) error {
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for the Prometheus /metrics endpoint (empty: off)")
 	fs.BoolVar(&cfg.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on the metrics endpoint")
 	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
-	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources (empty: none)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources and VirtletImageMapping image translations (empty: none)")
+	fs.StringVar(&cfg.ImageMappingNamespace, "image-mapping-namespace", "", "namespace whose VirtletImageMappings are watched (empty: all namespaces; needs --kubeconfig)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -120,25 +121,26 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		return fileV
 	}
 	out := daemon.Config{
-		Listen:               pick("listen", file.Listen, flags.Listen),
-		StateDir:             pick("state-dir", file.StateDir, flags.StateDir),
-		Hypervisor:           pick("hypervisor", file.Hypervisor, flags.Hypervisor),
-		Network:              pick("network", file.Network, flags.Network),
-		ImageDir:             pick("image-dir", file.ImageDir, flags.ImageDir),
-		ImageTranslationsDir: pick("image-translations-dir", file.ImageTranslationsDir, flags.ImageTranslationsDir),
-		CgroupDriver:         pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
-		LibvirtURI:           pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
-		KVM:                  pick("kvm", file.KVM, flags.KVM),
-		StreamAddr:           pick("stream-addr", file.StreamAddr, flags.StreamAddr),
-		MetricsAddr:          pick("metrics-addr", file.MetricsAddr, flags.MetricsAddr),
-		CNIConfDir:           pick("cni-conf-dir", file.CNIConfDir, flags.CNIConfDir),
-		Emulator:             pick("emulator", file.Emulator, flags.Emulator),
-		Kubeconfig:           pick("kubeconfig", file.Kubeconfig, flags.Kubeconfig),
-		CNIBinDirs:           flags.CNIBinDirs,
-		SimBootTime:          flags.SimBootTime,
-		ImagePullGiveUp:      flags.ImagePullGiveUp,
-		SocketMode:           file.SocketMode,
-		Profiling:            file.Profiling,
+		Listen:                pick("listen", file.Listen, flags.Listen),
+		StateDir:              pick("state-dir", file.StateDir, flags.StateDir),
+		Hypervisor:            pick("hypervisor", file.Hypervisor, flags.Hypervisor),
+		Network:               pick("network", file.Network, flags.Network),
+		ImageDir:              pick("image-dir", file.ImageDir, flags.ImageDir),
+		ImageTranslationsDir:  pick("image-translations-dir", file.ImageTranslationsDir, flags.ImageTranslationsDir),
+		CgroupDriver:          pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
+		LibvirtURI:            pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
+		KVM:                   pick("kvm", file.KVM, flags.KVM),
+		StreamAddr:            pick("stream-addr", file.StreamAddr, flags.StreamAddr),
+		MetricsAddr:           pick("metrics-addr", file.MetricsAddr, flags.MetricsAddr),
+		CNIConfDir:            pick("cni-conf-dir", file.CNIConfDir, flags.CNIConfDir),
+		Emulator:              pick("emulator", file.Emulator, flags.Emulator),
+		Kubeconfig:            pick("kubeconfig", file.Kubeconfig, flags.Kubeconfig),
+		ImageMappingNamespace: pick("image-mapping-namespace", file.ImageMappingNamespace, flags.ImageMappingNamespace),
+		CNIBinDirs:            flags.CNIBinDirs,
+		SimBootTime:           flags.SimBootTime,
+		ImagePullGiveUp:       flags.ImagePullGiveUp,
+		SocketMode:            file.SocketMode,
+		Profiling:             file.Profiling,
 	}
 	if set["profiling"] {
 		out.Profiling = flags.Profiling

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
@@ -28,6 +29,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/hypervisor/libvirt"
 	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/image/crdsource"
 	"github.com/podvisor/podvisor/runtime/kube"
 	"github.com/podvisor/podvisor/runtime/metrics"
 	"github.com/podvisor/podvisor/runtime/network"
@@ -94,9 +96,22 @@ type Config struct {
 	// containerd does; kubelet proxies to it).
 	StreamAddr string `json:"streamAddr"`
 	// Kubeconfig, when set, gives podvisor a Kubernetes client to read the
-	// ConfigMaps and Secrets named by cloud-init data source annotations.
+	// ConfigMaps and Secrets named by cloud-init data source annotations
+	// and to watch VirtletImageMapping objects (image translations).
 	Kubeconfig string `json:"kubeconfig"`
+	// ImageMappingNamespace is the namespace whose VirtletImageMappings
+	// are watched; "" (the default) watches all namespaces. Used only
+	// with Kubeconfig.
+	ImageMappingNamespace string `json:"imageMappingNamespace"`
+
+	// imageMappingSyncWait bounds how long New waits for the first list of
+	// VirtletImageMappings (default 10 s); tests shorten it.
+	imageMappingSyncWait time.Duration
 }
+
+// defaultImageMappingSyncWait is how long start-up waits for the first list
+// of VirtletImageMappings before going on without them.
+const defaultImageMappingSyncWait = 10 * time.Second
 
 // Validate checks c and fills defaults.
 func (c *Config) Validate() error {
@@ -142,8 +157,14 @@ func (c *Config) Validate() error {
 	if c.Profiling && c.MetricsAddr == "" {
 		return errors.New("profiling: needs metrics-addr, the endpoint that serves /debug/pprof/")
 	}
+	if c.ImageMappingNamespace != "" && c.Kubeconfig == "" {
+		return errors.New("image-mapping-namespace: needs kubeconfig, the Kubernetes client that watches VirtletImageMappings")
+	}
 	if c.SocketMode == 0 {
 		c.SocketMode = 0o660
+	}
+	if c.imageMappingSyncWait == 0 {
+		c.imageMappingSyncWait = defaultImageMappingSyncWait
 	}
 	if c.StreamAddr == "" {
 		c.StreamAddr = "127.0.0.1:0"
@@ -183,6 +204,8 @@ type Daemon struct {
 	health  *health.Server
 	lis     net.Listener
 	closers []func() error
+	// translations turn image names into URLs (tests ask it directly).
+	translations *image.Translations
 }
 
 // New builds the daemon: opens the store, connects the hypervisor, recovers
@@ -267,23 +290,35 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 	}
 
-	tr := image.NewTranslations(cfg.ImageTranslationsDir)
+	var (
+		dataSource cloudinit.DataSource
+		mappings   []image.MappingSource
+	)
+	if cfg.Kubeconfig != "" {
+		kc, err := kube.RESTConfig(cfg.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		if dataSource, err = kube.New(kc); err != nil {
+			return nil, err
+		}
+		src, err := d.watchImageMappings(ctx, kc)
+		if err != nil {
+			return nil, err
+		}
+		mappings = append(mappings, src)
+	}
+	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
 	imgOpts := []image.Option{image.WithLogger(log)}
 	if cfg.ImagePullGiveUp > 0 {
 		imgOpts = append(imgOpts, image.WithGiveUpAfter(cfg.ImagePullGiveUp))
 	}
-	imgStore, err := image.NewStore(cfg.ImageDir, tr, imgOpts...)
+	imgStore, err := image.NewStore(cfg.ImageDir, d.translations, imgOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("opening the image store: %w", err)
 	}
 	images := imageService{store: imgStore}
 
-	var dataSource cloudinit.DataSource
-	if cfg.Kubeconfig != "" {
-		if dataSource, err = kube.NewFromKubeconfig(cfg.Kubeconfig); err != nil {
-			return nil, err
-		}
-	}
 	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log})
 	if err != nil {
 		return nil, err
@@ -331,6 +366,33 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		return nil, err
 	}
 	return d, nil
+}
+
+// watchImageMappings starts the VirtletImageMapping watch, which Stop ends.
+// It waits for the first list at most cfg.imageMappingSyncWait: an API
+// server that is down or lacks the CRD must not keep the node's VMs from
+// being managed. The watch then keeps retrying in the background and pulls
+// translate with what it has (the directory's configs, at least).
+func (d *Daemon) watchImageMappings(ctx context.Context, kc *rest.Config) (*crdsource.Source, error) {
+	ns := d.cfg.ImageMappingNamespace
+	src, err := crdsource.NewForConfig(kc, crdsource.Options{Namespace: ns, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, src.Close)
+	where := ns
+	if where == "" {
+		where = "(all)"
+	}
+	wait, cancel := context.WithTimeout(ctx, d.cfg.imageMappingSyncWait)
+	defer cancel()
+	if err := src.WaitForSync(wait); err != nil {
+		d.log.Warn("VirtletImageMappings not listed yet; going on without them and retrying in the background",
+			"namespace", where, "waited", d.cfg.imageMappingSyncWait, "err", err)
+	} else {
+		d.log.Info("watching VirtletImageMappings", "namespace", where)
+	}
+	return src, nil
 }
 
 // listenUnix listens on a unix socket with the given mode, replacing a

@@ -48,23 +48,30 @@ func New(cfg *rest.Config) (*DataSource, error) {
 	return &DataSource{client: client}, nil
 }
 
-// NewFromKubeconfig builds the client from a kubeconfig file; an empty path
-// means the in-cluster config (podvisor running in a DaemonSet pod).
-func NewFromKubeconfig(path string) (*DataSource, error) {
-	var (
-		cfg *rest.Config
-		err error
-	)
+// RESTConfig loads the client configuration of a kubeconfig file; an empty
+// path means the in-cluster config (podvisor running in a DaemonSet pod).
+// The daemon loads it once and shares it between the DataSource and the
+// VirtletImageMapping watch (runtime/image/crdsource).
+func RESTConfig(path string) (*rest.Config, error) {
 	if path == "" {
-		cfg, err = rest.InClusterConfig()
+		cfg, err := rest.InClusterConfig()
 		if err != nil {
 			return nil, fmt.Errorf("kubeconfig: none given and not running in a cluster: %w", err)
 		}
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", path)
-		if err != nil {
-			return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
-		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// NewFromKubeconfig is New with the configuration RESTConfig loads.
+func NewFromKubeconfig(path string) (*DataSource, error) {
+	cfg, err := RESTConfig(path)
+	if err != nil {
+		return nil, err
 	}
 	return New(cfg)
 }

@@ -2,58 +2,40 @@ package kube
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 
+	"github.com/podvisor/podvisor/fakes/kubeapi"
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 )
 
-// apiServer serves GETs of the given objects on 127.0.0.1 as the API
-// server does (404 with a Status for others, 403 for names in forbidden).
+// apiServer serves the given objects on 127.0.0.1 as the API server does
+// (404 with a Status for others, 403 for names in forbidden).
 func apiServer(t *testing.T, forbidden map[string]bool, objs ...any) *DataSource {
 	t.Helper()
-	byPath := map[string]any{}
+	srv := kubeapi.New()
+	t.Cleanup(srv.Close)
+	configMaps := kubeapi.Resource{Version: "v1", Resource: "configmaps", Kind: "ConfigMap"}
+	secrets := kubeapi.Resource{Version: "v1", Resource: "secrets", Kind: "Secret"}
 	for _, o := range objs {
-		switch o := o.(type) {
-		case *corev1.ConfigMap:
-			o.APIVersion, o.Kind = "v1", "ConfigMap"
-			byPath["/api/v1/namespaces/"+o.Namespace+"/configmaps/"+o.Name] = o
-		case *corev1.Secret:
-			o.APIVersion, o.Kind = "v1", "Secret"
-			byPath["/api/v1/namespaces/"+o.Namespace+"/secrets/"+o.Name] = o
+		res := configMaps
+		if _, ok := o.(*corev1.Secret); ok {
+			res = secrets
+		}
+		if err := srv.Add(res, o); err != nil {
+			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		name := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
-		code, reason := 0, ""
-		switch {
-		case forbidden[name]:
-			code, reason = http.StatusForbidden, "Forbidden"
-		case byPath[r.URL.Path] == nil:
-			code, reason = http.StatusNotFound, "NotFound"
-		}
-		if code != 0 {
-			w.WriteHeader(code)
-			json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-				Status: "Failure", Reason: metav1.StatusReason(reason), Code: int32(code), Message: name + " " + reason})
-			return
-		}
-		json.NewEncoder(w).Encode(byPath[r.URL.Path])
-	}))
-	t.Cleanup(srv.Close)
-	ds, err := New(&rest.Config{Host: srv.URL})
+	for name := range forbidden {
+		srv.Forbid(name)
+	}
+	ds, err := New(srv.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,13 +110,7 @@ func TestForbiddenIsNotNotFound(t *testing.T) {
 func TestNewFromKubeconfig(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good")
-	if err := os.WriteFile(good, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-`), 0o600); err != nil {
+	if err := os.WriteFile(good, []byte(kubeapi.Kubeconfig("https://127.0.0.1:6443")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := NewFromKubeconfig(good); err != nil {

@@ -7,11 +7,15 @@ package crdsource
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -19,7 +23,6 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podvisor/podvisor/runtime/image"
 )
@@ -33,12 +36,26 @@ const (
 	ListKind = "VirtletImageMappingList"
 )
 
+// Options configure a Source.
+type Options struct {
+	// Namespace is the namespace watched; "" watches all namespaces.
+	Namespace string
+	// Logger receives list and watch failures, which the informer retries
+	// with back-off (0.8 s doubling up to 30 s); nil means slog.Default().
+	Logger *slog.Logger
+}
+
 // Source is an image.MappingSource backed by an informer.
 type Source struct {
-	informer cache.SharedIndexInformer
+	informer  cache.SharedIndexInformer
+	namespace string
+	stop      context.CancelFunc
+	stopped   context.Context // done once Close is called
+	done      chan struct{}   // closed when the informer has returned
 
-	mu     sync.Mutex
-	parsed map[types.UID]parsedMapping
+	mu      sync.Mutex
+	parsed  map[types.UID]parsedMapping
+	lastErr error // the last list/watch failure
 }
 
 type parsedMapping struct {
@@ -46,41 +63,104 @@ type parsedMapping struct {
 	nc              image.NamedConfig
 }
 
-// New watches VirtletImageMappings in namespace ("" for all namespaces)
-// and returns once the first list is in the cache or ctx ends. The watch
-// stops when ctx is cancelled.
-func New(ctx context.Context, client dynamic.Interface, namespace string) (*Source, error) {
-	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(client, 10*time.Minute, namespace, nil)
-	s := &Source{informer: f.ForResource(GVR).Informer(), parsed: map[types.UID]parsedMapping{}}
-	f.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
-		return nil, fmt.Errorf("listing %s in namespace %q: %w", GVR.Resource, namespace, context.Cause(ctx))
+// New starts watching VirtletImageMappings and returns at once. The cache
+// fills in the background: until the first list arrives (WaitForSync),
+// Mappings returns what is cached, possibly nothing. An unreachable API
+// server, a missing CRD or a refusal by RBAC is logged and retried until
+// Close.
+func New(client dynamic.Interface, opts Options) *Source {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
 	}
-	return s, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Source{
+		informer:  dynamicinformer.NewFilteredDynamicInformer(listThenWatch{client}, GVR, opts.Namespace, 10*time.Minute, cache.Indexers{}, nil).Informer(),
+		namespace: opts.Namespace,
+		stop:      cancel,
+		stopped:   ctx,
+		done:      make(chan struct{}),
+		parsed:    map[types.UID]parsedMapping{},
+	}
+	// Replaces client-go's handler, which logs through klog.
+	_ = s.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
+		switch {
+		case ctx.Err() != nil, errors.Is(err, io.EOF):
+			// Stopping, or a watch that ended normally.
+		case apierrors.IsResourceExpired(err), apierrors.IsGone(err), errors.Is(err, io.ErrUnexpectedEOF):
+			log.Debug("VirtletImageMappings: watch closed; listing again", "namespace", opts.Namespace, "err", err)
+		default:
+			s.mu.Lock()
+			s.lastErr = err
+			s.mu.Unlock()
+			log.Warn("VirtletImageMappings: list/watch failed; retrying with back-off", "namespace", opts.Namespace, "err", err)
+		}
+	})
+	go func() {
+		defer close(s.done)
+		s.informer.RunWithContext(ctx)
+	}()
+	return s
 }
 
-// NewFromKubeconfig builds the client from a kubeconfig file, or from the
-// in-cluster service account when kubeconfig is "".
-func NewFromKubeconfig(ctx context.Context, kubeconfig, namespace string) (*Source, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config for VirtletImageMappings: %w", err)
-	}
+// listThenWatch makes the informer LIST then WATCH instead of streaming the
+// list (client-go's watch-list): the watch-list path retries connection
+// failures in an inner loop that neither reports them to the watch error
+// handler nor notices a stop during its back-off (up to 30 s), so an
+// unreachable API server would go unlogged and Close would hang. The
+// objects are few; a LIST costs the API server nothing here.
+type listThenWatch struct{ dynamic.Interface }
+
+// IsWatchListSemanticsUnSupported is what client-go asks.
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }
+
+// NewForConfig is New with a dynamic client for cfg.
+func NewForConfig(cfg *rest.Config, opts Options) (*Source, error) {
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for VirtletImageMappings: %w", err)
 	}
-	return New(ctx, client, namespace)
+	return New(client, opts), nil
+}
+
+// WaitForSync waits until the first list is in the cache. When ctx ends or
+// the Source is closed first it returns an error that includes the last
+// list failure, if any; the Source keeps trying until Close.
+func (s *Source) WaitForSync(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.stopped, cancel)()
+	if cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+		return nil
+	}
+	where := "in all namespaces"
+	if s.namespace != "" {
+		where = "in namespace " + s.namespace
+	}
+	why := context.Cause(ctx)
+	if s.stopped.Err() != nil {
+		why = errors.New("the source is closed")
+	}
+	s.mu.Lock()
+	last := s.lastErr
+	s.mu.Unlock()
+	if last != nil {
+		return fmt.Errorf("%s %s not listed (%w); last failure: %w", GVR.Resource, where, why, last)
+	}
+	return fmt.Errorf("%s %s not listed: %w", GVR.Resource, where, why)
+}
+
+// Close stops the watch and waits until the informer has stopped.
+func (s *Source) Close() error {
+	s.stop()
+	<-s.done
+	return nil
 }
 
 // Mappings implements image.MappingSource from the informer's cache; an
-// object is parsed again only when its resourceVersion changed.
+// object is parsed again only when its resourceVersion changed. It never
+// calls the API server and never fails: before the first list, or while the
+// API server is away, it returns what is cached.
 func (s *Source) Mappings(ctx context.Context) ([]image.NamedConfig, error) {
 	objs := s.informer.GetStore().List()
 	s.mu.Lock()

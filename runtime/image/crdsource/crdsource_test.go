@@ -51,8 +51,9 @@ func TestSourceFollowsObjects(t *testing.T) {
 		mapping("kube-system", "b", rule("img", "http://b/img")),
 		mapping("other", "c", rule("img", "http://c/img")),
 	)
-	src, err := New(ctx, client, "kube-system")
-	if err != nil {
+	src := New(client, Options{Namespace: "kube-system"})
+	defer src.Close()
+	if err := src.WaitForSync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	tr := image.NewTranslations("", src)
@@ -105,12 +106,5 @@ func TestSourceFollowsObjects(t *testing.T) {
 	}
 	if got := translate(); got != "http://b/img" {
 		t.Errorf("with a broken mapping: %s, want http://b/img", got)
-	}
-}
-
-func TestNewFromKubeconfigErrors(t *testing.T) {
-	_, err := NewFromKubeconfig(context.Background(), "/nonexistent/kubeconfig", "")
-	if err == nil || !strings.Contains(err.Error(), "kubernetes client config for VirtletImageMappings") {
-		t.Fatalf("error = %v", err)
 	}
 }
