@@ -177,9 +177,14 @@ run kube-controller-manager "$k8sbin/kube-controller-manager" --kubeconfig "$pki
 run kube-scheduler "$k8sbin/kube-scheduler" --kubeconfig "$pki/scheduler.kubeconfig" \
 	--authentication-kubeconfig "$pki/scheduler.kubeconfig" --authorization-kubeconfig "$pki/scheduler.kubeconfig" \
 	--bind-address 127.0.0.1 --leader-elect=false
-# podvisor may read ConfigMaps and Secrets (cloud-init data sources), no more.
+# Virtlet's CRDs; podvisor may read ConfigMaps and Secrets (cloud-init data
+# sources) and list and watch VirtletImageMappings, no more.
+kubectl apply -f "$root/deploy/crds.yaml" >/dev/null
+kubectl wait --for condition=established --timeout=60s crd/virtletimagemappings.virtlet.k8s >/dev/null
 kubectl create clusterrole podvisor-datasource --verb=get --resource=configmaps,secrets >/dev/null
 kubectl create clusterrolebinding podvisor-datasource --clusterrole=podvisor-datasource --user=podvisor >/dev/null
+kubectl create clusterrole podvisor-imagemappings --verb=get,list,watch --resource=virtletimagemappings.virtlet.k8s >/dev/null
+kubectl create clusterrolebinding podvisor-imagemappings --clusterrole=podvisor-imagemappings --user=podvisor >/dev/null
 # The ServiceAccount controller creates it; waiting proves the controller-manager works.
 wait_for "the default ServiceAccount" 180 kubectl -n default get serviceaccount default
 

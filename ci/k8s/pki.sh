@@ -41,8 +41,9 @@ cert admin "/O=system:masters/CN=podvisor-e2e-admin"
 cert controller-manager "/CN=system:kube-controller-manager"
 cert scheduler "/CN=system:kube-scheduler"
 cert kubelet "/O=system:nodes/CN=system:node:$node"
-# podvisor reads ConfigMaps and Secrets for cloud-init data sources; ci/e2e.sh
-# grants this identity exactly that (ClusterRole podvisor-datasource).
+# podvisor reads ConfigMaps and Secrets for cloud-init data sources and
+# watches VirtletImageMappings; ci/e2e.sh grants this identity exactly that
+# (ClusterRoles podvisor-datasource and podvisor-imagemappings).
 cert podvisor "/CN=podvisor"
 
 ossl genrsa -out sa.key 2048
