@@ -282,6 +282,7 @@ in_node env KUBECONFIG="$pki/admin.kubeconfig" \
 	PODVISOR_E2E_KUBECTL="$k8sbin/kubectl" \
 	PODVISOR_E2E_NODE="$node" \
 	PODVISOR_E2E_VM_IMAGE=virtlet.cloud/podvisor/testvm \
+	PODVISOR_E2E_VM_IMAGE_URL=http://127.0.0.1:8099/podvisor-test-guest.qcow2 \
 	PODVISOR_E2E_CONTAINER_IMAGE="$BUSYBOX_IMAGE" \
 	PODVISOR_E2E_PODVISOR_SOCKET="$work/podvisor.sock" \
 	PODVISOR_E2E_STATE_DIR="$work/podvisor" \

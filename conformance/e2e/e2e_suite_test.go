@@ -18,6 +18,7 @@ type env struct {
 	kubectl        string // kubectl binary
 	node           string // node name
 	vmImage        string // virtlet.cloud/... image of the test guest
+	vmImageURL     string // where the test guest is served, for a VirtletImageMapping
 	containerImage string // busybox image imported into containerd
 	podvisorSocket string // podvisor's own CRI socket (behind the proxy)
 	stateDir       string // podvisor's --state-dir
@@ -44,6 +45,7 @@ var _ = BeforeSuite(func() {
 		kubectl:        get("PODVISOR_E2E_KUBECTL"),
 		node:           get("PODVISOR_E2E_NODE"),
 		vmImage:        get("PODVISOR_E2E_VM_IMAGE"),
+		vmImageURL:     get("PODVISOR_E2E_VM_IMAGE_URL"),
 		containerImage: get("PODVISOR_E2E_CONTAINER_IMAGE"),
 		podvisorSocket: get("PODVISOR_E2E_PODVISOR_SOCKET"),
 		stateDir:       get("PODVISOR_E2E_STATE_DIR"),

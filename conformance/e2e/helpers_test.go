@@ -35,11 +35,16 @@ const (
 
 // kubectl runs kubectl with the suite's kubeconfig and returns its stdout.
 func kubectl(ctx context.Context, args ...string) (string, error) {
+	return kubectlStdin(ctx, "", args...)
+}
+
+// kubectlStdin runs kubectl with stdin.
+func kubectlStdin(ctx context.Context, stdin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.kubectl, append([]string{"--kubeconfig", cfg.kubeconfig}, args...)...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
 	}

@@ -199,7 +199,13 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			}
 		})
 
-		It("runs a VM pod selected by RuntimeClass handler podvisor, without any annotation", func(ctx context.Context) {
+		It("runs a VM pod selected by RuntimeClass handler podvisor, without any annotation, its image named by a VirtletImageMapping", func(ctx context.Context) {
+			// The name is in no translation file: only the mapping object
+			// (watched by podvisor) gives its URL.
+			mapping := fmt.Sprintf(`{"apiVersion": "virtlet.k8s/v1", "kind": "VirtletImageMapping",
+ "metadata": {"name": "e2e-mapped", "namespace": %q},
+ "spec": {"translations": [{"name": "e2e/mapped-testvm", "url": %q}]}}`, ns, cfg.vmImageURL)
+			Expect(kubectlStdin(ctx, mapping, "apply", "-f", "-")).Error().NotTo(HaveOccurred())
 			_, err := client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
 				ObjectMeta: metav1.ObjectMeta{Name: runtimeClass},
 				Handler:    "podvisor",
@@ -207,11 +213,13 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			if !apierrors.IsAlreadyExists(err) {
 				Expect(err).NotTo(HaveOccurred())
 			}
+			vm := vmContainer()
+			vm.Image = "virtlet.cloud/e2e/mapped-testvm"
 			_, err = client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: rcPod, Labels: map[string]string{"app": rcPod}},
 				Spec: corev1.PodSpec{
 					RuntimeClassName:              ptr.To(runtimeClass),
-					Containers:                    []corev1.Container{vmContainer()},
+					Containers:                    []corev1.Container{vm},
 					TerminationGracePeriodSeconds: ptr.To[int64](30),
 				},
 			}, metav1.CreateOptions{})
