@@ -142,8 +142,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		containerOrder: creationOrder[Container]{key: containerKey},
 	}
 	if w, ok := cfg.Hypervisor.(hypervisor.StateWatcher); ok {
-		// Watch before recovering, so that no change after recovery
-		// read a state goes unreported.
+		// Watch before recovery reads the states, so that a change
+		// made after it read them is reported.
 		m.events = w.WatchStates(bg)
 	}
 	fail := func(err error) (*Manager, error) {
