@@ -48,6 +48,18 @@
 // booted, idle guest costs no timer and no goroutine; a guest with something
 // pending has one timer.
 //
+// # Watching states
+//
+// Hypervisor implements hypervisor.StateWatcher: WatchStates reports every
+// change of a domain's state or reason, whatever made it (Start, a failed
+// Start, an ACPI shutdown beginning and completing, Destroy, Crash,
+// CrashAfter, the console's "poweroff" and "crash", Pause, Resume), and
+// every Undefine, by the domain's name, once Status shows the change.
+// Define and SetBehavior change no state and are not reported. Notices are
+// coalesced per domain while the reader is busy; a reader that falls behind
+// by more than Options.WatchBuffer domains gets one Resync notice instead.
+// Close closes every watch; Watches counts the open ones.
+//
 // # Guest behaviour
 //
 // GuestBehavior (Options.DefaultBehavior, or per domain with SetBehavior,

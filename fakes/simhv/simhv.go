@@ -81,6 +81,10 @@ type Options struct {
 	// ConsoleBufferSize bounds the console output kept while nobody
 	// reads it; zero means DefaultConsoleBufferSize.
 	ConsoleBufferSize int
+	// WatchBuffer bounds the domains a WatchStates reader may fall behind
+	// by before it gets a Resync notice instead; zero means
+	// hypervisor.DefaultWatchBuffer.
+	WatchBuffer int
 }
 
 // Hypervisor is the simulated hypervisor. It implements
@@ -99,9 +103,15 @@ type Hypervisor struct {
 	faults    []*fault
 	latency   map[Op]latency
 	calls     map[callKey]int
+
+	// watchers hears of every state change (see WatchStates).
+	watchers hypervisor.Notifier
 }
 
-var _ hypervisor.Hypervisor = (*Hypervisor)(nil)
+var (
+	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
+	_ hypervisor.StateWatcher = (*Hypervisor)(nil)
+)
 
 // New returns a simulated hypervisor. With Options.StateDir it reloads the
 // domains persisted there: running domains keep running with the same PID and
@@ -123,6 +133,9 @@ func New(opts Options) (*Hypervisor, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
+	if opts.WatchBuffer < 0 {
+		return nil, fmt.Errorf("simhv: WatchBuffer %d is negative; want >= 0", opts.WatchBuffer)
+	}
 	h := &Hypervisor{
 		opts:      opts,
 		clock:     opts.Clock,
@@ -134,6 +147,7 @@ func New(opts Options) (*Hypervisor, error) {
 		latency:   map[Op]latency{},
 		calls:     map[callKey]int{},
 	}
+	h.watchers.Buffer = opts.WatchBuffer
 	if opts.StateDir != "" {
 		if err := h.load(); err != nil {
 			return nil, err
@@ -357,6 +371,7 @@ func (h *Hypervisor) undefine(name string) error {
 	delete(h.domains, name)
 	delete(h.byUUID, d.rec.UUID)
 	d.cond.Broadcast()
+	h.watchers.Changed(name)
 	return nil
 }
 
@@ -460,8 +475,23 @@ func (h *Hypervisor) Close() error {
 		d.stopTimer()
 		d.cond.Broadcast()
 	}
+	h.watchers.Close()
 	return nil
 }
+
+// WatchStates implements hypervisor.StateWatcher: every change of a
+// domain's state or reason (Start, a failed Start, the ACPI shutdown
+// beginning and completing, Destroy, a crash by Crash, CrashAfter or the
+// console's "crash", the console's "poweroff", Pause, Resume) and every
+// Undefine is reported by the domain's name, after Status shows it. The
+// channel closes when ctx ends or at Close.
+func (h *Hypervisor) WatchStates(ctx context.Context) <-chan hypervisor.StateEvent {
+	return h.watchers.WatchStates(ctx)
+}
+
+// Watches reports how many WatchStates channels are open: tests use it to
+// prove that a watcher went away.
+func (h *Hypervisor) Watches() int { return h.watchers.Watches() }
 
 // SetBehavior sets the behaviour of the guest of the named domain, replacing
 // the default; it may be called before the domain is defined. Changing
@@ -621,13 +651,23 @@ func (h *Hypervisor) apply(d *domain, rec record) error {
 	if err := h.save(rec); err != nil {
 		return err
 	}
-	d.rec = rec
+	h.set(d, rec)
 	return nil
 }
 
 // happen records something the guest did: it happened whether or not it can
 // be persisted, and the next successful save of the domain catches up.
 func (h *Hypervisor) happen(d *domain, rec record) {
-	d.rec = rec
+	h.set(d, rec)
 	_ = h.save(rec)
+}
+
+// set makes rec the domain's state and tells watchers when the state or
+// its reason changed. Every transition goes through here.
+func (h *Hypervisor) set(d *domain, rec record) {
+	changed := rec.State != d.rec.State || rec.Reason != d.rec.Reason
+	d.rec = rec
+	if changed {
+		h.watchers.Changed(rec.Name)
+	}
 }

@@ -149,3 +149,28 @@ type Hypervisor interface {
 	// Close releases the connection. Domains keep running.
 	Close() error
 }
+
+// StateWatcher is implemented by hypervisors that report domain state
+// changes as they happen (libvirt's lifecycle events; the simulated
+// hypervisor's own transitions). It is optional: a user without it, or
+// with it, polls Status for correctness; events only make noticing a change
+// prompt. Both implementations build it on Notifier.
+type StateWatcher interface {
+	// WatchStates returns a channel of state change notices. It is closed
+	// when ctx ends or the hypervisor is closed. Notices may be
+	// coalesced (one notice for several changes of a domain) and may be
+	// spurious; when some were lost (the watcher fell behind, or the
+	// hypervisor's own event source was interrupted) a Resync notice
+	// says so. Every call makes an independent watch.
+	WatchStates(ctx context.Context) <-chan StateEvent
+}
+
+// StateEvent is one notice from a StateWatcher.
+type StateEvent struct {
+	// Name is the domain whose state may have changed; empty when Resync
+	// is set.
+	Name string
+	// Resync says notices were lost: the state of any domain may have
+	// changed, so the watcher should re-read every domain it cares about.
+	Resync bool
+}

@@ -48,8 +48,17 @@ type Config struct {
 	// (guests miss it while booting). Default 2 s.
 	ShutdownRetry time.Duration
 	// PollInterval is how often running VMs are checked for having stopped
-	// on their own. Default 1 s.
+	// on their own when the hypervisor does not report state changes (it
+	// is not a hypervisor.StateWatcher). With one that does, a reported
+	// change is checked at once, and PollInterval is how often a check
+	// that could not be made then (the container was busy in another
+	// operation, or reading the hypervisor failed) is tried again.
+	// Unclaimed results are collected at this interval too. Default 1 s.
 	PollInterval time.Duration
+	// ResyncInterval is, with a hypervisor that reports state changes,
+	// how often every running VM is checked anyway: the safety net for a
+	// report that was lost. Default 10 s.
+	ResyncInterval time.Duration
 	// OpTimeout bounds RunPodSandbox and CreateContainer once they run on
 	// after their caller gave up. Default 10 min.
 	OpTimeout time.Duration
@@ -70,10 +79,15 @@ type Manager struct {
 	bgctx  context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// events are the hypervisor's state change notices (nil when it
+	// reports none); the monitor reads them.
+	events <-chan hypervisor.StateEvent
 
 	mu         sync.RWMutex
 	sandboxes  map[string]*Sandbox
 	containers map[string]*Container
+	// byDomain maps a domain name to the ID of its container.
+	byDomain map[string]string
 	// sandboxOrder and containerOrder hold the same records as the maps,
 	// oldest first.
 	sandboxOrder   creationOrder[Sandbox]
@@ -106,6 +120,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = 10 * time.Second
+	}
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = 10 * time.Minute
 	}
@@ -120,24 +137,42 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		cfg: cfg, hv: cfg.Hypervisor, db: cfg.Store, log: cfg.Logger, clock: cfg.Clock,
 		bgctx: bg, cancel: cancel,
 		sandboxes: map[string]*Sandbox{}, containers: map[string]*Container{}, consoles: map[string]*console{},
+		byDomain:       map[string]string{},
 		sandboxOrder:   creationOrder[Sandbox]{key: sandboxKey},
 		containerOrder: creationOrder[Container]{key: containerKey},
 	}
-	if err := m.load(); err != nil {
+	if w, ok := cfg.Hypervisor.(hypervisor.StateWatcher); ok {
+		// Watch before recovery reads the states, so that a change
+		// made after it read them is reported.
+		m.events = w.WatchStates(bg)
+	}
+	fail := func(err error) (*Manager, error) {
 		cancel()
+		m.endWatch()
 		return nil, err
+	}
+	if err := m.load(); err != nil {
+		return fail(err)
 	}
 	if err := m.recover(ctx); err != nil {
-		cancel()
-		return nil, err
+		return fail(err)
 	}
 	if err := m.collectOrphans(ctx); err != nil {
-		cancel()
-		return nil, fmt.Errorf("collecting orphans: %w", err)
+		return fail(fmt.Errorf("collecting orphans: %w", err))
 	}
 	m.wg.Add(1)
 	go m.monitor()
 	return m, nil
+}
+
+// endWatch waits, once bgctx has ended, for the hypervisor to close the
+// watch, so that its goroutine is gone when Close returns.
+func (m *Manager) endWatch() {
+	if m.events == nil {
+		return
+	}
+	for range m.events {
+	}
 }
 
 // Close stops background work. VMs keep running.
@@ -173,6 +208,7 @@ func (m *Manager) load() error {
 		}
 		m.containers[c.ID] = &c
 		m.containerOrder.put(&c)
+		m.byDomain[c.DomainName] = c.ID
 		return nil
 	})
 	if err != nil {
@@ -224,37 +260,110 @@ func (m *Manager) recover(ctx context.Context) error {
 }
 
 // monitor notices VMs that stopped on their own (guest poweroff, crash,
-// emulator killed) and marks their containers exited.
+// emulator killed) and marks their containers exited. Without state change
+// notices from the hypervisor it checks every running VM each PollInterval.
+// With them it checks a VM when its domain is reported changed, retries
+// each PollInterval a check that could not be made, and checks every
+// running VM each ResyncInterval and whenever notices were lost.
 func (m *Manager) monitor() {
 	defer m.wg.Done()
-	t := time.NewTicker(m.cfg.PollInterval)
-	defer t.Stop()
+	tick := time.NewTicker(m.cfg.PollInterval)
+	defer tick.Stop()
+	events := m.events
+	var resync *time.Ticker
+	var resyncC <-chan time.Time
+	if events != nil {
+		resync = time.NewTicker(m.cfg.ResyncInterval)
+		defer resync.Stop()
+		resyncC = resync.C
+	}
+	// retry holds containers whose reported change is still to be
+	// checked.
+	retry := map[string]bool{}
 	for {
 		select {
 		case <-m.bgctx.Done():
+			m.endWatch()
 			return
-		case <-t.C:
-		}
-		m.mu.RLock()
-		var running []string
-		for id, c := range m.containers {
-			if c.State == ContainerRunning {
-				running = append(running, id)
+		case ev, ok := <-events:
+			switch {
+			case !ok:
+				events, resyncC = nil, nil
+				if m.bgctx.Err() == nil {
+					// The hypervisor was closed under us: poll,
+					// as without notices.
+					m.log.Warn("the hypervisor stopped reporting state changes; polling every VM instead", "interval", m.cfg.PollInterval)
+				}
+			case ev.Resync:
+				m.log.Debug("state change notices were lost; checking every running VM")
+				m.checkRunning()
+				resync.Reset(m.cfg.ResyncInterval)
+			default:
+				if id := m.containerOfDomain(ev.Name); id != "" && !m.checkReported(id) {
+					retry[id] = true
+				}
 			}
-		}
-		m.mu.RUnlock()
-		m.collectUnclaimed(m.bgctx)
-		for _, id := range running {
-			// A container busy in another operation (a stop waiting
-			// out its grace period) is checked by that operation.
-			unlock := m.locks.tryLock(id)
-			if unlock == nil {
+		case <-resyncC:
+			m.checkRunning()
+		case <-tick.C:
+			m.collectUnclaimed(m.bgctx)
+			if events == nil {
+				m.checkRunning()
 				continue
 			}
-			m.refreshLocked(m.bgctx, id)
-			unlock()
+			for id := range retry {
+				if m.checkReported(id) {
+					delete(retry, id)
+				}
+			}
 		}
 	}
+}
+
+// checkRunning checks every running container that is not busy.
+func (m *Manager) checkRunning() {
+	m.mu.RLock()
+	var running []string
+	for id, c := range m.containers {
+		if c.State == ContainerRunning {
+			running = append(running, id)
+		}
+	}
+	m.mu.RUnlock()
+	for _, id := range running {
+		// A container busy in another operation (a stop waiting
+		// out its grace period) is checked by that operation.
+		unlock := m.locks.tryLock(id)
+		if unlock == nil {
+			continue
+		}
+		m.refreshLocked(m.bgctx, id)
+		unlock()
+	}
+}
+
+// checkReported checks container id, whose domain was reported changed, if
+// it is running. It reports false when the check is to be tried again: the
+// container is busy in another operation (which may have started it and
+// not yet recorded so), or the hypervisor could not be read.
+func (m *Manager) checkReported(id string) bool {
+	unlock := m.locks.tryLock(id)
+	if unlock == nil {
+		return false
+	}
+	defer unlock()
+	c := m.getContainer(id)
+	if c == nil || c.State != ContainerRunning {
+		return true
+	}
+	_, err := m.refreshChecked(m.bgctx, c)
+	return err == nil
+}
+
+func (m *Manager) containerOfDomain(name string) string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.byDomain[name]
 }
 
 // refresh re-reads the state of container id from the hypervisor and
@@ -270,14 +379,21 @@ func (m *Manager) refreshLocked(ctx context.Context, id string) *Container {
 	if c == nil {
 		return nil
 	}
+	nc, _ := m.refreshChecked(ctx, c)
+	return nc
+}
+
+// refreshChecked is refreshLocked of a container read under its lock; a
+// failure is logged and returned with the record unchanged.
+func (m *Manager) refreshChecked(ctx context.Context, c *Container) (*Container, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	nc, err := m.syncContainer(ctx, c)
 	if err != nil {
-		m.log.Warn("checking VM state", "pod", c.SandboxID, "container", id, "err", err)
-		return c
+		m.log.Warn("checking VM state", "pod", c.SandboxID, "container", c.ID, "err", err)
+		return c, err
 	}
-	return nc
+	return nc, nil
 }
 
 // syncContainer updates c from its domain's state, persists and publishes a
@@ -435,6 +551,7 @@ func (m *Manager) putContainer(c *Container) error {
 	m.mu.Lock()
 	m.containers[c.ID] = c
 	m.containerOrder.put(c)
+	m.byDomain[c.DomainName] = c.ID
 	m.mu.Unlock()
 	return nil
 }
@@ -446,6 +563,9 @@ func (m *Manager) deleteContainer(id string) error {
 	m.mu.Lock()
 	if c := m.containers[id]; c != nil {
 		m.containerOrder.remove(c)
+		if m.byDomain[c.DomainName] == id {
+			delete(m.byDomain, c.DomainName)
+		}
 	}
 	delete(m.containers, id)
 	m.mu.Unlock()

@@ -82,11 +82,20 @@ type env struct {
 	asm    *testAssembler
 	m      *pod.Manager
 	logDir string
+	opts   []envOpt
 }
 
-func newEnv(t testing.TB) *env {
+// envOpt changes how an env (and each restart of it) is opened.
+type envOpt struct {
+	sim func(*simhv.Options)
+	cfg func(*pod.Config)
+	// wrap gives the manager another view of the simulated hypervisor.
+	wrap func(*simhv.Hypervisor) hypervisor.Hypervisor
+}
+
+func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), asm: &testAssembler{}}
+	e := &env{t: t, dir: t.TempDir(), asm: &testAssembler{}, opts: opts}
 	e.logDir = filepath.Join(e.dir, "logs")
 	e.open()
 	t.Cleanup(e.close)
@@ -96,7 +105,13 @@ func newEnv(t testing.TB) *env {
 func (e *env) open() {
 	t := e.t
 	var err error
-	e.hv, err = simhv.New(simhv.Options{StateDir: filepath.Join(e.dir, "sim"), BootTime: 20 * time.Millisecond})
+	simOpts := simhv.Options{StateDir: filepath.Join(e.dir, "sim"), BootTime: 20 * time.Millisecond}
+	for _, o := range e.opts {
+		if o.sim != nil {
+			o.sim(&simOpts)
+		}
+	}
+	e.hv, err = simhv.New(simOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,12 +123,21 @@ func (e *env) open() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.m, err = pod.New(context.Background(), pod.Config{
+	cfg := pod.Config{
 		Hypervisor: e.hv, Store: e.db, Network: e.net, Images: testImages{}, Assembler: e.asm,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		StateDir: filepath.Join(e.dir, "state"), ShutdownRetry: 50 * time.Millisecond, PollInterval: 20 * time.Millisecond,
 		UnclaimedTTL: 300 * time.Millisecond,
-	})
+	}
+	for _, o := range e.opts {
+		if o.cfg != nil {
+			o.cfg(&cfg)
+		}
+		if o.wrap != nil {
+			cfg.Hypervisor = o.wrap(e.hv)
+		}
+	}
+	e.m, err = pod.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,11 +109,16 @@ func (r *recorder) fill(st *hypervisor.DomainStatus, startHint time.Time) {
 	}
 }
 
-// onLifecycle records starts and stops; it runs on libvirt's event loop.
+// onLifecycle records starts and stops and tells watchers of every change
+// of state; it runs on libvirt's event loop.
 func (h *Hypervisor) onLifecycle(_ *lv.Connect, d *lv.Domain, ev *lv.DomainEventLifecycle) {
 	name, err := d.GetName()
 	if err != nil {
 		return
+	}
+	if ev.Event != lv.DOMAIN_EVENT_DEFINED {
+		// After recording, so that a watcher's Status sees the times.
+		defer h.watchers.Changed(name)
 	}
 	now := time.Now()
 	switch ev.Event {

@@ -476,6 +476,9 @@ func TestLibvirtReconnect(t *testing.T) {
 	if err != nil || before.State != hypervisor.StateRunning || before.PID == 0 {
 		t.Fatalf("Status before the restart = %+v, %v", before, err)
 	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	watch := h.WatchStates(wctx)
 
 	if out, err := exec.Command(script, "restart").CombinedOutput(); err != nil {
 		t.Fatalf("ci/libvirtd.sh restart: %v\n%s", err, out)
@@ -501,6 +504,10 @@ func TestLibvirtReconnect(t *testing.T) {
 	if gen < 2 {
 		t.Errorf("connection generation %d: no reconnect happened", gen)
 	}
+	// Events were missed while libvirtd was away: watchers are told to
+	// resync.
+	waitNotice(t, watch, time.Minute, "a Resync after the reconnect", func(ev hypervisor.StateEvent) bool { return ev.Resync })
+	wcancel()
 	// Again, with the close callback silenced so that no background
 	// reconnect happens: the next call must find the connection dead,
 	// reconnect and retry by itself.
@@ -536,6 +543,82 @@ func TestLibvirtReconnect(t *testing.T) {
 	st := waitStatus(t, h, name, time.Minute, "shut off", func(s hypervisor.DomainStatus) bool { return s.State == hypervisor.StateShutoff })
 	if st.Reason != hypervisor.ReasonDestroyed || st.FinishedAt.IsZero() {
 		t.Errorf("after Destroy: %+v, want destroyed with a finish time", st)
+	}
+}
+
+// waitNotice reads watch until match accepts a notice.
+func waitNotice(t *testing.T, watch <-chan hypervisor.StateEvent, d time.Duration, what string, match func(hypervisor.StateEvent) bool) {
+	t.Helper()
+	deadline := time.After(d)
+	var seen []hypervisor.StateEvent
+	for {
+		select {
+		case ev, ok := <-watch:
+			if !ok {
+				t.Fatalf("watch closed while waiting for %s; seen %+v", what, seen)
+			}
+			if match(ev) {
+				return
+			}
+			seen = append(seen, ev)
+		case <-deadline:
+			t.Fatalf("no %s within %s; seen %+v", what, d, seen)
+		}
+	}
+}
+
+// TestLibvirtWatchStates proves that lifecycle events reach WatchStates,
+// including changes made behind podvisor's back (virsh on the same
+// libvirtd).
+func TestLibvirtWatchStates(t *testing.T) {
+	integration(t)
+	needTool(t, "virsh")
+	h := newTestHypervisor(t)
+	ctx := context.Background()
+	name := fmt.Sprintf("podvisor-watch-%d", os.Getpid())
+	x := testDomain(t, h, name)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	watch := h.WatchStates(wctx)
+	named := func(ev hypervisor.StateEvent) bool { return ev.Name == name }
+
+	if _, err := h.Define(ctx, x); err != nil {
+		t.Fatalf("Define: %v", err)
+	}
+	if err := h.Start(ctx, name); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	waitNotice(t, watch, time.Minute, "a notice of the start", named)
+	// A start brings several events (started, resumed); let them pass so
+	// that the next notice is the destroy's.
+	waitStatus(t, h, name, time.Minute, "running", func(s hypervisor.DomainStatus) bool { return s.State == hypervisor.StateRunning })
+	for quiet := false; !quiet; {
+		select {
+		case <-watch:
+		case <-time.After(2 * time.Second):
+			quiet = true
+		}
+	}
+
+	// Destroyed from outside, as an operator or a crashed QEMU would.
+	run(t, "virsh", "-c", h.uri, "destroy", name)
+	waitNotice(t, watch, time.Minute, "a notice of the destroy from outside", named)
+	st, err := h.Status(ctx, name)
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if st.State != hypervisor.StateShutoff || st.Reason != hypervisor.ReasonDestroyed {
+		t.Errorf("after the notice: %+v, want shut off, destroyed", st)
+	}
+
+	run(t, "virsh", "-c", h.uri, "undefine", name)
+	waitNotice(t, watch, time.Minute, "a notice of the undefine from outside", named)
+
+	wcancel()
+	for range watch {
+	}
+	if n := h.watchers.Watches(); n != 0 {
+		t.Errorf("Watches() = %d after the context ended, want 0", n)
 	}
 }
 

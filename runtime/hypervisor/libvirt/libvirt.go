@@ -6,7 +6,9 @@
 // reconnects and retries once, and a close callback reconnects in the
 // background so that lifecycle events keep flowing. libvirt does not keep
 // start and stop times, so they are recorded from lifecycle events in
-// memory (best effort; the pod layer persists its own).
+// memory (best effort; the pod layer persists its own). The same events are
+// passed on to WatchStates readers (hypervisor.StateWatcher); a reconnect
+// sends them a Resync, as events were missed while disconnected.
 package libvirt
 
 import (
@@ -70,9 +72,15 @@ type Hypervisor struct {
 	accelWhy    string
 
 	rec *recorder
+
+	// watchers hears of lifecycle events (see WatchStates).
+	watchers hypervisor.Notifier
 }
 
-var _ hypervisor.Hypervisor = (*Hypervisor)(nil)
+var (
+	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
+	_ hypervisor.StateWatcher = (*Hypervisor)(nil)
+)
 
 var (
 	eventLoopOnce sync.Once
@@ -246,6 +254,9 @@ func (h *Hypervisor) connection(ctx context.Context) (*lv.Connect, uint64, error
 	h.conn, h.lifecycleID = conn, id
 	if gen > 1 {
 		h.log.Info("reconnected to libvirt", "generation", gen)
+		// Events that happened while there was no connection are lost;
+		// watchers re-read what they care about.
+		h.watchers.Resync()
 	}
 	if err := conn.Ref(); err != nil {
 		return nil, 0, fmt.Errorf("referencing the libvirt connection: %w", err)
@@ -353,6 +364,16 @@ func versionString(v uint32) string {
 	return fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
 }
 
+// WatchStates implements hypervisor.StateWatcher from libvirt's domain
+// lifecycle events: every event but "defined" (started, suspended, resumed,
+// stopped, shutdown, crashed, undefined, ...) names its domain, and a
+// reconnect to libvirtd sends Resync. The channel closes when ctx ends or
+// at Close. Events are delivered on libvirt's event loop, which needs the
+// connection: while libvirtd is away nothing arrives, hence the Resync.
+func (h *Hypervisor) WatchStates(ctx context.Context) <-chan hypervisor.StateEvent {
+	return h.watchers.WatchStates(ctx)
+}
+
 // Close deregisters events and closes the connection. Domains keep running.
 func (h *Hypervisor) Close() error {
 	h.mu.Lock()
@@ -365,6 +386,7 @@ func (h *Hypervisor) Close() error {
 	h.conn = nil
 	h.mu.Unlock()
 	h.bgCancel()
+	h.watchers.Close()
 	if c == nil {
 		return nil
 	}
