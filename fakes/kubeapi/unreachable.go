@@ -58,9 +58,24 @@ func Silent(t testing.TB) string {
 	return "http://" + l.Addr().String()
 }
 
+// WatcherGoroutines counts the goroutines running an apiclient.Watcher
+// (runtime/kube/apiclient), for tests that check a client stops its
+// watches.
+func WatcherGoroutines() int {
+	var b bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&b, 2)
+	n := 0
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, "/runtime/kube/apiclient.(*Watcher)") {
+			n++
+		}
+	}
+	return n
+}
+
 // InformerGoroutines counts the goroutines running client-go's informer
-// code (k8s.io/client-go/tools/cache), for tests that check a client stops
-// its watches.
+// code (k8s.io/client-go/tools/cache), for the tests not yet moved to
+// WatcherGoroutines.
 func InformerGoroutines() int {
 	var b bytes.Buffer
 	pprof.Lookup("goroutine").WriteTo(&b, 2)
