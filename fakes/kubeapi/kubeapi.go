@@ -28,8 +28,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/rest"
-
 	"github.com/podvisor/podvisor/runtime/kube/apiclient"
 )
 
@@ -235,10 +233,6 @@ func (s *Server) Requests() []string {
 
 // Config returns a client configuration for the server.
 func (s *Server) Config() *apiclient.Config { return &apiclient.Config{Server: s.URL} }
-
-// RESTConfig returns a client-go configuration for the server, for the
-// clients not yet moved to Config.
-func (s *Server) RESTConfig() *rest.Config { return &rest.Config{Host: s.URL} }
 
 // WriteKubeconfig writes a kubeconfig file for the server to path.
 func (s *Server) WriteKubeconfig(path string) error {

@@ -72,18 +72,3 @@ func WatcherGoroutines() int {
 	}
 	return n
 }
-
-// InformerGoroutines counts the goroutines running client-go's informer
-// code (k8s.io/client-go/tools/cache), for the tests not yet moved to
-// WatcherGoroutines.
-func InformerGoroutines() int {
-	var b bytes.Buffer
-	pprof.Lookup("goroutine").WriteTo(&b, 2)
-	n := 0
-	for _, g := range strings.Split(b.String(), "\n\n") {
-		if strings.Contains(g, "k8s.io/client-go/tools/cache.") {
-			n++
-		}
-	}
-	return n
-}
