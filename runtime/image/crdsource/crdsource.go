@@ -44,12 +44,12 @@ type Options struct {
 	// Namespace is the namespace watched; "" watches all namespaces.
 	Namespace string
 	// Logger receives list and watch failures, which are retried with
-	// back-off (0.5 s growing to 30 s); nil means slog.Default(). A
-	// missing CRD is logged once at info level, then its retries at debug
-	// level only.
+	// back-off (0.5 s growing to 30 s, each wait randomized by ±50 %);
+	// nil means slog.Default(). A missing CRD is logged once at info
+	// level, then its retries at debug level only.
 	Logger *slog.Logger
-	// NotInstalledMaxBackOff caps the wait between lists while the CRD is
-	// not installed (the list answers 404); the wait grows from 0.5 s.
+	// NotInstalledMaxBackOff caps the back-off between lists while the
+	// CRD is not installed (the list answers 404); it grows from 0.5 s.
 	// 0 means DefaultNotInstalledMaxBackOff.
 	NotInstalledMaxBackOff time.Duration
 }

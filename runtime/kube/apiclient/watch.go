@@ -75,12 +75,13 @@ type Watcher struct {
 	// only logged, at info level. Set it before Run.
 	OnError func(err error, wait time.Duration)
 
-	// NotFoundMaxBackOff, when above 0, caps the wait between attempts
-	// while they are answered 404 Not Found, instead of the 30 s of other
-	// failures: a collection that is not served (its CRD is not
-	// installed) may stay so for days. The wait still starts at 0.5 s and
-	// grows; an attempt that is not answered 404 goes back to the usual
-	// back-off. Set it before Run.
+	// NotFoundMaxBackOff, when above 0, caps the back-off between
+	// attempts while they are answered 404 Not Found, instead of the 30 s
+	// of other failures: a collection that is not served (its CRD is not
+	// installed) may stay so for days. The back-off still starts at 0.5 s
+	// and grows (each wait randomized by ±50 %, as every back-off here);
+	// an attempt that is not answered 404 goes back to the usual back-off.
+	// Set it before Run.
 	NotFoundMaxBackOff time.Duration
 
 	c    *Client
