@@ -24,6 +24,7 @@ import (
 
 	"github.com/podvisor/podvisor/runtime/annotations"
 	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/kube"
 	"github.com/podvisor/podvisor/runtime/proxy"
 )
 
@@ -282,6 +283,7 @@ func TestDaemonSetWiring(t *testing.T) {
 		} else if c := cfg.Clusters[ctx.Cluster]; c.Server != "https://kubernetes.default.svc" || c.CertificateAuthority != "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt" {
 			t.Errorf("ConfigMap %s: cluster %s at %s with CA %s, want the in-cluster ones", cm.Name, ctx.Cluster, c.Server, c.CertificateAuthority)
 		}
+		checkDaemonLoadsKubeconfig(t, cm.Data[filepath.Base(kc)])
 	}
 
 	// The pod's identity exists and may read what podvisor reads.
@@ -882,5 +884,30 @@ func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
 	}
 	if q := obj.(*corev1.Pod).Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; q.Cmp(resource.MustParse("160Mi")) != 0 {
 		t.Errorf("decoded memory limit %v", q.String())
+	}
+}
+
+// checkDaemonLoadsKubeconfig loads the shipped kubeconfig as the daemon
+// does (runtime/kube, podvisor's own client, which refuses what it does
+// not support), with the service-account files in a temporary directory.
+func checkDaemonLoadsKubeconfig(t *testing.T, text string) {
+	t.Helper()
+	const saDir = "/var/run/secrets/kubernetes.io/serviceaccount/"
+	dir := t.TempDir() + "/"
+	for name, data := range map[string]string{"ca.crt": "the CA", "token": "the token"} {
+		if err := os.WriteFile(dir+name, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(text, saDir, dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := kube.RESTConfig(path)
+	switch {
+	case err != nil:
+		t.Errorf("the daemon cannot load the shipped kubeconfig: %v", err)
+	case cfg.Server != "https://kubernetes.default.svc" || string(cfg.CAData) != "the CA" || cfg.TokenFile != dir+"token":
+		t.Errorf("the daemon loads the shipped kubeconfig as server %s, CA %q, token file %s; want the in-cluster ones", cfg.Server, cfg.CAData, cfg.TokenFile)
 	}
 }

@@ -1,15 +1,20 @@
 // Package kubeapi is a small fake Kubernetes API server for tests, on
-// 127.0.0.1 over plain HTTP. It answers what podvisor's clients ask:
+// 127.0.0.1 over plain HTTP, written with net/http and encoding/json only.
+// It answers what podvisor's clients ask:
 //
 //   - GET of one object (runtime/kube's ConfigMap and Secret reads);
-//   - LIST of a resource, in all namespaces or in one;
-//   - WATCH of a resource: it stays open and sends nothing until the client
-//     or the server goes. A streaming list (client-go's watch-list,
-//     sendInitialEvents=true) is refused with 422, so clients list instead.
+//   - LIST of a resource, in all namespaces or in one, at the server's
+//     current resourceVersion;
+//   - WATCH of a resource from a resourceVersion: the ADDED, MODIFIED and
+//     DELETED events after it, then new ones as Add, Update and Delete make
+//     them, until the client, the server or timeoutSeconds ends it. A
+//     streaming list (sendInitialEvents=true) is refused with 422, as by a
+//     server without that feature.
 //
 // A resource that was never Added answers 404, as one whose CRD is not
-// installed does. Objects are fixed once served; Add more before clients
-// list, or Add a resource late to model a CRD installed after start-up.
+// installed does; Add a resource late to model a CRD installed after
+// start-up. Like the API server, the fake sets metadata.resourceVersion
+// (one counter for all objects) and, when absent, metadata.uid.
 package kubeapi
 
 import (
@@ -18,10 +23,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
-	"k8s.io/client-go/rest"
+	"github.com/podvisor/podvisor/runtime/kube/apiclient"
 )
 
 // Resource names a served resource and its objects' kind; Group "" is the
@@ -54,18 +61,32 @@ type Server struct {
 	once sync.Once
 
 	mu        sync.Mutex
+	rv        int // the last resourceVersion given
 	resources map[Resource]*resource
 	forbidden map[string]bool
 	requests  []string
+	wake      chan struct{} // closed and replaced at each change
 }
 
 type resource struct {
-	objs []map[string]any // in the order added
+	objs   []map[string]any // in the order added
+	events []event          // every change, for watches
+}
+
+type event struct {
+	rv  int
+	typ string
+	obj map[string]any
 }
 
 // New starts a server; Close stops it.
 func New() *Server {
-	s := &Server{done: make(chan struct{}), resources: map[Resource]*resource{}, forbidden: map[string]bool{}}
+	s := &Server{
+		done:      make(chan struct{}),
+		resources: map[Resource]*resource{},
+		forbidden: map[string]bool{},
+		wake:      make(chan struct{}),
+	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s
@@ -77,10 +98,11 @@ func (s *Server) Close() {
 	s.srv.Close()
 }
 
-// Add serves res (from now on, even with no objects) and adds objs to it.
-// An object is anything that marshals to JSON with metadata.name (and
-// metadata.namespace for a namespaced resource); apiVersion and kind are
-// filled in from res.
+// Add serves res (from now on, even with no objects) and creates objs in
+// it, each an ADDED event. An object is anything that marshals to JSON with
+// metadata.name (and metadata.namespace for a namespaced resource);
+// apiVersion and kind are filled in from res. Adding an object that exists
+// is an error, as a create is.
 func (s *Server) Add(res Resource, objs ...any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -90,21 +112,108 @@ func (s *Server) Add(res Resource, objs ...any) error {
 		s.resources[res] = r
 	}
 	for _, o := range objs {
-		data, err := json.Marshal(o)
+		m, err := s.object(res, o)
 		if err != nil {
 			return err
 		}
-		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil {
-			return err
+		if r.find(m) >= 0 {
+			return fmt.Errorf("kubeapi: %s %s/%s already exists", res.Resource, metadata(m, "namespace"), metadata(m, "name"))
 		}
-		if metadata(m, "name") == "" {
-			return fmt.Errorf("kubeapi: %s: an object needs metadata.name", data)
+		md := m["metadata"].(map[string]any)
+		if metadata(m, "uid") == "" {
+			md["uid"] = fmt.Sprintf("uid-%d", s.rv+1)
 		}
-		m["apiVersion"], m["kind"] = res.apiVersion(), res.Kind
 		r.objs = append(r.objs, m)
+		s.changed(r, "ADDED", m)
 	}
 	return nil
+}
+
+// Update replaces the object of res with obj's namespace and name, a
+// MODIFIED event; the uid is kept.
+func (s *Server) Update(res Resource, obj any) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.resources[res]
+	if r == nil {
+		return fmt.Errorf("kubeapi: %s is not served", res.Resource)
+	}
+	m, err := s.object(res, obj)
+	if err != nil {
+		return err
+	}
+	i := r.find(m)
+	if i < 0 {
+		return fmt.Errorf("kubeapi: %s %s/%s not found", res.Resource, metadata(m, "namespace"), metadata(m, "name"))
+	}
+	m["metadata"].(map[string]any)["uid"] = metadata(r.objs[i], "uid")
+	r.objs[i] = m
+	s.changed(r, "MODIFIED", m)
+	return nil
+}
+
+// Delete removes an object of res, a DELETED event.
+func (s *Server) Delete(res Resource, namespace, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.resources[res]
+	if r == nil {
+		return fmt.Errorf("kubeapi: %s is not served", res.Resource)
+	}
+	i := r.find(map[string]any{"metadata": map[string]any{"namespace": namespace, "name": name}})
+	if i < 0 {
+		return fmt.Errorf("kubeapi: %s %s/%s not found", res.Resource, namespace, name)
+	}
+	m := r.objs[i]
+	r.objs = append(r.objs[:i], r.objs[i+1:]...)
+	// The object's last state, at the resourceVersion of its deletion.
+	md := map[string]any{}
+	for k, v := range m["metadata"].(map[string]any) {
+		md[k] = v
+	}
+	last := map[string]any{}
+	for k, v := range m {
+		last[k] = v
+	}
+	last["metadata"] = md
+	s.changed(r, "DELETED", last)
+	return nil
+}
+
+// object turns o into a JSON object of res at the next resourceVersion.
+func (s *Server) object(res Resource, o any) (map[string]any, error) {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	if metadata(m, "name") == "" {
+		return nil, fmt.Errorf("kubeapi: %s: an object needs metadata.name", data)
+	}
+	m["apiVersion"], m["kind"] = res.apiVersion(), res.Kind
+	return m, nil
+}
+
+// changed records a change at a new resourceVersion, which it sets in obj,
+// and wakes the watches. s.mu is held.
+func (s *Server) changed(r *resource, typ string, obj map[string]any) {
+	s.rv++
+	obj["metadata"].(map[string]any)["resourceVersion"] = strconv.Itoa(s.rv)
+	r.events = append(r.events, event{rv: s.rv, typ: typ, obj: obj})
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+func (r *resource) find(obj map[string]any) int {
+	for i, o := range r.objs {
+		if metadata(o, "namespace") == metadata(obj, "namespace") && metadata(o, "name") == metadata(obj, "name") {
+			return i
+		}
+	}
+	return -1
 }
 
 // Forbid makes requests for objects with this name (the last element of
@@ -122,8 +231,8 @@ func (s *Server) Requests() []string {
 	return append([]string(nil), s.requests...)
 }
 
-// RESTConfig returns a client configuration for the server.
-func (s *Server) RESTConfig() *rest.Config { return &rest.Config{Host: s.URL} }
+// Config returns a client configuration for the server.
+func (s *Server) Config() *apiclient.Config { return &apiclient.Config{Server: s.URL} }
 
 // WriteKubeconfig writes a kubeconfig file for the server to path.
 func (s *Server) WriteKubeconfig(path string) error {
@@ -171,6 +280,10 @@ func (s *Server) route(path string) (Resource, *resource, string, string, bool) 
 	return Resource{}, nil, "", "", false
 }
 
+func inNamespace(obj map[string]any, ns string) bool {
+	return ns == "" || metadata(obj, "namespace") == ns
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
@@ -178,11 +291,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	var objs []map[string]any
 	if ok {
 		for _, o := range rs.objs {
-			if (ns == "" || metadata(o, "namespace") == ns) && (name == "" || metadata(o, "name") == name) {
+			if inNamespace(o, ns) && (name == "" || metadata(o, "name") == name) {
 				objs = append(objs, o)
 			}
 		}
 	}
+	rv := s.rv
 	forbidden := s.forbidden[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]
 	s.mu.Unlock()
 
@@ -201,29 +315,79 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		json.NewEncoder(w).Encode(objs[0])
 	case r.URL.Query().Get("watch") == "true" || r.URL.Query().Get("watch") == "1":
-		s.watch(w, r)
+		s.watch(w, r, rs, ns, rv)
 	default:
 		if objs == nil {
 			objs = []map[string]any{}
 		}
 		json.NewEncoder(w).Encode(map[string]any{
 			"apiVersion": res.apiVersion(), "kind": res.Kind + "List",
-			"metadata": map[string]any{"resourceVersion": "1"}, "items": objs,
+			"metadata": map[string]any{"resourceVersion": strconv.Itoa(rv)}, "items": objs,
 		})
 	}
 }
 
-func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("sendInitialEvents") == "true" {
-		// client-go then falls back to LIST and WATCH.
+// watch streams the events of rs in namespace ns (all if "") after the
+// request's resourceVersion (now, rv, if it has none).
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, rs *resource, ns string, rv int) {
+	q := r.URL.Query()
+	if q.Get("sendInitialEvents") == "true" {
 		status(w, http.StatusUnprocessableEntity, "Invalid", "sendInitialEvents: this fake does not stream lists")
 		return
 	}
+	from := rv
+	if v := q.Get("resourceVersion"); v != "" && v != "0" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			status(w, http.StatusBadRequest, "BadRequest", "resourceVersion "+v+" is not a number")
+			return
+		}
+		from = n
+	}
+	var timeout <-chan time.Time
+	if v := q.Get("timeoutSeconds"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			status(w, http.StatusBadRequest, "BadRequest", "timeoutSeconds "+v+" is not a number")
+			return
+		}
+		t := time.NewTimer(time.Duration(n) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
 	w.WriteHeader(http.StatusOK)
 	w.(http.Flusher).Flush()
-	select {
-	case <-r.Context().Done():
-	case <-s.done:
+	enc := json.NewEncoder(w)
+	for {
+		s.mu.Lock()
+		var evs []event
+		for _, e := range rs.events {
+			if e.rv > from && inNamespace(e.obj, ns) {
+				evs = append(evs, e)
+			}
+		}
+		if n := len(rs.events); n > 0 {
+			from = max(from, rs.events[n-1].rv)
+		}
+		wake := s.wake
+		s.mu.Unlock()
+		// A recorded object is never changed: Update and Delete record
+		// new maps.
+		for _, e := range evs {
+			if err := enc.Encode(map[string]any{"type": e.typ, "object": e.obj}); err != nil {
+				return
+			}
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-wake:
+		case <-timeout:
+			return
+		case <-r.Context().Done():
+			return
+		case <-s.done:
+			return
+		}
 	}
 }
 

@@ -83,3 +83,95 @@ func TestServer(t *testing.T) {
 		t.Errorf("%d requests recorded, want %d", n, len(tests))
 	}
 }
+
+// A watch from a list's resourceVersion sends the changes after it, of its
+// namespace, as they happen; a watch from an older one sends those first.
+func TestWatchEvents(t *testing.T) {
+	s := New()
+	defer s.Close()
+	vim := Resource{Group: "virtlet.k8s", Version: "v1", Resource: "virtletimagemappings", Kind: "VirtletImageMapping"}
+	obj := func(ns, name, v string) map[string]any {
+		return map[string]any{"metadata": map[string]any{"namespace": ns, "name": name}, "spec": map[string]any{"v": v}}
+	}
+	if err := s.Add(vim, obj("a", "x", "1"), obj("b", "y", "1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(vim, obj("a", "x", "again")); err == nil {
+		t.Error("Add of an existing object: no error")
+	}
+	if err := s.Update(vim, obj("a", "nope", "1")); err == nil {
+		t.Error("Update of a missing object: no error")
+	}
+	if err := s.Delete(vim, "a", "nope"); err == nil {
+		t.Error("Delete of a missing object: no error")
+	}
+
+	type item struct {
+		Metadata struct{ Namespace, Name, UID, ResourceVersion string }
+		Spec     struct{ V string }
+	}
+	var list struct {
+		Metadata struct{ ResourceVersion string }
+		Items    []item
+	}
+	resp, err := http.Get(s.URL + "/apis/virtlet.k8s/v1/namespaces/a/virtletimagemappings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.Metadata.ResourceVersion != "2" || len(list.Items) != 1 || list.Items[0].Metadata.ResourceVersion != "1" || list.Items[0].Metadata.UID == "" {
+		t.Fatalf("list %+v", list)
+	}
+	uid := list.Items[0].Metadata.UID
+
+	watch := func(from string) (*json.Decoder, func()) {
+		resp, err := http.Get(s.URL + "/apis/virtlet.k8s/v1/namespaces/a/virtletimagemappings?watch=1&resourceVersion=" + from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return json.NewDecoder(resp.Body), func() { resp.Body.Close() }
+	}
+	next := func(dec *json.Decoder) string {
+		t.Helper()
+		var ev struct {
+			Type   string
+			Object item
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatal(err)
+		}
+		md := ev.Object.Metadata
+		if md.UID != uid {
+			t.Errorf("%s event of %s/%s: uid %q, want %q", ev.Type, md.Namespace, md.Name, md.UID, uid)
+		}
+		return ev.Type + " " + md.Namespace + "/" + md.Name + "@" + md.ResourceVersion + " " + ev.Object.Spec.V
+	}
+	dec, stop := watch(list.Metadata.ResourceVersion)
+	defer stop()
+	if err := s.Update(vim, obj("b", "y", "2")); err != nil { // another namespace: not sent
+		t.Fatal(err)
+	}
+	if err := s.Update(vim, obj("a", "x", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(vim, "a", "x"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"MODIFIED a/x@4 2", "DELETED a/x@5 2"}
+	for _, w := range want {
+		if got := next(dec); got != w {
+			t.Errorf("event %q, want %q", got, w)
+		}
+	}
+	from1, stop1 := watch("1")
+	defer stop1()
+	for _, w := range want {
+		if got := next(from1); got != w {
+			t.Errorf("from resourceVersion 1: event %q, want %q", got, w)
+		}
+	}
+}

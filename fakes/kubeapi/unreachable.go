@@ -58,15 +58,15 @@ func Silent(t testing.TB) string {
 	return "http://" + l.Addr().String()
 }
 
-// InformerGoroutines counts the goroutines running client-go's informer
-// code (k8s.io/client-go/tools/cache), for tests that check a client stops
-// its watches.
-func InformerGoroutines() int {
+// WatcherGoroutines counts the goroutines running an apiclient.Watcher
+// (runtime/kube/apiclient), for tests that check a client stops its
+// watches.
+func WatcherGoroutines() int {
 	var b bytes.Buffer
 	pprof.Lookup("goroutine").WriteTo(&b, 2)
 	n := 0
 	for _, g := range strings.Split(b.String(), "\n\n") {
-		if strings.Contains(g, "k8s.io/client-go/tools/cache.") {
+		if strings.Contains(g, "/runtime/kube/apiclient.(*Watcher)") {
 			n++
 		}
 	}

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"k8s.io/client-go/rest"
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
@@ -31,6 +30,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/image"
 	"github.com/podvisor/podvisor/runtime/image/crdsource"
 	"github.com/podvisor/podvisor/runtime/kube"
+	"github.com/podvisor/podvisor/runtime/kube/apiclient"
 	"github.com/podvisor/podvisor/runtime/metrics"
 	"github.com/podvisor/podvisor/runtime/network"
 	"github.com/podvisor/podvisor/runtime/pod"
@@ -299,14 +299,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		if err != nil {
 			return nil, err
 		}
-		if dataSource, err = kube.New(kc); err != nil {
-			return nil, err
-		}
-		src, err := d.watchImageMappings(ctx, kc)
+		// One client (one connection to the API server) for the
+		// ConfigMap and Secret reads and the VirtletImageMapping watch.
+		client, err := apiclient.New(kc)
 		if err != nil {
 			return nil, err
 		}
-		mappings = append(mappings, src)
+		dataSource = kube.NewForClient(client)
+		mappings = append(mappings, d.watchImageMappings(ctx, client))
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
 	imgOpts := []image.Option{image.WithLogger(log)}
@@ -373,12 +373,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 // server that is down or lacks the CRD must not keep the node's VMs from
 // being managed. The watch then keeps retrying in the background and pulls
 // translate with what it has (the directory's configs, at least).
-func (d *Daemon) watchImageMappings(ctx context.Context, kc *rest.Config) (*crdsource.Source, error) {
+func (d *Daemon) watchImageMappings(ctx context.Context, client *apiclient.Client) *crdsource.Source {
 	ns := d.cfg.ImageMappingNamespace
-	src, err := crdsource.NewForConfig(kc, crdsource.Options{Namespace: ns, Logger: d.log})
-	if err != nil {
-		return nil, err
-	}
+	src := crdsource.New(client, crdsource.Options{Namespace: ns, Logger: d.log})
 	d.closers = append(d.closers, src.Close)
 	where := ns
 	if where == "" {
@@ -387,12 +384,18 @@ func (d *Daemon) watchImageMappings(ctx context.Context, kc *rest.Config) (*crds
 	wait, cancel := context.WithTimeout(ctx, d.cfg.imageMappingSyncWait)
 	defer cancel()
 	if err := src.WaitForSync(wait); err != nil {
-		d.log.Warn("VirtletImageMappings not listed yet; going on without them and retrying in the background",
+		// A cluster without the CRD is a normal set-up, not a fault: the
+		// watch said so at info level and looks for it now and then.
+		level := slog.LevelWarn
+		if errors.Is(err, apiclient.ErrNotFound) {
+			level = slog.LevelInfo
+		}
+		d.log.Log(ctx, level, "VirtletImageMappings not listed yet; going on without them and retrying in the background",
 			"namespace", where, "waited", d.cfg.imageMappingSyncWait, "err", err)
 	} else {
 		d.log.Info("watching VirtletImageMappings", "namespace", where)
 	}
-	return src, nil
+	return src
 }
 
 // listenUnix listens on a unix socket with the given mode, replacing a

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,11 +54,11 @@ func harnessWithKubeconfig(t *testing.T, apiURL string, edit func(*Config)) *har
 	return h
 }
 
-// stopLeavesNoInformer stops the daemon and fails if the watch outlives it.
-func stopLeavesNoInformer(t *testing.T, h *harness) {
+// stopLeavesNoWatch stops the daemon and fails if the watch outlives it.
+func stopLeavesNoWatch(t *testing.T, h *harness) {
 	t.Helper()
-	if kubeapi.InformerGoroutines() == 0 {
-		t.Fatal("no informer goroutine while the daemon runs: the check below would prove nothing")
+	if kubeapi.WatcherGoroutines() == 0 {
+		t.Fatal("no watch goroutine while the daemon runs: the check below would prove nothing")
 	}
 	start := time.Now()
 	h.stop()
@@ -65,9 +66,9 @@ func stopLeavesNoInformer(t *testing.T, h *harness) {
 		t.Errorf("Stop took %v", took)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for kubeapi.InformerGoroutines() != 0 {
+	for kubeapi.WatcherGoroutines() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d informer goroutines outlived the daemon", kubeapi.InformerGoroutines())
+			t.Fatalf("%d watch goroutines outlived the daemon", kubeapi.WatcherGoroutines())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -86,8 +87,8 @@ func TestPullThroughVirtletImageMapping(t *testing.T) {
 		namespace string
 		listPath  string
 	}{
-		{namespace: "", listPath: "/apis/virtlet.k8s/v1/virtletimagemappings?"},
-		{namespace: "kube-system", listPath: "/apis/virtlet.k8s/v1/namespaces/kube-system/virtletimagemappings?"},
+		{namespace: "", listPath: "/apis/virtlet.k8s/v1/virtletimagemappings"},
+		{namespace: "kube-system", listPath: "/apis/virtlet.k8s/v1/namespaces/kube-system/virtletimagemappings"},
 	}
 	for _, tc := range tests {
 		t.Run("namespace="+tc.namespace, func(t *testing.T) {
@@ -114,13 +115,13 @@ func TestPullThroughVirtletImageMapping(t *testing.T) {
 			if _, err := pull(t, h, "virtlet.cloud/cirros"); err != nil {
 				t.Errorf("PullImage(virtlet.cloud/cirros): %v", err)
 			}
-			if reqs := strings.Join(api.Requests(), "\n"); !strings.Contains(reqs, tc.listPath) {
-				t.Errorf("no request for %s; the API server saw:\n%s", tc.listPath, reqs)
+			if reqs := api.Requests(); !slices.Contains(reqs, "GET "+tc.listPath) {
+				t.Errorf("no list of %s; the API server saw:\n%s", tc.listPath, strings.Join(reqs, "\n"))
 			}
 			if !strings.Contains(h.logs.String(), "watching VirtletImageMappings") {
 				t.Errorf("start-up did not log the watch:\n%s", h.logs.String())
 			}
-			stopLeavesNoInformer(t, h)
+			stopLeavesNoWatch(t, h)
 		})
 	}
 }
@@ -138,10 +139,12 @@ func TestStartWithoutTheAPIServer(t *testing.T) {
 		// install, when set, serves the CRD after start-up: the watch
 		// must pick it up without a restart.
 		install *kubeapi.Server
+		// level of the start-up message: a missing CRD is no fault.
+		level string
 	}{
-		{name: "connection refused", apiURL: kubeapi.Refusing(t)},
-		{name: "no answer", apiURL: kubeapi.Silent(t)},
-		{name: "CRD installed late", apiURL: noCRD.URL, install: noCRD},
+		{name: "connection refused", apiURL: kubeapi.Refusing(t), level: "WARN"},
+		{name: "no answer", apiURL: kubeapi.Silent(t), level: "WARN"},
+		{name: "CRD installed late", apiURL: noCRD.URL, install: noCRD, level: "INFO"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,8 +153,16 @@ func TestStartWithoutTheAPIServer(t *testing.T) {
 			if took := time.Since(start); took < wait || took > wait+10*time.Second {
 				t.Errorf("start-up took %v, want the bounded wait (%v) and not much more", took, wait)
 			}
-			if !strings.Contains(h.logs.String(), "VirtletImageMappings not listed yet") {
-				t.Errorf("no warning logged:\n%s", h.logs.String())
+			if !strings.Contains(h.logs.String(), "level="+tc.level+" msg=\"VirtletImageMappings not listed yet") {
+				t.Errorf("no %s logged for the first list:\n%s", tc.level, h.logs.String())
+			}
+			if tc.install != nil {
+				if n := strings.Count(h.logs.String(), "level=INFO msg=\"VirtletImageMapping CRD not installed; watching for it\""); n != 1 {
+					t.Errorf("the missing CRD logged %d times at info level, want once:\n%s", n, h.logs.String())
+				}
+				if strings.Contains(h.logs.String(), "level=WARN") {
+					t.Errorf("a missing CRD logged a warning:\n%s", h.logs.String())
+				}
 			}
 			if _, err := pull(t, h, "virtlet.cloud/cirros"); err != nil {
 				t.Errorf("PullImage(virtlet.cloud/cirros) with the API server away: %v", err)
@@ -175,7 +186,7 @@ func TestStartWithoutTheAPIServer(t *testing.T) {
 					t.Errorf("PullImage(virtlet.cloud/mapped) once the CRD is served: %v", err)
 				}
 			}
-			stopLeavesNoInformer(t, h)
+			stopLeavesNoWatch(t, h)
 		})
 	}
 }

@@ -2,88 +2,88 @@
 // annotations name (VirtletCloudInitUserDataSource, VirtletSSHKeySource,
 // VirtletFilesFromDataSource) through the Kubernetes API.
 //
-// It uses a REST client for the core/v1 group only, not client-go's typed
-// clientset: the clientset registers every API group at start-up, which
-// cost the daemon about 30 MiB of memory for two GETs.
+// It uses podvisor's own small API client (runtime/kube/apiclient), not
+// client-go: two GETs decoded into the few fields read here do not need
+// client-go's, k8s.io/api's and k8s.io/apimachinery's share of the
+// daemon's binary and memory (see docs/design.md).
 package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
-
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+	"net/url"
 
 	"github.com/podvisor/podvisor/runtime/cloudinit"
+	"github.com/podvisor/podvisor/runtime/kube/apiclient"
 )
 
 // DataSource is a cloudinit.DataSource backed by the Kubernetes API.
 type DataSource struct {
-	client rest.Interface
+	client *apiclient.Client
 }
 
 var _ cloudinit.DataSource = (*DataSource)(nil)
 
 // New returns a DataSource talking to the API server of cfg.
-func New(cfg *rest.Config) (*DataSource, error) {
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
+func New(cfg *apiclient.Config) (*DataSource, error) {
+	client, err := apiclient.New(cfg)
+	if err != nil {
 		return nil, err
 	}
-	c := rest.CopyConfig(cfg)
-	c.APIPath = "/api"
-	c.GroupVersion = &corev1.SchemeGroupVersion
-	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	if c.UserAgent == "" {
-		c.UserAgent = "podvisor"
-	}
-	client, err := rest.RESTClientFor(c)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Host, err)
-	}
-	return &DataSource{client: client}, nil
+	return NewForClient(client), nil
+}
+
+// NewForClient returns a DataSource using client, which it may share with
+// other users (the daemon's VirtletImageMapping watch).
+func NewForClient(client *apiclient.Client) *DataSource {
+	return &DataSource{client: client}
 }
 
 // RESTConfig loads the client configuration of a kubeconfig file; an empty
-// path means the in-cluster config (podvisor running in a DaemonSet pod).
-// The daemon loads it once and shares it between the DataSource and the
-// VirtletImageMapping watch (runtime/image/crdsource).
-func RESTConfig(path string) (*rest.Config, error) {
+// path means the in-cluster config (podvisor running in a DaemonSet pod,
+// with its service account's token). The daemon loads it once and shares
+// it between the DataSource and the VirtletImageMapping watch
+// (runtime/image/crdsource).
+func RESTConfig(path string) (*apiclient.Config, error) {
 	if path == "" {
-		cfg, err := rest.InClusterConfig()
+		cfg, err := apiclient.InCluster()
 		if err != nil {
 			return nil, fmt.Errorf("kubeconfig: none given and not running in a cluster: %w", err)
 		}
 		return cfg, nil
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	cfg, err := apiclient.LoadKubeconfig(path)
 	if err != nil {
-		return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+		return nil, fmt.Errorf("loading %w", err) // "loading kubeconfig PATH: ..."
 	}
 	return cfg, nil
 }
 
-// NewFromKubeconfig is New with the configuration RESTConfig loads.
-func NewFromKubeconfig(path string) (*DataSource, error) {
-	cfg, err := RESTConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	return New(cfg)
+// configMap and secret are the parts of core/v1 ConfigMap and Secret read
+// here. encoding/json decodes the base64 of []byte values.
+type configMap struct {
+	Data       map[string]string `json:"data"`
+	BinaryData map[string][]byte `json:"binaryData"`
 }
 
-func (d *DataSource) get(ctx context.Context, resource, namespace, name string, into runtime.Object) error {
-	return d.client.Get().Namespace(namespace).Resource(resource).Name(name).Do(ctx).Into(into)
+type secret struct {
+	Data map[string][]byte `json:"data"`
+}
+
+func (d *DataSource) get(ctx context.Context, resource, namespace, name string, into any) error {
+	if namespace == "" || name == "" {
+		// Else the path would name the collection, or all namespaces.
+		return errors.New("a namespace and a name are needed")
+	}
+	path := "/api/v1/namespaces/" + url.PathEscape(namespace) + "/" + resource + "/" + url.PathEscape(name)
+	return d.client.Get(ctx, path, into)
 }
 
 // ConfigMap returns the data of a ConfigMap; binaryData keys are included
 // as their raw bytes. A missing object wraps cloudinit.ErrNotFound.
 func (d *DataSource) ConfigMap(ctx context.Context, namespace, name string) (map[string]string, error) {
-	var cm corev1.ConfigMap
+	var cm configMap
 	if err := d.get(ctx, "configmaps", namespace, name, &cm); err != nil {
 		return nil, wrap("configmap", namespace, name, err)
 	}
@@ -100,7 +100,7 @@ func (d *DataSource) ConfigMap(ctx context.Context, namespace, name string) (map
 // Secret returns the data of a Secret. A missing object wraps
 // cloudinit.ErrNotFound.
 func (d *DataSource) Secret(ctx context.Context, namespace, name string) (map[string][]byte, error) {
-	var s corev1.Secret
+	var s secret
 	if err := d.get(ctx, "secrets", namespace, name, &s); err != nil {
 		return nil, wrap("secret", namespace, name, err)
 	}
@@ -112,7 +112,7 @@ func (d *DataSource) Secret(ctx context.Context, namespace, name string) (map[st
 }
 
 func wrap(kind, namespace, name string, err error) error {
-	if apierrors.IsNotFound(err) {
+	if errors.Is(err, apiclient.ErrNotFound) {
 		return fmt.Errorf("%s %s/%s: %w", kind, namespace, name, cloudinit.ErrNotFound)
 	}
 	return fmt.Errorf("reading %s %s/%s from the Kubernetes API: %w", kind, namespace, name, err)

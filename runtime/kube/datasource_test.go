@@ -3,8 +3,8 @@ package kube
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -35,7 +35,7 @@ func apiServer(t *testing.T, forbidden map[string]bool, objs ...any) *DataSource
 	for name := range forbidden {
 		srv.Forbid(name)
 	}
-	ds, err := New(srv.RESTConfig())
+	ds, err := New(srv.Config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,16 +107,57 @@ func TestForbiddenIsNotNotFound(t *testing.T) {
 	}
 }
 
-func TestNewFromKubeconfig(t *testing.T) {
-	dir := t.TempDir()
-	good := filepath.Join(dir, "good")
-	if err := os.WriteFile(good, []byte(kubeapi.Kubeconfig("https://127.0.0.1:6443")), 0o600); err != nil {
+// The error texts callers log: a missing object, and another failure.
+func TestErrorTexts(t *testing.T) {
+	ds := apiServer(t, map[string]bool{"ud": true})
+	_, err := ds.ConfigMap(context.Background(), "ns1", "nope")
+	if err == nil || err.Error() != "configmap ns1/nope: not found" {
+		t.Errorf("missing ConfigMap: %v", err)
+	}
+	_, err = ds.Secret(context.Background(), "ns1", "nope")
+	if err == nil || err.Error() != "secret ns1/nope: not found" {
+		t.Errorf("missing Secret: %v", err)
+	}
+	_, err = ds.ConfigMap(context.Background(), "ns1", "ud")
+	if err == nil || !strings.HasPrefix(err.Error(), "reading configmap ns1/ud from the Kubernetes API: GET ") ||
+		!strings.HasSuffix(err.Error(), "/api/v1/namespaces/ns1/configmaps/ud: 403 Forbidden: /api/v1/namespaces/ns1/configmaps/ud is forbidden") {
+		t.Errorf("forbidden ConfigMap: %v", err)
+	}
+	for _, nn := range [][2]string{{"", "x"}, {"ns1", ""}} {
+		if _, err := ds.Secret(context.Background(), nn[0], nn[1]); err == nil || errors.Is(err, cloudinit.ErrNotFound) {
+			t.Errorf("Secret(%q, %q): %v, want an error that is not ErrNotFound", nn[0], nn[1], err)
+		}
+	}
+}
+
+func TestRESTConfig(t *testing.T) {
+	srv := kubeapi.New()
+	t.Cleanup(srv.Close)
+	if err := srv.Add(kubeapi.Resource{Version: "v1", Resource: "secrets", Kind: "Secret"},
+		map[string]any{"metadata": map[string]any{"namespace": "ns", "name": "s"}, "data": map[string]any{"k": "dg=="}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewFromKubeconfig(good); err != nil {
-		t.Errorf("NewFromKubeconfig(valid file): %v", err)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	if err := srv.WriteKubeconfig(good); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := NewFromKubeconfig(filepath.Join(dir, "missing")); err == nil {
-		t.Errorf("NewFromKubeconfig(missing file): no error")
+	cfg, err := RESTConfig(good)
+	if err != nil {
+		t.Fatalf("RESTConfig(valid file): %v", err)
+	}
+	ds, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ds.Secret(context.Background(), "ns", "s"); err != nil || string(got["k"]) != "v" {
+		t.Errorf("Secret through the kubeconfig's server: %q, %v", got, err)
+	}
+	if _, err := RESTConfig(filepath.Join(dir, "missing")); err == nil || !strings.HasPrefix(err.Error(), "loading kubeconfig "+dir) {
+		t.Errorf("RESTConfig(missing file): %v", err)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if _, err := RESTConfig(""); err == nil || !strings.Contains(err.Error(), "not running in a cluster") {
+		t.Errorf("RESTConfig(\"\") outside a pod: %v", err)
 	}
 }

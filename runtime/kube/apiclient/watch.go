@@ -58,17 +58,38 @@ type Handler interface {
 // the watch failed for good (4xx, an ERROR event, a bad event); resumes
 // the watch after a failure that may pass (a connection error, 5xx, 429).
 // Every retry, relists included, waits for an exponential back-off from
-// 0.5 s to 30 s, which a watch that delivered events resets. It keeps
+// 0.5 s to 30 s, which a watch that delivered events resets; while the
+// collection is answered 404 (a custom resource whose CRD is not
+// installed) the cap can be raised with NotFoundMaxBackOff. It keeps
 // trying until its context ends.
 type Watcher struct {
 	// Logger receives failed attempts and relists; nil means
 	// slog.Default(). Set it before Run.
 	Logger *slog.Logger
 
-	c          *Client
-	path       string
-	h          Handler
-	newBackOff func() backoff.BackOff
+	// OnError, when set, is called with each failed list or watch and the
+	// wait before the next attempt, instead of the Watcher logging it as a
+	// warning: the caller chooses what is worth a warning (a missing CRD
+	// may not be). It is called on Run's goroutine, like the Handler. A
+	// watch whose resourceVersion expired (410 Gone) is routine and is
+	// only logged, at info level. Set it before Run.
+	OnError func(err error, wait time.Duration)
+
+	// NotFoundMaxBackOff, when above 0, caps the back-off between
+	// attempts while they are answered 404 Not Found, instead of the 30 s
+	// of other failures: a collection that is not served (its CRD is not
+	// installed) may stay so for days. The back-off still starts at 0.5 s
+	// and grows (each wait randomized by ±50 %, as every back-off here);
+	// an attempt that is not answered 404 goes back to the usual back-off.
+	// Set it before Run.
+	NotFoundMaxBackOff time.Duration
+
+	c    *Client
+	path string
+	h    Handler
+	// newBackOff returns a back-off whose waits grow up to max; tests
+	// replace it.
+	newBackOff func(max time.Duration) backoff.BackOff
 	minHealthy time.Duration
 	// minTimeout and grace are minWatchTimeout and watchGrace; tests
 	// shorten them.
@@ -90,10 +111,10 @@ func (c *Client) NewWatcher(path string, h Handler) *Watcher {
 		c:    c,
 		path: path,
 		h:    h,
-		newBackOff: func() backoff.BackOff {
+		newBackOff: func(max time.Duration) backoff.BackOff {
 			b := backoff.NewExponentialBackOff()
 			b.InitialInterval = 500 * time.Millisecond
-			b.MaxInterval = maxBackOff
+			b.MaxInterval = max
 			b.MaxElapsedTime = 0 // never give up
 			return b
 		},
@@ -135,8 +156,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if _, err := w.c.url(w.path, nil); err != nil {
 		return fmt.Errorf("watching %s: %w", w.path, err)
 	}
-	b := w.newBackOff()
-	rv := "" // "" means list
+	b := w.newBackOff(maxBackOff)
+	var nb backoff.BackOff // while attempts are answered 404, if NotFoundMaxBackOff is set
+	rv := ""               // "" means list
 	for {
 		var err error
 		if rv == "" {
@@ -149,15 +171,29 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		w.setErr(err)
 		if err == nil {
+			nb = nil
 			continue // listed: watch; or a watch ended: resume it
 		}
-		wait := b.NextBackOff()
-		if wait == backoff.Stop {
-			wait = maxBackOff
-		}
-		if errors.Is(err, errGone) {
-			log.Info("kubernetes watch expired, relisting", "path", w.path, "wait", wait)
+		var wait time.Duration
+		if w.NotFoundMaxBackOff > 0 && errors.Is(err, ErrNotFound) {
+			if nb == nil {
+				nb = w.newBackOff(w.NotFoundMaxBackOff)
+			}
+			if wait = nb.NextBackOff(); wait == backoff.Stop {
+				wait = w.NotFoundMaxBackOff
+			}
 		} else {
+			nb = nil
+			if wait = b.NextBackOff(); wait == backoff.Stop {
+				wait = maxBackOff
+			}
+		}
+		switch {
+		case errors.Is(err, errGone):
+			log.Info("kubernetes watch expired, relisting", "path", w.path, "wait", wait)
+		case w.OnError != nil:
+			w.OnError(err, wait)
+		default:
 			log.Warn("kubernetes list/watch failed, retrying", "path", w.path, "relist", rv == "", "wait", wait, "err", err)
 		}
 		t := time.NewTimer(wait)

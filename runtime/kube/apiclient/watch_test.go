@@ -365,7 +365,7 @@ func startWatch(t *testing.T, api *fakeAPI, proto string, opts ...func(*Watcher)
 	wt := &watchTest{t: t, api: api, srv: srv, rec: &recorder{}, done: make(chan error, 1)}
 	wt.w = c.NewWatcher(mappingsPath, wt.rec)
 	wt.w.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	wt.w.newBackOff = func() backoff.BackOff { return backoff.NewConstantBackOff(time.Millisecond) }
+	wt.w.newBackOff = func(time.Duration) backoff.BackOff { return backoff.NewConstantBackOff(time.Millisecond) }
 	for _, o := range opts {
 		o(wt.w)
 	}
@@ -666,7 +666,7 @@ func TestWatchEmptyStreamBacksOff(t *testing.T) {
 	w := c.NewWatcher("/x", &recorder{})
 	w.Logger = slog.New(slog.DiscardHandler)
 	b := &countingBackOff{}
-	w.newBackOff = func() backoff.BackOff { return b }
+	w.newBackOff = func(time.Duration) backoff.BackOff { return b }
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(done) }()
@@ -707,7 +707,7 @@ func TestWatchStops(t *testing.T) {
 				tt.setup(api)
 			}
 			wt := startWatch(t, api, "https", func(w *Watcher) {
-				w.newBackOff = func() backoff.BackOff { return backoff.NewConstantBackOff(time.Hour) }
+				w.newBackOff = func(time.Duration) backoff.BackOff { return backoff.NewConstantBackOff(time.Hour) }
 			})
 			tt.ready(wt)
 			start := time.Now()
@@ -748,5 +748,107 @@ func TestWatchBadPath(t *testing.T) {
 	err := c.NewWatcher("relative", &recorder{}).Run(t.Context())
 	if err == nil || !strings.Contains(err.Error(), `watching relative: "relative" is not an absolute path`) {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// scaledBackOff waits its cap / 60000 (30 s → 0.5 ms, 7 min → 7 ms), so
+// that a wait tells which cap the Watcher chose.
+type scaledBackOff struct{ max time.Duration }
+
+func (b scaledBackOff) NextBackOff() time.Duration { return b.max / 60000 }
+func (b scaledBackOff) Reset()                     {}
+
+// Attempts answered 404 (a CRD not installed) back off up to
+// NotFoundMaxBackOff when it is set, other failures up to 30 s; OnError
+// is told of each failure instead of a warning being logged.
+func TestWatchNotFound(t *testing.T) {
+	const notFoundCap = 7 * time.Minute
+	tests := []struct {
+		name     string
+		code     int
+		cap      time.Duration
+		onError  bool
+		wantWait time.Duration
+	}{
+		{name: "404 with NotFoundMaxBackOff", code: 404, cap: notFoundCap, onError: true, wantWait: notFoundCap / 60000},
+		{name: "404 without", code: 404, onError: true, wantWait: maxBackOff / 60000},
+		{name: "500 with NotFoundMaxBackOff", code: 500, cap: notFoundCap, onError: true, wantWait: maxBackOff / 60000},
+		{name: "404 without OnError", code: 404, cap: notFoundCap, wantWait: notFoundCap / 60000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := newFakeAPI()
+			api.put("a", "a1")
+			api.failLists, api.failCode = 3, tt.code
+			var (
+				mu    sync.Mutex
+				caps  []time.Duration
+				waits []time.Duration
+				errs  []error
+				logs  lockedBuffer
+			)
+			wt := startWatch(t, api, "http", func(w *Watcher) {
+				w.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+				w.NotFoundMaxBackOff = tt.cap
+				w.minHealthy = 0 // the watch endStreams ends is no failure
+				w.newBackOff = func(max time.Duration) backoff.BackOff {
+					mu.Lock()
+					defer mu.Unlock()
+					caps = append(caps, max)
+					return scaledBackOff{max}
+				}
+				if tt.onError {
+					w.OnError = func(err error, wait time.Duration) {
+						mu.Lock()
+						defer mu.Unlock()
+						errs, waits = append(errs, err), append(waits, wait)
+					}
+				}
+			})
+			wt.waitSynced()
+			wt.waitRequest("watch rv=2", 1)
+			if tt.code == 404 && tt.cap > 0 {
+				// The CRD goes and comes back: the watch and two lists
+				// are answered 404, then the CRD is served again.
+				api.mu.Lock()
+				api.failWatches, api.failLists = 1, 2
+				api.mu.Unlock()
+				api.endStreams()
+				wt.waitRequest("list", 4)
+				wt.waitRequest("watch rv=2", 3)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			wantCaps := []time.Duration{maxBackOff}
+			nErrs := 3
+			if tt.code == 404 && tt.cap > 0 {
+				// One back-off for each run of 404s.
+				wantCaps = append(wantCaps, tt.cap, tt.cap)
+				nErrs = 6
+			}
+			if diff := cmp.Diff(wantCaps, caps); diff != "" {
+				t.Errorf("back-offs made with caps (-want +got):\n%s", diff)
+			}
+			if !tt.onError {
+				if n := strings.Count(logs.String(), "level=WARN msg=\"kubernetes list/watch failed, retrying\""); n != nErrs {
+					t.Errorf("%d warnings logged without OnError, want %d:\n%s", n, nErrs, logs.String())
+				}
+				return
+			}
+			if strings.Contains(logs.String(), "level=WARN") {
+				t.Errorf("a warning was logged though OnError is set:\n%s", logs.String())
+			}
+			if len(errs) != nErrs {
+				t.Fatalf("OnError called %d times, want %d: %v", len(errs), nErrs, errs)
+			}
+			for i, err := range errs {
+				if errors.Is(err, ErrNotFound) != (tt.code == 404) {
+					t.Errorf("OnError #%d: %v; errors.Is(ErrNotFound) should be %v", i, err, tt.code == 404)
+				}
+				if waits[i] != tt.wantWait {
+					t.Errorf("OnError #%d: wait %v, want %v", i, waits[i], tt.wantWait)
+				}
+			}
+		})
 	}
 }
