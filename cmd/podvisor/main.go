@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podvisor/podvisor/internal/daemon"
@@ -78,6 +79,9 @@ func run(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	// The streaming libraries (attach, exec, port-forward) log through
+	// klog: into the same log, in the same format.
+	klog.SetSlogLogger(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
