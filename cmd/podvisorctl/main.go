@@ -1,7 +1,7 @@
 // Command podvisorctl is podvisor's command-line tool for users of a
 // cluster, also usable as the kubectl plugin `kubectl podvisor` (see
 // `podvisorctl install`): the serial console, ssh, virsh in the node's
-// podvisor pod, the deploy manifests and versions.
+// podvisor pod, a diagnostics dump, the deploy manifests and versions.
 // docs/podvisorctl.md describes every verb.
 //
 // Cluster operations shell out to kubectl, as a kubectl plugin does, rather
@@ -92,7 +92,7 @@ func (a *app) run(ctx context.Context, argv0 string, args []string) int {
 func (a *app) rootCmd(argv0 string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "podvisorctl",
-		Short: "Work with podvisor's virtual machines: console, ssh, virsh, deploy YAML",
+		Short: "Work with podvisor's virtual machines: console, ssh, virsh, diagnostics, deploy YAML",
 		Long: `podvisorctl works with the VMs that podvisor runs as Kubernetes pods.
 
 Cluster operations run kubectl (from PATH, or --kubectl) with your
@@ -132,6 +132,7 @@ plugin "kubectl podvisor".`,
 		a.sshCmd(),
 		a.vncCmd(),
 		a.virshCmd(),
+		a.diagCmd(),
 		a.genCmd(),
 		a.installCmd(),
 		a.versionCmd(),
