@@ -12,13 +12,18 @@ func (a *app) consoleCmd() *cobra.Command {
 		Short: "Attach to a VM's serial console (detach with Ctrl-])",
 		Long: `Attaches your terminal to the serial console of a VM pod:
 
-  kubectl attach -it -n NAMESPACE POD -c CONTAINER
+  kubectl attach -i -t -n NAMESPACE POD -c CONTAINER
 
 podvisor serves kubectl attach as the VM's serial console (ttyS0). Type
-Ctrl-] to detach: the VM keeps running. Closing the terminal detaches too.
-The pod's container needs stdin: true and tty: true (as in
-deploy/examples/cirros-vm.yaml) for your keystrokes to reach the VM.
-kubectl logs POD shows the same console's output without attaching.`,
+Ctrl-] to detach: the VM keeps running. Closing the input detaches too.
+
+The pod's container needs stdin: true for your keystrokes to reach the VM
+(without it the console is read-only and -i is not passed), and tty: true
+for a raw terminal (-t, given when your input is a terminal): keys such as
+Ctrl-C and Ctrl-] then go to the VM at once. Without tty: true, lines are
+sent when you press Enter, Ctrl-] included. deploy/examples/cirros-vm.yaml
+sets both. kubectl logs POD shows the same console's output without
+attaching.`,
 		Example: `  podvisorctl console cirros-vm
   kubectl podvisor -n vms console ubuntu-vm`,
 		Args: onePod,
@@ -32,11 +37,23 @@ kubectl logs POD shows the same console's output without attaching.`,
 			if err != nil {
 				return err
 			}
-			if !vm.Stdin || !vm.TTY {
-				fmt.Fprintf(a.stderr, "warning: container %s of pod %s has stdin: %v, tty: %v; with both true your keystrokes reach the VM, otherwise the console is read-only\n", vm.Container, vm.ref(), vm.Stdin, vm.TTY)
+			attach, detach := []string{"attach"}, ""
+			switch term := a.isTerminal(a.stdin); {
+			case !vm.Stdin:
+				fmt.Fprintf(a.stderr, "warning: container %s of pod %s has stdin: false: the console is read-only (set stdin: true and tty: true in the pod to type into it)\n", vm.Container, vm.ref())
+				detach = "Stop with Ctrl-C."
+			case vm.TTY && term:
+				attach = append(attach, "-i", "-t")
+				detach = "Detach with Ctrl-]."
+			case term:
+				attach = append(attach, "-i")
+				detach = "Detach with Ctrl-] and Enter (the container has no tty: true, so lines go when you press Enter)."
+			default:
+				attach = append(attach, "-i")
+				detach = "A Ctrl-] in the input, or its end, detaches."
 			}
-			fmt.Fprintf(a.stderr, "Serial console of %s (domain %s on node %s). Detach with Ctrl-].\n", vm.ref(), vm.Domain, vm.Node)
-			return k.interactive(ctx, "attach", "-it", "-n", vm.Namespace, vm.Name, "-c", vm.Container)
+			fmt.Fprintf(a.stderr, "Serial console of %s (domain %s on node %s). %s\n", vm.ref(), vm.Domain, vm.Node, detach)
+			return k.interactive(ctx, append(attach, "-n", vm.Namespace, vm.Name, "-c", vm.Container)...)
 		},
 	}
 }

@@ -126,14 +126,14 @@ func checkDump(t *testing.T, files map[string]string) {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
 	for name, substr := range map[string]string{
-		"node-1/domains/" + vmDomain + ".xml":                 "<name>" + vmDomain + "</name>",
+		"node-1/domains/" + vmDomain + ".xml":                "<name>" + vmDomain + "</name>",
 		"node-1/libvirt-qemu-logs/qemu/" + vmDomain + ".log": "qemu started",
-		"node-1/logs/podvisor.log":                            "podvisor log of node-1",
-		"node-2/logs/podvisor.previous.log":                   "podvisor's previous run",
-		"node-1/virsh-list.txt":                               vmDomain + "   running",
-		"node-1/vm-pods.txt":                                  "default/cirros-vm  Running  " + vmID + "  " + vmDomain,
-		"node-2/errors.txt":                                   "logs/libvirt.log: kubectl logs -n kube-system podvisor-fghij -c libvirt: Error from server (BadRequest)",
-		"summary.txt":                                         "crictl --runtime-endpoint unix:///run/podvisor/podvisor.sock pods -o json",
+		"node-1/logs/podvisor.log":                           "podvisor log of node-1",
+		"node-2/logs/podvisor.previous.log":                  "podvisor's previous run",
+		"node-1/virsh-list.txt":                              vmDomain + "   running",
+		"node-1/vm-pods.txt":                                 "default/cirros-vm  Running  " + vmID + "  " + vmDomain,
+		"node-2/errors.txt":                                  "logs/libvirt.log: kubectl logs -n kube-system podvisor-fghij -c libvirt: Error from server (BadRequest)",
+		"summary.txt":                                        "crictl --runtime-endpoint unix:///run/podvisor/podvisor.sock pods -o json",
 	} {
 		if !strings.Contains(files[name], substr) {
 			t.Errorf("%s does not contain %q:\n%s", name, substr, files[name])

@@ -105,6 +105,7 @@ type fake struct {
 	dir       string
 	responses []fakeResponse
 	stdin     string
+	terminal  bool // the app's input is a terminal
 }
 
 func newFake(t *testing.T) *fake {
@@ -170,6 +171,7 @@ func (f *fake) runAs(argv0 string, args ...string) result {
 		lookPath:   exec.LookPath,
 		executable: os.Executable,
 		getenv:     os.Getenv,
+		isTerminal: func(io.Reader) bool { return f.terminal },
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/podvisor/podvisor/deploy"
 )
@@ -46,6 +47,7 @@ func main() {
 		lookPath:   exec.LookPath,
 		executable: os.Executable,
 		getenv:     os.Getenv,
+		isTerminal: isTerminal,
 	}
 	os.Exit(a.run(ctx, filepath.Base(os.Args[0]), os.Args[1:]))
 }
@@ -58,6 +60,7 @@ type app struct {
 	lookPath       func(string) (string, error)
 	executable     func() (string, error)
 	getenv         func(string) string
+	isTerminal     func(io.Reader) bool
 
 	// Global flags.
 	kubectlPath       string
@@ -166,4 +169,14 @@ func quoteArgs(args []string) string {
 		q[i] = s
 	}
 	return strings.Join(q, " ")
+}
+
+// isTerminal says whether r is a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -19,6 +19,7 @@ func TestVerbs(t *testing.T) {
 		name       string
 		args       []string
 		stdin      string
+		terminal   bool
 		setup      func(f *fake)
 		wantCalls  []string
 		wantCode   int
@@ -26,16 +27,40 @@ func TestVerbs(t *testing.T) {
 		wantStderr string // substring
 	}{
 		{
-			name:  "console attaches to the VM container",
+			name:     "console on a terminal: raw (-t) when the container has a tty",
+			args:     []string{"console", "cirros-vm"},
+			terminal: true,
+			setup: func(f *fake) {
+				f.on(getVM, cirrosVM.json())
+				f.on("attach -i -t -n default cirros-vm -c cirros-vm", "")
+			},
+			wantCalls:  []string{"kubectl " + getVM, "kubectl attach -i -t -n default cirros-vm -c cirros-vm"},
+			wantStderr: "Serial console of default/cirros-vm (domain " + vmDomain + " on node node-1). Detach with Ctrl-].",
+		},
+		{
+			name:  "console with piped input: -i, input passed through",
 			args:  []string{"console", "cirros-vm"},
 			stdin: "root\n\x1d",
 			setup: func(f *fake) {
 				f.on(getVM, cirrosVM.json())
-				f.add(fakeResponse{Args: "attach -it -n default cirros-vm -c cirros-vm", Stdout: []byte("login: "), EchoStdin: true})
+				f.add(fakeResponse{Args: "attach -i -n default cirros-vm -c cirros-vm", Stdout: []byte("login: "), EchoStdin: true})
 			},
-			wantCalls:  []string{"kubectl " + getVM, "kubectl attach -it -n default cirros-vm -c cirros-vm"},
+			wantCalls:  []string{"kubectl " + getVM, "kubectl attach -i -n default cirros-vm -c cirros-vm"},
 			wantStdout: "login: root\n\x1d",
-			wantStderr: "Serial console of default/cirros-vm (domain " + vmDomain + " on node node-1). Detach with Ctrl-].",
+			wantStderr: "A Ctrl-] in the input, or its end, detaches.",
+		},
+		{
+			name:     "console on a terminal, container without a tty: -i, Ctrl-] and Enter",
+			args:     []string{"console", "cirros-vm"},
+			terminal: true,
+			setup: func(f *fake) {
+				vm := cirrosVM
+				vm.tty = false
+				f.on(getVM, vm.json())
+				f.on("attach -i -n default cirros-vm -c cirros-vm", "")
+			},
+			wantCalls:  []string{"kubectl " + getVM, "kubectl attach -i -n default cirros-vm -c cirros-vm"},
+			wantStderr: "Detach with Ctrl-] and Enter",
 		},
 		{
 			name: "console passes the namespace and kubeconfig flags to kubectl",
@@ -44,24 +69,25 @@ func TestVerbs(t *testing.T) {
 				vm := cirrosVM
 				vm.ns = "vms"
 				f.on("--kubeconfig /tmp/kc --context prod get pod cirros-vm -n vms -o json", vm.json())
-				f.on("--kubeconfig /tmp/kc --context prod attach -it -n vms cirros-vm -c cirros-vm", "")
+				f.on("--kubeconfig /tmp/kc --context prod attach -i -n vms cirros-vm -c cirros-vm", "")
 			},
 			wantCalls: []string{
 				"kubectl --kubeconfig /tmp/kc --context prod get pod cirros-vm -n vms -o json",
-				"kubectl --kubeconfig /tmp/kc --context prod attach -it -n vms cirros-vm -c cirros-vm",
+				"kubectl --kubeconfig /tmp/kc --context prod attach -i -n vms cirros-vm -c cirros-vm",
 			},
 		},
 		{
-			name: "console warns when the container has no stdin",
-			args: []string{"console", "cirros-vm"},
+			name:     "console of a container without stdin is read-only",
+			args:     []string{"console", "cirros-vm"},
+			terminal: true,
 			setup: func(f *fake) {
 				vm := cirrosVM
 				vm.stdin = false
 				f.on(getVM, vm.json())
-				f.on("attach -it -n default cirros-vm -c cirros-vm", "")
+				f.on("attach -n default cirros-vm -c cirros-vm", "")
 			},
-			wantCalls:  []string{"kubectl " + getVM, "kubectl attach -it -n default cirros-vm -c cirros-vm"},
-			wantStderr: "has stdin: false, tty: true",
+			wantCalls:  []string{"kubectl " + getVM, "kubectl attach -n default cirros-vm -c cirros-vm"},
+			wantStderr: "has stdin: false: the console is read-only",
 		},
 		{
 			name:       "console: pod not found",
@@ -335,7 +361,7 @@ func TestVerbs(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t)
-			f.stdin = tc.stdin
+			f.stdin, f.terminal = tc.stdin, tc.terminal
 			if tc.setup != nil {
 				tc.setup(f)
 			}
