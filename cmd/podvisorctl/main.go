@@ -38,7 +38,10 @@ var version = "0.1.0-dev"
 const pluginName = "kubectl-podvisor"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	// A signal cancels the context: the verbs stop what they started (the
+	// port-forward under ssh runs in its own process group and would
+	// otherwise outlive a Ctrl-C).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a := &app{
 		stdin:      os.Stdin,
