@@ -33,8 +33,8 @@ say() { printf '\n\033[1m[%4ds] %s\033[0m\n' "$(($(date +%s) - t0))" "$*"; }
 
 say "dependencies (ci/install-deps.sh) and builds"
 "$root/ci/install-deps.sh"
-[ -x "$root/bin/podvisor" ] && [ -x "$root/bin/criproxy" ] && [ -x "$root/bin/podvisor-vmwrapper" ] ||
-	{ echo "e2e: bin/podvisor, bin/podvisor-vmwrapper and bin/criproxy missing: run make build" >&2; exit 1; }
+[ -x "$root/bin/podvisor" ] && [ -x "$root/bin/criproxy" ] && [ -x "$root/bin/podvisor-vmwrapper" ] && [ -x "$root/bin/podvisorctl" ] ||
+	{ echo "e2e: bin/podvisor, bin/podvisor-vmwrapper, bin/criproxy or bin/podvisorctl missing: run make build" >&2; exit 1; }
 [ -x "$crictl" ] || { echo "e2e: crictl missing at $crictl: run make tools" >&2; exit 1; }
 "$root/ci/k8s/build.sh"
 "$root/ci/build-guest.sh" "$guest_dir" >/dev/null
@@ -280,6 +280,7 @@ kubectl get nodes -o wide
 say "the Ginkgo suite (conformance/e2e)"
 in_node env KUBECONFIG="$pki/admin.kubeconfig" \
 	PODVISOR_E2E_KUBECTL="$k8sbin/kubectl" \
+	PODVISOR_E2E_PODVISORCTL="$root/bin/podvisorctl" \
 	PODVISOR_E2E_NODE="$node" \
 	PODVISOR_E2E_VM_IMAGE=virtlet.cloud/podvisor/testvm \
 	PODVISOR_E2E_VM_IMAGE_URL=http://127.0.0.1:8099/podvisor-test-guest.qcow2 \

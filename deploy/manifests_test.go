@@ -1,8 +1,3 @@
-// Package deploy holds podvisor's Kubernetes manifests (YAML files in this
-// directory and examples/); its tests validate them: strict decoding with
-// the client-go scheme, CRD structure, custom resources against the CRDs'
-// schemas, and consistency with the binaries (flags, criproxy's handler,
-// annotations, image translations).
 package deploy
 
 import (
@@ -10,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -74,35 +70,47 @@ func loadDocs(t *testing.T) []doc {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-		for i := 0; ; i++ {
-			raw, err := r.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: document %d: %v", f, i, err)
-			}
-			var hdr struct {
-				APIVersion string `json:"apiVersion"`
-				Kind       string `json:"kind"`
-				Metadata   struct {
-					Name string `json:"name"`
-				} `json:"metadata"`
-			}
-			if err := yaml.Unmarshal(raw, &hdr); err != nil {
-				t.Fatalf("%s: document %d: %v", f, i, err)
-			}
-			if hdr.APIVersion == "" && hdr.Kind == "" {
-				if len(bytes.TrimSpace(stripComments(raw))) == 0 {
-					continue
-				}
-				t.Fatalf("%s: document %d has content but no apiVersion and kind", f, i)
-			}
-			docs = append(docs, doc{file: f, index: i, raw: raw, APIVersion: hdr.APIVersion, Kind: hdr.Kind, Name: hdr.Metadata.Name})
+		ds, err := splitDocs(f, data)
+		if err != nil {
+			t.Fatal(err)
 		}
+		docs = append(docs, ds...)
 	}
 	return docs
+}
+
+// splitDocs splits a YAML stream into its documents, reading their
+// headers; empty documents (comments only) are skipped.
+func splitDocs(file string, data []byte) ([]doc, error) {
+	var docs []doc
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 0; ; i++ {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", file, i, err)
+		}
+		var hdr struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(raw, &hdr); err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", file, i, err)
+		}
+		if hdr.APIVersion == "" && hdr.Kind == "" {
+			if len(bytes.TrimSpace(stripComments(raw))) == 0 {
+				continue
+			}
+			return nil, fmt.Errorf("%s: document %d has content but no apiVersion and kind", file, i)
+		}
+		docs = append(docs, doc{file: file, index: i, raw: raw, APIVersion: hdr.APIVersion, Kind: hdr.Kind, Name: hdr.Metadata.Name})
+	}
+	return docs, nil
 }
 
 func stripComments(b []byte) []byte {

@@ -6,8 +6,8 @@
 #   kind/setup.sh [extra ginkgo flags]
 #
 # Steps: build the image (deploy/image/Dockerfile), the test guest
-# (ci/build-guest.sh), the test container images (ci/images/build.sh) and
-# the suite (go test -tags e2e -c); create the cluster (kind/cluster.yaml);
+# (ci/build-guest.sh), the test container images (ci/images/build.sh),
+# podvisorctl and the suite (go test -tags e2e -c); create the cluster (kind/cluster.yaml);
 # load the images; apply deploy/ (kubectl apply -k); add a translation for
 # the test guest; wait for criproxy (node setup) and podvisor; run the suite
 # inside the node, where it reaches podvisor's socket, state directory and
@@ -67,6 +67,7 @@ fi
 # shellcheck disable=SC1091
 . "$work/images/images.env"
 (cd "$root" && CGO_ENABLED=0 go test -tags e2e -c -o "$work/e2e.test" ./conformance/e2e/)
+(cd "$root" && CGO_ENABLED=0 go build -o "$work/podvisorctl" ./cmd/podvisorctl)
 
 say "cluster $cluster (kind/cluster.yaml)"
 [ -c /dev/kvm ] || echo "warning: no /dev/kvm on this machine: VMs will run under TCG (slow)"
@@ -98,8 +99,10 @@ kubectl -n kube-system rollout status ds/podvisor --timeout=10m
 say "the Ginkgo suite (conformance/e2e) inside the node"
 docker cp "$work/e2e.test" "$node:/usr/local/bin/podvisor-e2e.test"
 docker cp "$root/kind/virsh" "$node:/usr/local/bin/virsh"
+docker cp "$work/podvisorctl" "$node:/usr/local/bin/podvisorctl"
 in_node env KUBECONFIG=/etc/kubernetes/admin.conf \
 	PODVISOR_E2E_KUBECTL=/usr/bin/kubectl \
+	PODVISOR_E2E_PODVISORCTL=/usr/local/bin/podvisorctl \
 	PODVISOR_E2E_NODE="$node" \
 	PODVISOR_E2E_VM_IMAGE=virtlet.cloud/podvisor/testvm \
 	PODVISOR_E2E_CONTAINER_IMAGE="$BUSYBOX_IMAGE" \

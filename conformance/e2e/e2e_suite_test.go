@@ -16,6 +16,7 @@ import (
 type env struct {
 	kubeconfig     string // admin kubeconfig
 	kubectl        string // kubectl binary
+	podvisorctl    string // bin/podvisorctl
 	node           string // node name
 	vmImage        string // virtlet.cloud/... image of the test guest
 	vmImageURL     string // where the test guest is served, for a VirtletImageMapping
@@ -43,6 +44,7 @@ var _ = BeforeSuite(func() {
 	cfg = env{
 		kubeconfig:     get("KUBECONFIG"),
 		kubectl:        get("PODVISOR_E2E_KUBECTL"),
+		podvisorctl:    get("PODVISOR_E2E_PODVISORCTL"),
 		node:           get("PODVISOR_E2E_NODE"),
 		vmImage:        get("PODVISOR_E2E_VM_IMAGE"),
 		vmImageURL:     get("PODVISOR_E2E_VM_IMAGE_URL"),

@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+
+	"github.com/podvisor/podvisor/runtime/domain"
 )
 
 const (
@@ -162,6 +166,56 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
 			Eventually(done).WithTimeout(time.Minute).Should(Receive(), "kubectl attach did not return after the detach key")
+		})
+
+		It("reaches the serial console with podvisorctl console", func(ctx context.Context) {
+			Expect(vmPods).NotTo(BeEmpty(), "the Deployment spec did not get its pods running")
+			p := vmPods[1]
+			actx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(actx, cfg.podvisorctl, "--kubectl", cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "console", p.Name)
+			stdin, err := cmd.StdinPipe()
+			Expect(err).NotTo(HaveOccurred())
+			var out, errOut syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			Expect(cmd.Start()).To(Succeed())
+			defer cmd.Process.Kill()
+			Eventually(func(g Gomega) {
+				_, err := io.WriteString(stdin, "echo $((6*7))-podvisorctl-console-$(hostname)\n")
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(out.String()).To(ContainSubstring("42-podvisorctl-console-" + p.Name))
+			}).WithContext(actx).WithTimeout(2*time.Minute).WithPolling(3*time.Second).Should(Succeed(), "console output:\n%s\nstderr:\n%s", out.String(), errOut.String())
+			// podvisorctl names the pod's domain as podvisor does.
+			_, id, _ := strings.Cut(p.Status.ContainerStatuses[0].ContainerID, "podvisor__")
+			Expect(errOut.String()).To(ContainSubstring("Serial console of %s/%s (domain %s on node %s)", ns, p.Name, domain.NameFor(id), cfg.node))
+			_, err = io.WriteString(stdin, "\x1d")
+			Expect(err).NotTo(HaveOccurred())
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			var werr error
+			Eventually(done).WithTimeout(time.Minute).Should(Receive(&werr), "podvisorctl console did not return after the detach key")
+			Expect(werr).NotTo(HaveOccurred(), "stderr:\n%s", errOut.String())
+		})
+
+		It("forwards a guest port for podvisorctl ssh (a stand-in ssh client reads the guest's port 8080)", func(ctx context.Context) {
+			Expect(vmPods).NotTo(BeEmpty(), "the Deployment spec did not get its pods running")
+			p := vmPods[0]
+			// podvisorctl runs "ssh -p LOCAL-PORT -o ... HOST": the stand-in
+			// records that and reads what the tunnel brings from the guest.
+			dir := GinkgoT().TempDir()
+			argsFile := filepath.Join(dir, "args")
+			script := filepath.Join(dir, "ssh")
+			Expect(os.WriteFile(script, []byte("#!/bin/bash\nset -e\necho \"$*\" > "+argsFile+"\n[ \"$1\" = -p ]\nexec 3<>\"/dev/tcp/127.0.0.1/$2\"\ncat <&3\n"), 0o755)).To(Succeed())
+			actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			var out, errOut syncBuffer
+			cmd := exec.CommandContext(actx, cfg.podvisorctl, "--kubectl", cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "ssh", "--port", "8080", "--ssh", script, "e2e@"+p.Name)
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			Expect(cmd.Run()).To(Succeed(), "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+			Expect(strings.TrimSpace(out.String())).To(Equal(p.Name))
+			args, err := os.ReadFile(argsFile)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(args)).To(MatchRegexp(`^-p \d+ -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR e2e@127\.0\.0\.1\n$`))
 		})
 
 		It("applies user-data taken from a ConfigMap", func(ctx context.Context) {

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) consoleCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "console POD",
+		Short: "Attach to a VM's serial console (detach with Ctrl-])",
+		Long: `Attaches your terminal to the serial console of a VM pod:
+
+  kubectl attach -i -t -n NAMESPACE POD -c CONTAINER
+
+podvisor serves kubectl attach as the VM's serial console (ttyS0). Type
+Ctrl-] to detach: the VM keeps running. Closing the input detaches too.
+
+The pod's container needs stdin: true for your keystrokes to reach the VM
+(without it the console is read-only and -i is not passed), and tty: true
+for a raw terminal (-t, given when your input is a terminal): keys such as
+Ctrl-C and Ctrl-] then go to the VM at once. Without tty: true, lines are
+sent when you press Enter, Ctrl-] included. deploy/examples/cirros-vm.yaml
+sets both. kubectl logs POD shows the same console's output without
+attaching.`,
+		Example: `  podvisorctl console cirros-vm
+  kubectl podvisor -n vms console ubuntu-vm`,
+		Args: onePod,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			k, err := a.kubectl()
+			if err != nil {
+				return err
+			}
+			vm, err := a.vmPod(ctx, k, args[0])
+			if err != nil {
+				return err
+			}
+			attach, detach := []string{"attach"}, ""
+			switch term := a.isTerminal(a.stdin); {
+			case !vm.Stdin:
+				fmt.Fprintf(a.stderr, "warning: container %s of pod %s has stdin: false: the console is read-only (set stdin: true and tty: true in the pod to type into it)\n", vm.Container, vm.ref())
+				detach = "Stop with Ctrl-C."
+			case vm.TTY && term:
+				attach = append(attach, "-i", "-t")
+				detach = "Detach with Ctrl-]."
+			case term:
+				attach = append(attach, "-i")
+				detach = "Detach with Ctrl-] and Enter (the container has no tty: true, so lines go when you press Enter)."
+			default:
+				attach = append(attach, "-i")
+				detach = "A Ctrl-] in the input, or its end, detaches."
+			}
+			fmt.Fprintf(a.stderr, "Serial console of %s (domain %s on node %s). %s\n", vm.ref(), vm.Domain, vm.Node, detach)
+			return k.interactive(ctx, append(attach, "-n", vm.Namespace, vm.Name, "-c", vm.Container)...)
+		},
+	}
+}
+
+func (a *app) vncCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "vnc POD",
+		Short: "Not available yet: a VM's VNC display cannot be reached from outside its pod",
+		Long: `Not built. Every podvisor VM has a VNC display, but QEMU runs in the pod's
+network namespace and the display listens on 127.0.0.1 there.
+kubectl port-forward does not reach it: podvisor forwards a port to the
+guest at the pod IP, not to the pod namespace's loopback. Until podvisor
+forwards the display, use the serial console (podvisorctl console POD) or
+ssh (podvisorctl ssh POD). 'podvisorctl virsh domdisplay @POD' shows the
+display's address inside the pod.`,
+		Args: onePod,
+		RunE: func(*cobra.Command, []string) error {
+			return fmt.Errorf("vnc is not built: a podvisor VM's VNC display listens on 127.0.0.1 inside the pod's network namespace, which kubectl port-forward does not reach; use the serial console (podvisorctl console POD) or ssh (podvisorctl ssh POD)")
+		},
+	}
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// portForwardTimeout bounds the wait for kubectl port-forward to listen.
+var portForwardTimeout = 30 * time.Second
+
+func (a *app) sshCmd() *cobra.Command {
+	var (
+		identity string
+		port     int
+		sshPath  string
+	)
+	cmd := &cobra.Command{
+		Use:   "ssh [flags] [USER@]POD [--] [COMMAND...]",
+		Short: "ssh to a VM through kubectl port-forward",
+		Long: `Connects ssh to a VM pod's guest:
+
+  kubectl port-forward -n NAMESPACE pod/POD --address 127.0.0.1 :22
+  ssh -p LOCAL-PORT -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null [-i KEY] USER@127.0.0.1 [COMMAND...]
+
+kubectl picks a free local port; podvisor connects the forwarded port to
+the guest at the pod IP. The guest needs an ssh server and your key
+(the VirtletSSHKeys annotation, or VirtletSSHKeySource).
+
+Host keys are not checked, as with Virtlet's virtletctl ssh: the local port
+changes every time and VMs get new keys when recreated under the same name.
+The connection runs through the API server and kubelet to the pod, which
+kubectl authenticates.
+
+podvisorctl's flags come before the pod; what follows it is the command to
+run in the guest.`,
+		Example: `  podvisorctl ssh cirros@cirros-vm
+  podvisorctl ssh -i ~/.ssh/vm_key ubuntu@ubuntu-vm -- uname -a
+  kubectl podvisor -n vms ssh --port 2222 admin@my-vm`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("ssh needs [USER@]POD")
+			}
+			target, remote := args[0], args[1:]
+			if len(remote) > 0 && remote[0] == "--" {
+				remote = remote[1:]
+			}
+			user, pod, ok := strings.Cut(target, "@")
+			if !ok {
+				user, pod = "", target
+			} else if user == "" || pod == "" {
+				return fmt.Errorf("%q: want [USER@]POD", target)
+			}
+			if port < 1 || port > 65535 {
+				return fmt.Errorf("--port %d: want a port number, 1 to 65535", port)
+			}
+			return a.ssh(cmd.Context(), sshOptions{user: user, pod: pod, remote: remote, identity: identity, port: port, sshPath: sshPath})
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().StringVarP(&identity, "identity", "i", "", "private key file, passed to ssh -i")
+	cmd.Flags().IntVar(&port, "port", 22, "the guest's ssh port")
+	cmd.Flags().StringVar(&sshPath, "ssh", "ssh", "ssh client to run")
+	return cmd
+}
+
+type sshOptions struct {
+	user, pod string
+	remote    []string
+	identity  string
+	port      int
+	sshPath   string
+}
+
+func (a *app) ssh(ctx context.Context, o sshOptions) error {
+	k, err := a.kubectl()
+	if err != nil {
+		return err
+	}
+	sshBin, err := a.lookPath(o.sshPath)
+	if err != nil {
+		return fmt.Errorf("ssh client %q not found: install OpenSSH's client or give one with --ssh (%v)", o.sshPath, err)
+	}
+	vm, err := a.vmPod(ctx, k, o.pod)
+	if err != nil {
+		return err
+	}
+	local, pfStderr, stop, err := a.portForward(ctx, k, vm, o.port)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	host := "127.0.0.1"
+	if o.user != "" {
+		host = o.user + "@" + host
+	}
+	args := []string{"-p", strconv.Itoa(local),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"}
+	if o.identity != "" {
+		args = append(args, "-i", o.identity)
+	}
+	args = append(args, host)
+	args = append(args, o.remote...)
+	c := newCommand(ctx, sshBin, args)
+	c.Stdin, c.Stdout, c.Stderr = a.stdin, a.stdout, a.stderr
+	err = c.Run()
+	if err != nil {
+		// Why the tunnel failed (podvisor could not reach the guest's
+		// port, the pod went away) is in kubectl's messages.
+		if msg := strings.TrimSpace(pfStderr.String()); msg != "" {
+			fmt.Fprintf(a.stderr, "kubectl port-forward said:\n%s\n", msg)
+		}
+	}
+	return passExit(err, "ssh")
+}
+
+var forwardingRE = regexp.MustCompile(`^Forwarding from 127\.0\.0\.1:(\d+) -> `)
+
+// portForward runs kubectl port-forward to the VM's port in the
+// background and returns the local port, kubectl's standard error so far and
+// a function that stops it.
+func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, port int) (int, *syncBuffer, func(), error) {
+	args := []string{"port-forward", "-n", vm.Namespace, "pod/" + vm.Name, "--address", "127.0.0.1", ":" + strconv.Itoa(port)}
+	cmd := k.command(ctx, args)
+	// Its own process group: a Ctrl-C meant for ssh must not end the tunnel
+	// under it; stop() ends it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return 0, nil, nil, fmt.Errorf("starting kubectl port-forward: %w", err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	portc := make(chan int, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sent := false
+		for sc.Scan() {
+			if m := forwardingRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				p, _ := strconv.Atoi(m[1])
+				portc <- p
+				sent = true
+			}
+		}
+		io.Copy(io.Discard, out)
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	stop := func() {
+		select {
+		case <-exited:
+			return
+		default:
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	timer := time.NewTimer(portForwardTimeout)
+	defer timer.Stop()
+	select {
+	case p := <-portc:
+		return p, stderr, stop, nil
+	case <-exited:
+		if waitErr == nil {
+			waitErr = errors.New("exited without reporting a local port")
+		}
+		return 0, nil, nil, &kubectlError{args: args, err: waitErr, stderr: stderr.String()}
+	case <-timer.C:
+		stop()
+		return 0, nil, nil, fmt.Errorf("kubectl %s did not report a local port within %v: %s", quoteArgs(args), portForwardTimeout, strings.TrimSpace(stderr.String()))
+	case <-ctx.Done():
+		stop()
+		return 0, nil, nil, ctx.Err()
+	}
+}
+
+// syncBuffer is a strings.Builder safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
