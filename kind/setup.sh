@@ -105,6 +105,7 @@ in_node env KUBECONFIG=/etc/kubernetes/admin.conf \
 	PODVISOR_E2E_PODVISORCTL=/usr/local/bin/podvisorctl \
 	PODVISOR_E2E_NODE="$node" \
 	PODVISOR_E2E_VM_IMAGE=virtlet.cloud/podvisor/testvm \
+	PODVISOR_E2E_VM_IMAGE_URL=file:///var/lib/podvisor/e2e/podvisor-test-guest.qcow2 \
 	PODVISOR_E2E_CONTAINER_IMAGE="$BUSYBOX_IMAGE" \
 	PODVISOR_E2E_PODVISOR_SOCKET=/run/podvisor/podvisor.sock \
 	PODVISOR_E2E_STATE_DIR=/var/lib/podvisor \
