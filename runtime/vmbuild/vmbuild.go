@@ -119,6 +119,9 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 	if err != nil {
 		return "", errdefs.InvalidArgumentf("building the cloud-init drive of pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
 	}
+	for _, w := range contents.Warnings {
+		a.cfg.Logger.Warn("cloud-init drive: input not used", "pod", sb.Config.Namespace+"/"+sb.Config.Name, "why", w)
+	}
 	iso := filepath.Join(c.Dir, CloudInitFile)
 	if err := a.cfg.WriteISO(ctx, contents, iso); err != nil {
 		return "", fmt.Errorf("writing the cloud-init drive: %w", err)
