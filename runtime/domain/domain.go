@@ -290,7 +290,7 @@ func copyCPU(c *libvirtxml.DomainCPU) *libvirtxml.DomainCPU {
 func devices(in Input) *libvirtxml.DomainDeviceList {
 	dev := &libvirtxml.DomainDeviceList{Emulator: in.Emulator}
 	dev.Disks, dev.Controllers = disks(in)
-	dev.Filesystems = filesystems(in)
+	dev.Filesystems = FilesystemDevices(in.Filesystems)
 	dev.Serials = []libvirtxml.DomainSerial{serial(in)}
 	dev.Channels = []libvirtxml.DomainChannel{{
 		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: in.GuestAgentSocket}},

@@ -37,12 +37,14 @@ type Filesystem struct {
 	ReadOnly bool
 }
 
-func filesystems(in Input) []libvirtxml.DomainFilesystem {
-	if len(in.Filesystems) == 0 {
+// FilesystemDevices gives the <filesystem> elements of the shares fss, in
+// their order (what Build puts in the domain).
+func FilesystemDevices(fss []Filesystem) []libvirtxml.DomainFilesystem {
+	if len(fss) == 0 {
 		return nil
 	}
-	out := make([]libvirtxml.DomainFilesystem, 0, len(in.Filesystems))
-	for _, f := range in.Filesystems {
+	out := make([]libvirtxml.DomainFilesystem, 0, len(fss))
+	for _, f := range fss {
 		fs := libvirtxml.DomainFilesystem{
 			AccessMode: FilesystemAccessMode,
 			Driver:     &libvirtxml.DomainFilesystemDriver{Type: "path"},
