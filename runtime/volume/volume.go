@@ -55,8 +55,8 @@ type Share struct {
 type Skip struct {
 	Mount
 	Reason string
-	// Expected is true for kubelet's own files, which no VM needs: not
-	// worth a warning.
+	// Expected is true for kubelet's own files, which no VM needs, and
+	// for the service account token every pod gets: not worth a warning.
 	Expected bool
 }
 
@@ -116,7 +116,11 @@ func PlanMounts(mounts []Mount, stat func(string) (fs.FileInfo, error)) (*Plan, 
 			continue
 		}
 		if k := fileVolumeKind(m.HostPath); k != "" {
-			p.Skipped = append(p.Skipped, Skip{Mount: m, Reason: fmt.Sprintf(
+			// Every pod gets the service account token (a projected volume
+			// kubelet names kube-api-access-*) unless it opts out: a
+			// warning for each would only be noise.
+			token := k == "projected" && strings.HasPrefix(path.Base(m.HostPath), "kube-api-access-")
+			p.Skipped = append(p.Skipped, Skip{Mount: m, Expected: token, Reason: fmt.Sprintf(
 				"a %s volume: its files are for cloud-init to write into the guest, not a directory to share (not written yet)", k)})
 			continue
 		}

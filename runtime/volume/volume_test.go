@@ -89,7 +89,7 @@ func TestPlanKubeletMounts(t *testing.T) {
 		if !strings.Contains(s.Reason, want) {
 			t.Errorf("%s skipped because %q, want it to say %q", path, s.Reason, want)
 		}
-		if expected := path == "/etc/hosts" || path == "/dev/termination-log"; s.Expected != expected {
+		if expected := path == "/etc/hosts" || path == "/dev/termination-log" || path == "/var/run/secrets/kubernetes.io/serviceaccount"; s.Expected != expected {
 			t.Errorf("%s: Expected = %v", path, s.Expected)
 		}
 	}
