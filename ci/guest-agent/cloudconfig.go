@@ -125,8 +125,17 @@ func applyCloudConfig(cc *cloudConfig, ops cloudOps, log io.Writer) int {
 		if len(m) > 2 && m[2] != "" && m[2] != "auto" {
 			args = append(args, "-t", m[2])
 		}
-		if len(m) > 3 && m[3] != "" && m[3] != "defaults" {
-			args = append(args, "-o", m[3])
+		var opts string
+		noauto := false
+		if len(m) > 3 {
+			opts, noauto = kernelMountOptions(m[3])
+		}
+		if noauto {
+			fmt.Fprintf(log, "cloud-config: %s on %s is noauto: not mounted\n", dev, dir)
+			continue
+		}
+		if opts != "" {
+			args = append(args, "-o", opts)
 		}
 		args = append(args, dev, dir)
 		_, err := ops.Run("mkdir", "-p", dir)
@@ -149,6 +158,27 @@ func applyCloudConfig(cc *cloudConfig, ops cloudOps, log io.Writer) int {
 		step("ran "+strings.Join(argv, " "), err)
 	}
 	return failed
+}
+
+// kernelMountOptions drops from an fstab options field what only mount(8),
+// systemd or cloud-init read (defaults, auto, nofail, _netdev, comment=...,
+// x-...), as util-linux's mount does, so that busybox's mount passes only
+// the rest to the kernel (busybox hands options it does not know to the
+// filesystem as they are). noauto tells that `mount -a`, which cloud-init
+// runs, skips the entry.
+func kernelMountOptions(field string) (opts string, noauto bool) {
+	var keep []string
+	for _, o := range strings.Split(field, ",") {
+		switch {
+		case o == "noauto":
+			noauto = true
+		case o == "" || o == "defaults" || o == "auto" || o == "nofail" || o == "_netdev" || o == "user" || o == "nouser" || o == "users":
+		case strings.HasPrefix(o, "comment=") || strings.HasPrefix(o, "x-"):
+		default:
+			keep = append(keep, o)
+		}
+	}
+	return strings.Join(keep, ","), noauto
 }
 
 type guestCloudOps struct{}

@@ -149,6 +149,49 @@ func TestApplyCloudConfig(t *testing.T) {
 	}
 }
 
+func TestApplyCloudConfigVolumes(t *testing.T) {
+	cc, err := parseCloudConfig(goldenUserData(t, "volumes_9p_merge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Mounts = append(cc.Mounts, []string{"later", "/later", "9p", "trans=virtio,noauto"})
+	ops := &fakeCloud{}
+	var log bytes.Buffer
+	if n := applyCloudConfig(cc, ops, &log); n != 0 {
+		t.Errorf("failed steps = %d:\n%s", n, log.String())
+	}
+	wantRuns := []string{
+		"mkdir -p /mnt/extra", "mount -t ext4 /dev/vdb /mnt/extra",
+		"mkdir -p /var/data", "mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 data /var/data",
+		"mkdir -p /etc/cfg", "mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro cfg /etc/cfg",
+		"sh -c echo from-user",
+		"sh -c chown -R 1000:1000 '/var/data'",
+	}
+	if d := cmp.Diff(wantRuns, ops.runs); d != "" {
+		t.Errorf("commands (-want +got):\n%s", d)
+	}
+	if !strings.Contains(log.String(), "later on /later is noauto: not mounted") {
+		t.Errorf("log lacks the noauto entry:\n%s", log.String())
+	}
+}
+
+func TestKernelMountOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		noauto   bool
+	}{
+		{"defaults", "", false},
+		{"trans=virtio,version=9p2000.L,ro,nofail,comment=cloudconfig", "trans=virtio,version=9p2000.L,ro", false},
+		{"defaults,nofail,x-systemd.requires=cloud-init.service,_netdev", "", false},
+		{"noauto,rw", "rw", true},
+	} {
+		got, noauto := kernelMountOptions(tc.in)
+		if got != tc.want || noauto != tc.noauto {
+			t.Errorf("kernelMountOptions(%q) = %q, %v; want %q, %v", tc.in, got, noauto, tc.want, tc.noauto)
+		}
+	}
+}
+
 func TestGuestCloudOpsWriteFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "sub", "f")
 	ops := guestCloudOps{}

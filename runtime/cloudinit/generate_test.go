@@ -184,6 +184,22 @@ var goldenCases = []struct {
 		in.Mounts = [][]string{{"data", "/data", "9p", "trans=virtio"}}
 		in.RunCmd = []string{"/etc/cloud/mount-volumes.sh"}
 	})},
+	// 9p shares as runtime/volume gives them, merged after the user's own
+	// mounts and runcmd (Virtlet's order).
+	{"volumes_9p_merge", with(func(in *Input) {
+		in.UserData = map[string]any{
+			"mounts": []any{[]any{"/dev/vdb", "/mnt/extra", "ext4", "defaults", "0", "2"}},
+			"runcmd": []any{"echo from-user"},
+		}
+		in.Mounts = [][]string{
+			{"data", "/var/data", "9p", "trans=virtio,version=9p2000.L,msize=262144,nofail", "0", "0"},
+			{"cfg", "/etc/cfg", "9p", "trans=virtio,version=9p2000.L,msize=262144,ro,nofail", "0", "0"},
+		}
+		in.Files = []GuestFile{{Path: "/etc/cloud/mount-volumes.sh", Mode: 0o755, Content: []byte("#!/bin/sh\n" +
+			"if ! mountpoint -q '/var/data'; then mkdir -p '/var/data' && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 data '/var/data'; fi\n" +
+			"chown -R 1000:1000 '/var/data'\n")}}
+		in.RunCmd = []string{"chown -R 1000:1000 '/var/data'"}
+	})},
 	{"network_v1", with(func(in *Input) { in.Network = singleNIC(); in.DNS = podDNS })},
 	{"network_v2", with(func(in *Input) { in.Network = singleNIC(); in.DNS = podDNS; in.NetworkConfigVersion = 2 })},
 	{"network_configdrive", with(func(in *Input) { in.Type = ConfigDrive; in.Network = singleNIC(); in.DNS = podDNS })},

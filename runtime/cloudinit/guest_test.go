@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -68,6 +69,7 @@ func TestGuestCloudInitReadsDrive(t *testing.T) {
 		{"sshkeys_configdrive", "vm.ns", "vm", []string{key1, key2}},
 		{"hostname", "vm.ns", "vm-host", nil},
 		{"userdata_script", "vm.ns", "vm", nil},
+		{"volumes_9p_merge", "vm.ns", "vm", nil},
 		{"network_dhcp_forced_configdrive", "vm.ns", "vm", nil},
 	}
 	cases := map[string]Input{}
@@ -176,5 +178,62 @@ func checkNetworkd(t *testing.T, cloudInit, dir string, cfg map[string]any, in *
 				t.Errorf("networkd unit for %s lacks %q:\n%s", ifc.Name, w, u)
 			}
 		}
+	}
+}
+
+// TestGuestCloudInitMountsVolumes runs cloud-init's own `mounts` module
+// (Debian's cloud-init 22.4, testdata/ccmounts.py) on the user-data of
+// volumes_9p_merge: the user's entry and each 9p share must reach the
+// guest's fstab as given (a 9p tag is no block device: cloud-init keeps
+// the name unchanged), each mount point must be created and `mount -a`
+// run.
+func TestGuestCloudInitMountsVolumes(t *testing.T) {
+	python, _ := cloudInitPython(t)
+	script, err := filepath.Abs("testdata/ccmounts.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in Input
+	for _, tc := range goldenCases {
+		if tc.name == "volumes_9p_merge" {
+			in = tc.in
+		}
+	}
+	c, err := Generate(context.Background(), in, testDS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, _ := c.File(PathNoCloudUserData)
+	path := filepath.Join(t.TempDir(), "user-data")
+	if err := os.WriteFile(path, ud, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Fstab    []string   `json:"fstab"`
+		Dirs     []string   `json:"dirs"`
+		Commands [][]string `json:"commands"`
+	}
+	if err := json.Unmarshal([]byte(run(t, python, script, path)), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"/dev/vdb\t/mnt/extra\text4\tdefaults,comment=cloudconfig\t0\t2",
+		"data\t/var/data\t9p\ttrans=virtio,version=9p2000.L,msize=262144,nofail,comment=cloudconfig\t0\t0",
+		"cfg\t/etc/cfg\t9p\ttrans=virtio,version=9p2000.L,msize=262144,ro,nofail,comment=cloudconfig\t0\t0",
+	}
+	if diff := cmp.Diff(want, got.Fstab); diff != "" {
+		t.Errorf("the guest's fstab (-want +got):\n%s", diff)
+	}
+	for _, d := range []string{"/mnt/extra", "/var/data", "/etc/cfg"} {
+		if !slices.Contains(got.Dirs, d) {
+			t.Errorf("cloud-init does not create the mount point %s: %v", d, got.Dirs)
+		}
+	}
+	mounted := false
+	for _, c := range got.Commands {
+		mounted = mounted || strings.Join(c, " ") == "mount -a"
+	}
+	if !mounted {
+		t.Errorf("cloud-init does not run mount -a: %v", got.Commands)
 	}
 }

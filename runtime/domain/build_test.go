@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -222,6 +223,20 @@ func TestBuildRejectsBadInput(t *testing.T) {
 			}
 			in.NICs = make([]libvirtxml.DomainInterface, 5)
 		}, []string{"domain input NICs", "slot 0x1f is kept"}},
+		{"pci slots with shares", func(in *Input) {
+			in.NICs = make([]libvirtxml.DomainInterface, 1)
+			for i := 0; i < 24; i++ {
+				in.Filesystems = append(in.Filesystems, Filesystem{HostPath: "/d", Tag: fmt.Sprintf("t%d", i)})
+			}
+		}, []string{"domain input NICs", "24 shared filesystems", "slot 0x1f is kept"}},
+		{"relative share", func(in *Input) { in.Filesystems = []Filesystem{{HostPath: "data", Tag: "data"}} }, []string{"domain input Filesystems[0].HostPath", "absolute"}},
+		{"no share path", func(in *Input) { in.Filesystems = []Filesystem{{Tag: "data"}} }, []string{"domain input Filesystems[0].HostPath: is empty"}},
+		{"long tag", func(in *Input) { in.Filesystems = []Filesystem{{HostPath: "/d", Tag: strings.Repeat("t", 32)}} }, []string{"domain input Filesystems[0].Tag", "1 to 31"}},
+		{"tag with space", func(in *Input) { in.Filesystems = []Filesystem{{HostPath: "/d", Tag: "a b"}} }, []string{`domain input Filesystems[0].Tag: "a b"`}},
+		{"empty tag", func(in *Input) { in.Filesystems = []Filesystem{{HostPath: "/d"}} }, []string{`domain input Filesystems[0].Tag: ""`}},
+		{"duplicate tag", func(in *Input) {
+			in.Filesystems = []Filesystem{{HostPath: "/a", Tag: "data"}, {HostPath: "/b", Tag: "data"}}
+		}, []string{`domain input Filesystems[1].Tag: "data" is also the tag of Filesystems[0]`}},
 		{"relative iso", func(in *Input) { in.CloudInitISO = "ci.iso" }, []string{"domain input CloudInitISO"}},
 		{"bad env", func(in *Input) { in.QEMUEnv = map[string]string{"1X": "v"} }, []string{`domain input QEMUEnv: "1X"`}},
 		{"bad arg", func(in *Input) { in.QEMUArgs = []string{""} }, []string{"domain input QEMUArgs[0]"}},

@@ -13,7 +13,7 @@ const maxDisks = 20
 // addresses never reach in a domain Build returns: an emulator wrapper that
 // adds its own NIC behind libvirt's back (-device virtio-net-pci,...,addr=0x1f)
 // must put it there. libvirt fills slots upwards from 0x2: the fixed devices
-// take 0x2-0x6 and each virtio disk or libvirt NIC one more, so the slot 0x10
+// take 0x2-0x6 and each virtio disk, libvirt NIC or 9p share one more, so the slot 0x10
 // of the first experiment is taken as soon as a VM has 10 virtio disks.
 // This holds for the i440fx machine types ("pc", the default).
 const WrapperNICPCISlot = 0x1f

@@ -80,6 +80,9 @@ type Input struct {
 	RootDisk Disk
 	// VolumeDisks follow the root disk, in this order.
 	VolumeDisks []Disk
+	// Filesystems are host directories shared with the guest over
+	// virtio-9p, in this order (see Filesystem).
+	Filesystems []Filesystem
 	// CloudInitISO is the cloud-init drive image ("" = none); attached
 	// read-only after the volume disks.
 	CloudInitISO string
@@ -287,6 +290,7 @@ func copyCPU(c *libvirtxml.DomainCPU) *libvirtxml.DomainCPU {
 func devices(in Input) *libvirtxml.DomainDeviceList {
 	dev := &libvirtxml.DomainDeviceList{Emulator: in.Emulator}
 	dev.Disks, dev.Controllers = disks(in)
+	dev.Filesystems = FilesystemDevices(in.Filesystems)
 	dev.Serials = []libvirtxml.DomainSerial{serial(in)}
 	dev.Channels = []libvirtxml.DomainChannel{{
 		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: in.GuestAgentSocket}},
@@ -385,9 +389,10 @@ func (in Input) validate() error {
 	if in.VM != nil && in.VM.DiskDriver == annotations.DiskDriverVirtio {
 		pciDisks = nDisks
 	}
-	if n := fixedPCIDevices + pciDisks + len(in.NICs); n > WrapperNICPCISlot {
-		bad("NICs", "%d NICs with %d virtio disks need PCI slots up to %#x, but slot %#x is kept for the emulator wrapper's NIC",
-			len(in.NICs), pciDisks, n-1, WrapperNICPCISlot)
+	validateFilesystems(bad, in.Filesystems)
+	if n := fixedPCIDevices + pciDisks + len(in.NICs) + len(in.Filesystems); n > WrapperNICPCISlot {
+		bad("NICs", "%d NICs with %d virtio disks and %d shared filesystems need PCI slots up to %#x, but slot %#x is kept for the emulator wrapper's NIC",
+			len(in.NICs), pciDisks, len(in.Filesystems), n-1, WrapperNICPCISlot)
 	}
 	checkPath(bad, "CloudInitISO", in.CloudInitISO, false)
 	checkPath(bad, "ConsoleSocket", in.ConsoleSocket, false)

@@ -257,6 +257,27 @@ func goldenCases() []goldenCase {
 			in.Machine = "q35"
 		}},
 		{name: "input-attempt-1", ci: "nocloud", tweak: func(in *Input) { in.Attempt = 1 }},
+		// Volumes shared over virtio-9p: read-write, read-only, several
+		// next to disks and a NIC.
+		{name: "input-9p-rw", ci: "nocloud", tweak: func(in *Input) {
+			in.Filesystems = []Filesystem{{HostPath: "/var/lib/kubelet/pods/b7d4c2a0/volumes/kubernetes.io~empty-dir/cache", Tag: "cache"}}
+		}},
+		{name: "input-9p-ro", ci: "nocloud", tweak: func(in *Input) {
+			in.Filesystems = []Filesystem{{HostPath: "/srv/shared/config", Tag: "config", ReadOnly: true}}
+		}},
+		{name: "input-9p-several", ann: one(annotations.KeyDiskDriver, "virtio"), ci: "configdrive", vols: 1, tweak: func(in *Input) {
+			in.Filesystems = []Filesystem{
+				{HostPath: "/var/lib/kubelet/pods/b7d4c2a0/volumes/kubernetes.io~empty-dir/cache", Tag: "cache"},
+				{HostPath: "/srv/shared/config", Tag: "config", ReadOnly: true},
+				{HostPath: "/var/lib/kubelet/pods/b7d4c2a0/volumes/kubernetes.io~csi/pvc-1/mount", Tag: "mount-3b9f1c2e"},
+			}
+			in.NICs = []libvirtxml.DomainInterface{{
+				MAC:    &libvirtxml.DomainInterfaceMAC{Address: "52:54:00:12:34:56"},
+				Source: &libvirtxml.DomainInterfaceSource{Ethernet: &libvirtxml.DomainInterfaceSourceEthernet{}},
+				Target: &libvirtxml.DomainInterfaceTarget{Dev: "tap0", Managed: "no"},
+				Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
+			}}
+		}},
 		{name: "input-scsi-vols-19", ci: "nocloud", vols: 18},
 		{name: "input-virtio-vols-19", ann: one(annotations.KeyDiskDriver, "virtio"), ci: "nocloud", vols: 18},
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/image"
 	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/volume"
 )
 
 // File names inside a container's directory.
@@ -86,6 +87,10 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 	if len(vm.Unknown) > 0 {
 		a.cfg.Logger.Warn("unknown Virtlet annotations ignored (typo?)", "pod", sb.ID, "annotations", vm.Unknown)
 	}
+	vols, err := a.planVolumes(sb, c)
+	if err != nil {
+		return "", err
+	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return "", fmt.Errorf("creating VM directory %s: %w", c.Dir, err)
 	}
@@ -102,9 +107,20 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 		return "", fmt.Errorf("creating the root disk: %w", err)
 	}
 
-	contents, err := cloudinit.Generate(ctx, cloudInitInput(sb, c, vm), a.cfg.DataSource)
+	ciIn := cloudInitInput(sb, c, vm)
+	var owner *volume.Owner
+	if vm.Chown9pfsMounts {
+		owner = &volume.DefaultOwner
+	}
+	guest := vols.Guest(owner)
+	ciIn.Mounts, ciIn.MountScript, ciIn.RunCmd = guest.Mounts, guest.MountScript, guest.RunCmd
+	ciIn.Files = append(ciIn.Files, guest.Files...)
+	contents, err := cloudinit.Generate(ctx, ciIn, a.cfg.DataSource)
 	if err != nil {
 		return "", errdefs.InvalidArgumentf("building the cloud-init drive of pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
+	}
+	for _, w := range contents.Warnings {
+		a.cfg.Logger.Warn("cloud-init drive: input not used", "pod", sb.Config.Namespace+"/"+sb.Config.Name, "why", w)
 	}
 	iso := filepath.Join(c.Dir, CloudInitFile)
 	if err := a.cfg.WriteISO(ctx, contents, iso); err != nil {
@@ -121,6 +137,7 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 		DomainType:    a.cfg.DomainType,
 		VM:            vm,
 		RootDisk:      domain.Disk{Path: root, Format: domain.FormatQCOW2},
+		Filesystems:   vols.Filesystems(),
 		CloudInitISO:  iso,
 		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
 		Emulator:      a.cfg.Emulator,
@@ -144,6 +161,34 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 		return "", fmt.Errorf("marshalling the domain: %w", err)
 	}
 	return out, nil
+}
+
+// planVolumes sorts the container's mounts into 9p shares and skipped
+// mounts (logged). A mount that cannot be shared as asked, such as a host
+// path that does not exist, is an InvalidArgument naming it, before
+// anything is made.
+func (a *Assembler) planVolumes(sb *pod.Sandbox, c *pod.Container) (*volume.Plan, error) {
+	mounts := make([]volume.Mount, 0, len(c.Config.Mounts))
+	for _, m := range c.Config.Mounts {
+		mounts = append(mounts, volume.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, ReadOnly: m.Readonly})
+	}
+	plan, err := volume.PlanMounts(mounts, os.Stat)
+	if err != nil {
+		return nil, errdefs.InvalidArgumentf("pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
+	}
+	for _, s := range plan.Skipped {
+		log := a.cfg.Logger.Warn
+		if s.Expected {
+			log = a.cfg.Logger.Debug
+		}
+		log("volume mount not passed to the VM", "pod", sb.Config.Namespace+"/"+sb.Config.Name,
+			"containerPath", s.ContainerPath, "hostPath", s.HostPath, "why", s.Reason)
+	}
+	for _, s := range plan.Shares {
+		a.cfg.Logger.Debug("volume shared with the VM over 9p", "pod", sb.Config.Namespace+"/"+sb.Config.Name,
+			"containerPath", s.ContainerPath, "hostPath", s.HostPath, "tag", s.Tag, "readonly", s.ReadOnly)
+	}
+	return plan, nil
 }
 
 // ParseVMConfig validates the pod's annotations with the container's

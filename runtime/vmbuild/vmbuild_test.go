@@ -136,3 +136,90 @@ func TestGuestHostnameIsADNSLabel(t *testing.T) {
 		}
 	}
 }
+
+// captureISO is a WriteISO that keeps the drive's contents.
+func captureISO(got **cloudinit.Contents) func(context.Context, *cloudinit.Contents, string) error {
+	return func(_ context.Context, c *cloudinit.Contents, path string) error {
+		*got = c
+		return os.WriteFile(path, []byte("iso"), 0o600)
+	}
+}
+
+func fakeOverlay(_ context.Context, _, path string, _ int64) (int64, error) {
+	return 0, os.WriteFile(path, []byte("x"), 0o600)
+}
+
+func TestAssembleSharesVolumes(t *testing.T) {
+	sb, c, img := fixture(t, map[string]string{"VirtletChown9pfsMounts": "true"})
+	host := t.TempDir()
+	for _, d := range []string{"empty", "cfg", "volumes/kubernetes.io~secret/s"} {
+		if err := os.MkdirAll(filepath.Join(host, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(host, "etc-hosts"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.Config.Mounts = []pod.Mount{
+		{ContainerPath: "/etc/hosts", HostPath: filepath.Join(host, "etc-hosts")},
+		{ContainerPath: "/var/data", HostPath: filepath.Join(host, "empty")},
+		{ContainerPath: "/etc/cfg", HostPath: filepath.Join(host, "cfg"), Readonly: true},
+		{ContainerPath: "/etc/secret", HostPath: filepath.Join(host, "volumes/kubernetes.io~secret/s"), Readonly: true},
+	}
+	var drive *cloudinit.Contents
+	a, _ := New(Config{DomainType: domain.TypeQEMU, Overlay: fakeOverlay, WriteISO: captureISO(&drive)})
+	xml, err := a.Assemble(context.Background(), sb, c, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(xml); err != nil {
+		t.Fatal(err)
+	}
+	var fss []string
+	for _, f := range d.Devices.Filesystems {
+		fss = append(fss, f.AccessMode+" "+f.Source.Mount.Dir+" "+f.Target.Dir+" "+map[bool]string{true: "ro", false: "rw"}[f.ReadOnly != nil])
+	}
+	want := []string{"squash " + filepath.Join(host, "cfg") + " cfg ro", "squash " + filepath.Join(host, "empty") + " data rw"}
+	if strings.Join(fss, "\n") != strings.Join(want, "\n") {
+		t.Errorf("filesystems:\n%s\nwant:\n%s", strings.Join(fss, "\n"), strings.Join(want, "\n"))
+	}
+	ud, _ := drive.File("user-data")
+	for _, w := range []string{
+		"mounts:\n- - cfg\n  - /etc/cfg\n  - 9p\n  - trans=virtio,version=9p2000.L,msize=262144,ro,nofail\n  - \"0\"\n  - \"0\"\n- - data\n  - /var/data\n",
+		"runcmd:\n- chown -R 1000:1000 '/var/data'\n",
+		"path: " + "/etc/cloud/mount-volumes.sh",
+	} {
+		if !strings.Contains(string(ud), w) {
+			t.Errorf("user-data lacks %q:\n%s", w, ud)
+		}
+	}
+	if strings.Contains(string(ud), "/etc/secret") || strings.Contains(string(ud), "/etc/hosts") {
+		t.Errorf("user-data mounts a skipped volume:\n%s", ud)
+	}
+}
+
+func TestAssembleRefusesAMissingHostPathAndLeavesNothing(t *testing.T) {
+	sb, c, img := fixture(t, nil)
+	missing := filepath.Join(t.TempDir(), "gone")
+	c.Config.Mounts = []pod.Mount{{ContainerPath: "/data", HostPath: missing}}
+	made := 0
+	a, _ := New(Config{DomainType: domain.TypeQEMU,
+		Overlay:  func(context.Context, string, string, int64) (int64, error) { made++; return 0, nil },
+		WriteISO: func(context.Context, *cloudinit.Contents, string) error { made++; return nil },
+	})
+	_, err := a.Assemble(context.Background(), sb, c, img)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("err = %v, want InvalidArgument", err)
+	}
+	want := `pod ns/vm1: volume mount at "/data" (host path "` + missing + `"): the host path does not exist`
+	if err.Error() != want {
+		t.Errorf("err = %q\nwant  %q", err, want)
+	}
+	if made != 0 {
+		t.Error("a disk or drive was made for a pod whose volume is missing")
+	}
+	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+		t.Errorf("VM dir exists after failure: %v", err)
+	}
+}

@@ -152,6 +152,13 @@ func TestCloudInitDriveInGuest(t *testing.T) {
 // and the guest agent channel.
 func cloudInitDomain(t *testing.T, h *Hypervisor, name string, c *cloudinit.Contents, mac string) string {
 	t.Helper()
+	return cloudInitDomainWith(t, h, name, c, mac, nil)
+}
+
+// cloudInitDomainWith is cloudInitDomain with the filesystems fss shared
+// with the guest.
+func cloudInitDomainWith(t *testing.T, h *Hypervisor, name string, c *cloudinit.Contents, mac string, fss []libvirtxml.DomainFilesystem) string {
+	t.Helper()
 	base := testGuest(t)
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -191,6 +198,7 @@ func cloudInitDomain(t *testing.T, h *Hypervisor, name string, c *cloudinit.Cont
 				ReadOnly: &libvirtxml.DomainDiskReadOnly{},
 			}},
 			Controllers: []libvirtxml.DomainController{{Type: "scsi", Model: "virtio-scsi"}},
+			Filesystems: fss,
 			Interfaces: []libvirtxml.DomainInterface{{
 				Source: &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}},
 				MAC:    &libvirtxml.DomainInterfaceMAC{Address: mac},

@@ -93,6 +93,9 @@ func TestGuestImage(t *testing.T) {
 	defer con.Close()
 	out := readConsole(con)
 	out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
+	// The agent runs in the background and says so when it has found its
+	// port, which can be just after "ready" under TCG.
+	out.waitFor(t, "PODVISOR-GUEST: agent=/dev/vport", 30*time.Second)
 	for _, want := range []string{
 		"PODVISOR-GUEST: hostname=guest-check",
 		"PODVISOR-GUEST: net=dhcp ip=10.0.2.15", // QEMU's user-mode DHCP server
