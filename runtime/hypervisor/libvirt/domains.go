@@ -48,10 +48,20 @@ func (h *Hypervisor) Define(ctx context.Context, domainXML string) (hypervisor.D
 
 // Start boots a defined, shut off domain.
 func (h *Hypervisor) Start(ctx context.Context, name string) error {
+	tries := 0
 	return h.withDomain(ctx, "starting domain", name, func(d *lv.Domain) error {
+		tries++
 		at := time.Now()
 		if err := d.Create(); err != nil {
-			return err
+			// do retries once when the connection died during the call:
+			// the first try may have started the domain and lost only
+			// its answer, so the retry finds it running.
+			if tries == 1 || libvirtCode(err) != lv.ERR_OPERATION_INVALID {
+				return err
+			}
+			if active, aerr := d.IsActive(); aerr != nil || !active {
+				return err
+			}
 		}
 		h.rec.started(name, at)
 		return nil
