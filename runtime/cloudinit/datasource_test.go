@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -95,7 +96,7 @@ func TestFilesFromDir(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := FilesFromDir(context.Background(), vol, "/etc/secret")
+	got, err := FilesFromDir(context.Background(), vol, "/etc/secret", 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,10 +108,66 @@ func TestFilesFromDir(t *testing.T) {
 		t.Errorf("FilesFromDir (-want +got):\n%s", diff)
 	}
 
-	if _, err := FilesFromDir(context.Background(), vol, "etc/secret"); err == nil {
+	if _, err := FilesFromDir(context.Background(), vol, "etc/secret", 1<<20); err == nil {
 		t.Errorf("a relative guest directory was accepted")
 	}
-	if _, err := FilesFromDir(context.Background(), filepath.Join(vol, "missing"), "/x"); err == nil {
+	if _, err := FilesFromDir(context.Background(), filepath.Join(vol, "missing"), "/x", 1<<20); err == nil {
 		t.Errorf("a missing volume directory was accepted")
+	}
+}
+
+// A symbolic link leading out of the volume directory is refused, whether
+// it is a key, a directory on the way or kubelet's ..data itself.
+func TestFilesFromDirRefusesLinksOutOfTheVolume(t *testing.T) {
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "shadow"), "root:x:0:0", 0o600)
+	for name, link := range map[string]func(vol string) error{
+		"key": func(vol string) error {
+			return os.Symlink(filepath.Join(outside, "shadow"), filepath.Join(vol, "key"))
+		},
+		"relative key": func(vol string) error {
+			rel, _ := filepath.Rel(vol, filepath.Join(outside, "shadow"))
+			return os.Symlink(rel, filepath.Join(vol, "key"))
+		},
+		"directory": func(vol string) error {
+			return os.Symlink(outside, filepath.Join(vol, "dir"))
+		},
+		"..data": func(vol string) error {
+			if err := os.Symlink(outside, filepath.Join(vol, "..data")); err != nil {
+				return err
+			}
+			return os.Symlink("..data/shadow", filepath.Join(vol, "shadow"))
+		},
+	} {
+		vol := t.TempDir()
+		writeFile(t, filepath.Join(vol, "fine"), "ok", 0o644)
+		if err := link(vol); err != nil {
+			t.Fatal(err)
+		}
+		got, err := FilesFromDir(context.Background(), vol, "/etc/secret", 1<<20)
+		if err == nil || !strings.Contains(err.Error(), "a symbolic link leads out of the volume directory "+vol) {
+			t.Errorf("%s: files %v, error %v: want the link refused", name, got, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "root:x") {
+			t.Errorf("%s: the error shows the content: %v", name, err)
+		}
+	}
+}
+
+// The total size is bounded before a file is read whole; a file at the
+// bound fits.
+func TestFilesFromDirBound(t *testing.T) {
+	vol := t.TempDir()
+	writeFile(t, filepath.Join(vol, "a"), strings.Repeat("a", 600), 0o644)
+	writeFile(t, filepath.Join(vol, "b"), strings.Repeat("b", 400), 0o644)
+	if got, err := FilesFromDir(context.Background(), vol, "/x", 1000); err != nil || len(got) != 2 {
+		t.Fatalf("1000 bytes in a bound of 1000: %v %v", got, err)
+	}
+	_, err := FilesFromDir(context.Background(), vol, "/x", 999)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), filepath.Join(vol, "b")) || !strings.Contains(err.Error(), "999 bytes") {
+		t.Errorf("1000 bytes in a bound of 999: %v, want ErrTooLarge naming b", err)
+	}
+	if strings.Contains(err.Error(), "bbbb") {
+		t.Errorf("the error shows the content: %v", err)
 	}
 }
