@@ -93,7 +93,7 @@ func FilesFromDir(ctx context.Context, hostDir, guestDir string, maxBytes int64)
 			case st.Mode().IsRegular():
 				data, mode, err := readBounded(root, p, maxBytes-total)
 				if errors.Is(err, ErrTooLarge) {
-					return fmt.Errorf("reading volume file %s: %w of %d bytes", filepath.Join(hostDir, p), err, maxBytes)
+					return fmt.Errorf("reading volume file %s: %w (%d bytes)", filepath.Join(hostDir, p), err, maxBytes)
 				}
 				if err != nil {
 					return describe(p, err)

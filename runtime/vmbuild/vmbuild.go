@@ -87,7 +87,7 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 	if len(vm.Unknown) > 0 {
 		a.cfg.Logger.Warn("unknown Virtlet annotations ignored (typo?)", "pod", sb.ID, "annotations", vm.Unknown)
 	}
-	vols, err := a.planVolumes(sb, c)
+	vols, err := a.planVolumes(ctx, sb, c)
 	if err != nil {
 		return "", err
 	}
@@ -114,6 +114,8 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 	}
 	guest := vols.Guest(owner)
 	ciIn.Mounts, ciIn.MountScript, ciIn.RunCmd = guest.Mounts, guest.MountScript, guest.RunCmd
+	// The volumes' files first, then the mount script: write_files order.
+	ciIn.Files = append(ciIn.Files, vols.GuestFiles()...)
 	ciIn.Files = append(ciIn.Files, guest.Files...)
 	contents, err := cloudinit.Generate(ctx, ciIn, a.cfg.DataSource)
 	if err != nil {
@@ -163,11 +165,13 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 	return out, nil
 }
 
-// planVolumes sorts the container's mounts into 9p shares and skipped
-// mounts (logged). A mount that cannot be shared as asked, such as a host
-// path that does not exist, is an InvalidArgument naming it, before
-// anything is made.
-func (a *Assembler) planVolumes(sb *pod.Sandbox, c *pod.Container) (*volume.Plan, error) {
+// planVolumes sorts the container's mounts into 9p shares, file volumes
+// (read now, for cloud-init write_files) and skipped mounts (logged). A
+// mount that cannot be passed as asked, such as a host path that does not
+// exist, a link out of a secret's directory or file volumes over
+// volume.MaxFileBytes, is an InvalidArgument naming it, before anything is
+// made. The files' contents are never logged.
+func (a *Assembler) planVolumes(ctx context.Context, sb *pod.Sandbox, c *pod.Container) (*volume.Plan, error) {
 	mounts := make([]volume.Mount, 0, len(c.Config.Mounts))
 	for _, m := range c.Config.Mounts {
 		mounts = append(mounts, volume.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, ReadOnly: m.Readonly})
@@ -175,6 +179,20 @@ func (a *Assembler) planVolumes(sb *pod.Sandbox, c *pod.Container) (*volume.Plan
 	plan, err := volume.PlanMounts(mounts, os.Stat)
 	if err != nil {
 		return nil, errdefs.InvalidArgumentf("pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
+	}
+	if err := plan.ReadFiles(ctx, volume.MaxFileBytes); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, errdefs.InvalidArgumentf("pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
+	}
+	for _, f := range plan.FileMounts {
+		size := 0
+		for _, g := range f.Files {
+			size += len(g.Content)
+		}
+		a.cfg.Logger.Debug("volume files written into the VM by cloud-init", "pod", sb.Config.Namespace+"/"+sb.Config.Name,
+			"containerPath", f.ContainerPath, "hostPath", f.HostPath, "kind", f.Kind, "files", len(f.Files), "bytes", size)
 	}
 	for _, s := range plan.Skipped {
 		log := a.cfg.Logger.Warn

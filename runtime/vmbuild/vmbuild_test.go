@@ -2,6 +2,7 @@ package vmbuild
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"libvirt.org/go/libvirtxml"
+	"sigs.k8s.io/yaml"
 
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/domain"
@@ -194,8 +196,8 @@ func TestAssembleSharesVolumes(t *testing.T) {
 			t.Errorf("user-data lacks %q:\n%s", w, ud)
 		}
 	}
-	if strings.Contains(string(ud), "/etc/secret") || strings.Contains(string(ud), "/etc/hosts") {
-		t.Errorf("user-data mounts a skipped volume:\n%s", ud)
+	if strings.Contains(string(ud), "- /etc/secret") || strings.Contains(string(ud), "/etc/hosts") {
+		t.Errorf("user-data mounts a secret or a skipped volume:\n%s", ud)
 	}
 }
 
@@ -221,5 +223,146 @@ func TestAssembleRefusesAMissingHostPathAndLeavesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
 		t.Errorf("VM dir exists after failure: %v", err)
+	}
+}
+
+// kubeletVolume lays out a secret, configMap, projected or downwardAPI
+// volume as kubelet's atomic writer does (keys are links into ..data).
+func kubeletVolume(t *testing.T, podDir, kind, name string, keys map[string]string, mode os.FileMode) string {
+	t.Helper()
+	vol := filepath.Join(podDir, "volumes", "kubernetes.io~"+kind, name)
+	ts := filepath.Join(vol, "..2026_03_01_10_00_00.123456789")
+	if err := os.MkdirAll(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(vol, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range keys {
+		if err := os.WriteFile(filepath.Join(ts, k), []byte(v), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(filepath.Join(ts, k), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..data", k), filepath.Join(vol, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return vol
+}
+
+// writeFiles returns user-data's write_files as "path mode content" lines.
+func writeFiles(t *testing.T, ud []byte) []string {
+	t.Helper()
+	var doc struct {
+		WriteFiles []struct {
+			Path, Content, Encoding, Permissions string
+			Owner                                string
+		} `json:"write_files"`
+	}
+	if err := yaml.Unmarshal(ud, &doc); err != nil {
+		t.Fatalf("user-data: %v\n%s", err, ud)
+	}
+	var out []string
+	for _, f := range doc.WriteFiles {
+		content := f.Content
+		if f.Encoding == "b64" {
+			b, err := base64.StdEncoding.DecodeString(f.Content)
+			if err != nil {
+				t.Fatalf("%s: %v", f.Path, err)
+			}
+			content = string(b)
+		}
+		if f.Owner != "" {
+			t.Errorf("%s has owner %q: want cloud-init's default, root", f.Path, f.Owner)
+		}
+		out = append(out, f.Path+" "+f.Permissions+" "+content)
+	}
+	return out
+}
+
+// Secret, configMap, service account token and downwardAPI volumes are
+// written into the guest by cloud-init write_files, with the host files'
+// modes, before the mount script and the environment file.
+func TestAssembleWritesFileVolumes(t *testing.T) {
+	sb, c, img := fixture(t, nil)
+	podDir := t.TempDir()
+	data := filepath.Join(podDir, "volumes/kubernetes.io~empty-dir/data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.Config.Mounts = []pod.Mount{
+		{ContainerPath: "/var/run/secrets/kubernetes.io/serviceaccount", Readonly: true, HostPath: kubeletVolume(t, podDir, "projected", "kube-api-access-x7k2p",
+			map[string]string{"token": "eyJhbGciOi.x.y", "namespace": "ns"}, 0o644)},
+		{ContainerPath: "/etc/creds", Readonly: true, HostPath: kubeletVolume(t, podDir, "secret", "creds", map[string]string{"password": "s3cr3t\n"}, 0o400)},
+		{ContainerPath: "/etc/app", Readonly: true, HostPath: kubeletVolume(t, podDir, "configmap", "app", map[string]string{"app.conf": "a: 1\n"}, 0o644)},
+		{ContainerPath: "/etc/podinfo", Readonly: true, HostPath: kubeletVolume(t, podDir, "downward-api", "podinfo", map[string]string{"labels": "app=\"vm\"\n"}, 0o644)},
+		{ContainerPath: "/data", HostPath: data},
+	}
+	var drive *cloudinit.Contents
+	a, _ := New(Config{DomainType: domain.TypeQEMU, Overlay: fakeOverlay, WriteISO: captureISO(&drive)})
+	if _, err := a.Assemble(context.Background(), sb, c, img); err != nil {
+		t.Fatal(err)
+	}
+	ud, _ := drive.File("user-data")
+	got := writeFiles(t, ud)
+	want := []string{
+		"/etc/app/app.conf 0644 a: 1\n",
+		"/etc/creds/password 0400 s3cr3t\n",
+		"/etc/podinfo/labels 0644 app=\"vm\"\n",
+		"/var/run/secrets/kubernetes.io/serviceaccount/namespace 0644 ns",
+		"/var/run/secrets/kubernetes.io/serviceaccount/token 0644 eyJhbGciOi.x.y",
+		"/etc/cloud/mount-volumes.sh 0755 #!/bin/sh\nif ! mountpoint -q '/data'; then mkdir -p '/data' && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 data '/data'; fi\n",
+		"/etc/cloud/environment 0644 A=b\n",
+	}
+	if strings.Join(got, "\n---\n") != strings.Join(want, "\n---\n") {
+		t.Errorf("write_files:\n%s\nwant:\n%s", strings.Join(got, "\n---\n"), strings.Join(want, "\n---\n"))
+	}
+	if strings.Contains(string(ud), "s3cr3t") {
+		t.Errorf("the secret is in user-data in clear, not base64:\n%s", ud)
+	}
+}
+
+// A link out of a secret's directory and file volumes over the bound fail
+// CreateContainer with InvalidArgument naming the mount, before any disk
+// is made.
+func TestAssembleRefusesBadFileVolumes(t *testing.T) {
+	podDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(podDir, "node-secret"), []byte("node secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	evil := kubeletVolume(t, podDir, "secret", "evil", map[string]string{"k": "v"}, 0o400)
+	if err := os.Symlink(filepath.Join(podDir, "node-secret"), filepath.Join(evil, "stolen")); err != nil {
+		t.Fatal(err)
+	}
+	big := kubeletVolume(t, podDir, "configmap", "big", map[string]string{"blob": strings.Repeat("x", 1<<20+1)}, 0o644)
+	for _, tt := range []struct {
+		m    pod.Mount
+		want string
+	}{
+		{pod.Mount{ContainerPath: "/etc/evil", HostPath: evil}, `pod ns/vm1: volume mount at "/etc/evil" (host path "` + evil + `"): reading volume file ` + evil + `/stolen: a symbolic link leads out of the volume directory`},
+		{pod.Mount{ContainerPath: "/etc/big", HostPath: big}, `pod ns/vm1: volume mount at "/etc/big" (host path "` + big + `"): the files of the container's secret, configMap, projected and downwardAPI volumes exceed 1048576 bytes together`},
+	} {
+		sb, c, img := fixture(t, nil)
+		c.Config.Mounts = []pod.Mount{tt.m}
+		made := 0
+		a, _ := New(Config{DomainType: domain.TypeQEMU,
+			Overlay:  func(context.Context, string, string, int64) (int64, error) { made++; return 0, nil },
+			WriteISO: func(context.Context, *cloudinit.Contents, string) error { made++; return nil },
+		})
+		_, err := a.Assemble(context.Background(), sb, c, img)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("err = %v\nwant InvalidArgument starting %q", err, tt.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "node secret") || strings.Contains(err.Error(), "xxxx")) {
+			t.Errorf("the error shows a file's content: %v", err)
+		}
+		if made != 0 {
+			t.Error("a disk or drive was made")
+		}
+		if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+			t.Errorf("VM dir exists after failure: %v", err)
+		}
 	}
 }

@@ -5,18 +5,22 @@
 //
 // A mount of a host directory (emptyDir, hostPath, a filesystem PVC, a
 // subPath of one) is shared with the guest over virtio-9p and mounted there
-// at its container path by cloud-init `mounts`. Kubelet's own files
-// (/etc/hosts, /etc/hostname, /etc/resolv.conf, the termination log) and
-// the file-like volumes (secret, configMap, projected — which includes the
-// service account token —, downwardAPI) are not shared; a host path that is
-// a file and not a directory cannot be (9p shares directories). Block
-// volumes arrive as CRI devices, not mounts, and are disks.
+// at its container path by cloud-init `mounts`. The file-like volumes
+// (secret, configMap, projected — which includes the service account
+// token —, downwardAPI) are copied: their files are written at the
+// container path by cloud-init `write_files` when the VM is created.
+// Kubelet's own files (/etc/hosts, /etc/hostname, /etc/resolv.conf, the
+// termination log) are not passed; a host path that is a file and not a
+// directory cannot be (9p shares directories). Block volumes arrive as CRI
+// devices, not mounts, and are disks.
 //
-// Plan reads nothing but the host paths' file types (through the stat
-// function it is given); the rest is pure.
+// PlanMounts reads nothing but the host paths' file types (through the
+// stat function it is given); Plan.ReadFiles reads the file volumes; the
+// rest is pure.
 package volume
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -51,12 +55,31 @@ type Share struct {
 	Tag string
 }
 
-// Skip is a mount that is not shared, and why.
+// FileMount is a secret, configMap, projected or downwardAPI volume: its
+// files are written into the guest below its container path by cloud-init
+// write_files.
+type FileMount struct {
+	Mount
+	// Kind is kubelet's volume plugin: "secret", "configmap", "projected"
+	// or "downward-api".
+	Kind string
+	// Files are the volume's files in the guest, set by Plan.ReadFiles.
+	Files []cloudinit.GuestFile
+}
+
+// ServiceAccountToken is true for the projected volume kubelet gives every
+// pod for its service account token (kube-api-access-*), unless the pod
+// sets automountServiceAccountToken: false.
+func (f FileMount) ServiceAccountToken() bool {
+	return f.Kind == "projected" && strings.HasPrefix(path.Base(f.HostPath), "kube-api-access-")
+}
+
+// Skip is a mount that is not passed to the VM, and why.
 type Skip struct {
 	Mount
 	Reason string
-	// Expected is true for kubelet's own files, which no VM needs, and
-	// for the service account token every pod gets: not worth a warning.
+	// Expected is true for kubelet's own files, which no VM needs: not
+	// worth a warning.
 	Expected bool
 }
 
@@ -64,8 +87,10 @@ type Skip struct {
 type Plan struct {
 	// Shares in mount order: a parent directory before what is mounted
 	// below it.
-	Shares  []Share
-	Skipped []Skip
+	Shares []Share
+	// FileMounts in the same order as Shares (by depth, then path).
+	FileMounts []FileMount
+	Skipped    []Skip
 }
 
 // kubeletFiles are the container paths of the files kubelet mounts into
@@ -79,7 +104,8 @@ var kubeletFiles = map[string]string{
 }
 
 // fileVolumeKinds are kubelet's volume plugins whose contents are files for
-// the guest rather than a directory to share (SPEC: cloud-init writes them).
+// the guest rather than a directory to share (SPEC §6: cloud-init writes
+// them).
 var fileVolumeKinds = []string{"secret", "configmap", "projected", "downward-api"}
 
 // fileVolumeKind returns the plugin name when hostPath is inside a
@@ -94,11 +120,12 @@ func fileVolumeKind(hostPath string) string {
 	return ""
 }
 
-// Plan sorts mounts into shares and skipped mounts. stat is os.Stat in
-// production (it follows symbolic links, as QEMU does when it opens the
-// share). A mount that cannot be shared as asked — a relative or odd path,
-// a host path that does not exist — is an error naming it; all such
-// errors are returned together.
+// PlanMounts sorts mounts into shares, file mounts and skipped mounts.
+// stat is os.Stat in production (it follows symbolic links, as QEMU does
+// when it opens the share). A mount that cannot be passed as asked — a
+// relative or odd path, a host path that does not exist — is an error
+// naming it; all such errors are returned together. The file mounts'
+// files are read by Plan.ReadFiles.
 //
 // Tags: the last element of the container path (Virtlet's tag, so that a
 // Virtlet user's explicit 9p entries in user-data keep working) when it is
@@ -116,12 +143,20 @@ func PlanMounts(mounts []Mount, stat func(string) (fs.FileInfo, error)) (*Plan, 
 			continue
 		}
 		if k := fileVolumeKind(m.HostPath); k != "" {
-			// Every pod gets the service account token (a projected volume
-			// kubelet names kube-api-access-*) unless it opts out: a
-			// warning for each would only be noise.
-			token := k == "projected" && strings.HasPrefix(path.Base(m.HostPath), "kube-api-access-")
-			p.Skipped = append(p.Skipped, Skip{Mount: m, Expected: token, Reason: fmt.Sprintf(
-				"a %s volume: its files are for cloud-init to write into the guest, not a directory to share (not written yet)", k)})
+			if err := checkFilesPath(m.ContainerPath); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: %w", m, err))
+				continue
+			}
+			if !filepath.IsAbs(m.HostPath) || hasControl(m.HostPath) {
+				errs = append(errs, fmt.Errorf("volume %s: the host path is not an absolute path without control characters", m))
+				continue
+			}
+			if seen[m.ContainerPath] {
+				errs = append(errs, fmt.Errorf("volume %s: another mount has the same container path", m))
+				continue
+			}
+			seen[m.ContainerPath] = true
+			p.FileMounts = append(p.FileMounts, FileMount{Mount: m, Kind: k})
 			continue
 		}
 		if err := checkGuestPath(m.ContainerPath); err != nil {
@@ -157,12 +192,9 @@ func PlanMounts(mounts []Mount, stat func(string) (fs.FileInfo, error)) (*Plan, 
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	sort.SliceStable(p.Shares, func(i, j int) bool {
-		di, dj := depth(p.Shares[i].ContainerPath), depth(p.Shares[j].ContainerPath)
-		if di != dj {
-			return di < dj
-		}
-		return p.Shares[i].ContainerPath < p.Shares[j].ContainerPath
+	sort.SliceStable(p.Shares, func(i, j int) bool { return mountOrder(p.Shares[i].ContainerPath, p.Shares[j].ContainerPath) })
+	sort.SliceStable(p.FileMounts, func(i, j int) bool {
+		return mountOrder(p.FileMounts[i].ContainerPath, p.FileMounts[j].ContainerPath)
 	})
 	tags := map[string]bool{}
 	for i := range p.Shares {
@@ -174,6 +206,15 @@ func PlanMounts(mounts []Mount, stat func(string) (fs.FileInfo, error)) (*Plan, 
 }
 
 func depth(p string) int { return strings.Count(p, "/") }
+
+// mountOrder: by depth, then by path, so a parent comes before what is
+// mounted below it and kubelet's order does not matter.
+func mountOrder(a, b string) bool {
+	if da, db := depth(a), depth(b); da != db {
+		return da < db
+	}
+	return a < b
+}
 
 func tagFor(containerPath string, taken map[string]bool) string {
 	base := path.Base(containerPath)
@@ -218,6 +259,23 @@ func checkGuestPath(p string) error {
 		return fmt.Errorf("the container path is not clean (%q)", path.Clean(p))
 	case strings.ContainsAny(p, " \t\n\r\v\f\\") || hasControl(p):
 		return errors.New("the container path has whitespace, control characters or backslashes, which the guest's fstab cannot hold")
+	}
+	return nil
+}
+
+// checkFilesPath accepts a container path for a file volume: absolute,
+// clean, not "/" and without control characters. write_files takes any
+// other path (it is a YAML string, not an fstab field).
+func checkFilesPath(p string) error {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return errors.New("the container path is not absolute")
+	case p == "/":
+		return errors.New("a volume cannot be written over the guest's root")
+	case path.Clean(p) != p:
+		return fmt.Errorf("the container path is not clean (%q)", path.Clean(p))
+	case hasControl(p):
+		return errors.New("the container path has control characters")
 	}
 	return nil
 }
@@ -310,4 +368,52 @@ func (p *Plan) Guest(chown *Owner) Guest {
 // shellQuote quotes s as one word for sh.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// MaxFileBytes bounds the total size of the files of a container's
+// secret, configMap, projected and downwardAPI volumes. They travel in
+// user-data on the cloud-init drive (base64, a third larger) and cloud-init
+// holds user-data in memory; a Secret or ConfigMap is at most 1 MiB
+// anyway.
+const MaxFileBytes = 1 << 20
+
+// ReadFiles reads the files of the file mounts, in order, through
+// cloudinit.FilesFromDir: the host files' permission bits (kubelet applied
+// the volume's defaultMode or the item's mode to them), symbolic links
+// only inside the volume directory. Their total size is at most maxBytes;
+// the mount whose files pass it is named in the error. Errors name mounts
+// and host paths, never contents.
+func (p *Plan) ReadFiles(ctx context.Context, maxBytes int64) error {
+	var (
+		errs  []error
+		total int64
+	)
+	for i := range p.FileMounts {
+		f := &p.FileMounts[i]
+		files, err := cloudinit.FilesFromDir(ctx, f.HostPath, f.ContainerPath, maxBytes-total)
+		if errors.Is(err, cloudinit.ErrTooLarge) {
+			errs = append(errs, fmt.Errorf("volume %s: the files of the container's secret, configMap, projected and downwardAPI volumes exceed %d bytes together, the most podvisor writes with cloud-init: %w",
+				f.Mount, maxBytes, err))
+			break
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: %w", f.Mount, err))
+			continue
+		}
+		for _, g := range files {
+			total += int64(len(g.Content))
+		}
+		f.Files = files
+	}
+	return errors.Join(errs...)
+}
+
+// GuestFiles are the files of all file mounts, in mount order, for
+// cloud-init write_files (as root, with their host permission bits).
+func (p *Plan) GuestFiles() []cloudinit.GuestFile {
+	var out []cloudinit.GuestFile
+	for _, f := range p.FileMounts {
+		out = append(out, f.Files...)
+	}
+	return out
 }

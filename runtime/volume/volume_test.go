@@ -1,6 +1,9 @@
 package volume
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/domain"
 )
 
@@ -77,24 +81,29 @@ func TestPlanKubeletMounts(t *testing.T) {
 	for path, want := range map[string]string{
 		"/etc/hosts":           "kubelet's /etc/hosts",
 		"/dev/termination-log": "termination message",
-		"/etc/secret":          "a secret volume",
-		"/etc/app":             "a configmap volume",
-		"/var/run/secrets/kubernetes.io/serviceaccount": "a projected volume",
 	} {
 		s, ok := skipped[path]
 		if !ok {
 			t.Errorf("%s is not skipped", path)
 			continue
 		}
-		if !strings.Contains(s.Reason, want) {
-			t.Errorf("%s skipped because %q, want it to say %q", path, s.Reason, want)
-		}
-		if expected := path == "/etc/hosts" || path == "/dev/termination-log" || path == "/var/run/secrets/kubernetes.io/serviceaccount"; s.Expected != expected {
-			t.Errorf("%s: Expected = %v", path, s.Expected)
+		if !strings.Contains(s.Reason, want) || !s.Expected {
+			t.Errorf("%s skipped because %q (expected %v), want it to say %q", path, s.Reason, s.Expected, want)
 		}
 	}
-	if len(p.Skipped) != 5 {
-		t.Errorf("%d skipped, want 5: %+v", len(p.Skipped), p.Skipped)
+	if len(p.Skipped) != 2 {
+		t.Errorf("%d skipped, want 2: %+v", len(p.Skipped), p.Skipped)
+	}
+	var files []string
+	for _, f := range p.FileMounts {
+		files = append(files, fmt.Sprintf("%s %s %s %v %v", f.Kind, f.ContainerPath, strings.TrimPrefix(f.HostPath, dir), f.ReadOnly, f.ServiceAccountToken()))
+	}
+	if diff := cmp.Diff([]string{
+		"configmap /etc/app /volumes/kubernetes.io~configmap/app true false",
+		"secret /etc/secret /volumes/kubernetes.io~secret/creds true false",
+		"projected /var/run/secrets/kubernetes.io/serviceaccount /volumes/kubernetes.io~projected/kube-api-access-x7k2p true true",
+	}, files); diff != "" {
+		t.Errorf("file mounts (-want +got):\n%s", diff)
 	}
 	fss := p.Filesystems()
 	if len(fss) != 3 || fss[0] != (domain.Filesystem{HostPath: dir + "/host/config", Tag: "config", ReadOnly: true}) {
@@ -264,5 +273,202 @@ func TestGuest(t *testing.T) {
 
 	if g := (&Plan{}).Guest(&DefaultOwner); g.Mounts != nil || g.Files != nil || g.RunCmd != nil || g.MountScript != "" {
 		t.Errorf("no shares gave %+v", g)
+	}
+}
+
+type key struct {
+	content string
+	mode    os.FileMode
+}
+
+// kubeletVolume lays out a volume directory as kubelet's atomic writer
+// does: the files in a timestamped directory, ..data a link to it, and each
+// top-level key a link into ..data. It returns the volume directory.
+func kubeletVolume(t *testing.T, podDir, kind, name string, keys map[string]key) string {
+	t.Helper()
+	vol := filepath.Join(podDir, "volumes", "kubernetes.io~"+kind, name)
+	ts := filepath.Join(vol, "..2026_03_01_10_00_00.123456789")
+	top := map[string]bool{}
+	for k, v := range keys {
+		p := filepath.Join(ts, k)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(v.content), v.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, v.mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		top[strings.Split(k, "/")[0]] = true
+	}
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(vol, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for k := range top {
+		if err := os.Symlink(filepath.Join("..data", k), filepath.Join(vol, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return vol
+}
+
+// Each kind of kubelet volume becomes files below its container path, with
+// the host files' modes; kubelet's bookkeeping entries do not.
+func TestFileVolumes(t *testing.T) {
+	for _, tt := range []struct {
+		name, kind, dir, containerPath string
+		keys                           map[string]key
+		want                           []cloudinit.GuestFile
+		token                          bool
+	}{
+		{name: "secret, defaultMode 0400", kind: "secret", dir: "creds", containerPath: "/etc/creds",
+			keys: map[string]key{"username": {"admin", 0o400}, "password": {"s3cr3t\n", 0o400}},
+			want: []cloudinit.GuestFile{{Path: "/etc/creds/password", Content: []byte("s3cr3t\n"), Mode: 0o400}, {Path: "/etc/creds/username", Content: []byte("admin"), Mode: 0o400}}},
+		{name: "configMap with an item path and mode", kind: "configmap", dir: "app", containerPath: "/etc/app",
+			keys: map[string]key{"app.conf": {"a=1\n", 0o644}, "scripts/run.sh": {"#!/bin/sh\n", 0o755}},
+			want: []cloudinit.GuestFile{{Path: "/etc/app/app.conf", Content: []byte("a=1\n"), Mode: 0o644}, {Path: "/etc/app/scripts/run.sh", Content: []byte("#!/bin/sh\n"), Mode: 0o755}}},
+		{name: "service account token", kind: "projected", dir: "kube-api-access-x7k2p", containerPath: "/var/run/secrets/kubernetes.io/serviceaccount", token: true,
+			keys: map[string]key{"token": {"eyJhbGciOi.x.y", 0o644}, "ca.crt": {"-----BEGIN CERTIFICATE-----\n", 0o644}, "namespace": {"ns", 0o644}},
+			want: []cloudinit.GuestFile{
+				{Path: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", Content: []byte("-----BEGIN CERTIFICATE-----\n"), Mode: 0o644},
+				{Path: "/var/run/secrets/kubernetes.io/serviceaccount/namespace", Content: []byte("ns"), Mode: 0o644},
+				{Path: "/var/run/secrets/kubernetes.io/serviceaccount/token", Content: []byte("eyJhbGciOi.x.y"), Mode: 0o644}}},
+		{name: "other projected volume", kind: "projected", dir: "bundle", containerPath: "/etc/bundle",
+			keys: map[string]key{"cfg/a": {"1", 0o440}},
+			want: []cloudinit.GuestFile{{Path: "/etc/bundle/cfg/a", Content: []byte("1"), Mode: 0o440}}},
+		{name: "downwardAPI", kind: "downward-api", dir: "podinfo", containerPath: "/etc/podinfo",
+			keys: map[string]key{"labels": {"app=\"vm\"\n", 0o644}},
+			want: []cloudinit.GuestFile{{Path: "/etc/podinfo/labels", Content: []byte("app=\"vm\"\n"), Mode: 0o644}}},
+		{name: "empty secret (optional, missing)", kind: "secret", dir: "none", containerPath: "/etc/none",
+			keys: map[string]key{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			vol := kubeletVolume(t, t.TempDir(), tt.kind, tt.dir, tt.keys)
+			p, err := PlanMounts([]Mount{{ContainerPath: tt.containerPath, HostPath: vol, ReadOnly: true}}, os.Stat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.FileMounts) != 1 || len(p.Shares) != 0 || len(p.Skipped) != 0 {
+				t.Fatalf("plan %+v, want one file mount", p)
+			}
+			if f := p.FileMounts[0]; f.Kind != tt.kind || f.ServiceAccountToken() != tt.token {
+				t.Errorf("kind %q token %v", f.Kind, f.ServiceAccountToken())
+			}
+			if err := p.ReadFiles(context.Background(), MaxFileBytes); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, p.GuestFiles()); diff != "" {
+				t.Errorf("files (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Several file mounts: in mount order (by depth, then path), whatever
+// kubelet's order, next to shares and skipped mounts.
+func TestFileVolumesWithOthers(t *testing.T) {
+	pod := t.TempDir()
+	sec := kubeletVolume(t, pod, "secret", "s", map[string]key{"k": {"v", 0o600}})
+	cm := kubeletVolume(t, pod, "configmap", "c", map[string]key{"k": {"w", 0o644}})
+	data := filepath.Join(pod, "volumes/kubernetes.io~empty-dir/data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, err := PlanMounts([]Mount{
+		{ContainerPath: "/etc/z/deeper", HostPath: cm},
+		{ContainerPath: "/data", HostPath: data},
+		{ContainerPath: "/etc/hosts", HostPath: filepath.Join(pod, "etc-hosts")},
+		{ContainerPath: "/etc/with space", HostPath: sec},
+	}, os.Stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ReadFiles(context.Background(), MaxFileBytes); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range p.GuestFiles() {
+		got = append(got, fmt.Sprintf("%s %o %s", f.Path, f.Mode, f.Content))
+	}
+	if diff := cmp.Diff([]string{"/etc/with space/k 600 v", "/etc/z/deeper/k 644 w"}, got); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	if len(p.Shares) != 1 || len(p.Skipped) != 1 {
+		t.Errorf("shares %+v skipped %+v", p.Shares, p.Skipped)
+	}
+}
+
+func TestFileVolumeErrorsNameTheMount(t *testing.T) {
+	pod := t.TempDir()
+	sec := kubeletVolume(t, pod, "secret", "s", map[string]key{"k": {"v", 0o600}})
+	for _, tt := range []struct {
+		m    Mount
+		want string
+	}{
+		{Mount{ContainerPath: "etc/s", HostPath: sec}, `volume mount at "etc/s" (host path "` + sec + `"): the container path is not absolute`},
+		{Mount{ContainerPath: "/", HostPath: sec}, "cannot be written over the guest's root"},
+		{Mount{ContainerPath: "/etc/../s", HostPath: sec}, `not clean ("/s")`},
+		{Mount{ContainerPath: "/etc/s\n", HostPath: sec}, "control characters"},
+		{Mount{ContainerPath: "/s", HostPath: "var/lib/kubelet/pods/u/volumes/kubernetes.io~secret/s"}, "the host path is not an absolute path"},
+	} {
+		if _, err := PlanMounts([]Mount{tt.m}, os.Stat); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: error %v, want it to contain %q", tt.m, err, tt.want)
+		}
+	}
+	_, err := PlanMounts([]Mount{{ContainerPath: "/s", HostPath: sec}, {ContainerPath: "/s", HostPath: pod}}, os.Stat)
+	if err == nil || !strings.Contains(err.Error(), "same container path") {
+		t.Errorf("a share over a file mount's path: %v", err)
+	}
+
+	// Read errors: a missing directory, a link out of the volume.
+	missing := filepath.Join(pod, "volumes/kubernetes.io~configmap/gone")
+	outside := filepath.Join(pod, "node-file")
+	if err := os.WriteFile(outside, []byte("node secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	evil := kubeletVolume(t, pod, "secret", "evil", map[string]key{"ok": {"v", 0o600}})
+	if err := os.Symlink(outside, filepath.Join(evil, "stolen")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := PlanMounts([]Mount{{ContainerPath: "/gone", HostPath: missing}, {ContainerPath: "/evil", HostPath: evil}, {ContainerPath: "/fine", HostPath: sec}}, os.Stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.ReadFiles(context.Background(), MaxFileBytes)
+	for _, want := range []string{
+		`volume mount at "/evil" (host path "` + evil + `"): reading volume file ` + evil + `/stolen: a symbolic link leads out of the volume directory`,
+		`volume mount at "/gone" (host path "` + missing + `"): reading volume directory`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want it to contain %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "node secret") {
+		t.Errorf("the error shows a file's content: %v", err)
+	}
+}
+
+// The bound is on all file mounts together; the one that passes it is named.
+func TestFileVolumesBound(t *testing.T) {
+	pod := t.TempDir()
+	a := kubeletVolume(t, pod, "secret", "a", map[string]key{"k": {strings.Repeat("a", 600), 0o600}})
+	b := kubeletVolume(t, pod, "configmap", "b", map[string]key{"k": {strings.Repeat("b", 400), 0o644}})
+	mounts := []Mount{{ContainerPath: "/b", HostPath: b}, {ContainerPath: "/a", HostPath: a}}
+	p, _ := PlanMounts(mounts, os.Stat)
+	if err := p.ReadFiles(context.Background(), 1000); err != nil {
+		t.Errorf("1000 bytes in a bound of 1000: %v", err)
+	}
+	p, _ = PlanMounts(mounts, os.Stat)
+	err := p.ReadFiles(context.Background(), 999)
+	want := `volume mount at "/b" (host path "` + b + `"): the files of the container's secret, configMap, projected and downwardAPI volumes exceed 999 bytes together`
+	if !errors.Is(err, cloudinit.ErrTooLarge) || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v\nwant it to contain %q", err, want)
+	}
+	if strings.Contains(err.Error(), "bbbb") {
+		t.Errorf("the error shows the content: %v", err)
 	}
 }
