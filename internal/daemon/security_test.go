@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net"
@@ -82,7 +83,8 @@ func TestListenRefusesToReplaceAFile(t *testing.T) {
 }
 
 // Pod-supplied strings cannot add XML elements to the domain nor keys to
-// cloud-init, and secrets in annotations never reach the log.
+// cloud-init, and secrets in annotations, the environment or a secret
+// volume never reach the log.
 func TestNoInjectionNoSecretInLog(t *testing.T) {
 	h := &harness{}
 	*h = *newHarnessWithLogs(t)
@@ -91,6 +93,21 @@ func TestNoInjectionNoSecretInLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	const secret = "s3cr3t-PASSWORD-do-not-log"
+	const volSecret = "v0lume-SECRET-do-not-log"
+	// A secret volume as kubelet lays it out: the key is a link into ..data.
+	vol := filepath.Join(h.dir, "pods/uid/volumes/kubernetes.io~secret/creds")
+	ts := filepath.Join(vol, "..2026_03_01_10_00_00.1")
+	if err := os.MkdirAll(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ts, "password"), []byte(volSecret), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range [][2]string{{filepath.Base(ts), "..data"}, {"..data/password", "password"}} {
+		if err := os.Symlink(l[0], filepath.Join(vol, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sb := sandboxConfig("inj")
 	sb.Metadata.Name = `inj</name><devices><disk type="file"><source file="/etc/shadow"/></disk></devices><name>x`
 	sb.Annotations["VirtletSSHKeys"] = "ssh-rsa AAAA key1\nruncmd: [\"rm -rf /\"]"
@@ -101,7 +118,8 @@ func TestNoInjectionNoSecretInLog(t *testing.T) {
 	}
 	cr, err := h.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/cirros"},
-		Envs: []*runtimeapi.KeyValue{{Key: "TOKEN", Value: []byte(secret)}}}})
+		Envs:   []*runtimeapi.KeyValue{{Key: "TOKEN", Value: []byte(secret)}},
+		Mounts: []*runtimeapi.Mount{{ContainerPath: "/etc/creds", HostPath: vol, Readonly: true}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +150,11 @@ func TestNoInjectionNoSecretInLog(t *testing.T) {
 	if _, ok := ud["runcmd"]; ok {
 		t.Errorf("an annotation value added a runcmd to user-data:\n%s", userData)
 	}
+	// The secret volume's file is on the drive (so it went through the
+	// code that logs about volumes).
+	if !strings.Contains(userData, "path: /etc/creds/password") || !strings.Contains(userData, base64.StdEncoding.EncodeToString([]byte(volSecret))) {
+		t.Errorf("the secret volume's file is not in user-data:\n%s", userData)
+	}
 	metaData := extract(t, iso, "meta-data")
 	var md map[string]any
 	if err := yaml.Unmarshal([]byte(metaData), &md); err != nil {
@@ -143,9 +166,10 @@ func TestNoInjectionNoSecretInLog(t *testing.T) {
 	if _, err := h.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
 		t.Fatal(err)
 	}
-	if logs := h.logs.String(); strings.Contains(logs, secret) {
+	if logs := h.logs.String(); strings.Contains(logs, secret) || strings.Contains(logs, volSecret) ||
+		strings.Contains(logs, base64.StdEncoding.EncodeToString([]byte(volSecret))) {
 		t.Errorf("a secret reached the log:\n%s", logs)
-	} else if !strings.Contains(logs, "container created") {
+	} else if !strings.Contains(logs, "container created") || !strings.Contains(logs, "volume files written into the VM") {
 		t.Errorf("the log capture is not working:\n%s", logs)
 	}
 }
