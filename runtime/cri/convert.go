@@ -32,6 +32,12 @@ func sandboxConfigFromCRI(c *runtimeapi.PodSandboxConfig, handler string) pod.Sa
 		RuntimeHandler: handler,
 		CgroupParent:   c.GetLinux().GetCgroupParent(),
 	}
+	if sc := c.GetLinux().GetSysctls(); len(sc) > 0 {
+		out.Sysctls = make(map[string]string, len(sc))
+		for k, v := range sc {
+			out.Sysctls[k] = v
+		}
+	}
 	if dns := c.GetDnsConfig(); dns != nil {
 		out.DNS = pod.DNSConfig{Servers: dns.GetServers(), Searches: dns.GetSearches(), Options: dns.GetOptions()}
 	}

@@ -381,6 +381,10 @@ func TestInvalidRequests(t *testing.T) {
 			_, err := e.m.RunPodSandbox(ctx, pod.SandboxConfig{Name: "n", Namespace: "n"})
 			return err
 		}, errdefs.ErrInvalidArgument, "metadata.uid"},
+		{"sandbox with a bad sysctl", func() error {
+			_, err := e.m.RunPodSandbox(ctx, pod.SandboxConfig{Name: "n", UID: "u", Namespace: "n", Sysctls: map[string]string{"kernel.msgmax": "1\nx"}})
+			return err
+		}, errdefs.ErrInvalidArgument, `linux.sysctls["kernel.msgmax"]`},
 		{"container in a missing sandbox", func() error {
 			_, err := e.m.CreateContainer(ctx, "nope", pod.ContainerConfig{Name: "c", Image: "img-a"})
 			return err

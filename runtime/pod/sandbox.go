@@ -5,7 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
+	"sort"
+	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/failpoint"
@@ -129,7 +134,54 @@ func validateSandboxConfig(cfg SandboxConfig) error {
 	case cfg.Namespace == "":
 		return errdefs.InvalidArgumentf("sandbox config: metadata.namespace is required")
 	}
+	return validateSysctls(cfg.Sysctls)
+}
+
+// Bounds of a sysctl: Kubernetes' name length, and a page for the value
+// (what the kernel reads of a write to /proc/sys).
+const (
+	maxSysctlName  = 253
+	maxSysctlValue = 4096
+)
+
+var sysctlName = regexp.MustCompile(`^[a-z0-9_-]+([./][a-z0-9_-]+)*$`)
+
+// validateSysctls checks the names and values of the pod's sysctls, which
+// reach the guest's cloud-init: a name is dot- or slash-separated segments
+// of [a-z0-9_-], a value is printable text on one line. Names are checked
+// in sorted order so the error is the same for the same config.
+func validateSysctls(sysctls map[string]string) error {
+	names := make([]string, 0, len(sysctls))
+	for k := range sysctls {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if len(name) > maxSysctlName || !sysctlName.MatchString(name) {
+			return errdefs.InvalidArgumentf("sandbox config: linux.sysctls[%q]: bad name: accepted dot- or slash-separated segments of a-z, 0-9, _ and -, at most %d characters, e.g. kernel.shm_rmid_forced", name, maxSysctlName)
+		}
+		v := sysctls[name]
+		if v == "" || len(v) > maxSysctlValue || !printableLine(v) {
+			shown := strconv.Quote(v)
+			if len(v) > 64 {
+				shown = fmt.Sprintf("of %d bytes", len(v))
+			}
+			return errdefs.InvalidArgumentf("sandbox config: linux.sysctls[%q]: bad value %s: accepted printable text on one line (tabs allowed), 1 to %d bytes, e.g. \"1\" or \"1024 65000\"", name, shown, maxSysctlValue)
+		}
+	}
 	return nil
+}
+
+func printableLine(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r != '\t' && !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // StopPodSandbox stops the sandbox's VM and tears its network down. A

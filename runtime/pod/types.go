@@ -58,6 +58,10 @@ type SandboxConfig struct {
 	PortMappings   []PortMapping     `json:"portMappings,omitempty"`
 	RuntimeHandler string            `json:"runtimeHandler,omitempty"`
 	CgroupParent   string            `json:"cgroupParent,omitempty"`
+	// Sysctls are the pod's namespaced kernel parameters (CRI
+	// linux.sysctls), name to value. In a VM they are the guest kernel's:
+	// cloud-init sets them at boot.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 }
 
 // IPConfig is one address of a pod interface.
