@@ -24,6 +24,12 @@ func TestGenerateErrors(t *testing.T) {
 		want []string // all must appear in the error
 	}{
 		{"no pod name", Input{PodNamespace: "ns"}, nil, []string{"pod name"}},
+		{"sysctl name with =", with(func(in *Input) { in.Sysctls = []Sysctl{{Name: "kernel.x=1", Value: "1"}} }), nil,
+			[]string{"pod ns/vm", `sysctl name "kernel.x=1"`, "without spaces"}},
+		{"sysctl value with a newline", with(func(in *Input) { in.Sysctls = []Sysctl{{Name: "kernel.msgmax", Value: "1\nkernel.panic = 1"}} }), nil,
+			[]string{"pod ns/vm", "sysctl kernel.msgmax", "on one line"}},
+		{"empty sysctl value", with(func(in *Input) { in.Sysctls = []Sysctl{{Name: "kernel.msgmax"}} }), nil,
+			[]string{"sysctl kernel.msgmax", "non-empty"}},
 		{"bad image type", with(func(in *Input) { in.Type = "iso" }), nil,
 			[]string{"pod ns/vm", "VirtletCloudInitImageType", `"iso"`, "nocloud", "configdrive"}},
 		{"bad network version", with(func(in *Input) { in.NetworkConfigVersion = 3 }), nil,

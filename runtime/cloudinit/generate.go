@@ -35,6 +35,9 @@ const (
 const (
 	// EnvFilePath is where the container environment lands in the guest.
 	EnvFilePath = "/etc/cloud/environment"
+	// SysctlConfPath is where the pod's sysctls are written in the guest,
+	// in sysctl.conf format.
+	SysctlConfPath = "/etc/sysctl.d/90-podvisor.conf"
 	// MountScriptPlaceholder in a user-data script is replaced by Input.MountScript.
 	MountScriptPlaceholder = "@virtlet-mount-script@"
 	// defaultSSHKeyKey is the key VirtletSSHKeySource reads without /KEY.
@@ -356,6 +359,9 @@ func (g *generator) userData(ctx context.Context) ([]byte, error) {
 		if len(in.Files) > 0 {
 			g.warn("%d secret/configmap files are not written into the guest: user-data is a script from %s", len(in.Files), scriptFrom)
 		}
+		if len(in.Sysctls) > 0 {
+			g.warn("%d sysctls are not set in the guest: user-data is a script from %s", len(in.Sysctls), scriptFrom)
+		}
 		if len(in.Mounts) > 0 && !strings.Contains(script, MountScriptPlaceholder) {
 			g.warn("volume mounts are not set up in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
 		}
@@ -405,6 +411,26 @@ func (g *generator) userData(ctx context.Context) ([]byte, error) {
 			"content":     env,
 			"permissions": "0644",
 		})
+	}
+	if len(in.Sysctls) > 0 {
+		conf, err := sysctlConf(in.Sysctls)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", in.podRef(), err)
+		}
+		// base64 like the volumes' files: one token however long the
+		// values, which no YAML emitter folds.
+		e, err := writeFileEntry(GuestFile{Path: SysctlConfPath, Content: []byte(conf), Mode: 0o644})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", in.podRef(), err)
+		}
+		extraFiles = append(extraFiles, e)
+		// bootcmd runs early at every boot, before write_files and
+		// runcmd; argv lists need no shell quoting.
+		var bc []any
+		for _, sc := range in.Sysctls {
+			bc = append(bc, []any{"sysctl", "-w", sc.Name + "=" + sc.Value})
+		}
+		base["bootcmd"] = Merge(base["bootcmd"], bc)
 	}
 	if len(extraFiles) > 0 {
 		base["write_files"] = Merge(base["write_files"], extraFiles)
@@ -539,4 +565,22 @@ func envFile(env []EnvVar) string {
 		b.WriteString(e.Name + "=" + v + "\n")
 	}
 	return b.String()
+}
+
+// sysctlConf renders sysctls in sysctl.conf format, one "NAME = VALUE" a
+// line. It refuses what would not survive that format or the command line:
+// an empty name or value, a name with whitespace, "=" or a control
+// character, a value with a newline.
+func sysctlConf(sysctls []Sysctl) (string, error) {
+	var b strings.Builder
+	for _, sc := range sysctls {
+		if sc.Name == "" || strings.ContainsFunc(sc.Name, func(r rune) bool { return r <= ' ' || r == '=' || r == 0x7f }) {
+			return "", fmt.Errorf("sysctl name %q: accepted a name without spaces, \"=\" or control characters", sc.Name)
+		}
+		if sc.Value == "" || strings.ContainsAny(sc.Value, "\r\n") {
+			return "", fmt.Errorf("sysctl %s: value %q: accepted a non-empty value on one line", sc.Name, sc.Value)
+		}
+		b.WriteString(sc.Name + " = " + sc.Value + "\n")
+	}
+	return b.String(), nil
 }

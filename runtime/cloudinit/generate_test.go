@@ -200,6 +200,30 @@ var goldenCases = []struct {
 			"chown -R 1000:1000 '/var/data'\n")}}
 		in.RunCmd = []string{"chown -R 1000:1000 '/var/data'"}
 	})},
+	// The pod's sysctls: bootcmd after the user's own, and a sysctl.d file
+	// after the other generated files. argv lists: no shell sees the values.
+	{"sysctls_bootcmd_merge", with(func(in *Input) {
+		in.UserData = map[string]any{
+			"bootcmd":     []any{"echo from-user > /dev/console", []any{"modprobe", "sch_fq"}},
+			"write_files": []any{map[string]any{"path": "/etc/from-user", "content": "x"}},
+		}
+		in.Env = []EnvVar{{Name: "A", Value: "1"}}
+		in.Sysctls = []Sysctl{
+			{Name: "kernel.shm_rmid_forced", Value: "1"},
+			{Name: "net.ipv4.ip_local_port_range", Value: "1024 65000"},
+			{Name: "net/ipv4/ping_group_range", Value: "0\t2147483647"},
+			{Name: "kernel.domainname", Value: "it's $(reboot) ; `x`"},
+		}
+	})},
+	{"sysctls_configdrive", with(func(in *Input) {
+		in.Type = ConfigDrive
+		in.Sysctls = []Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}}
+	})},
+	// A user-data script cannot take them: a warning says so.
+	{"sysctls_script", with(func(in *Input) {
+		in.UserDataScript = "#!/bin/sh\necho hello\n"
+		in.Sysctls = []Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}, {Name: "kernel.msgmax", Value: "65536"}}
+	})},
 	{"network_v1", with(func(in *Input) { in.Network = singleNIC(); in.DNS = podDNS })},
 	{"network_v2", with(func(in *Input) { in.Network = singleNIC(); in.DNS = podDNS; in.NetworkConfigVersion = 2 })},
 	{"network_configdrive", with(func(in *Input) { in.Type = ConfigDrive; in.Network = singleNIC(); in.DNS = podDNS })},
@@ -404,6 +428,26 @@ func checkWellFormed(t *testing.T, in Input, c *Contents) {
 		var u map[string]any
 		if err := yaml.Unmarshal(user, &u); err != nil {
 			t.Errorf("%s is not YAML: %v", ud, err)
+		}
+		if len(in.Sysctls) > 0 {
+			conf, err := sysctlConf(in.Sysctls)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !hasWriteFile(u, SysctlConfPath, b64(conf)) {
+				t.Errorf("%s has no write_files entry for %s with %q", ud, SysctlConfPath, conf)
+			}
+			bc, _ := u["bootcmd"].([]any)
+			if len(bc) < len(in.Sysctls) {
+				t.Fatalf("bootcmd has %d entries, want at least the %d sysctls", len(bc), len(in.Sysctls))
+			}
+			tail := bc[len(bc)-len(in.Sysctls):]
+			for i, sc := range in.Sysctls {
+				want := []any{"sysctl", "-w", sc.Name + "=" + sc.Value}
+				if d := cmp.Diff(want, tail[i]); d != "" {
+					t.Errorf("bootcmd entry for %s (-want +got):\n%s", sc.Name, d)
+				}
+			}
 		}
 		if env := envFile(in.Env); env != "" && in.UserDataScript == "" {
 			if !hasWriteFile(u, EnvFilePath, env) {

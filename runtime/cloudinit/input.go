@@ -82,6 +82,12 @@ type GuestFile struct {
 	Mode os.FileMode
 }
 
+// Sysctl is one kernel parameter, e.g. {"net.ipv4.ip_local_port_range",
+// "1024 65000"}.
+type Sysctl struct {
+	Name, Value string
+}
+
 // NetworkInfo is what the pod network gave the VM, converted from the CNI
 // result by the network package.
 type NetworkInfo struct {
@@ -173,6 +179,11 @@ type Input struct {
 	Mounts [][]string
 	// RunCmd entries are appended to user-data `runcmd`.
 	RunCmd []string
+	// Sysctls are the pod's sysctls, set in the guest kernel early at
+	// every boot (bootcmd `sysctl -w NAME=VALUE`, after the user's bootcmd)
+	// and written to SysctlConfPath for the guest's own tools. The caller
+	// validates them and gives them in a stable order.
+	Sysctls []Sysctl
 	// MountScript replaces "@virtlet-mount-script@" in UserDataScript.
 	MountScript string
 
