@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
@@ -259,6 +260,16 @@ func cloudInitInput(sb *pod.Sandbox, c *pod.Container, vm *annotations.VMConfig)
 	}
 	for _, e := range vm.Env {
 		in.Env = append(in.Env, cloudinit.EnvVar{Name: e.Name, Value: e.Value})
+	}
+	// The pod's sysctls (validated by the pod manager), sorted: the same
+	// pod gives the same drive.
+	names := make([]string, 0, len(sb.Config.Sysctls))
+	for k := range sb.Config.Sysctls {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		in.Sysctls = append(in.Sysctls, cloudinit.Sysctl{Name: k, Value: sb.Config.Sysctls[k]})
 	}
 	if n := sb.Network; n != nil && len(n.Interfaces) > 0 {
 		in.Network = &cloudinit.NetworkInfo{}

@@ -1,15 +1,19 @@
 package vmbuild
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"libvirt.org/go/libvirtxml"
 	"sigs.k8s.io/yaml"
 
@@ -364,5 +368,59 @@ func TestAssembleRefusesBadFileVolumes(t *testing.T) {
 		if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
 			t.Errorf("VM dir exists after failure: %v", err)
 		}
+	}
+}
+
+// The pod's sysctls reach the guest: bootcmd sets them, sorted by name,
+// after the user's own bootcmd, and a sysctl.d file keeps them.
+func TestAssembleSetsSysctls(t *testing.T) {
+	sb, c, img := fixture(t, map[string]string{"VirtletCloudInitUserData": "bootcmd:\n- echo from-user\n"})
+	sb.Config.Sysctls = map[string]string{"net.ipv4.ip_local_port_range": "1024 65000", "kernel.shm_rmid_forced": "1"}
+	var drive *cloudinit.Contents
+	a, _ := New(Config{DomainType: domain.TypeQEMU, Overlay: fakeOverlay, WriteISO: captureISO(&drive)})
+	if _, err := a.Assemble(context.Background(), sb, c, img); err != nil {
+		t.Fatal(err)
+	}
+	ud, _ := drive.File("user-data")
+	var doc struct {
+		BootCmd []any `json:"bootcmd"`
+	}
+	if err := yaml.Unmarshal(ud, &doc); err != nil {
+		t.Fatalf("user-data: %v\n%s", err, ud)
+	}
+	want := []any{
+		"echo from-user",
+		[]any{"sysctl", "-w", "kernel.shm_rmid_forced=1"},
+		[]any{"sysctl", "-w", "net.ipv4.ip_local_port_range=1024 65000"},
+	}
+	if d := cmp.Diff(want, doc.BootCmd); d != "" {
+		t.Errorf("bootcmd (-want +got):\n%s", d)
+	}
+	conf := cloudinit.SysctlConfPath + " 0644 kernel.shm_rmid_forced = 1\nnet.ipv4.ip_local_port_range = 1024 65000\n"
+	if got := writeFiles(t, ud); !slices.Contains(got, conf) {
+		t.Errorf("write_files lacks %q:\n%s", conf, strings.Join(got, "\n---\n"))
+	}
+	if len(drive.Warnings) > 0 {
+		t.Errorf("warnings: %v", drive.Warnings)
+	}
+}
+
+// A user-data script cannot carry the sysctls: the drive is still made,
+// and the log says they are not set.
+func TestAssembleSysctlsWithAScriptWarns(t *testing.T) {
+	sb, c, img := fixture(t, map[string]string{"VirtletCloudInitUserDataScript": "#!/bin/sh\necho hi\n"})
+	sb.Config.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1"}
+	var drive *cloudinit.Contents
+	var log bytes.Buffer
+	a, _ := New(Config{DomainType: domain.TypeQEMU, Overlay: fakeOverlay, WriteISO: captureISO(&drive),
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if _, err := a.Assemble(context.Background(), sb, c, img); err != nil {
+		t.Fatal(err)
+	}
+	if ud, _ := drive.File("user-data"); string(ud) != "#!/bin/sh\necho hi\n" {
+		t.Errorf("user-data = %q, want the script", ud)
+	}
+	if !strings.Contains(log.String(), "1 sysctls are not set in the guest: user-data is a script") {
+		t.Errorf("log lacks the warning:\n%s", log.String())
 	}
 }
