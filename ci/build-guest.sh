@@ -22,8 +22,9 @@
 #    ConfigDrive network_data.json) with `podvisor-guest-agent netconfig`;
 #    DHCP on every other NIC (udhcpc, routes incl. option 121, MTU, DNS)
 #  - applies #cloud-config user-data (`podvisor-guest-agent cloudconfig`:
-#    write_files, mounts, runcmd: podvisor's files, environment and volumes)
-#    before it starts the agent, so an exec sees them
+#    bootcmd, write_files, mounts, runcmd: podvisor's sysctls (busybox
+#    sysctl), files, environment and volumes) before it starts the agent,
+#    so an exec sees them
 #  - runs user-data when it starts with "#!" (output on the console)
 #  - answers on TCP 8080 with its hostname (raw, no request needed) and
 #    serves the hostname over HTTP on port 80
@@ -202,7 +203,7 @@ for path in /sys/class/net/*; do
 	say "ip=${addr:-none}"
 done
 
-# cloud-config user-data (files, environment, volumes) before the agent
+# cloud-config user-data (sysctls, files, environment, volumes) before the agent
 # starts, so that the first exec sees what the pod gave the guest.
 if [ -n "$userdata" ] && [ -f "$userdata" ] && [ "$(head -c 13 "$userdata")" = "#cloud-config" ]; then
 	podvisor-guest-agent cloudconfig "$userdata" || echo "podvisor-guest: cloud-config not fully applied"

@@ -12,11 +12,15 @@ import (
 )
 
 // cloudConfig is the part of a #cloud-config user-data the test guest
-// applies, in cloud-init's order: write_files, mounts, runcmd. It is what
-// podvisor uses for files, the container environment and volumes.
+// applies, in cloud-init's order: bootcmd, write_files, mounts, runcmd. It
+// is what podvisor uses for sysctls, files, the container environment and
+// volumes.
 type cloudConfig struct {
-	Files  []guestFile
-	Mounts [][]string
+	// BootCmd entries, like RunCmd's; they run first (cloud-init runs
+	// them early at every boot).
+	BootCmd [][]string
+	Files   []guestFile
+	Mounts  [][]string
 	// RunCmd entries: a string runs with sh -c, a list is argv.
 	RunCmd [][]string
 }
@@ -79,21 +83,34 @@ func parseCloudConfig(src string) (*cloudConfig, error) {
 		}
 		cc.Mounts = append(cc.Mounts, fields)
 	}
-	for i, e := range list(top["runcmd"]) {
+	if cc.BootCmd, err = cmdList("bootcmd", top["bootcmd"]); err != nil {
+		return nil, err
+	}
+	if cc.RunCmd, err = cmdList("runcmd", top["runcmd"]); err != nil {
+		return nil, err
+	}
+	return cc, nil
+}
+
+// cmdList reads a bootcmd or runcmd list: a string runs with sh -c, a
+// list is argv (no shell).
+func cmdList(key string, v any) ([][]string, error) {
+	var r [][]string
+	for i, e := range list(v) {
 		switch c := e.(type) {
 		case string:
-			cc.RunCmd = append(cc.RunCmd, []string{"sh", "-c", c})
+			r = append(r, []string{"sh", "-c", c})
 		case []any:
 			argv := strList(c)
 			if len(argv) == 0 {
-				return nil, fmt.Errorf("cloud-config: runcmd[%d]: empty command", i)
+				return nil, fmt.Errorf("cloud-config: %s[%d]: empty command", key, i)
 			}
-			cc.RunCmd = append(cc.RunCmd, argv)
+			r = append(r, argv)
 		default:
-			return nil, fmt.Errorf("cloud-config: runcmd[%d]: want a string or a list, got %T", i, e)
+			return nil, fmt.Errorf("cloud-config: %s[%d]: want a string or a list, got %T", key, i, e)
 		}
 	}
-	return cc, nil
+	return r, nil
 }
 
 // cloudOps is what applying a cloud-config needs from the guest.
@@ -115,6 +132,19 @@ func applyCloudConfig(cc *cloudConfig, ops cloudOps, log io.Writer) int {
 			return
 		}
 		fmt.Fprintf(log, "cloud-config: %s\n", what)
+	}
+	run := func(argv []string) {
+		out, err := ops.Run(argv...)
+		if out != "" {
+			fmt.Fprint(log, out)
+			if !strings.HasSuffix(out, "\n") {
+				fmt.Fprintln(log)
+			}
+		}
+		step("ran "+strings.Join(argv, " "), err)
+	}
+	for _, argv := range cc.BootCmd {
+		run(argv)
 	}
 	for _, f := range cc.Files {
 		step(fmt.Sprintf("wrote %s (%d bytes, mode %04o)", f.Path, len(f.Content), f.Mode), ops.WriteFile(f))
@@ -148,14 +178,7 @@ func applyCloudConfig(cc *cloudConfig, ops cloudOps, log io.Writer) int {
 		step(fmt.Sprintf("mounted %s on %s", dev, dir), err)
 	}
 	for _, argv := range cc.RunCmd {
-		out, err := ops.Run(argv...)
-		if out != "" {
-			fmt.Fprint(log, out)
-			if !strings.HasSuffix(out, "\n") {
-				fmt.Fprintln(log)
-			}
-		}
-		step("ran "+strings.Join(argv, " "), err)
+		run(argv)
 	}
 	return failed
 }

@@ -38,6 +38,23 @@ func TestParseCloudConfigGoldens(t *testing.T) {
 			Content: []byte("PLAIN=value\nSPACED='two words'\nQUOTE='it'\\''s $HOME'\n"),
 		}}}},
 		{"plain", &cloudConfig{}},
+		{"sysctls_bootcmd_merge", &cloudConfig{
+			BootCmd: [][]string{
+				{"sh", "-c", "echo from-user > /dev/console"},
+				{"modprobe", "sch_fq"},
+				{"sysctl", "-w", "kernel.shm_rmid_forced=1"},
+				{"sysctl", "-w", "net.ipv4.ip_local_port_range=1024 65000"},
+				{"sysctl", "-w", "net/ipv4/ping_group_range=0\t2147483647"},
+				{"sysctl", "-w", "kernel.domainname=it's $(reboot) ; `x`"},
+			},
+			Files: []guestFile{
+				{Path: "/etc/from-user", Content: []byte("x"), Mode: 0o644},
+				{Path: "/etc/cloud/environment", Content: []byte("A=1\n"), Mode: 0o644},
+				{Path: "/etc/sysctl.d/90-podvisor.conf", Mode: 0o644, Content: []byte("kernel.shm_rmid_forced = 1\n" +
+					"net.ipv4.ip_local_port_range = 1024 65000\nnet/ipv4/ping_group_range = 0\t2147483647\n" +
+					"kernel.domainname = it's $(reboot) ; `x`\n")},
+			},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.dir, func(t *testing.T) {
@@ -98,6 +115,8 @@ func TestCloudConfigErrors(t *testing.T) {
 		{"#cloud-config\nwrite_files:\n- path: /x\n  content: '!!'\n  encoding: b64\n", "content is not base64"},
 		{"#cloud-config\nwrite_files:\n- path: /x\n  permissions: '0999'\n", `permissions: "0999" is not an octal mode`},
 		{"#cloud-config\nmounts:\n- [only]\n", "mounts[0]: want [device, directory, type, options]"},
+		{"#cloud-config\nbootcmd:\n- []\n", "bootcmd[0]: empty command"},
+		{"#cloud-config\nbootcmd:\n- a: b\n", "bootcmd[0]: want a string or a list"},
 		{"#cloud-config\nwrite_files:\n- path: /x\n  content: >\n    folded\n", `block scalar ">"`},
 	}
 	for _, tt := range tests {
@@ -110,17 +129,21 @@ func TestCloudConfigErrors(t *testing.T) {
 type fakeCloud struct {
 	files []string
 	runs  []string
+	// steps are the files and commands in the order they happened.
+	steps []string
 	fail  string
 }
 
 func (f *fakeCloud) WriteFile(g guestFile) error {
 	f.files = append(f.files, g.Path)
+	f.steps = append(f.steps, "write "+g.Path)
 	return nil
 }
 
 func (f *fakeCloud) Run(argv ...string) (string, error) {
 	c := strings.Join(argv, " ")
 	f.runs = append(f.runs, c)
+	f.steps = append(f.steps, "run "+c)
 	if f.fail != "" && strings.Contains(c, f.fail) {
 		return "no such device\n", errors.New("exit status 32")
 	}
@@ -172,6 +195,34 @@ func TestApplyCloudConfigVolumes(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "later on /later is noauto: not mounted") {
 		t.Errorf("log lacks the noauto entry:\n%s", log.String())
+	}
+}
+
+// bootcmd runs first, argv lists without a shell, and a failing one does
+// not stop the rest.
+func TestApplyCloudConfigBootCmd(t *testing.T) {
+	cc, err := parseCloudConfig("#cloud-config\nbootcmd:\n- echo early\n- [sysctl, -w, kernel.nope=1]\n- - sysctl\n  - -w\n  - net.ipv4.ip_local_port_range=1024 65000\n" +
+		"write_files:\n- path: /etc/sysctl.d/90-podvisor.conf\n  content: x\nruncmd:\n- echo late\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := &fakeCloud{fail: "kernel.nope"}
+	var log bytes.Buffer
+	if n := applyCloudConfig(cc, ops, &log); n != 1 {
+		t.Errorf("failed steps = %d, want 1:\n%s", n, log.String())
+	}
+	want := []string{
+		"run sh -c echo early",
+		"run sysctl -w kernel.nope=1",
+		"run sysctl -w net.ipv4.ip_local_port_range=1024 65000",
+		"write /etc/sysctl.d/90-podvisor.conf",
+		"run sh -c echo late",
+	}
+	if d := cmp.Diff(want, ops.steps); d != "" {
+		t.Errorf("steps (-want +got):\n%s", d)
+	}
+	if !strings.Contains(log.String(), "cloud-config: ran sysctl -w kernel.nope=1: FAILED: exit status 32") {
+		t.Errorf("log lacks the failed bootcmd:\n%s", log.String())
 	}
 }
 
