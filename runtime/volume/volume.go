@@ -143,7 +143,7 @@ func PlanMounts(mounts []Mount, stat func(string) (fs.FileInfo, error)) (*Plan, 
 			continue
 		}
 		if k := fileVolumeKind(m.HostPath); k != "" {
-			if err := checkFilesPath(m.ContainerPath); err != nil {
+			if err := checkGuestPath(m.ContainerPath, false); err != nil {
 				errs = append(errs, fmt.Errorf("volume %s: %w", m, err))
 				continue
 			}
@@ -159,7 +159,7 @@ func PlanMounts(mounts []Mount, stat func(string) (fs.FileInfo, error)) (*Plan, 
 			p.FileMounts = append(p.FileMounts, FileMount{Mount: m, Kind: k})
 			continue
 		}
-		if err := checkGuestPath(m.ContainerPath); err != nil {
+		if err := checkGuestPath(m.ContainerPath, true); err != nil {
 			errs = append(errs, fmt.Errorf("volume %s: %w", m, err))
 			continue
 		}
@@ -246,34 +246,24 @@ func tagFor(containerPath string, taken map[string]bool) string {
 	}
 }
 
-// checkGuestPath accepts what the guest's fstab and shell can carry: an
-// absolute, clean path other than "/", without whitespace, control
-// characters or backslashes (fstab's escape character).
-func checkGuestPath(p string) error {
-	switch {
-	case !strings.HasPrefix(p, "/"):
-		return errors.New("the container path is not absolute")
-	case p == "/":
-		return errors.New("a volume cannot be mounted over the guest's root")
-	case path.Clean(p) != p:
-		return fmt.Errorf("the container path is not clean (%q)", path.Clean(p))
-	case strings.ContainsAny(p, " \t\n\r\v\f\\") || hasControl(p):
-		return errors.New("the container path has whitespace, control characters or backslashes, which the guest's fstab cannot hold")
+// checkGuestPath accepts an absolute, clean container path other than "/"
+// without control characters. A share's path must also fit the guest's
+// fstab: no whitespace or backslashes (fstab's escape character); a file
+// volume's goes to write_files, a YAML string, which takes them.
+func checkGuestPath(p string, share bool) error {
+	verb := "written"
+	if share {
+		verb = "mounted"
 	}
-	return nil
-}
-
-// checkFilesPath accepts a container path for a file volume: absolute,
-// clean, not "/" and without control characters. write_files takes any
-// other path (it is a YAML string, not an fstab field).
-func checkFilesPath(p string) error {
 	switch {
 	case !strings.HasPrefix(p, "/"):
 		return errors.New("the container path is not absolute")
 	case p == "/":
-		return errors.New("a volume cannot be written over the guest's root")
+		return fmt.Errorf("a volume cannot be %s over the guest's root", verb)
 	case path.Clean(p) != p:
 		return fmt.Errorf("the container path is not clean (%q)", path.Clean(p))
+	case share && strings.ContainsAny(p, " \t\n\r\v\f\\"):
+		return errors.New("the container path has whitespace, control characters or backslashes, which the guest's fstab cannot hold")
 	case hasControl(p):
 		return errors.New("the container path has control characters")
 	}
