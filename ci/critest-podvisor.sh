@@ -100,12 +100,15 @@ for v in 1 2 3; do
 	# Data past the end of a qcow2 image is ignored by QEMU.
 	{ cat "$work/www/guest.qcow2"; printf 'podvisor critest variant %s\n' "$v"; } >"$work/www/variant-$v.qcow2"
 done
-in_node busybox httpd -f -p 127.0.0.1:8099 -h "$work/www" &
+# nsenter itself, not the in_node function, in the background: $! is then
+# the daemon's PID (nsenter execs it), not a subshell's, so cleanup's kill
+# reaches it.
+nsenter --net="/run/netns/$node_ns" busybox httpd -f -p 127.0.0.1:8099 -h "$work/www" &
 httpd_pid=$!
 sed "s|@BASE@|http://127.0.0.1:8099|" "$root/conformance/translations.yaml" >"$work/translations/critest.yaml"
 
 echo "--- podvisor on libvirt"
-in_node "$podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni" \
+nsenter --net="/run/netns/$node_ns" "$podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni" \
 	--listen "unix://$sock" --state-dir "$work/state" --image-translations-dir "$work/translations" \
 	>"$work/podvisor.log" 2>&1 &
 pid=$!
