@@ -9,11 +9,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/podvisor/podvisor/internal/syncbuf"
 )
 
 // portForwardTimeout bounds the wait for kubectl port-forward to listen.
@@ -130,7 +131,7 @@ var forwardingRE = regexp.MustCompile(`^Forwarding from 127\.0\.0\.1:(\d+) -> `)
 // portForward runs kubectl port-forward to the VM's port in the
 // background and returns the local port, kubectl's standard error so far and
 // a function that stops it.
-func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, port int) (int, *syncBuffer, func(), error) {
+func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, port int) (int, *syncbuf.Buffer, func(), error) {
 	args := []string{"port-forward", "-n", vm.Namespace, "pod/" + vm.Name, "--address", "127.0.0.1", ":" + strconv.Itoa(port)}
 	cmd := k.command(ctx, args)
 	// Its own process group: a Ctrl-C meant for ssh must not end the tunnel
@@ -140,7 +141,7 @@ func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, port int) 
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		return 0, nil, nil, fmt.Errorf("starting kubectl port-forward: %w", err)
@@ -193,22 +194,4 @@ func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, port int) 
 		stop()
 		return 0, nil, nil, ctx.Err()
 	}
-}
-
-// syncBuffer is a strings.Builder safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

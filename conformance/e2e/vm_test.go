@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/podvisor/podvisor/internal/syncbuf"
 	"github.com/podvisor/podvisor/runtime/domain"
 )
 
@@ -148,7 +149,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			cmd := exec.CommandContext(actx, cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "attach", "-i", p.Name, "-c", "vm")
 			stdin, err := cmd.StdinPipe()
 			Expect(err).NotTo(HaveOccurred())
-			var out syncBuffer
+			var out syncbuf.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			Expect(cmd.Start()).To(Succeed())
 			defer cmd.Process.Kill()
@@ -176,7 +177,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			cmd := exec.CommandContext(actx, cfg.podvisorctl, "--kubectl", cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "console", p.Name)
 			stdin, err := cmd.StdinPipe()
 			Expect(err).NotTo(HaveOccurred())
-			var out, errOut syncBuffer
+			var out, errOut syncbuf.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &errOut
 			Expect(cmd.Start()).To(Succeed())
 			defer cmd.Process.Kill()
@@ -208,7 +209,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			Expect(os.WriteFile(script, []byte("#!/bin/bash\nset -e\necho \"$*\" > "+argsFile+"\n[ \"$1\" = -p ]\nexec 3<>\"/dev/tcp/127.0.0.1/$2\"\ncat <&3\n"), 0o755)).To(Succeed())
 			actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
-			var out, errOut syncBuffer
+			var out, errOut syncbuf.Buffer
 			cmd := exec.CommandContext(actx, cfg.podvisorctl, "--kubectl", cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "ssh", "--port", "8080", "--ssh", script, "e2e@"+p.Name)
 			cmd.Stdout, cmd.Stderr = &out, &errOut
 			Expect(cmd.Run()).To(Succeed(), "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/podvisor/podvisor/internal/syncbuf"
 	"github.com/podvisor/podvisor/runtime/pod"
 )
 
@@ -30,7 +31,7 @@ type harness struct {
 	rt     runtimeapi.RuntimeServiceClient
 	img    runtimeapi.ImageServiceClient
 	// logs, when set before start, receives the daemon's log at debug level.
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 // newHarness starts the daemon on the simulated hypervisor with an image

@@ -11,6 +11,7 @@ import (
 
 	"github.com/podvisor/podvisor/fakes/imageserver"
 	"github.com/podvisor/podvisor/fakes/kubeapi"
+	"github.com/podvisor/podvisor/internal/syncbuf"
 	"github.com/podvisor/podvisor/runtime/image/crdsource"
 )
 
@@ -49,7 +50,7 @@ func harnessWithKubeconfig(t *testing.T, apiURL string, edit func(*Config)) *har
 	if edit != nil {
 		edit(&h.cfg)
 	}
-	h.logs = &syncBuffer{}
+	h.logs = &syncbuf.Buffer{}
 	h.start()
 	return h
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"io"
@@ -11,30 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"libvirt.org/go/libvirtxml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/podvisor/podvisor/internal/syncbuf"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestSocketIsOwnerAndGroupOnly(t *testing.T) {
 	h := newHarness(t)
@@ -178,7 +161,7 @@ func newHarnessWithLogs(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t)
 	h.stop()
-	h.logs = &syncBuffer{}
+	h.logs = &syncbuf.Buffer{}
 	h.start()
 	t.Cleanup(h.stop)
 	return h
