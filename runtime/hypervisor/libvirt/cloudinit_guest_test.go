@@ -24,12 +24,7 @@ import (
 // static network config (QEMU user networking's 10.0.2.15/24 via 10.0.2.2,
 // given statically, so "net=static"), or DHCP when the pod forces it.
 func TestCloudInitDriveInGuest(t *testing.T) {
-	integration(t)
-	needTool(t, "qemu-img")
-	if _, err := cloudinit.ISOTool(); err != nil {
-		needTool(t, "genisoimage")
-	}
-	h := newTestHypervisor(t)
+	h := cloudInitTestHypervisor(t)
 
 	// The guest reaches this server through its gateway: QEMU's user
 	// networking maps 10.0.2.2 to the host's loopback.
@@ -145,6 +140,19 @@ func TestCloudInitDriveInGuest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cloudInitTestHypervisor skips unless the libvirt integration tests run
+// and a guest with a cloud-init drive can be made here (qemu-img, an ISO
+// tool), and connects.
+func cloudInitTestHypervisor(t *testing.T) *Hypervisor {
+	t.Helper()
+	integration(t)
+	needTool(t, "qemu-img")
+	if _, err := cloudinit.ISOTool(); err != nil {
+		needTool(t, "genisoimage")
+	}
+	return newTestHypervisor(t)
 }
 
 // cloudInitDomain writes the drive c as an ISO and returns a domain with an

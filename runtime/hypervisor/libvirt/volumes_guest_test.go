@@ -25,12 +25,7 @@ import (
 // host's (accessmode squash, QEMU running as root). The script case mounts
 // through @virtlet-mount-script@ instead of cloud-config.
 func TestVolumesInGuest(t *testing.T) {
-	integration(t)
-	needTool(t, "qemu-img")
-	if _, err := cloudinit.ISOTool(); err != nil {
-		needTool(t, "genisoimage")
-	}
-	h := newTestHypervisor(t)
+	h := cloudInitTestHypervisor(t)
 
 	for _, tc := range []struct {
 		name   string
