@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/podvisor/podvisor/runtime/stream"
+	"github.com/podvisor/podvisor/runtime/streamserver"
 )
 
 // TestAttachIsTheSerialConsole drives Attach the way kubectl does (SPDY to
@@ -100,7 +100,7 @@ func TestAttachIsTheSerialConsole(t *testing.T) {
 			t.Fatal("the guest never answered `hostname` through attach")
 		}
 	}
-	stdinW.Write([]byte{stream.DetachKey})
+	stdinW.Write([]byte{streamserver.DetachKey})
 	select {
 	case err := <-done:
 		if err != nil {

@@ -35,7 +35,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/network"
 	"github.com/podvisor/podvisor/runtime/pod"
 	"github.com/podvisor/podvisor/runtime/store"
-	"github.com/podvisor/podvisor/runtime/stream"
+	"github.com/podvisor/podvisor/runtime/streamserver"
 	"github.com/podvisor/podvisor/runtime/vmbuild"
 )
 
@@ -199,7 +199,7 @@ type Daemon struct {
 	db      *store.DB
 	manager *pod.Manager
 	grpc    *grpc.Server
-	stream  *stream.Server
+	stream  *streamserver.Server
 	metrics *metrics.Server
 	health  *health.Server
 	lis     net.Listener
@@ -338,7 +338,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		return inUse
 	})
 
-	d.stream, err = stream.NewServer(cfg.StreamAddr, d.manager, d.manager, d.manager)
+	d.stream, err = streamserver.NewServer(cfg.StreamAddr, d.manager, d.manager, d.manager)
 	if err != nil {
 		return nil, err
 	}

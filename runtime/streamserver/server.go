@@ -1,4 +1,8 @@
-package stream
+// Package streamserver is the Kubernetes streaming server (attach, exec,
+// port-forward over SPDY and WebSocket) that kubelet redirects clients to. It
+// is wired by the daemon only: runtime/pod, which hands it consoles and
+// exec, must not link it (docs/design.md, Walls).
+package streamserver
 
 import (
 	"bytes"
