@@ -32,6 +32,13 @@ type Network struct {
 	failTear  error
 }
 
+// The lifecycle finds the optional one by type assertion; a signature that
+// drifts must fail the build, not switch the feature off.
+var (
+	_ pod.Network          = (*Network)(nil)
+	_ pod.NetworkCollector = (*Network)(nil)
+)
+
 // New makes a network keeping its allocations in dir ("" = memory only).
 // subnet defaults to 10.88.0.0/16 with the gateway at .1.
 func New(dir, subnet string) (*Network, error) {

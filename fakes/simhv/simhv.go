@@ -108,6 +108,13 @@ type Hypervisor struct {
 	watchers hypervisor.Notifier
 }
 
+// The lifecycle finds these by type assertion; a signature that drifts
+// must fail the build, not switch the feature off.
+var (
+	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
+	_ hypervisor.StateWatcher = (*Hypervisor)(nil)
+)
+
 var (
 	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
 	_ hypervisor.StateWatcher = (*Hypervisor)(nil)

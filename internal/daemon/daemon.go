@@ -279,7 +279,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 			return nil, fmt.Errorf("setting up the CNI network: %w", err)
 		}
 		d.closers = append(d.closers, nw.Close)
-		netw = cniNetwork{nw}
+		netw = nw
 		nics = nw
 		networkReady = nw.Ready
 		if emulator, err = wrapperPath(cfg.Emulator); err != nil {
@@ -505,17 +505,6 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		return resp, err
 	}
-}
-
-// cniNetwork adapts runtime/network to the lifecycle's orphan collection.
-type cniNetwork struct{ *network.Network }
-
-func (c cniNetwork) CollectOrphans(ctx context.Context, keep map[string]bool) ([]string, error) {
-	ids := make([]string, 0, len(keep))
-	for id := range keep {
-		ids = append(ids, id)
-	}
-	return nil, c.Network.CollectOrphans(ctx, ids)
 }
 
 // wrapperPath finds the emulator wrapper: the configured path, else

@@ -55,6 +55,14 @@ type Network struct {
 	dhcp map[string]*dhcpServer // by sandbox ID
 }
 
+// The lifecycle finds the optional ones by type assertion; a signature that
+// drifts must fail the build, not switch the feature off.
+var (
+	_ pod.Network          = (*Network)(nil)
+	_ pod.NetworkCollector = (*Network)(nil)
+	_ pod.NetworkResumer   = (*Network)(nil)
+)
+
 // New returns a Network. It does not require a CNI configuration to exist
 // yet (Ready reports that); it creates CacheDir.
 func New(cfg Config) (*Network, error) {
@@ -443,22 +451,18 @@ func (n *Network) teardown(ctx context.Context, sb *pod.Sandbox, st *state) erro
 }
 
 // CollectOrphans tears down every pod network podvisor made for a sandbox
-// not in keep (the IDs of all sandbox records), and removes podvisor's
-// namespaces that belong to none of them. Call it at start-up, after the
-// store is loaded and before serving.
-func (n *Network) CollectOrphans(ctx context.Context, keep []string) error {
-	kept := map[string]bool{}
-	for _, id := range keep {
-		kept[id] = true
-	}
+// not in keep (the IDs of all sandbox records) and says which it tore down.
+// Call it at start-up, after the store is loaded and before serving.
+func (n *Network) CollectOrphans(ctx context.Context, keep map[string]bool) ([]string, error) {
 	var errs []error
 	entries, err := os.ReadDir(filepath.Join(n.cfg.CacheDir, "sandboxes"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("listing network states: %w", err)
+		return nil, fmt.Errorf("listing network states: %w", err)
 	}
+	var removed []string
 	for _, e := range entries {
 		id, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || kept[id] {
+		if !ok || keep[id] {
 			continue
 		}
 		st, err := n.readState(id)
@@ -466,16 +470,17 @@ func (n *Network) CollectOrphans(ctx context.Context, keep []string) error {
 			errs = append(errs, err)
 			continue
 		}
-		n.cfg.Logger.Warn("tearing down the network of a sandbox podvisor has no record of", "pod", id)
 		if err := n.teardown(ctx, &pod.Sandbox{ID: id}, st); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		removed = append(removed, fmt.Sprintf("network of sandbox %s (namespace %s)", id, st.NetNS))
 	}
 	// Namespaces are only ever made after their state file is written, so
 	// the states above are all of ours. Other namespaces in NetNSDir, even
 	// named like ours, belong to someone else (another podvisor, a test)
 	// and are not touched.
-	return errors.Join(errs...)
+	return removed, errors.Join(errs...)
 }
 
 // Close stops every DHCP server (podvisor is stopping; the namespaces and

@@ -490,8 +490,12 @@ func TestCollectOrphans(t *testing.T) {
 	if err := createNetNS(other); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.n.CollectOrphans(ctx, []string{keep.ID}); err != nil {
+	removed, err := e.n.CollectOrphans(ctx, map[string]bool{keep.ID: true})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(removed) != 1 || !strings.Contains(removed[0], orphan.ID) {
+		t.Errorf("CollectOrphans said it removed %q, want the network of %s alone", removed, orphan.ID)
 	}
 	for _, p := range []string{ks.NetNS, other, stray} {
 		if !netnsExists(p) {
