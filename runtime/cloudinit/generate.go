@@ -277,97 +277,123 @@ func marshalJSON(what string, v any) ([]byte, error) {
 // source object, the VirtletCloudInitUserData overlay and the generated parts.
 func (g *generator) userData(ctx context.Context) ([]byte, error) {
 	in := g.in
-	base := map[string]any{}
-	var script, scriptFrom string
-
-	if ref := in.UserDataSource; ref != nil {
-		data, err := fetch(ctx, g.ds, in, AnnotationUserDataSource, ref)
-		if err != nil {
-			return nil, err
-		}
-		if ref.Key != "" {
-			raw, ok := data[ref.Key]
-			if !ok {
-				return nil, fmt.Errorf("%s: annotation %s=%q: %s %s has no key %q (keys: %s)",
-					in.podRef(), AnnotationUserDataSourceKey, ref.Key, ref.Kind, ref.Name, ref.Key, keyList(data))
-			}
-			switch ref.Encoding {
-			case "", EncodingPlain:
-			case EncodingBase64:
-				dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
-				if err != nil {
-					return nil, fmt.Errorf("%s: annotation %s=base64: key %q of %s %s is not valid base64: %w",
-						in.podRef(), AnnotationUserDataSourceEnc, ref.Key, ref.Kind, ref.Name, err)
-				}
-				raw = dec
-			default:
-				return nil, fmt.Errorf("%s: annotation %s: bad value %q: accepted %q (default) or %q",
-					in.podRef(), AnnotationUserDataSourceEnc, ref.Encoding, EncodingPlain, EncodingBase64)
-			}
-			if isCloudConfig(raw) {
-				m, err := parseYAMLMap(raw)
-				if err != nil {
-					return nil, fmt.Errorf("%s: annotation %s=%q: key of %s %s starts with #cloud-config but is not a YAML map: %w",
-						in.podRef(), AnnotationUserDataSourceKey, ref.Key, ref.Kind, ref.Name, err)
-				}
-				base = m
-			} else {
-				script = string(raw)
-				scriptFrom = AnnotationUserDataSourceKey
-			}
-		} else {
-			if ref.Encoding != "" && ref.Encoding != EncodingPlain {
-				g.warn("annotation %s=%q is ignored: it applies only with %s", AnnotationUserDataSourceEnc, ref.Encoding, AnnotationUserDataSourceKey)
-			}
-			// Virtlet's rule: every key of the object is a top-level
-			// user-data key whose value is that entry parsed as YAML.
-			names := make([]string, 0, len(data))
-			for k := range data {
-				names = append(names, k)
-			}
-			sort.Strings(names)
-			for _, k := range names {
-				var v any
-				if err := yaml.Unmarshal(data[k], &v); err != nil {
-					return nil, fmt.Errorf("%s: annotation %s=%q: key %q is not valid YAML: %w",
-						in.podRef(), AnnotationUserDataSource, ref.String(), k, err)
-				}
-				base[k] = v
-			}
-		}
+	base, script, scriptFrom, err := g.userDataSource(ctx)
+	if err != nil {
+		return nil, err
 	}
-
 	if script == "" && in.UserDataScript != "" {
 		script = in.UserDataScript
 		scriptFrom = AnnotationUserDataScript
 	} else if script != "" && in.UserDataScript != "" {
 		g.warn("annotation %s is ignored: %s gives a user-data script", AnnotationUserDataScript, AnnotationUserDataSourceKey)
 	}
-
 	if script != "" {
-		// Virtlet: a script is the whole user-data; only the mount script
-		// can be spliced in.
-		if in.UserData != nil {
-			g.warn("annotation %s is ignored: user-data is a script from %s", AnnotationUserData, scriptFrom)
-		}
-		if in.UserDataSource != nil && in.UserDataSource.Key == "" {
-			g.warn("annotation %s is ignored: user-data is a script from %s", AnnotationUserDataSource, scriptFrom)
-		}
-		if in.FilesFrom != nil {
-			g.warn("annotation %s is ignored: files cannot be added to a user-data script from %s", AnnotationFilesFrom, scriptFrom)
-		}
-		if len(in.Files) > 0 {
-			g.warn("%d secret/configmap files are not written into the guest: user-data is a script from %s", len(in.Files), scriptFrom)
-		}
-		if len(in.Sysctls) > 0 {
-			g.warn("%d sysctls are not set in the guest: user-data is a script from %s", len(in.Sysctls), scriptFrom)
-		}
-		if len(in.Mounts) > 0 && !strings.Contains(script, MountScriptPlaceholder) {
-			g.warn("volume mounts are not set up in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
-		}
-		return []byte(strings.ReplaceAll(script, MountScriptPlaceholder, in.MountScript)), nil
+		return g.scriptUserData(script, scriptFrom), nil
 	}
+	return g.cloudConfig(ctx, base)
+}
 
+// userDataSource reads VirtletCloudInitUserDataSource: with a key, that key
+// is either a #cloud-config map or a script; without one, every key of the
+// object is a top-level user-data key.
+func (g *generator) userDataSource(ctx context.Context) (base map[string]any, script, scriptFrom string, err error) {
+	in := g.in
+	base = map[string]any{}
+	ref := in.UserDataSource
+	if ref == nil {
+		return base, "", "", nil
+	}
+	data, err := fetch(ctx, g.ds, in, AnnotationUserDataSource, ref)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if ref.Key == "" {
+		base, err = g.userDataFromObject(ref, data)
+		return base, "", "", err
+	}
+	raw, ok := data[ref.Key]
+	if !ok {
+		return nil, "", "", fmt.Errorf("%s: annotation %s=%q: %s %s has no key %q (keys: %s)",
+			in.podRef(), AnnotationUserDataSourceKey, ref.Key, ref.Kind, ref.Name, ref.Key, keyList(data))
+	}
+	switch ref.Encoding {
+	case "", EncodingPlain:
+	case EncodingBase64:
+		dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+		if err != nil {
+			return nil, "", "", fmt.Errorf("%s: annotation %s=base64: key %q of %s %s is not valid base64: %w",
+				in.podRef(), AnnotationUserDataSourceEnc, ref.Key, ref.Kind, ref.Name, err)
+		}
+		raw = dec
+	default:
+		return nil, "", "", fmt.Errorf("%s: annotation %s: bad value %q: accepted %q (default) or %q",
+			in.podRef(), AnnotationUserDataSourceEnc, ref.Encoding, EncodingPlain, EncodingBase64)
+	}
+	if !isCloudConfig(raw) {
+		return base, string(raw), AnnotationUserDataSourceKey, nil
+	}
+	m, err := parseYAMLMap(raw)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("%s: annotation %s=%q: key of %s %s starts with #cloud-config but is not a YAML map: %w",
+			in.podRef(), AnnotationUserDataSourceKey, ref.Key, ref.Kind, ref.Name, err)
+	}
+	return m, "", "", nil
+}
+
+// userDataFromObject is Virtlet's rule for a source without a key: every
+// key of the object is a top-level user-data key whose value is that entry
+// parsed as YAML.
+func (g *generator) userDataFromObject(ref *SourceRef, data map[string][]byte) (map[string]any, error) {
+	if ref.Encoding != "" && ref.Encoding != EncodingPlain {
+		g.warn("annotation %s=%q is ignored: it applies only with %s", AnnotationUserDataSourceEnc, ref.Encoding, AnnotationUserDataSourceKey)
+	}
+	names := make([]string, 0, len(data))
+	for k := range data {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	base := map[string]any{}
+	for _, k := range names {
+		var v any
+		if err := yaml.Unmarshal(data[k], &v); err != nil {
+			return nil, fmt.Errorf("%s: annotation %s=%q: key %q is not valid YAML: %w",
+				g.in.podRef(), AnnotationUserDataSource, ref.String(), k, err)
+		}
+		base[k] = v
+	}
+	return base, nil
+}
+
+// scriptUserData is a script as the whole user-data (Virtlet's rule): only
+// the mount script can be spliced in; whatever else the pod asked for is
+// named in a warning.
+func (g *generator) scriptUserData(script, scriptFrom string) []byte {
+	in := g.in
+	if in.UserData != nil {
+		g.warn("annotation %s is ignored: user-data is a script from %s", AnnotationUserData, scriptFrom)
+	}
+	if in.UserDataSource != nil && in.UserDataSource.Key == "" {
+		g.warn("annotation %s is ignored: user-data is a script from %s", AnnotationUserDataSource, scriptFrom)
+	}
+	if in.FilesFrom != nil {
+		g.warn("annotation %s is ignored: files cannot be added to a user-data script from %s", AnnotationFilesFrom, scriptFrom)
+	}
+	if len(in.Files) > 0 {
+		g.warn("%d secret/configmap files are not written into the guest: user-data is a script from %s", len(in.Files), scriptFrom)
+	}
+	if len(in.Sysctls) > 0 {
+		g.warn("%d sysctls are not set in the guest: user-data is a script from %s", len(in.Sysctls), scriptFrom)
+	}
+	if len(in.Mounts) > 0 && !strings.Contains(script, MountScriptPlaceholder) {
+		g.warn("volume mounts are not set up in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
+	}
+	return []byte(strings.ReplaceAll(script, MountScriptPlaceholder, in.MountScript))
+}
+
+// cloudConfig is #cloud-config: the source's map with the annotation's
+// overlay merged (or put in its place), then the generated parts appended.
+func (g *generator) cloudConfig(ctx context.Context, base map[string]any) ([]byte, error) {
+	in := g.in
 	overlay, err := normalizeMap("annotation "+AnnotationUserData, in.UserData)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.podRef(), err)
@@ -383,45 +409,14 @@ func (g *generator) userData(ctx context.Context) ([]byte, error) {
 			base = Merge(nb, overlay).(map[string]any)
 		}
 	}
-
-	var extraFiles []any
-	for _, f := range in.Files {
-		e, err := writeFileEntry(f)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", in.podRef(), err)
-		}
-		extraFiles = append(extraFiles, e)
-	}
-	if ref := in.FilesFrom; ref != nil {
-		files, err := g.filesFrom(ctx, ref)
-		if err != nil {
-			return nil, err
-		}
-		for _, f := range files {
-			e, err := writeFileEntry(f)
-			if err != nil {
-				return nil, fmt.Errorf("%s: annotation %s=%q: %w", in.podRef(), AnnotationFilesFrom, ref.String(), err)
-			}
-			extraFiles = append(extraFiles, e)
-		}
-	}
-	if env := envFile(in.Env); env != "" {
-		extraFiles = append(extraFiles, map[string]any{
-			"path":        EnvFilePath,
-			"content":     env,
-			"permissions": "0644",
-		})
+	extraFiles, err := g.generatedFiles(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if len(in.Sysctls) > 0 {
-		conf, err := sysctlConf(in.Sysctls)
+		e, err := g.sysctlFile()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", in.podRef(), err)
-		}
-		// base64 like the volumes' files: one token however long the
-		// values, which no YAML emitter folds.
-		e, err := writeFileEntry(GuestFile{Path: SysctlConfPath, Content: []byte(conf), Mode: 0o644})
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", in.podRef(), err)
+			return nil, err
 		}
 		extraFiles = append(extraFiles, e)
 		// bootcmd runs early at every boot, before write_files and
@@ -453,7 +448,6 @@ func (g *generator) userData(ctx context.Context) ([]byte, error) {
 		}
 		base["runcmd"] = Merge(base["runcmd"], rc)
 	}
-
 	// An empty base marshals as "{}": a header alone is a null document,
 	// which cloud-init's schema check rejects.
 	body, err := yaml.Marshal(base)
@@ -461,6 +455,56 @@ func (g *generator) userData(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("%s: encoding user-data: %w", in.podRef(), err)
 	}
 	return append([]byte(cloudConfigHeader), body...), nil
+}
+
+// generatedFiles are the write_files entries podvisor adds: the volumes'
+// files, VirtletFilesFromDataSource's and the container's environment.
+func (g *generator) generatedFiles(ctx context.Context) ([]any, error) {
+	in := g.in
+	var extraFiles []any
+	for _, f := range in.Files {
+		e, err := writeFileEntry(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", in.podRef(), err)
+		}
+		extraFiles = append(extraFiles, e)
+	}
+	if ref := in.FilesFrom; ref != nil {
+		files, err := g.filesFrom(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			e, err := writeFileEntry(f)
+			if err != nil {
+				return nil, fmt.Errorf("%s: annotation %s=%q: %w", in.podRef(), AnnotationFilesFrom, ref.String(), err)
+			}
+			extraFiles = append(extraFiles, e)
+		}
+	}
+	if env := envFile(in.Env); env != "" {
+		extraFiles = append(extraFiles, map[string]any{
+			"path":        EnvFilePath,
+			"content":     env,
+			"permissions": "0644",
+		})
+	}
+	return extraFiles, nil
+}
+
+// sysctlFile is /etc/sysctl.d's file for the pod's sysctls, base64 like the
+// volumes' files: one token however long the values, which no YAML emitter
+// folds.
+func (g *generator) sysctlFile() (any, error) {
+	conf, err := sysctlConf(g.in.Sysctls)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", g.in.podRef(), err)
+	}
+	e, err := writeFileEntry(GuestFile{Path: SysctlConfPath, Content: []byte(conf), Mode: 0o644})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", g.in.podRef(), err)
+	}
+	return e, nil
 }
 
 func isCloudConfig(b []byte) bool {
