@@ -55,34 +55,12 @@ type Config struct {
 type kubeconfig struct {
 	CurrentContext string `json:"current-context"`
 	Clusters       []struct {
-		Name    string `json:"name"`
-		Cluster struct {
-			Server                   string `json:"server"`
-			CertificateAuthority     string `json:"certificate-authority"`
-			CertificateAuthorityData []byte `json:"certificate-authority-data"`
-			InsecureSkipTLSVerify    bool   `json:"insecure-skip-tls-verify"`
-			TLSServerName            string `json:"tls-server-name"`
-			ProxyURL                 string `json:"proxy-url"`
-		} `json:"cluster"`
+		Name    string      `json:"name"`
+		Cluster kubeCluster `json:"cluster"`
 	} `json:"clusters"`
 	Users []struct {
-		Name string `json:"name"`
-		User struct {
-			Token                 string              `json:"token"`
-			TokenFile             string              `json:"tokenFile"`
-			ClientCertificate     string              `json:"client-certificate"`
-			ClientCertificateData []byte              `json:"client-certificate-data"`
-			ClientKey             string              `json:"client-key"`
-			ClientKeyData         []byte              `json:"client-key-data"`
-			Username              string              `json:"username"`
-			Password              string              `json:"password"`
-			Exec                  json.RawMessage     `json:"exec"`
-			AuthProvider          json.RawMessage     `json:"auth-provider"`
-			As                    string              `json:"as"`
-			AsUID                 string              `json:"as-uid"`
-			AsGroups              []string            `json:"as-groups"`
-			AsUserExtra           map[string][]string `json:"as-user-extra"`
-		} `json:"user"`
+		Name string   `json:"name"`
+		User kubeUser `json:"user"`
 	} `json:"users"`
 	Contexts []struct {
 		Name    string `json:"name"`
@@ -91,6 +69,34 @@ type kubeconfig struct {
 			User    string `json:"user"`
 		} `json:"context"`
 	} `json:"contexts"`
+}
+
+// kubeCluster is one clusters[].cluster.
+type kubeCluster struct {
+	Server                   string `json:"server"`
+	CertificateAuthority     string `json:"certificate-authority"`
+	CertificateAuthorityData []byte `json:"certificate-authority-data"`
+	InsecureSkipTLSVerify    bool   `json:"insecure-skip-tls-verify"`
+	TLSServerName            string `json:"tls-server-name"`
+	ProxyURL                 string `json:"proxy-url"`
+}
+
+// kubeUser is one users[].user.
+type kubeUser struct {
+	Token                 string              `json:"token"`
+	TokenFile             string              `json:"tokenFile"`
+	ClientCertificate     string              `json:"client-certificate"`
+	ClientCertificateData []byte              `json:"client-certificate-data"`
+	ClientKey             string              `json:"client-key"`
+	ClientKeyData         []byte              `json:"client-key-data"`
+	Username              string              `json:"username"`
+	Password              string              `json:"password"`
+	Exec                  json.RawMessage     `json:"exec"`
+	AuthProvider          json.RawMessage     `json:"auth-provider"`
+	As                    string              `json:"as"`
+	AsUID                 string              `json:"as-uid"`
+	AsGroups              []string            `json:"as-groups"`
+	AsUserExtra           map[string][]string `json:"as-user-extra"`
 }
 
 // LoadKubeconfig reads the current context of a kubeconfig file. Relative
@@ -125,105 +131,125 @@ func loadKubeconfig(path string) (*Config, error) {
 		}
 		return filepath.Join(dir, p)
 	}
-
-	if kc.CurrentContext == "" {
-		return nil, errors.New("current-context is not set")
+	clusterName, userName, err := kc.currentContext()
+	if err != nil {
+		return nil, err
 	}
-	ctxIdx := -1
-	for i, c := range kc.Contexts {
-		if c.Name == kc.CurrentContext {
-			ctxIdx = i
-			break
-		}
-	}
-	if ctxIdx < 0 {
-		return nil, fmt.Errorf("current-context %q is not in contexts[]", kc.CurrentContext)
-	}
-	kctx := kc.Contexts[ctxIdx].Context
-	if kctx.Cluster == "" {
-		return nil, fmt.Errorf("context %q names no cluster", kc.CurrentContext)
-	}
-
 	cfg := &Config{}
-	found := false
-	for _, c := range kc.Clusters {
-		if c.Name != kctx.Cluster {
-			continue
-		}
-		found = true
-		cl := c.Cluster
-		where := fmt.Sprintf("cluster %q", c.Name)
-		if cl.Server == "" {
-			return nil, fmt.Errorf("%s: server is not set", where)
-		}
-		if cl.ProxyURL != "" {
-			return nil, fmt.Errorf("%s: clusters[].cluster.proxy-url is not supported by podvisor: use the HTTPS_PROXY and NO_PROXY environment variables", where)
-		}
-		if cl.CertificateAuthority != "" && len(cl.CertificateAuthorityData) > 0 {
-			return nil, fmt.Errorf("%s: both certificate-authority and certificate-authority-data are set", where)
-		}
-		cfg.Server = cl.Server
-		cfg.InsecureSkipTLSVerify = cl.InsecureSkipTLSVerify
-		cfg.TLSServerName = cl.TLSServerName
-		cfg.CAData = cl.CertificateAuthorityData
-		if cl.CertificateAuthority != "" {
-			if cfg.CAData, err = os.ReadFile(resolve(cl.CertificateAuthority)); err != nil {
-				return nil, fmt.Errorf("%s: certificate-authority: %w", where, err)
-			}
-		}
-		break
+	cl, ok := kc.cluster(clusterName)
+	if !ok {
+		return nil, fmt.Errorf("context %q names cluster %q, which is not in clusters[]", kc.CurrentContext, clusterName)
 	}
-	if !found {
-		return nil, fmt.Errorf("context %q names cluster %q, which is not in clusters[]", kc.CurrentContext, kctx.Cluster)
+	if err := cl.apply(cfg, fmt.Sprintf("cluster %q", clusterName), resolve); err != nil {
+		return nil, err
 	}
-
-	if kctx.User == "" {
+	if userName == "" {
 		return cfg, nil // no credentials: anonymous, as for kubectl
 	}
-	found = false
-	for _, u := range kc.Users {
-		if u.Name != kctx.User {
-			continue
-		}
-		found = true
-		us := u.User
-		where := fmt.Sprintf("user %q", u.Name)
-		switch {
-		case isSet(us.Exec):
-			return nil, fmt.Errorf("%s: users[].user.exec is not supported by podvisor: use token, tokenFile or client certificates", where)
-		case isSet(us.AuthProvider):
-			return nil, fmt.Errorf("%s: users[].user.auth-provider is not supported by podvisor: use token, tokenFile or client certificates", where)
-		case us.As != "" || us.AsUID != "" || len(us.AsGroups) > 0 || len(us.AsUserExtra) > 0:
-			return nil, fmt.Errorf("%s: impersonation (users[].user.as, as-uid, as-groups, as-user-extra) is not supported by podvisor", where)
-		case us.ClientCertificate != "" && len(us.ClientCertificateData) > 0:
-			return nil, fmt.Errorf("%s: both client-certificate and client-certificate-data are set", where)
-		case us.ClientKey != "" && len(us.ClientKeyData) > 0:
-			return nil, fmt.Errorf("%s: both client-key and client-key-data are set", where)
-		case (us.Token != "" || us.TokenFile != "") && (us.Username != "" || us.Password != ""):
-			return nil, fmt.Errorf("%s: a token and username/password are both set; only one is allowed", where)
-		}
-		cfg.Token = us.Token
-		cfg.TokenFile = resolve(us.TokenFile)
-		cfg.Username, cfg.Password = us.Username, us.Password
-		cfg.ClientCertData, cfg.ClientKeyData = us.ClientCertificateData, us.ClientKeyData
-		cfg.ClientCertFile, cfg.ClientKeyFile = resolve(us.ClientCertificate), resolve(us.ClientKey)
-		for _, f := range []struct{ field, path string }{
-			{"client-certificate", cfg.ClientCertFile},
-			{"client-key", cfg.ClientKeyFile},
-		} {
-			if f.path == "" {
-				continue
-			}
-			if _, err := os.Stat(f.path); err != nil {
-				return nil, fmt.Errorf("%s: %s: %w", where, f.field, err)
-			}
-		}
-		break
+	us, ok := kc.user(userName)
+	if !ok {
+		return nil, fmt.Errorf("context %q names user %q, which is not in users[]", kc.CurrentContext, userName)
 	}
-	if !found {
-		return nil, fmt.Errorf("context %q names user %q, which is not in users[]", kc.CurrentContext, kctx.User)
+	if err := us.apply(cfg, fmt.Sprintf("user %q", userName), resolve); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// currentContext returns the cluster and user the current context names.
+func (kc *kubeconfig) currentContext() (cluster, user string, err error) {
+	if kc.CurrentContext == "" {
+		return "", "", errors.New("current-context is not set")
+	}
+	for _, c := range kc.Contexts {
+		if c.Name != kc.CurrentContext {
+			continue
+		}
+		if c.Context.Cluster == "" {
+			return "", "", fmt.Errorf("context %q names no cluster", kc.CurrentContext)
+		}
+		return c.Context.Cluster, c.Context.User, nil
+	}
+	return "", "", fmt.Errorf("current-context %q is not in contexts[]", kc.CurrentContext)
+}
+
+func (kc *kubeconfig) cluster(name string) (*kubeCluster, bool) {
+	for i := range kc.Clusters {
+		if kc.Clusters[i].Name == name {
+			return &kc.Clusters[i].Cluster, true
+		}
+	}
+	return nil, false
+}
+
+func (kc *kubeconfig) user(name string) (*kubeUser, bool) {
+	for i := range kc.Users {
+		if kc.Users[i].Name == name {
+			return &kc.Users[i].User, true
+		}
+	}
+	return nil, false
+}
+
+// apply sets the server and its TLS settings, refusing what podvisor does
+// not support.
+func (cl *kubeCluster) apply(cfg *Config, where string, resolve func(string) string) error {
+	if cl.Server == "" {
+		return fmt.Errorf("%s: server is not set", where)
+	}
+	if cl.ProxyURL != "" {
+		return fmt.Errorf("%s: clusters[].cluster.proxy-url is not supported by podvisor: use the HTTPS_PROXY and NO_PROXY environment variables", where)
+	}
+	if cl.CertificateAuthority != "" && len(cl.CertificateAuthorityData) > 0 {
+		return fmt.Errorf("%s: both certificate-authority and certificate-authority-data are set", where)
+	}
+	cfg.Server = cl.Server
+	cfg.InsecureSkipTLSVerify = cl.InsecureSkipTLSVerify
+	cfg.TLSServerName = cl.TLSServerName
+	cfg.CAData = cl.CertificateAuthorityData
+	if cl.CertificateAuthority != "" {
+		var err error
+		if cfg.CAData, err = os.ReadFile(resolve(cl.CertificateAuthority)); err != nil {
+			return fmt.Errorf("%s: certificate-authority: %w", where, err)
+		}
+	}
+	return nil
+}
+
+// apply sets the credentials, refusing what podvisor does not support and
+// contradictory settings.
+func (us *kubeUser) apply(cfg *Config, where string, resolve func(string) string) error {
+	switch {
+	case isSet(us.Exec):
+		return fmt.Errorf("%s: users[].user.exec is not supported by podvisor: use token, tokenFile or client certificates", where)
+	case isSet(us.AuthProvider):
+		return fmt.Errorf("%s: users[].user.auth-provider is not supported by podvisor: use token, tokenFile or client certificates", where)
+	case us.As != "" || us.AsUID != "" || len(us.AsGroups) > 0 || len(us.AsUserExtra) > 0:
+		return fmt.Errorf("%s: impersonation (users[].user.as, as-uid, as-groups, as-user-extra) is not supported by podvisor", where)
+	case us.ClientCertificate != "" && len(us.ClientCertificateData) > 0:
+		return fmt.Errorf("%s: both client-certificate and client-certificate-data are set", where)
+	case us.ClientKey != "" && len(us.ClientKeyData) > 0:
+		return fmt.Errorf("%s: both client-key and client-key-data are set", where)
+	case (us.Token != "" || us.TokenFile != "") && (us.Username != "" || us.Password != ""):
+		return fmt.Errorf("%s: a token and username/password are both set; only one is allowed", where)
+	}
+	cfg.Token = us.Token
+	cfg.TokenFile = resolve(us.TokenFile)
+	cfg.Username, cfg.Password = us.Username, us.Password
+	cfg.ClientCertData, cfg.ClientKeyData = us.ClientCertificateData, us.ClientKeyData
+	cfg.ClientCertFile, cfg.ClientKeyFile = resolve(us.ClientCertificate), resolve(us.ClientKey)
+	for _, f := range []struct{ field, path string }{
+		{"client-certificate", cfg.ClientCertFile},
+		{"client-key", cfg.ClientKeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s: %s: %w", where, f.field, err)
+		}
+	}
+	return nil
 }
 
 func isSet(raw json.RawMessage) bool {
