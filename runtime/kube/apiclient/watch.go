@@ -271,17 +271,7 @@ func (w *Watcher) watch(ctx context.Context, rv string, b backoff.BackOff) (stri
 	start := time.Now()
 	resp, err := w.c.get(wctx, u)
 	if err != nil {
-		var se *StatusError
-		switch {
-		case !errors.As(err, &se):
-			return rv, fmt.Errorf("%s: %w", where, err) // transport: try again
-		case se.Code == http.StatusGone:
-			return "", fmt.Errorf("%s: %w: %w", where, errGone, err)
-		case se.Code == http.StatusTooManyRequests || se.Code >= 500:
-			return rv, fmt.Errorf("%s: %w", where, err)
-		default:
-			return "", fmt.Errorf("%s: %w", where, err)
-		}
+		return watchStartError(where, rv, err)
 	}
 	defer resp.Body.Close()
 
@@ -294,10 +284,7 @@ func (w *Watcher) watch(ctx context.Context, rv string, b backoff.BackOff) (stri
 	}()
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var ev struct {
-			Type   string          `json:"type"`
-			Object json.RawMessage `json:"object"`
-		}
+		var ev watchEvent
 		if err := dec.Decode(&ev); err != nil {
 			// Ended by the server, or by our deadline?
 			ended := err == io.EOF || (wctx.Err() != nil && ctx.Err() == nil)
@@ -311,39 +298,69 @@ func (w *Watcher) watch(ctx context.Context, rv string, b backoff.BackOff) (stri
 			}
 		}
 		events++
-		switch ev.Type {
-		case "ADDED", "MODIFIED", "DELETED", "BOOKMARK":
-			o, err := parseObject(ev.Object)
-			switch {
-			case err != nil:
-			case o.ResourceVersion == "":
-				err = errors.New("object has no metadata.resourceVersion")
-			case o.Name == "" && ev.Type != "BOOKMARK":
-				err = errors.New("object has no metadata.name")
-			}
-			if err != nil {
-				return "", fmt.Errorf("%s: %s event: %w", where, ev.Type, err)
-			}
-			rv = o.ResourceVersion
-			switch ev.Type {
-			case "ADDED", "MODIFIED":
-				w.h.Upsert(o)
-			case "DELETED":
-				w.h.Delete(o)
-			}
-		case "ERROR":
-			var st status
-			if err := json.Unmarshal(ev.Object, &st); err != nil {
-				return "", fmt.Errorf("%s: ERROR event: %w", where, err)
-			}
-			se := &StatusError{Code: st.Code, Reason: st.Reason, Message: st.Message}
-			if se.Code == http.StatusGone {
-				return "", fmt.Errorf("%s: %w: %w", where, errGone, se)
-			}
-			return "", fmt.Errorf("%s: ERROR event: %w", where, se)
-		default:
-			return "", fmt.Errorf("%s: unknown event type %q", where, ev.Type)
+		if rv, err = w.apply(ev, rv); err != nil {
+			return "", fmt.Errorf("%s: %w", where, err)
 		}
+	}
+}
+
+// watchStartError says whether a watch that could not start resumes from
+// rv (transport errors, 429, 5xx) or must list again ("").
+func watchStartError(where, rv string, err error) (string, error) {
+	var se *StatusError
+	switch {
+	case !errors.As(err, &se):
+		return rv, fmt.Errorf("%s: %w", where, err) // transport: try again
+	case se.Code == http.StatusGone:
+		return "", fmt.Errorf("%s: %w: %w", where, errGone, err)
+	case se.Code == http.StatusTooManyRequests || se.Code >= 500:
+		return rv, fmt.Errorf("%s: %w", where, err)
+	default:
+		return "", fmt.Errorf("%s: %w", where, err)
+	}
+}
+
+// watchEvent is one line of a watch stream.
+type watchEvent struct {
+	Type   string          `json:"type"`
+	Object json.RawMessage `json:"object"`
+}
+
+// apply hands one event to the Handler and returns the resourceVersion to
+// resume from; an error means the collection must be listed again.
+func (w *Watcher) apply(ev watchEvent, rv string) (string, error) {
+	switch ev.Type {
+	case "ADDED", "MODIFIED", "DELETED", "BOOKMARK":
+		o, err := parseObject(ev.Object)
+		switch {
+		case err != nil:
+		case o.ResourceVersion == "":
+			err = errors.New("object has no metadata.resourceVersion")
+		case o.Name == "" && ev.Type != "BOOKMARK":
+			err = errors.New("object has no metadata.name")
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s event: %w", ev.Type, err)
+		}
+		switch ev.Type {
+		case "ADDED", "MODIFIED":
+			w.h.Upsert(o)
+		case "DELETED":
+			w.h.Delete(o)
+		}
+		return o.ResourceVersion, nil
+	case "ERROR":
+		var st status
+		if err := json.Unmarshal(ev.Object, &st); err != nil {
+			return "", fmt.Errorf("ERROR event: %w", err)
+		}
+		se := &StatusError{Code: st.Code, Reason: st.Reason, Message: st.Message}
+		if se.Code == http.StatusGone {
+			return "", fmt.Errorf("%w: %w", errGone, se)
+		}
+		return "", fmt.Errorf("ERROR event: %w", se)
+	default:
+		return "", fmt.Errorf("unknown event type %q", ev.Type)
 	}
 }
 
