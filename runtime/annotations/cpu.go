@@ -51,56 +51,15 @@ func oneOf(field, v string, allowed ...string) error {
 // so the user learns it at CreateContainer, with the annotation named.
 func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
 	var errs []error
-	add := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	add(oneOf("mode", c.Mode, "custom", "host-model", "host-passthrough", "maximum"))
-	add(oneOf("match", c.Match, "minimum", "exact", "strict"))
-	add(oneOf("check", c.Check, "none", "partial", "full"))
-	add(oneOf("migratable", c.Migratable, "on", "off"))
-	if c.DeprecatedFeatures != "" {
-		errs = append(errs, errors.New("deprecatedfeatures is not supported by podvisor"))
-	}
-	if !printable(c.Vendor) {
-		errs = append(errs, fmt.Errorf("vendor %q has control characters", c.Vendor))
-	}
-	if c.Vendor != "" && (c.Model == nil || c.Model.Value == "") {
-		errs = append(errs, errors.New("vendor needs model.value"))
-	}
-	if c.Mode == "custom" || c.Mode == "" {
-		if c.Model == nil || c.Model.Value == "" {
-			if c.Mode == "custom" || len(c.Features) > 0 || c.Vendor != "" {
-				errs = append(errs, errors.New("mode custom needs model.value (a CPU model name such as Westmere)"))
-			}
-		}
-	}
+	errs = append(errs, checkCPUTop(c)...)
 	if m := c.Model; m != nil {
-		add(oneOf("model.fallback", m.Fallback, "allow", "forbid"))
-		if !printable(m.Value) {
-			errs = append(errs, fmt.Errorf("model.value %q is not a CPU model name", m.Value))
-		}
-		if m.VendorID != "" && (len(m.VendorID) != 12 || strings.Contains(m.VendorID, ",") || !printable(m.VendorID)) {
-			errs = append(errs, fmt.Errorf("model.vendorid %q is not 12 characters without ','", m.VendorID))
-		}
+		errs = append(errs, checkCPUModel(m)...)
 	}
 	if t := c.Topology; t != nil {
-		switch {
-		case t.Clusters != 0:
-			errs = append(errs, errors.New("topology.clusters is not supported by podvisor"))
-		case t.Sockets < 1 || t.Cores < 1 || t.Threads < 1 || t.Dies < 0:
-			errs = append(errs, errors.New("topology needs sockets, cores and threads of at least 1"))
-		case t.Sockets > MaxVCPUCount || t.Cores > MaxVCPUCount || t.Threads > MaxVCPUCount || t.Dies > MaxVCPUCount:
-			errs = append(errs, fmt.Errorf("topology values must not exceed %d", MaxVCPUCount))
-		default:
-			if n := t.Sockets * max(t.Dies, 1) * t.Cores * t.Threads; n != vcpus {
-				errs = append(errs, fmt.Errorf("topology gives %d vCPUs but %s is %d: they must be equal", n, KeyVCPUCount, vcpus))
-			}
-		}
+		errs = appendErr(errs, checkTopology(t, vcpus))
 	}
 	if ca := c.Cache; ca != nil {
-		add(oneOf("cache.mode", ca.Mode, "emulate", "passthrough", "disable"))
+		errs = appendErr(errs, oneOf("cache.mode", ca.Mode, "emulate", "passthrough", "disable"))
 		if ca.Mode == "" {
 			errs = append(errs, errors.New("cache needs mode (emulate, passthrough or disable)"))
 		}
@@ -109,7 +68,7 @@ func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
 		}
 	}
 	if mp := c.MaxPhysAddr; mp != nil {
-		add(oneOf("maxphysaddr.mode", mp.Mode, "emulate", "passthrough"))
+		errs = appendErr(errs, oneOf("maxphysaddr.mode", mp.Mode, "emulate", "passthrough"))
 		if mp.Mode == "" {
 			errs = append(errs, errors.New("maxphysaddr needs mode (emulate or passthrough)"))
 		}
@@ -117,18 +76,7 @@ func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
 			errs = append(errs, errors.New("maxphysaddr.limit is not supported by podvisor"))
 		}
 	}
-	for i := range c.Features {
-		f := &c.Features[i]
-		if !validFeatureName(f.Name) {
-			errs = append(errs, fmt.Errorf("features[%d].name %q is not a feature name such as vmx (letters, digits, '-', '_', '.')", i, f.Name))
-		}
-		// libvirt reads a guest feature without policy as "require"; say so
-		// explicitly because its schema wants the attribute.
-		if f.Policy == "" {
-			f.Policy = "require"
-		}
-		add(oneOf(fmt.Sprintf("features[%d].policy", i), f.Policy, "force", "require", "optional", "disable", "forbid"))
-	}
+	errs = append(errs, checkFeatures(c.Features)...)
 	if c.Numa != nil {
 		errs = append(errs, errors.New("numa is not supported by podvisor"))
 	}
@@ -140,6 +88,82 @@ func checkCPU(c *libvirtxml.DomainCPU, vcpus int) error {
 		msgs[i] = e.Error()
 	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+func appendErr(errs []error, err error) []error {
+	if err != nil {
+		return append(errs, err)
+	}
+	return errs
+}
+
+// checkCPUTop checks the <cpu> element's own attributes and the vendor.
+func checkCPUTop(c *libvirtxml.DomainCPU) []error {
+	var errs []error
+	errs = appendErr(errs, oneOf("mode", c.Mode, "custom", "host-model", "host-passthrough", "maximum"))
+	errs = appendErr(errs, oneOf("match", c.Match, "minimum", "exact", "strict"))
+	errs = appendErr(errs, oneOf("check", c.Check, "none", "partial", "full"))
+	errs = appendErr(errs, oneOf("migratable", c.Migratable, "on", "off"))
+	if c.DeprecatedFeatures != "" {
+		errs = append(errs, errors.New("deprecatedfeatures is not supported by podvisor"))
+	}
+	if !printable(c.Vendor) {
+		errs = append(errs, fmt.Errorf("vendor %q has control characters", c.Vendor))
+	}
+	noModel := c.Model == nil || c.Model.Value == ""
+	if c.Vendor != "" && noModel {
+		errs = append(errs, errors.New("vendor needs model.value"))
+	}
+	if (c.Mode == "custom" || c.Mode == "") && noModel && (c.Mode == "custom" || len(c.Features) > 0 || c.Vendor != "") {
+		errs = append(errs, errors.New("mode custom needs model.value (a CPU model name such as Westmere)"))
+	}
+	return errs
+}
+
+func checkCPUModel(m *libvirtxml.DomainCPUModel) []error {
+	var errs []error
+	errs = appendErr(errs, oneOf("model.fallback", m.Fallback, "allow", "forbid"))
+	if !printable(m.Value) {
+		errs = append(errs, fmt.Errorf("model.value %q is not a CPU model name", m.Value))
+	}
+	if m.VendorID != "" && (len(m.VendorID) != 12 || strings.Contains(m.VendorID, ",") || !printable(m.VendorID)) {
+		errs = append(errs, fmt.Errorf("model.vendorid %q is not 12 characters without ','", m.VendorID))
+	}
+	return errs
+}
+
+func checkTopology(t *libvirtxml.DomainCPUTopology, vcpus int) error {
+	switch {
+	case t.Clusters != 0:
+		return errors.New("topology.clusters is not supported by podvisor")
+	case t.Sockets < 1 || t.Cores < 1 || t.Threads < 1 || t.Dies < 0:
+		return errors.New("topology needs sockets, cores and threads of at least 1")
+	case t.Sockets > MaxVCPUCount || t.Cores > MaxVCPUCount || t.Threads > MaxVCPUCount || t.Dies > MaxVCPUCount:
+		return fmt.Errorf("topology values must not exceed %d", MaxVCPUCount)
+	}
+	if n := t.Sockets * max(t.Dies, 1) * t.Cores * t.Threads; n != vcpus {
+		return fmt.Errorf("topology gives %d vCPUs but %s is %d: they must be equal", n, KeyVCPUCount, vcpus)
+	}
+	return nil
+}
+
+// checkFeatures checks each feature and fills in the policy libvirt
+// assumes when it is absent.
+func checkFeatures(fs []libvirtxml.DomainCPUFeature) []error {
+	var errs []error
+	for i := range fs {
+		f := &fs[i]
+		if !validFeatureName(f.Name) {
+			errs = append(errs, fmt.Errorf("features[%d].name %q is not a feature name such as vmx (letters, digits, '-', '_', '.')", i, f.Name))
+		}
+		// libvirt reads a guest feature without policy as "require"; say so
+		// explicitly because its schema wants the attribute.
+		if f.Policy == "" {
+			f.Policy = "require"
+		}
+		errs = appendErr(errs, oneOf(fmt.Sprintf("features[%d].policy", i), f.Policy, "force", "require", "optional", "disable", "forbid"))
+	}
+	return errs
 }
 
 // strictUnmarshal decodes YAML (or JSON) into out, refusing unknown fields,
