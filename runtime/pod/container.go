@@ -336,7 +336,9 @@ func (m *Manager) ContainerStatus(ctx context.Context, id string) (Container, er
 	if err != nil {
 		return Container{}, err
 	}
-	c := m.refresh(ctx, rid)
+	unlock := m.locks.lock(rid)
+	c, _ := m.refreshLocked(ctx, rid) // a failed read reports the last state known
+	unlock()
 	if c == nil {
 		return Container{}, errdefs.NotFoundf("container %q not found", id)
 	}

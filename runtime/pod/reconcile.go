@@ -165,3 +165,45 @@ func (m *Manager) ownsDomain(ctx context.Context, name string) bool {
 	}
 	return false
 }
+
+// recover brings records in line with the hypervisor after a restart.
+func (m *Manager) recover(ctx context.Context) error {
+	for _, sb := range m.sandboxes {
+		if sb.Creating {
+			// RunPodSandbox was cut short: the sandbox never became
+			// ready. Keep the record so kubelet can stop and remove
+			// it (which tears the network down).
+			cp := *sb
+			cp.Creating = false
+			cp.State = SandboxNotReady
+			if err := m.putSandbox(&cp); err != nil {
+				return err
+			}
+			m.log.Warn("sandbox was being created when podvisor stopped; marked not ready", "pod", sb.ID)
+		}
+	}
+	if nr, ok := m.cfg.Network.(NetworkResumer); ok {
+		for _, sb := range m.sandboxes {
+			if sb.State != SandboxReady {
+				continue
+			}
+			if err := nr.Resume(ctx, sb); err != nil {
+				// The VM keeps its address until its lease ends; the
+				// sandbox stays usable for Stop/Remove either way.
+				m.log.Error("resuming the network services of a ready sandbox", "pod", sb.ID, "err", err)
+			}
+		}
+	}
+	for _, c := range m.containers {
+		c, err := m.syncContainer(ctx, c)
+		if err != nil {
+			return err
+		}
+		if c.State == ContainerRunning {
+			m.startConsole(c)
+		}
+		m.log.Info("recovered container", "pod", c.SandboxID, "container", c.ID, "state", c.State)
+	}
+	m.log.Info("recovered state", "sandboxes", len(m.sandboxes), "containers", len(m.containers))
+	return nil
+}
