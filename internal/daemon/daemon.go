@@ -25,6 +25,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/failpoint"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/hypervisor/libvirt"
 	"github.com/podvisor/podvisor/runtime/image"
@@ -326,6 +327,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	d.manager, err = pod.New(ctx, pod.Config{
 		Hypervisor: d.hv, Store: d.db, Network: netw, Images: images, Assembler: asm,
 		StateDir: cfg.StateDir, Logger: log,
+		Failpoints: failpoint.Parse(os.Getenv(failpoint.EnvVar)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recovering state: %w", err)

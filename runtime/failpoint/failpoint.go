@@ -1,13 +1,13 @@
 // Package failpoint makes named steps of the lifecycle fail on demand, so
 // that tests (and operators reproducing a bug) can check that a failure at
-// any step leaves nothing behind. Failpoints are off unless set by a test
-// or by the environment variable PODVISOR_FAILPOINTS, a comma-separated
-// list of NAME or NAME=COUNT (COUNT failures, then the step works again).
+// any step leaves nothing behind. A Points is handed to the lifecycle in its
+// configuration (a nil one has nothing armed); the daemon builds one from
+// the environment variable PODVISOR_FAILPOINTS, a comma-separated list of
+// NAME or NAME=COUNT (COUNT failures, then the step works again).
 package failpoint
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,18 +16,17 @@ import (
 // EnvVar enables failpoints in a running podvisor.
 const EnvVar = "PODVISOR_FAILPOINTS"
 
-var (
+// Points is a set of armed failpoints, safe for concurrent use.
+type Points struct {
 	mu     sync.Mutex
-	active = map[string]int{} // name -> remaining failures; -1 forever
-	loaded bool
-)
+	active map[string]int // name -> remaining failures; -1 forever
+}
 
-func load() {
-	if loaded {
-		return
-	}
-	loaded = true
-	for _, item := range strings.Split(os.Getenv(EnvVar), ",") {
+// Parse reads EnvVar's format: "NAME" fails until cleared, "NAME=COUNT"
+// COUNT times. An empty spec gives nil (nothing armed).
+func Parse(spec string) *Points {
+	var p *Points
+	for _, item := range strings.Split(spec, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
 			continue
@@ -39,40 +38,47 @@ func load() {
 				n = v
 			}
 		}
-		active[name] = n
+		if p == nil {
+			p = &Points{}
+		}
+		p.Set(name, n)
 	}
+	return p
 }
 
 // Eval returns an error if the failpoint name is armed, counting it down.
-func Eval(name string) error {
-	mu.Lock()
-	defer mu.Unlock()
-	load()
-	n, ok := active[name]
+func (p *Points) Eval(name string) error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, ok := p.active[name]
 	if !ok {
 		return nil
 	}
 	switch {
 	case n > 1:
-		active[name] = n - 1
+		p.active[name] = n - 1
 	case n == 1:
-		delete(active, name)
+		delete(p.active, name)
 	}
 	return fmt.Errorf("failpoint %s", name)
 }
 
 // Set arms name for count failures (-1: until cleared).
-func Set(name string, count int) {
-	mu.Lock()
-	defer mu.Unlock()
-	load()
-	active[name] = count
+func (p *Points) Set(name string, count int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active == nil {
+		p.active = map[string]int{}
+	}
+	p.active[name] = count
 }
 
 // Clear disarms every failpoint.
-func Clear() {
-	mu.Lock()
-	defer mu.Unlock()
-	loaded = true
-	active = map[string]int{}
+func (p *Points) Clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.active = nil
 }

@@ -3,41 +3,46 @@ package failpoint
 import "testing"
 
 func TestCountsDownAndClears(t *testing.T) {
-	Clear()
-	if err := Eval("a"); err != nil {
+	t.Parallel()
+	p := &Points{}
+	if err := p.Eval("a"); err != nil {
 		t.Fatalf("unarmed failpoint failed: %v", err)
 	}
-	Set("a", 2)
+	p.Set("a", 2)
 	for i := 0; i < 2; i++ {
-		if err := Eval("a"); err == nil {
+		if err := p.Eval("a"); err == nil {
 			t.Fatalf("armed failpoint passed on call %d", i)
 		}
 	}
-	if err := Eval("a"); err != nil {
+	if err := p.Eval("a"); err != nil {
 		t.Fatalf("failpoint still failing after its count: %v", err)
 	}
-	Set("b", -1)
+	p.Set("b", -1)
 	for i := 0; i < 5; i++ {
-		if Eval("b") == nil {
+		if p.Eval("b") == nil {
 			t.Fatal("forever failpoint passed")
 		}
 	}
-	Clear()
-	if Eval("b") != nil {
+	p.Clear()
+	if p.Eval("b") != nil {
 		t.Fatal("failpoint survived Clear")
 	}
 }
 
-func TestFromEnvironment(t *testing.T) {
-	mu.Lock()
-	loaded, active = false, map[string]int{}
-	mu.Unlock()
-	t.Setenv(EnvVar, "x=1, y")
-	if Eval("x") == nil || Eval("x") != nil {
+func TestParse(t *testing.T) {
+	t.Parallel()
+	p := Parse("x=1, y")
+	if p.Eval("x") == nil || p.Eval("x") != nil {
 		t.Error("x=1 should fail once")
 	}
-	if Eval("y") == nil || Eval("y") == nil {
+	if p.Eval("y") == nil || p.Eval("y") == nil {
 		t.Error("y should fail until cleared")
 	}
-	Clear()
+	if Parse(" , ") != nil {
+		t.Error("an empty spec should arm nothing")
+	}
+	var none *Points
+	if none.Eval("x") != nil {
+		t.Error("a nil Points failed")
+	}
 }

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"time"
 
 	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/errdefs"
-	"github.com/podvisor/podvisor/runtime/failpoint"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
@@ -42,25 +42,9 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 	if sb.State != SandboxReady {
 		return "", errdefs.FailedPreconditionf("sandbox %s is not ready: containers can only be created in a ready sandbox", sbID)
 	}
-	var exited []*Container
-	for _, other := range m.ListContainers(ContainerFilter{SandboxID: sbID}) {
-		if other.Config.Name == cfg.Name && other.Config.Attempt == cfg.Attempt {
-			if !other.UnclaimedSince.IsZero() && other.State == ContainerCreated {
-				cp := *other
-				cp.UnclaimedSince = time.Time{}
-				if err := m.putContainer(&cp); err != nil {
-					return "", err
-				}
-				m.log.Info("CreateContainer: kubelet's retry claims the container finished after its first call timed out", "pod", sbID, "container", other.ID)
-				return other.ID, nil
-			}
-			return "", errdefs.AlreadyExistsf("container %q attempt %d already exists in sandbox %s as %s", cfg.Name, cfg.Attempt, sbID, other.ID)
-		}
-		if other.State != ContainerExited {
-			return "", errdefs.FailedPreconditionf("podvisor runs one VM per pod: sandbox %s already has container %s (%q, %s); a second container is refused until it has exited",
-				sbID, other.ID, other.Config.Name, other.State)
-		}
-		exited = append(exited, other)
+	claimed, exited, err := m.checkOnePerPod(sb, cfg)
+	if err != nil || claimed != "" {
+		return claimed, err
 	}
 	// kubelet keeps an exited container (for its logs) while it creates
 	// the next attempt. Its domain is of no further use, and a fixed
@@ -72,24 +56,57 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 			return "", fmt.Errorf("undefining the exited VM %s of container %s: %w", old.DomainName, old.ID, err)
 		}
 	}
-	callerCtx := ctx
-	ctx, cancel := detach(ctx, m.cfg.OpTimeout)
+	return m.createVM(ctx, sb, cfg)
+}
+
+// checkOnePerPod applies the one-VM-per-pod rule to a new container of sb.
+// It returns the ID of a container kubelet's retry claims (made after its
+// first call timed out), or the exited containers of the sandbox.
+func (m *Manager) checkOnePerPod(sb *Sandbox, cfg ContainerConfig) (claimed string, exited []*Container, err error) {
+	for _, other := range m.ListContainers(ContainerFilter{SandboxID: sb.ID}) {
+		if other.Config.Name == cfg.Name && other.Config.Attempt == cfg.Attempt {
+			if !other.UnclaimedSince.IsZero() && other.State == ContainerCreated {
+				cp := *other
+				cp.UnclaimedSince = time.Time{}
+				if err := m.putContainer(&cp); err != nil {
+					return "", nil, err
+				}
+				m.log.Info("CreateContainer: kubelet's retry claims the container finished after its first call timed out", "pod", sb.ID, "container", other.ID)
+				return other.ID, nil, nil
+			}
+			return "", nil, errdefs.AlreadyExistsf("container %q attempt %d already exists in sandbox %s as %s", cfg.Name, cfg.Attempt, sb.ID, other.ID)
+		}
+		if other.State != ContainerExited {
+			return "", nil, errdefs.FailedPreconditionf("podvisor runs one VM per pod: sandbox %s already has container %s (%q, %s); a second container is refused until it has exited",
+				sb.ID, other.ID, other.Config.Name, other.State)
+		}
+		exited = append(exited, other)
+	}
+	return "", exited, nil
+}
+
+// createVM resolves the image, assembles and defines the VM and records
+// the container. The work runs to its end even if the caller gives up
+// (the record then waits for kubelet's retry); a failure takes back every
+// step made. The VM's directory is the assembler's until Assemble returns
+// (it removes what it made on failure), the manager's from then on.
+func (m *Manager) createVM(callerCtx context.Context, sb *Sandbox, cfg ContainerConfig) (_ string, err error) {
+	ctx, cancel := detach(callerCtx, m.cfg.OpTimeout)
 	defer cancel()
 	imagePath, imageRef, err := m.cfg.Images.Resolve(ctx, cfg.Image)
 	if err != nil {
 		return "", fmt.Errorf("resolving image %q: %w", cfg.Image, err)
 	}
-	if err := failpoint.Eval(FailCreateAfterResolve); err != nil {
+	if err := m.cfg.Failpoints.Eval(FailCreateAfterResolve); err != nil {
 		return "", err
 	}
-
 	id := newID()
 	unlock := m.locks.lock(id)
 	defer unlock()
 	name := DomainName(id)
 	c := &Container{
 		ID:         id,
-		SandboxID:  sbID,
+		SandboxID:  sb.ID,
 		Config:     cfg,
 		ImageRef:   imageRef,
 		DomainName: name,
@@ -100,39 +117,36 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 	if cfg.LogPath != "" && sb.Config.LogDirectory != "" {
 		c.LogPath = filepath.Join(sb.Config.LogDirectory, cfg.LogPath)
 	}
-	log := m.log.With("pod", sbID, "container", id, "domain", name)
+	log := m.log.With("pod", sb.ID, "container", id, "domain", name)
 
+	var rollback undo
+	defer rollback.runIfFailed(ctx, &err)
 	domainXML, err := m.cfg.Assembler.Assemble(ctx, sb, c, imagePath)
 	if err != nil {
-		_ = removeDir(c.Dir)
 		return "", fmt.Errorf("preparing the VM of container %q: %w", cfg.Name, err)
 	}
-	if err := failpoint.Eval(FailCreateAfterAssemble); err != nil {
-		_ = removeDir(c.Dir)
+	rollback.push(func(context.Context) { _ = removeDir(c.Dir) })
+	if err := m.cfg.Failpoints.Eval(FailCreateAfterAssemble); err != nil {
 		return "", err
 	}
 	if _, err := m.hv.Define(ctx, domainXML); err != nil {
-		_ = removeDir(c.Dir)
 		return "", fmt.Errorf("defining the VM of container %q: %w", cfg.Name, err)
 	}
-	if err := failpoint.Eval(FailCreateAfterDefine); err != nil {
-		if uerr := m.hv.Undefine(context.WithoutCancel(ctx), name); uerr != nil {
+	rollback.push(func(ctx context.Context) {
+		if uerr := m.hv.Undefine(ctx, name); uerr != nil {
 			log.Error("undefining the VM of a container that failed to be created", "err", uerr)
 		}
-		_ = removeDir(c.Dir)
+	})
+	if err := m.cfg.Failpoints.Eval(FailCreateAfterDefine); err != nil {
 		return "", err
 	}
 	if callerCtx.Err() != nil {
 		c.UnclaimedSince = m.clock.Now()
 	}
 	if err := m.putContainer(c); err != nil {
-		cctx := context.WithoutCancel(ctx)
-		if uerr := m.hv.Undefine(cctx, name); uerr != nil {
-			log.Error("undefining the VM of a container that could not be saved", "err", uerr)
-		}
-		_ = removeDir(c.Dir)
 		return "", err
 	}
+	rollback.commit()
 	if err := callerCtx.Err(); err != nil {
 		log.Warn("container created after the caller gave up; kept for its retry")
 		return "", fmt.Errorf("CreateContainer %q finished after the caller gave up; a retry returns container %s: %w", cfg.Name, id, err)
@@ -157,20 +171,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 		return errdefs.FailedPreconditionf("container %s is %s: only a created container can be started", id, c.State)
 	}
 	log := m.log.With("pod", c.SandboxID, "container", id, "domain", c.DomainName)
-	err = failpoint.Eval(FailStartBeforeStart)
-	if err == nil {
-		err = m.hv.Start(ctx, c.DomainName)
-		if err == nil {
-			if err = failpoint.Eval(FailStartAfterStart); err != nil {
-				// The VM runs but the call fails: stop it, so that the
-				// container's EXITED state is the truth.
-				if derr := m.hv.Destroy(context.WithoutCancel(ctx), c.DomainName); derr != nil {
-					log.Error("destroying a VM whose start failed", "err", derr)
-				}
-			}
-		}
-	}
-	if err != nil {
+	if err := m.startDomain(ctx, c.DomainName, log); err != nil {
 		cp := *c
 		m.markExited(&cp, m.clock.Now(), 128, "StartError", err.Error())
 		if perr := m.putContainer(&cp); perr != nil {
@@ -186,6 +187,24 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	}
 	m.startConsole(&cp)
 	log.Info("container started")
+	return nil
+}
+
+// startDomain starts the VM; if the call then fails, the VM is destroyed so
+// that the container's EXITED state is the truth.
+func (m *Manager) startDomain(ctx context.Context, name string, log *slog.Logger) error {
+	if err := m.cfg.Failpoints.Eval(FailStartBeforeStart); err != nil {
+		return err
+	}
+	if err := m.hv.Start(ctx, name); err != nil {
+		return err
+	}
+	if err := m.cfg.Failpoints.Eval(FailStartAfterStart); err != nil {
+		if derr := m.hv.Destroy(context.WithoutCancel(ctx), name); derr != nil {
+			log.Error("destroying a VM whose start failed", "err", derr)
+		}
+		return err
+	}
 	return nil
 }
 

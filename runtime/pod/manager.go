@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podvisor/podvisor/runtime/failpoint"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/store"
 )
@@ -59,6 +60,9 @@ type Config struct {
 	// caller gave up waits for kubelet's retry before it is removed.
 	// Default 5 min.
 	UnclaimedTTL time.Duration
+	// Failpoints makes named steps fail (tests; PODVISOR_FAILPOINTS in the
+	// daemon). Nil: none.
+	Failpoints *failpoint.Points
 }
 
 // Manager runs sandboxes and containers.

@@ -843,10 +843,10 @@ func TestRestartMatrix(t *testing.T) {
 func TestEveryFailpointFailsCleanly(t *testing.T) {
 	for _, fp := range pod.Failpoints {
 		t.Run(fp, func(t *testing.T) {
-			e := newEnv(t)
+			fps := &failpoint.Points{}
+			e := newEnv(t, envOpt{cfg: func(c *pod.Config) { c.Failpoints = fps }})
 			ctx := context.Background()
-			failpoint.Set(fp, 1)
-			defer failpoint.Clear()
+			fps.Set(fp, 1)
 			fired := 0
 
 			sb, err := e.m.RunPodSandbox(ctx, sandboxCfg("fp"))

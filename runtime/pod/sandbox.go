@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
-	"github.com/podvisor/podvisor/runtime/failpoint"
 )
 
 // RunPodSandbox creates a ready sandbox with its network. A ready sandbox
@@ -24,33 +23,45 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 	}
 	unlock := m.locks.lock("pod-uid:" + cfg.UID)
 	defer unlock()
+	if id, err := m.existingSandbox(cfg); id != "" || err != nil {
+		return id, err
+	}
+	return m.createSandbox(ctx, cfg)
+}
 
+// existingSandbox returns the ready sandbox of the same pod UID and attempt
+// (claiming it for kubelet's retry if it was finished after the first call
+// timed out); one that is not ready is an error.
+func (m *Manager) existingSandbox(cfg SandboxConfig) (string, error) {
 	for _, sb := range m.ListPodSandboxes(SandboxFilter{}) {
 		if sb.Config.UID != cfg.UID || sb.Config.Attempt != cfg.Attempt {
 			continue
 		}
-		if sb.State == SandboxReady {
-			if !sb.UnclaimedSince.IsZero() {
-				cp := *sb
-				cp.UnclaimedSince = time.Time{}
-				if err := m.putSandbox(&cp); err != nil {
-					return "", err
-				}
-				m.log.Info("RunPodSandbox: kubelet's retry claims the sandbox finished after its first call timed out", "pod", sb.ID)
-				return sb.ID, nil
+		if sb.State != SandboxReady {
+			return "", errdefs.AlreadyExistsf("sandbox %s of pod %s/%s (uid %s) attempt %d exists and is not ready: remove it, or run the pod with a new attempt number",
+				sb.ID, cfg.Namespace, cfg.Name, cfg.UID, cfg.Attempt)
+		}
+		if !sb.UnclaimedSince.IsZero() {
+			cp := *sb
+			cp.UnclaimedSince = time.Time{}
+			if err := m.putSandbox(&cp); err != nil {
+				return "", err
 			}
-			m.log.Info("RunPodSandbox: sandbox exists and is ready; returning it", "pod", sb.ID, "uid", cfg.UID)
+			m.log.Info("RunPodSandbox: kubelet's retry claims the sandbox finished after its first call timed out", "pod", sb.ID)
 			return sb.ID, nil
 		}
-		return "", errdefs.AlreadyExistsf("sandbox %s of pod %s/%s (uid %s) attempt %d exists and is not ready: remove it, or run the pod with a new attempt number",
-			sb.ID, cfg.Namespace, cfg.Name, cfg.UID, cfg.Attempt)
+		m.log.Info("RunPodSandbox: sandbox exists and is ready; returning it", "pod", sb.ID, "uid", cfg.UID)
+		return sb.ID, nil
 	}
+	return "", nil
+}
 
-	// The work runs to its end even if kubelet's deadline passes: a
-	// half-made sandbox torn down and made again on every retry would never
-	// finish on a slow node.
-	callerCtx := ctx
-	ctx, cancel := detach(ctx, m.cfg.OpTimeout)
+// createSandbox records a new sandbox, sets up its network and marks it
+// ready. The work runs to its end even if kubelet's deadline passes: a
+// half-made sandbox torn down and made again on every retry would never
+// finish on a slow node. A failure is undone by abandonSandbox, once.
+func (m *Manager) createSandbox(callerCtx context.Context, cfg SandboxConfig) (_ string, err error) {
+	ctx, cancel := detach(callerCtx, m.cfg.OpTimeout)
 	defer cancel()
 	sb := &Sandbox{
 		ID:        newID(),
@@ -68,23 +79,27 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 	if err := m.putSandbox(sb); err != nil {
 		return "", err
 	}
+	networkMade, recorded, last := false, false, sb
+	defer func() {
+		if err != nil && !recorded {
+			m.abandonSandbox(ctx, last, networkMade)
+		}
+	}()
 	if cfg.LogDirectory != "" {
 		if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
-			m.abandonSandbox(ctx, sb, false)
 			return "", fmt.Errorf("creating pod log directory %s: %w", cfg.LogDirectory, err)
 		}
 	}
-	if err := failpoint.Eval(FailRunBeforeNetwork); err != nil {
-		m.abandonSandbox(ctx, sb, false)
+	if err := m.cfg.Failpoints.Eval(FailRunBeforeNetwork); err != nil {
 		return "", err
 	}
+	// A failed Setup may have made part of the network: tear it down too.
+	networkMade = true
 	netStatus, err := m.cfg.Network.Setup(ctx, sb)
 	if err != nil {
-		m.abandonSandbox(ctx, sb, true)
 		return "", fmt.Errorf("setting up the network of pod %s/%s: %w", cfg.Namespace, cfg.Name, err)
 	}
-	if err := failpoint.Eval(FailRunAfterNetwork); err != nil {
-		m.abandonSandbox(ctx, sb, true)
+	if err := m.cfg.Failpoints.Eval(FailRunAfterNetwork); err != nil {
 		return "", err
 	}
 	ready := *sb
@@ -94,10 +109,11 @@ func (m *Manager) RunPodSandbox(ctx context.Context, cfg SandboxConfig) (string,
 	if callerCtx.Err() != nil {
 		ready.UnclaimedSince = m.clock.Now()
 	}
+	last = &ready
 	if err := m.putSandbox(&ready); err != nil {
-		m.abandonSandbox(ctx, &ready, true)
 		return "", err
 	}
+	recorded = true
 	if err := callerCtx.Err(); err != nil {
 		log.Warn("sandbox ready after the caller gave up; kept for its retry", "ips", netStatus.IPs())
 		return "", fmt.Errorf("RunPodSandbox for pod %s/%s finished after the caller gave up; a retry returns sandbox %s: %w", cfg.Namespace, cfg.Name, sb.ID, err)
