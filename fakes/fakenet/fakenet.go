@@ -16,7 +16,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
 // Network allocates pod IPs from a /16.
@@ -31,13 +31,6 @@ type Network struct {
 	failSetup error
 	failTear  error
 }
-
-// The lifecycle finds the optional one by type assertion; a signature that
-// drifts must fail the build, not switch the feature off.
-var (
-	_ pod.Network          = (*Network)(nil)
-	_ pod.NetworkCollector = (*Network)(nil)
-)
 
 // New makes a network keeping its allocations in dir ("" = memory only).
 // subnet defaults to 10.88.0.0/16 with the gateway at .1.
@@ -151,7 +144,7 @@ func (n *Network) Allocated() []string {
 }
 
 // Setup allocates the next free address for sb.
-func (n *Network) Setup(ctx context.Context, sb *pod.Sandbox) (*pod.NetworkStatus, error) {
+func (n *Network) Setup(ctx context.Context, sb *podtypes.Sandbox) (*podtypes.NetworkStatus, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -174,17 +167,17 @@ func (n *Network) Setup(ctx context.Context, sb *pod.Sandbox) (*pod.NetworkStatu
 		n.owner[addr] = sb.ID
 		n.last = addr
 	}
-	return &pod.NetworkStatus{Interfaces: []pod.Interface{{
+	return &podtypes.NetworkStatus{Interfaces: []podtypes.Interface{{
 		Name:   "eth0",
 		MAC:    macFor(sb.ID),
 		MTU:    1500,
-		IPs:    []pod.IPConfig{{CIDR: netip.PrefixFrom(addr, n.prefix.Bits()).String(), Gateway: n.gateway.String()}},
-		Routes: []pod.Route{{Dst: "0.0.0.0/0", GW: n.gateway.String()}},
+		IPs:    []podtypes.IPConfig{{CIDR: netip.PrefixFrom(addr, n.prefix.Bits()).String(), Gateway: n.gateway.String()}},
+		Routes: []podtypes.Route{{Dst: "0.0.0.0/0", GW: n.gateway.String()}},
 	}}}, nil
 }
 
 // Teardown releases sb's address; releasing twice succeeds.
-func (n *Network) Teardown(ctx context.Context, sb *pod.Sandbox) error {
+func (n *Network) Teardown(ctx context.Context, sb *podtypes.Sandbox) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.failTear != nil {

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
 func TestAllocatesPersistsAndReleases(t *testing.T) {
@@ -16,7 +16,7 @@ func TestAllocatesPersistsAndReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	a, b := &pod.Sandbox{ID: "a"}, &pod.Sandbox{ID: "b"}
+	a, b := &podtypes.Sandbox{ID: "a"}, &podtypes.Sandbox{ID: "b"}
 	st, err := n.Setup(ctx, a)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func TestFaults(t *testing.T) {
 	n, _ := New("", "")
 	boom := errors.New("boom")
 	n.FailSetup(boom)
-	if _, err := n.Setup(context.Background(), &pod.Sandbox{ID: "x"}); !errors.Is(err, boom) {
+	if _, err := n.Setup(context.Background(), &podtypes.Sandbox{ID: "x"}); !errors.Is(err, boom) {
 		t.Fatalf("Setup err = %v, want boom", err)
 	}
 	if len(n.Allocated()) != 0 {
@@ -77,12 +77,12 @@ func TestRoundRobin(t *testing.T) {
 	var got []string
 	for _, id := range []string{"a", "b", "release a", "c", "d", "e", "f"} {
 		if id == "release a" {
-			if err := n.Teardown(ctx, &pod.Sandbox{ID: "a"}); err != nil {
+			if err := n.Teardown(ctx, &podtypes.Sandbox{ID: "a"}); err != nil {
 				t.Fatal(err)
 			}
 			continue
 		}
-		st, err := n.Setup(ctx, &pod.Sandbox{ID: id})
+		st, err := n.Setup(ctx, &podtypes.Sandbox{ID: id})
 		if err != nil {
 			t.Fatalf("Setup %s: %v", id, err)
 		}

@@ -509,6 +509,19 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
+// The lifecycle finds the optional network interfaces by type assertion; a
+// signature that drifts must fail the build, not switch the feature off.
+// (The networks import only runtime/podtypes, not runtime/pod, so the
+// assertions live here, where both meet.)
+var (
+	_ pod.Network          = (*network.Network)(nil)
+	_ pod.NetworkCollector = (*network.Network)(nil)
+	_ pod.NetworkResumer   = (*network.Network)(nil)
+	_ pod.Network          = (*fakenet.Network)(nil)
+	_ pod.NetworkCollector = (*fakenet.Network)(nil)
+	_ pod.VMAssembler      = (*vmbuild.Assembler)(nil)
+)
+
 // wrapperPath finds the emulator wrapper: the configured path, else
 // podvisor-vmwrapper next to the running binary, else on PATH.
 func wrapperPath(configured string) (string, error) {

@@ -36,6 +36,12 @@ var rules = []Rule{{
 		"github.com/containernetworking/...", "google.golang.org/grpc"},
 	Transitive: true,
 }, {
+	Name: "the lifecycle's adapters see its records in runtime/podtypes, not the lifecycle itself",
+	From: []string{m("runtime/network/..."), m("runtime/vmbuild"), m("runtime/volume"), m("fakes/fakenet")},
+	Forbidden: []string{m("runtime/pod"), m("runtime/store"), m("runtime/stream"), m("runtime/streamserver"),
+		"go.etcd.io/bbolt", "google.golang.org/grpc"},
+	Transitive: true,
+}, {
 	Name:      "fakes only from wiring",
 	From:      []string{mod + "/..."},
 	Except:    []string{m("internal/daemon"), m("internal/scalebench"), m("cmd/..."), m("fakes/..."), m("ci/...")},
@@ -112,6 +118,13 @@ func TestWalls(t *testing.T) {
 	statSources(t)
 	g := moduleGraph(t)
 	bad := append(Check(g, rules), CgoOutside(g, []string{"libvirt.org/go/libvirt"})...)
+	for _, leaf := range []string{m("runtime/podtypes"), m("runtime/errdefs")} {
+		for _, imp := range g[leaf].Imports {
+			if !g[imp].Standard {
+				bad = append(bad, "leaf packages import only the standard library: "+leaf+" -> "+imp)
+			}
+		}
+	}
 	if len(bad) > 0 {
 		t.Errorf("import walls broken (docs/design.md, Walls):\n%s", strings.Join(bad, "\n"))
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/podvisor/podvisor/runtime/network/vmenv"
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
 const bridgeConflist = `{"cniVersion":"1.0.0","name":"%s","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.77.0.0/24"}}]}`
@@ -101,11 +101,11 @@ func TestReady(t *testing.T) {
 	}
 }
 
-func testSandbox() *pod.Sandbox {
-	return &pod.Sandbox{ID: "0123456789abcdef0123", Config: pod.SandboxConfig{
+func testSandbox() *podtypes.Sandbox {
+	return &podtypes.Sandbox{ID: "0123456789abcdef0123", Config: podtypes.SandboxConfig{
 		Name: "vm", Namespace: "default", UID: "uid-1", Hostname: "vm-host",
-		DNS: pod.DNSConfig{Servers: []string{"10.96.0.10", "fd00::10"}, Searches: []string{"default.svc.cluster.local"}},
-		PortMappings: []pod.PortMapping{
+		DNS: podtypes.DNSConfig{Servers: []string{"10.96.0.10", "fd00::10"}, Searches: []string{"default.svc.cluster.local"}},
+		PortMappings: []podtypes.PortMapping{
 			{Protocol: "TCP", ContainerPort: 80, HostPort: 8080},
 			{Protocol: "UDP", ContainerPort: 53, HostPort: 5353, HostIP: "127.0.0.1"},
 			{Protocol: "TCP", ContainerPort: 22}, // not published
@@ -128,7 +128,7 @@ func TestRuntimeConf(t *testing.T) {
 	if string(got) != wantCaps {
 		t.Errorf("CapabilityArgs = %s, want %s", got, wantCaps)
 	}
-	if rt := runtimeConf(&pod.Sandbox{ID: "x"}, ""); rt.CapabilityArgs != nil {
+	if rt := runtimeConf(&podtypes.Sandbox{ID: "x"}, ""); rt.CapabilityArgs != nil {
 		t.Errorf("no port mappings: CapabilityArgs = %v, want none", rt.CapabilityArgs)
 	}
 	if got := netnsName("0123456789abcdef0123"); got != "podvisor-0123456789ab" {
@@ -153,10 +153,10 @@ func TestStatusOf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStatus := &pod.NetworkStatus{NetNS: st.NetNS, Interfaces: []pod.Interface{{
+	wantStatus := &podtypes.NetworkStatus{NetNS: st.NetNS, Interfaces: []podtypes.Interface{{
 		Name: "eth0", MAC: "0a:58:0a:4d:00:05", MTU: 1450,
-		IPs:    []pod.IPConfig{{CIDR: "10.77.0.5/24", Gateway: "10.77.0.1"}, {CIDR: "fd77::5/64", Gateway: "fd77::1"}},
-		Routes: []pod.Route{{Dst: "0.0.0.0/0"}, {Dst: "10.96.0.0/12", GW: "10.77.0.254"}, {Dst: "::/0", GW: "fd77::1"}},
+		IPs:    []podtypes.IPConfig{{CIDR: "10.77.0.5/24", Gateway: "10.77.0.1"}, {CIDR: "fd77::5/64", Gateway: "fd77::1"}},
+		Routes: []podtypes.Route{{Dst: "0.0.0.0/0"}, {Dst: "10.96.0.0/12", GW: "10.77.0.254"}, {Dst: "::/0", GW: "fd77::1"}},
 	}}}
 	if diff := cmp.Diff(wantStatus, status); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
@@ -180,7 +180,7 @@ func TestStatusOf(t *testing.T) {
 
 	// Without pod DNS config the CNI result's DNS is used.
 	sb := testSandbox()
-	sb.Config.DNS = pod.DNSConfig{}
+	sb.Config.DNS = podtypes.DNSConfig{}
 	_, l, err = statusOf(sb, st, &res)
 	if err != nil {
 		t.Fatal(err)
@@ -202,13 +202,13 @@ func TestNICs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sb := testSandbox()
-	if _, _, err := n.NICs(context.Background(), sb, &pod.Container{}); err == nil || !strings.Contains(err.Error(), "has no pod network") {
+	if _, _, err := n.NICs(context.Background(), sb, &podtypes.Container{}); err == nil || !strings.Contains(err.Error(), "has no pod network") {
 		t.Fatalf("NICs without network: %v", err)
 	}
 	st := state{Version: stateVersion, SandboxID: sb.ID, NetNS: "/run/netns/podvisor-0123456789ab", Moved: &moved{MAC: "0a:58:0a:4d:00:05"}}
-	sb.Network = &pod.NetworkStatus{}
+	sb.Network = &podtypes.NetworkStatus{}
 	sb.Network.Opaque, _ = json.Marshal(st)
-	ifs, env, err := n.NICs(context.Background(), sb, &pod.Container{})
+	ifs, env, err := n.NICs(context.Background(), sb, &podtypes.Container{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestNICs(t *testing.T) {
 
 	st.Version = 99
 	sb.Network.Opaque, _ = json.Marshal(st)
-	if _, _, err := n.NICs(context.Background(), sb, &pod.Container{}); err == nil || !strings.Contains(err.Error(), "version 99") {
+	if _, _, err := n.NICs(context.Background(), sb, &podtypes.Container{}); err == nil || !strings.Contains(err.Error(), "version 99") {
 		t.Errorf("NICs with a future state version: %v", err)
 	}
 }

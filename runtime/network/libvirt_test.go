@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
 
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
 func TestLibvirtGuestGetsPodNetwork(t *testing.T) {
@@ -70,7 +70,7 @@ func TestLibvirtGuestGetsPodNetwork(t *testing.T) {
 			e.n.Teardown(ctx, sb)
 		}
 	})
-	_, env, err := e.n.NICs(ctx, sb, &pod.Container{})
+	_, env, err := e.n.NICs(ctx, sb, &podtypes.Container{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/podvisor/podvisor/runtime/network/vmenv"
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
 // stateVersion is the version of the state format below.
@@ -46,7 +46,8 @@ type state struct {
 	Moved *moved `json:"moved,omitempty"`
 }
 
-// Network implements pod.Network and vmbuild.NICProvider.
+// Network implements pod.Network (with its optional NetworkCollector and
+// NetworkResumer) and vmbuild.NICProvider.
 type Network struct {
 	cfg Config
 	cni *libcni.CNIConfig
@@ -54,14 +55,6 @@ type Network struct {
 	mu   sync.Mutex
 	dhcp map[string]*dhcpServer // by sandbox ID
 }
-
-// The lifecycle finds the optional ones by type assertion; a signature that
-// drifts must fail the build, not switch the feature off.
-var (
-	_ pod.Network          = (*Network)(nil)
-	_ pod.NetworkCollector = (*Network)(nil)
-	_ pod.NetworkResumer   = (*Network)(nil)
-)
 
 // New returns a Network. It does not require a CNI configuration to exist
 // yet (Ready reports that); it creates CacheDir.
@@ -142,14 +135,14 @@ func decodeState(data []byte, where string) (*state, error) {
 
 // stateOf returns the network state of sb: from its record, else from the
 // state file; nil when neither exists (Setup never started CNI for it).
-func (n *Network) stateOf(sb *pod.Sandbox) (*state, error) {
+func (n *Network) stateOf(sb *podtypes.Sandbox) (*state, error) {
 	if sb.Network != nil && len(sb.Network.Opaque) > 0 {
 		return decodeState(sb.Network.Opaque, "the record of sandbox "+sb.ID)
 	}
 	return n.readState(sb.ID)
 }
 
-func runtimeConf(sb *pod.Sandbox, netnsPath string) *libcni.RuntimeConf {
+func runtimeConf(sb *podtypes.Sandbox, netnsPath string) *libcni.RuntimeConf {
 	rt := &libcni.RuntimeConf{
 		ContainerID: sb.ID,
 		NetNS:       netnsPath,
@@ -186,7 +179,7 @@ func runtimeConf(sb *pod.Sandbox, netnsPath string) *libcni.RuntimeConf {
 // Setup creates the pod's network namespace, runs CNI ADD in it, bridges
 // eth0 to the VM's tap and starts the DHCP server that gives the guest the
 // pod's address. On error it undoes what it did.
-func (n *Network) Setup(ctx context.Context, sb *pod.Sandbox) (_ *pod.NetworkStatus, err error) {
+func (n *Network) Setup(ctx context.Context, sb *podtypes.Sandbox) (_ *podtypes.NetworkStatus, err error) {
 	list, confFile, err := loadConfList(n.cfg.ConfDir)
 	if err != nil {
 		return nil, err
@@ -268,7 +261,7 @@ func (n *Network) stopDHCP(sandboxID string) {
 
 // statusOf converts the CNI result into the pod's network status and the
 // lease the guest gets.
-func statusOf(sb *pod.Sandbox, st *state, res *types100.Result) (*pod.NetworkStatus, *lease, error) {
+func statusOf(sb *podtypes.Sandbox, st *state, res *types100.Result) (*podtypes.NetworkStatus, *lease, error) {
 	mac, err := net.ParseMAC(st.Moved.MAC)
 	if err != nil {
 		return nil, nil, fmt.Errorf("the MAC %q of %s: %w", st.Moved.MAC, podIfName, err)
@@ -280,7 +273,7 @@ func statusOf(sb *pod.Sandbox, st *state, res *types100.Result) (*pod.NetworkSta
 			idx = i
 		}
 	}
-	ifc := pod.Interface{Name: podIfName, MAC: mac.String(), MTU: st.Moved.MTU}
+	ifc := podtypes.Interface{Name: podIfName, MAC: mac.String(), MTU: st.Moved.MTU}
 	l := &lease{MAC: mac, MTU: st.Moved.MTU, ServerIP: serverIP, Hostname: sb.Config.Hostname}
 	if l.Hostname == "" {
 		l.Hostname = sb.Config.Name
@@ -289,7 +282,7 @@ func statusOf(sb *pod.Sandbox, st *state, res *types100.Result) (*pod.NetworkSta
 		if ip.Interface != nil && idx >= 0 && *ip.Interface != idx {
 			continue
 		}
-		c := pod.IPConfig{CIDR: ip.Address.String()}
+		c := podtypes.IPConfig{CIDR: ip.Address.String()}
 		if ip.Gateway != nil {
 			c.Gateway = ip.Gateway.String()
 		}
@@ -305,7 +298,7 @@ func statusOf(sb *pod.Sandbox, st *state, res *types100.Result) (*pod.NetworkSta
 		return nil, nil, fmt.Errorf("the CNI result has no IPv4 address for %s; podvisor gives the VM its address by DHCPv4 and needs one", podIfName)
 	}
 	for _, r := range res.Routes {
-		pr := pod.Route{Dst: r.Dst.String()}
+		pr := podtypes.Route{Dst: r.Dst.String()}
 		if r.GW != nil {
 			pr.GW = r.GW.String()
 		}
@@ -340,13 +333,13 @@ func statusOf(sb *pod.Sandbox, st *state, res *types100.Result) (*pod.NetworkSta
 		}
 	}
 	l.Search = searches
-	return &pod.NetworkStatus{NetNS: st.NetNS, Interfaces: []pod.Interface{ifc}}, l, nil
+	return &podtypes.NetworkStatus{NetNS: st.NetNS, Interfaces: []podtypes.Interface{ifc}}, l, nil
 }
 
 // NICs implements vmbuild.NICProvider: the VM's NIC is not a libvirt
 // interface but the tap in the pod's namespace, which the emulator wrapper
 // hands to QEMU; so it returns no interfaces and the wrapper's environment.
-func (n *Network) NICs(ctx context.Context, sb *pod.Sandbox, c *pod.Container) ([]libvirtxml.DomainInterface, map[string]string, error) {
+func (n *Network) NICs(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container) ([]libvirtxml.DomainInterface, map[string]string, error) {
 	if sb.Network == nil || len(sb.Network.Opaque) == 0 {
 		return nil, nil, fmt.Errorf("sandbox %s has no pod network set up by podvisor's CNI network", sb.ID)
 	}
@@ -372,7 +365,7 @@ func (n *Network) NICs(ctx context.Context, sb *pod.Sandbox, c *pod.Container) (
 // restarted (the namespace, bridge and tap outlive podvisor; the server
 // does not). It fails when the namespace or its links are gone. Calling it
 // for a sandbox whose server runs is harmless.
-func (n *Network) Resume(ctx context.Context, sb *pod.Sandbox) error {
+func (n *Network) Resume(ctx context.Context, sb *podtypes.Sandbox) error {
 	if sb.Network == nil || len(sb.Network.Opaque) == 0 {
 		return fmt.Errorf("sandbox %s has no pod network to resume", sb.ID)
 	}
@@ -404,7 +397,7 @@ func (n *Network) Resume(ctx context.Context, sb *pod.Sandbox) error {
 // runs CNI DEL and removes the namespace. It works from the sandbox record
 // or, when Setup did not finish, from the state file; with neither there
 // is nothing to do. Repeated calls succeed.
-func (n *Network) Teardown(ctx context.Context, sb *pod.Sandbox) error {
+func (n *Network) Teardown(ctx context.Context, sb *podtypes.Sandbox) error {
 	st, err := n.stateOf(sb)
 	if err != nil {
 		return err
@@ -412,7 +405,7 @@ func (n *Network) Teardown(ctx context.Context, sb *pod.Sandbox) error {
 	return n.teardown(ctx, sb, st)
 }
 
-func (n *Network) teardown(ctx context.Context, sb *pod.Sandbox, st *state) error {
+func (n *Network) teardown(ctx context.Context, sb *podtypes.Sandbox, st *state) error {
 	n.stopDHCP(sb.ID)
 	path := n.NetNSPath(sb.ID)
 	if st != nil && st.NetNS != "" {
@@ -470,7 +463,7 @@ func (n *Network) CollectOrphans(ctx context.Context, keep map[string]bool) ([]s
 			errs = append(errs, err)
 			continue
 		}
-		if err := n.teardown(ctx, &pod.Sandbox{ID: id}, st); err != nil {
+		if err := n.teardown(ctx, &podtypes.Sandbox{ID: id}, st); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podvisor/podvisor/runtime/network/vmenv"
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
 const pluginDir = "/usr/lib/cni"
@@ -114,7 +114,7 @@ func newEnv(t *testing.T, o envOpt) *env {
 	return e
 }
 
-func newSandbox(id string) *pod.Sandbox {
+func newSandbox(id string) *podtypes.Sandbox {
 	sb := testSandbox()
 	sb.ID = id
 	sb.Config.PortMappings = nil
@@ -131,7 +131,7 @@ func TestSetupDHCPTeardown(t *testing.T) {
 		t.Fatal(err)
 	}
 	sb.Network = status
-	sb.State = pod.SandboxReady
+	sb.State = podtypes.SandboxReady
 
 	path := filepath.Join(e.cfg.NetNSDir, "podvisor-a1b2c3d4e5f6")
 	if status.NetNS != path || !netnsExists(path) {
@@ -185,7 +185,7 @@ func TestSetupDHCPTeardown(t *testing.T) {
 	}
 
 	// NICs gives the wrapper the namespace and the tap with the VM's MAC.
-	_, qenv, err := e.n.NICs(ctx, sb, &pod.Container{})
+	_, qenv, err := e.n.NICs(ctx, sb, &podtypes.Container{})
 	if err != nil {
 		t.Fatal(err)
 	}

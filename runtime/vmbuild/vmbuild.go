@@ -21,7 +21,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/image"
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 	"github.com/podvisor/podvisor/runtime/volume"
 )
 
@@ -36,7 +36,7 @@ const (
 // and the environment its emulator needs (for a wrapper that enters the
 // pod's network namespace).
 type NICProvider interface {
-	NICs(ctx context.Context, sb *pod.Sandbox, c *pod.Container) ([]libvirtxml.DomainInterface, map[string]string, error)
+	NICs(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container) ([]libvirtxml.DomainInterface, map[string]string, error)
 }
 
 // Config wires an Assembler.
@@ -80,7 +80,7 @@ func New(cfg Config) (*Assembler, error) {
 
 // Assemble prepares the VM of c and returns its domain XML. On error the
 // container's directory is removed.
-func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Container, imagePath string) (xml string, err error) {
+func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, imagePath string) (xml string, err error) {
 	vm, err := ParseVMConfig(sb, c)
 	if err != nil {
 		return "", err
@@ -172,7 +172,7 @@ func (a *Assembler) Assemble(ctx context.Context, sb *pod.Sandbox, c *pod.Contai
 // exist, a link out of a secret's directory or file volumes over
 // volume.MaxFileBytes, is an InvalidArgument naming it, before anything is
 // made. The files' contents are never logged.
-func (a *Assembler) planVolumes(ctx context.Context, sb *pod.Sandbox, c *pod.Container) (*volume.Plan, error) {
+func (a *Assembler) planVolumes(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container) (*volume.Plan, error) {
 	mounts := make([]volume.Mount, 0, len(c.Config.Mounts))
 	for _, m := range c.Config.Mounts {
 		mounts = append(mounts, volume.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, ReadOnly: m.Readonly})
@@ -213,7 +213,7 @@ func (a *Assembler) planVolumes(ctx context.Context, sb *pod.Sandbox, c *pod.Con
 // ParseVMConfig validates the pod's annotations with the container's
 // resources and environment. Errors are InvalidArgument and name the
 // annotation, the value and what is accepted.
-func ParseVMConfig(sb *pod.Sandbox, c *pod.Container) (*annotations.VMConfig, error) {
+func ParseVMConfig(sb *podtypes.Sandbox, c *podtypes.Container) (*annotations.VMConfig, error) {
 	res := annotations.Resources{
 		MemoryLimitBytes: c.Config.Resources.MemoryLimitBytes,
 		CPUShares:        c.Config.Resources.CPUShares,
@@ -235,7 +235,7 @@ func ParseVMConfig(sb *pod.Sandbox, c *pod.Container) (*annotations.VMConfig, er
 	return vm, nil
 }
 
-func cloudInitInput(sb *pod.Sandbox, c *pod.Container, vm *annotations.VMConfig) cloudinit.Input {
+func cloudInitInput(sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig) cloudinit.Input {
 	ci := vm.CloudInit
 	in := cloudinit.Input{
 		PodName:           sb.Config.Name,
@@ -296,7 +296,7 @@ func cloudInitInput(sb *pod.Sandbox, c *pod.Container, vm *annotations.VMConfig)
 
 // guestHostname is the pod's hostname, or its name, cut to a DNS label's 63
 // characters: longer names make the guest's sethostname fail.
-func guestHostname(sb *pod.Sandbox) string {
+func guestHostname(sb *podtypes.Sandbox) string {
 	h := sb.Config.Hostname
 	if h == "" {
 		h = sb.Config.Name

@@ -20,7 +20,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/errdefs"
-	"github.com/podvisor/podvisor/runtime/pod"
+	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
 func needTool(t *testing.T, name string) {
@@ -33,18 +33,18 @@ func needTool(t *testing.T, name string) {
 	}
 }
 
-func fixture(t *testing.T, ann map[string]string) (*pod.Sandbox, *pod.Container, string) {
+func fixture(t *testing.T, ann map[string]string) (*podtypes.Sandbox, *podtypes.Container, string) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "base.img")
 	if err := os.WriteFile(img, make([]byte, 2<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sb := &pod.Sandbox{ID: "sb1", Config: pod.SandboxConfig{Name: "vm1", Namespace: "ns", UID: "uid-1", Hostname: "vm1", Annotations: ann,
-		DNS: pod.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"ns.svc.cluster.local"}}},
-		Network: &pod.NetworkStatus{Interfaces: []pod.Interface{{Name: "eth0", MAC: "02:00:00:00:00:01", MTU: 1450,
-			IPs: []pod.IPConfig{{CIDR: "10.1.0.5/24", Gateway: "10.1.0.1"}}, Routes: []pod.Route{{Dst: "0.0.0.0/0", GW: "10.1.0.1"}}}}}}
-	c := &pod.Container{ID: strings.Repeat("ab", 32), Config: pod.ContainerConfig{Name: "vm", Resources: pod.Resources{MemoryLimitBytes: 256 << 20},
-		Envs: []pod.KeyValue{{Key: "A", Value: "b"}}}}
+	sb := &podtypes.Sandbox{ID: "sb1", Config: podtypes.SandboxConfig{Name: "vm1", Namespace: "ns", UID: "uid-1", Hostname: "vm1", Annotations: ann,
+		DNS: podtypes.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"ns.svc.cluster.local"}}},
+		Network: &podtypes.NetworkStatus{Interfaces: []podtypes.Interface{{Name: "eth0", MAC: "02:00:00:00:00:01", MTU: 1450,
+			IPs: []podtypes.IPConfig{{CIDR: "10.1.0.5/24", Gateway: "10.1.0.1"}}, Routes: []podtypes.Route{{Dst: "0.0.0.0/0", GW: "10.1.0.1"}}}}}}
+	c := &podtypes.Container{ID: strings.Repeat("ab", 32), Config: podtypes.ContainerConfig{Name: "vm", Resources: podtypes.Resources{MemoryLimitBytes: 256 << 20},
+		Envs: []podtypes.KeyValue{{Key: "A", Value: "b"}}}}
 	c.DomainName = domain.NameFor(c.ID)
 	c.Dir = filepath.Join(dir, "vms", c.DomainName)
 	return sb, c, img
@@ -136,7 +136,7 @@ func TestGuestHostnameIsADNSLabel(t *testing.T) {
 		{"", "pod-name", "pod-name"},
 		{"", long, strings.Repeat("a", 62)},
 	} {
-		sb := &pod.Sandbox{Config: pod.SandboxConfig{Hostname: tc.hostname, Name: tc.name}}
+		sb := &podtypes.Sandbox{Config: podtypes.SandboxConfig{Hostname: tc.hostname, Name: tc.name}}
 		if got := guestHostname(sb); got != tc.want {
 			t.Errorf("guestHostname(%q, %q) = %q, want %q", tc.hostname, tc.name, got, tc.want)
 		}
@@ -166,7 +166,7 @@ func TestAssembleSharesVolumes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(host, "etc-hosts"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.Config.Mounts = []pod.Mount{
+	c.Config.Mounts = []podtypes.Mount{
 		{ContainerPath: "/etc/hosts", HostPath: filepath.Join(host, "etc-hosts")},
 		{ContainerPath: "/var/data", HostPath: filepath.Join(host, "empty")},
 		{ContainerPath: "/etc/cfg", HostPath: filepath.Join(host, "cfg"), Readonly: true},
@@ -208,7 +208,7 @@ func TestAssembleSharesVolumes(t *testing.T) {
 func TestAssembleRefusesAMissingHostPathAndLeavesNothing(t *testing.T) {
 	sb, c, img := fixture(t, nil)
 	missing := filepath.Join(t.TempDir(), "gone")
-	c.Config.Mounts = []pod.Mount{{ContainerPath: "/data", HostPath: missing}}
+	c.Config.Mounts = []podtypes.Mount{{ContainerPath: "/data", HostPath: missing}}
 	made := 0
 	a, _ := New(Config{DomainType: domain.TypeQEMU,
 		Overlay:  func(context.Context, string, string, int64) (int64, error) { made++; return 0, nil },
@@ -296,7 +296,7 @@ func TestAssembleWritesFileVolumes(t *testing.T) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c.Config.Mounts = []pod.Mount{
+	c.Config.Mounts = []podtypes.Mount{
 		{ContainerPath: "/var/run/secrets/kubernetes.io/serviceaccount", Readonly: true, HostPath: kubeletVolume(t, podDir, "projected", "kube-api-access-x7k2p",
 			map[string]string{"token": "eyJhbGciOi.x.y", "namespace": "ns"}, 0o644)},
 		{ContainerPath: "/etc/creds", Readonly: true, HostPath: kubeletVolume(t, podDir, "secret", "creds", map[string]string{"password": "s3cr3t\n"}, 0o400)},
@@ -342,14 +342,14 @@ func TestAssembleRefusesBadFileVolumes(t *testing.T) {
 	}
 	big := kubeletVolume(t, podDir, "configmap", "big", map[string]string{"blob": strings.Repeat("x", 1<<20+1)}, 0o644)
 	for _, tt := range []struct {
-		m    pod.Mount
+		m    podtypes.Mount
 		want string
 	}{
-		{pod.Mount{ContainerPath: "/etc/evil", HostPath: evil}, `pod ns/vm1: volume mount at "/etc/evil" (host path "` + evil + `"): reading volume file ` + evil + `/stolen: a symbolic link leads out of the volume directory`},
-		{pod.Mount{ContainerPath: "/etc/big", HostPath: big}, `pod ns/vm1: volume mount at "/etc/big" (host path "` + big + `"): the files of the container's secret, configMap, projected and downwardAPI volumes exceed 1048576 bytes together`},
+		{podtypes.Mount{ContainerPath: "/etc/evil", HostPath: evil}, `pod ns/vm1: volume mount at "/etc/evil" (host path "` + evil + `"): reading volume file ` + evil + `/stolen: a symbolic link leads out of the volume directory`},
+		{podtypes.Mount{ContainerPath: "/etc/big", HostPath: big}, `pod ns/vm1: volume mount at "/etc/big" (host path "` + big + `"): the files of the container's secret, configMap, projected and downwardAPI volumes exceed 1048576 bytes together`},
 	} {
 		sb, c, img := fixture(t, nil)
-		c.Config.Mounts = []pod.Mount{tt.m}
+		c.Config.Mounts = []podtypes.Mount{tt.m}
 		made := 0
 		a, _ := New(Config{DomainType: domain.TypeQEMU,
 			Overlay:  func(context.Context, string, string, int64) (int64, error) { made++; return 0, nil },

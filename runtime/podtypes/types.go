@@ -1,4 +1,9 @@
-package pod
+// Package podtypes holds the records and configurations of sandboxes and
+// containers: what the lifecycle (runtime/pod) persists and what its
+// adapters (network, VM assembly, the CRI layer) read. It imports only the
+// standard library, so an adapter that needs a Sandbox links nothing of the
+// lifecycle (no store, no consoles); runtime/pod re-exports every name.
+package podtypes
 
 import (
 	"time"
@@ -209,13 +214,4 @@ type ContainerFilter struct {
 	SandboxID     string
 	State         *ContainerState
 	LabelSelector map[string]string
-}
-
-func labelsMatch(labels, selector map[string]string) bool {
-	for k, v := range selector {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
