@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
 )
 
 // DataSource reads the ConfigMaps and Secrets that data source annotations
@@ -20,7 +22,7 @@ type DataSource interface {
 
 // ErrNotFound is wrapped by DataSource implementations of this package when
 // the object does not exist.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = errdefs.Sentinel(errdefs.ErrNotFound, "not found")
 
 // ParseSourceRef parses an annotation value `configmap/NAME`,
 // `secret/NAME` or, when allowKey, `configmap/NAME/KEY` and `secret/NAME/KEY`.

@@ -135,15 +135,15 @@ func toStatus(err error) error {
 	}
 	code := codes.Unknown
 	switch {
-	case errors.Is(err, errdefs.ErrNotFound), errors.Is(err, hypervisor.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, errdefs.ErrInvalidArgument):
 		code = codes.InvalidArgument
-	case errors.Is(err, errdefs.ErrFailedPrecondition), errors.Is(err, hypervisor.ErrInvalidState):
+	case errors.Is(err, errdefs.ErrFailedPrecondition):
 		code = codes.FailedPrecondition
 	case errors.Is(err, errdefs.ErrAlreadyExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, errdefs.ErrUnimplemented), errors.Is(err, hypervisor.ErrUnimplemented):
+	case errors.Is(err, errdefs.ErrUnimplemented):
 		code = codes.Unimplemented
 	case errors.Is(err, errdefs.ErrUnavailable):
 		code = codes.Unavailable

@@ -45,6 +45,11 @@ func newf(kind error, format string, args ...any) error {
 }
 
 // NotFoundf returns an error of kind ErrNotFound.
+// Sentinel returns a package's sentinel error of a kind: errors.Is matches
+// both the sentinel itself and the kind, so that other packages keep their
+// own sentinels and runtime/cri still maps them without knowing them.
+func Sentinel(kind error, msg string) error { return &kindError{kind: kind, msg: msg} }
+
 func NotFoundf(format string, args ...any) error { return newf(ErrNotFound, format, args...) }
 
 // InvalidArgumentf returns an error of kind ErrInvalidArgument.

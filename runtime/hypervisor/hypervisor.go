@@ -8,21 +8,22 @@ package hypervisor
 
 import (
 	"context"
-	"errors"
 	"io"
 	"time"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
 )
 
 // ErrNotFound is returned (wrapped) when the named domain does not exist.
-var ErrNotFound = errors.New("domain not found")
+var ErrNotFound = errdefs.Sentinel(errdefs.ErrNotFound, "domain not found")
 
 // ErrInvalidState is returned (wrapped) when an operation is not valid in the
 // domain's current state, for example starting a running domain.
-var ErrInvalidState = errors.New("operation invalid in the domain's state")
+var ErrInvalidState = errdefs.Sentinel(errdefs.ErrFailedPrecondition, "operation invalid in the domain's state")
 
 // ErrUnimplemented is returned (wrapped) by optional features a hypervisor
 // does not provide (for example the guest agent before it is built).
-var ErrUnimplemented = errors.New("not implemented by this hypervisor")
+var ErrUnimplemented = errdefs.Sentinel(errdefs.ErrUnimplemented, "not implemented by this hypervisor")
 
 // State is the coarse state of a domain, after libvirt's virDomainState.
 type State int

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/podvisor/podvisor/runtime/errdefs"
 )
 
 // CRIPrefix is the image name prefix Virtlet manifests use; Pull and the
@@ -33,10 +34,10 @@ import (
 const CRIPrefix = "virtlet.cloud/"
 
 // ErrNotFound is returned (wrapped) by Resolve for an image not in the store.
-var ErrNotFound = errors.New("image not found")
+var ErrNotFound = errdefs.Sentinel(errdefs.ErrNotFound, "image not found")
 
 // ErrInUse is returned (wrapped) by Remove for an image a container uses.
-var ErrInUse = errors.New("image is in use")
+var ErrInUse = errdefs.Sentinel(errdefs.ErrFailedPrecondition, "image is in use")
 
 // Translator turns an image name (without CRIPrefix and digest) into an
 // endpoint. *Translations implements it.

@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/podvisor/podvisor/runtime/errdefs"
 )
 
 // Timeouts for a node agent talking to its cluster's API server.
@@ -30,7 +32,7 @@ const (
 )
 
 // ErrNotFound is matched (errors.Is) by the error of a GET answered 404.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = errdefs.Sentinel(errdefs.ErrNotFound, "not found")
 
 // StatusError is a non-2xx answer of the API server (or an ERROR event of
 // a watch), with the API's Status message when there was one.
@@ -53,7 +55,7 @@ func (e *StatusError) Error() string {
 
 // Is makes errors.Is(err, ErrNotFound) true for a 404.
 func (e *StatusError) Is(target error) bool {
-	return target == ErrNotFound && e.Code == http.StatusNotFound
+	return (target == ErrNotFound || target == errdefs.ErrNotFound) && e.Code == http.StatusNotFound
 }
 
 // status is the API's metav1.Status, as far as errors need it.

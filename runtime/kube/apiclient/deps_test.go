@@ -20,6 +20,7 @@ func TestDependencies(t *testing.T) {
 	}
 	allowed := []string{
 		"github.com/podvisor/podvisor/runtime/kube/apiclient",
+		"github.com/podvisor/podvisor/runtime/errdefs", // error kinds; standard library only
 		"github.com/cenkalti/backoff/v4",
 		"sigs.k8s.io/yaml",
 		"go.yaml.in/yaml/v2", // sigs.k8s.io/yaml's parser
