@@ -50,81 +50,111 @@ func plumb(netnsPath string, rec *moved) error {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return fmt.Errorf("bringing the loopback interface up: %w", err)
 		}
-		eth, err := netlink.LinkByName(podIfName)
+		eth, addrs, err := recordPodIf(rec)
 		if err != nil {
-			return fmt.Errorf("finding %s (the CNI plugin's interface): %w", podIfName, err)
+			return err
 		}
-		rec.MAC = eth.Attrs().HardwareAddr.String()
-		rec.MTU = eth.Attrs().MTU
-		addrs, err := netlink.AddrList(eth, netlink.FAMILY_V4)
+		br, tap, err := addBridgeAndTap(rec.MTU)
 		if err != nil {
-			return fmt.Errorf("listing the addresses of %s: %w", podIfName, err)
+			return err
 		}
-		for _, a := range addrs {
-			rec.Addrs = append(rec.Addrs, a.IPNet.String())
-		}
-
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName, MTU: rec.MTU, HardwareAddr: randomMAC()}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("creating bridge %s: %w", bridgeName, err)
-		}
-		tap := &netlink.Tuntap{
-			LinkAttrs: netlink.LinkAttrs{Name: tapName, MTU: rec.MTU, MasterIndex: br.Attrs().Index},
-			Mode:      netlink.TUNTAP_MODE_TAP,
-			// QEMU opens it with these; a persistent tap keeps
-			// existing while no process has it open.
-			Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
-		}
-		if err := netlink.LinkAdd(tap); err != nil {
-			return fmt.Errorf("creating tap %s: %w", tapName, err)
-		}
-
-		for _, a := range addrs {
-			if err := netlink.AddrDel(eth, &a); err != nil {
-				return fmt.Errorf("moving address %s off %s: %w", a.IPNet, podIfName, err)
-			}
-		}
-		// Routes through eth0 mostly go with its addresses; the rest would
-		// send the namespace's own traffic nowhere.
-		routes, err := netlink.RouteList(eth, netlink.FAMILY_V4)
-		if err != nil {
-			return fmt.Errorf("listing the routes of %s: %w", podIfName, err)
-		}
-		for _, r := range routes {
-			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("removing route %s from %s: %w", r, podIfName, err)
-			}
-		}
-		if err := netlink.LinkSetDown(eth); err != nil {
-			return fmt.Errorf("setting %s down: %w", podIfName, err)
-		}
-		if err := netlink.LinkSetHardwareAddr(eth, randomMAC()); err != nil {
-			return fmt.Errorf("changing the MAC of %s: %w", podIfName, err)
-		}
-		if err := netlink.LinkSetMaster(eth, br); err != nil {
-			return fmt.Errorf("adding %s to bridge %s: %w", podIfName, bridgeName, err)
+		if err := movePodIf(eth, addrs, br); err != nil {
+			return err
 		}
 		for _, l := range []netlink.Link{eth, tap, br} {
 			if err := netlink.LinkSetUp(l); err != nil {
 				return fmt.Errorf("setting %s up: %w", l.Attrs().Name, err)
 			}
 		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: serverIP, Mask: net.CIDRMask(32, 32)}}
-		if err := netlink.AddrAdd(br, addr); err != nil {
-			return fmt.Errorf("adding the DHCP server address %s to %s: %w", addr.IPNet, bridgeName, err)
-		}
-		// The namespace reaches the guest's addresses on the bridge, from
-		// the server address, which the guest has an on-link route to
-		// (DHCP option 121): port-forward can dial the guest from here.
-		for _, a := range addrs {
-			r := &netlink.Route{LinkIndex: br.Attrs().Index, Scope: netlink.SCOPE_LINK, Src: serverIP,
-				Dst: &net.IPNet{IP: a.IP, Mask: net.CIDRMask(8*len(a.IP.To4()), 32)}}
-			if err := netlink.RouteAdd(r); err != nil {
-				return fmt.Errorf("adding a route to the guest's address %s on %s: %w", a.IP, bridgeName, err)
-			}
-		}
-		return nil
+		return addServerAddress(br, addrs)
 	})
+}
+
+// recordPodIf finds eth0 and records its MAC, MTU and IPv4 addresses.
+func recordPodIf(rec *moved) (netlink.Link, []netlink.Addr, error) {
+	eth, err := netlink.LinkByName(podIfName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("finding %s (the CNI plugin's interface): %w", podIfName, err)
+	}
+	rec.MAC = eth.Attrs().HardwareAddr.String()
+	rec.MTU = eth.Attrs().MTU
+	addrs, err := netlink.AddrList(eth, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing the addresses of %s: %w", podIfName, err)
+	}
+	for _, a := range addrs {
+		rec.Addrs = append(rec.Addrs, a.IPNet.String())
+	}
+	return eth, addrs, nil
+}
+
+// addBridgeAndTap makes the bridge and the VM's tap on it.
+func addBridgeAndTap(mtu int) (*netlink.Bridge, *netlink.Tuntap, error) {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName, MTU: mtu, HardwareAddr: randomMAC()}}
+	if err := netlink.LinkAdd(br); err != nil {
+		return nil, nil, fmt.Errorf("creating bridge %s: %w", bridgeName, err)
+	}
+	tap := &netlink.Tuntap{
+		LinkAttrs: netlink.LinkAttrs{Name: tapName, MTU: mtu, MasterIndex: br.Attrs().Index},
+		Mode:      netlink.TUNTAP_MODE_TAP,
+		// QEMU opens it with these; a persistent tap keeps
+		// existing while no process has it open.
+		Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
+	}
+	if err := netlink.LinkAdd(tap); err != nil {
+		return nil, nil, fmt.Errorf("creating tap %s: %w", tapName, err)
+	}
+	return br, tap, nil
+}
+
+// movePodIf takes eth0's addresses and routes away (the guest owns them
+// now), gives it a random MAC and puts it on the bridge.
+func movePodIf(eth netlink.Link, addrs []netlink.Addr, br *netlink.Bridge) error {
+	for _, a := range addrs {
+		if err := netlink.AddrDel(eth, &a); err != nil {
+			return fmt.Errorf("moving address %s off %s: %w", a.IPNet, podIfName, err)
+		}
+	}
+	// Routes through eth0 mostly go with its addresses; the rest would
+	// send the namespace's own traffic nowhere.
+	routes, err := netlink.RouteList(eth, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("listing the routes of %s: %w", podIfName, err)
+	}
+	for _, r := range routes {
+		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("removing route %s from %s: %w", r, podIfName, err)
+		}
+	}
+	if err := netlink.LinkSetDown(eth); err != nil {
+		return fmt.Errorf("setting %s down: %w", podIfName, err)
+	}
+	if err := netlink.LinkSetHardwareAddr(eth, randomMAC()); err != nil {
+		return fmt.Errorf("changing the MAC of %s: %w", podIfName, err)
+	}
+	if err := netlink.LinkSetMaster(eth, br); err != nil {
+		return fmt.Errorf("adding %s to bridge %s: %w", podIfName, bridgeName, err)
+	}
+	return nil
+}
+
+// addServerAddress puts the DHCP server's address on the bridge, with a
+// route to each of the guest's addresses: the namespace reaches the guest
+// from the server address, which the guest has an on-link route to (DHCP
+// option 121), so port-forward can dial the guest from here.
+func addServerAddress(br *netlink.Bridge, addrs []netlink.Addr) error {
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: serverIP, Mask: net.CIDRMask(32, 32)}}
+	if err := netlink.AddrAdd(br, addr); err != nil {
+		return fmt.Errorf("adding the DHCP server address %s to %s: %w", addr.IPNet, bridgeName, err)
+	}
+	for _, a := range addrs {
+		r := &netlink.Route{LinkIndex: br.Attrs().Index, Scope: netlink.SCOPE_LINK, Src: serverIP,
+			Dst: &net.IPNet{IP: a.IP, Mask: net.CIDRMask(8*len(a.IP.To4()), 32)}}
+		if err := netlink.RouteAdd(r); err != nil {
+			return fmt.Errorf("adding a route to the guest's address %s on %s: %w", a.IP, bridgeName, err)
+		}
+	}
+	return nil
 }
 
 // restore undoes plumb as far as rec records: tap and bridge gone, eth0's
