@@ -305,51 +305,9 @@ func networkDataJSON(in *Input) ([]byte, error) {
 			l["mtu"] = c.mtu
 		}
 		links = append(links, l)
-		var nets []map[string]any
-		for _, a := range c.addrs {
-			id := fmt.Sprintf("net-%d", len(networks)+len(nets))
-			n := map[string]any{
-				"id":         id,
-				"network_id": id,
-				"link":       c.name,
-				"type":       "ipv4",
-				"ip_address": a.prefix.Addr().String(),
-				"netmask":    netmask(a.prefix),
-			}
-			if a.prefix.Addr().Is6() {
-				n["type"] = "ipv6"
-			}
-			if a.gw.IsValid() {
-				dflt := "0.0.0.0"
-				if a.gw.Is6() {
-					dflt = "::"
-				}
-				n["routes"] = []any{map[string]any{"network": dflt, "netmask": dflt, "gateway": a.gw.String()}}
-			}
-			if len(searches) > 0 {
-				n["dns_search"] = searches
-			}
-			nets = append(nets, n)
-		}
-		for _, rt := range c.routes {
-			i := c.subnetFor(rt)
-			if i < 0 {
-				return nil, fmt.Errorf("interface %s: route to %s via %s: the interface has no address of that family", c.name, rt.dst, rt.gw)
-			}
-			routes, _ := nets[i]["routes"].([]any)
-			nets[i]["routes"] = append(routes, map[string]any{
-				"network": rt.dst.Addr().String(),
-				"netmask": netmask(rt.dst),
-				"gateway": rt.gw.String(),
-			})
-		}
-		if len(nets) == 0 {
-			id := fmt.Sprintf("net-%d", len(networks))
-			n := map[string]any{"id": id, "network_id": id, "link": c.name, "type": "ipv4_dhcp"}
-			if len(searches) > 0 {
-				n["dns_search"] = searches
-			}
-			nets = append(nets, n)
+		nets, err := configDriveNetworks(c, len(networks), searches)
+		if err != nil {
+			return nil, err
 		}
 		for _, n := range nets {
 			networks = append(networks, n)
@@ -364,4 +322,56 @@ func networkDataJSON(in *Input) ([]byte, error) {
 		"networks": networks,
 		"services": services,
 	})
+}
+
+// configDriveNetworks are the networks[] entries of one interface, numbered
+// from first: one per address with its routes, or one asking for DHCP.
+func configDriveNetworks(c nic, first int, searches []any) ([]map[string]any, error) {
+	var nets []map[string]any
+	for _, a := range c.addrs {
+		id := fmt.Sprintf("net-%d", first+len(nets))
+		n := map[string]any{
+			"id":         id,
+			"network_id": id,
+			"link":       c.name,
+			"type":       "ipv4",
+			"ip_address": a.prefix.Addr().String(),
+			"netmask":    netmask(a.prefix),
+		}
+		if a.prefix.Addr().Is6() {
+			n["type"] = "ipv6"
+		}
+		if a.gw.IsValid() {
+			dflt := "0.0.0.0"
+			if a.gw.Is6() {
+				dflt = "::"
+			}
+			n["routes"] = []any{map[string]any{"network": dflt, "netmask": dflt, "gateway": a.gw.String()}}
+		}
+		if len(searches) > 0 {
+			n["dns_search"] = searches
+		}
+		nets = append(nets, n)
+	}
+	for _, rt := range c.routes {
+		i := c.subnetFor(rt)
+		if i < 0 {
+			return nil, fmt.Errorf("interface %s: route to %s via %s: the interface has no address of that family", c.name, rt.dst, rt.gw)
+		}
+		routes, _ := nets[i]["routes"].([]any)
+		nets[i]["routes"] = append(routes, map[string]any{
+			"network": rt.dst.Addr().String(),
+			"netmask": netmask(rt.dst),
+			"gateway": rt.gw.String(),
+		})
+	}
+	if len(nets) == 0 {
+		id := fmt.Sprintf("net-%d", first)
+		n := map[string]any{"id": id, "network_id": id, "link": c.name, "type": "ipv4_dhcp"}
+		if len(searches) > 0 {
+			n["dns_search"] = searches
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
 }
