@@ -39,7 +39,7 @@ func within(t *testing.T, what string, f func()) {
 		defer close(done)
 		f()
 	}()
-	recv(t, done, what)
+	recv(t, done, what+" returning")
 }
 
 func TestFakeFiresInOrderAtDueTime(t *testing.T) {
@@ -98,7 +98,7 @@ func TestFakeWaitForTimers(t *testing.T) {
 	short, cancel2 := context.WithCancel(context.Background())
 	cancel2()
 	var err error
-	within(t, "WaitForTimers with a cancelled context to return", func() { err = c.WaitForTimers(short, 5) })
+	within(t, "WaitForTimers with a cancelled context", func() { err = c.WaitForTimers(short, 5) })
 	if err == nil {
 		t.Fatal("WaitForTimers with a cancelled context returned nil")
 	}
