@@ -8,6 +8,40 @@ import (
 
 var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// failAfter bounds every wait in these tests: a clock that never fires
+// fails the test with what was awaited instead of hanging until the test
+// binary's timeout.
+const failAfter = 10 * time.Second
+
+// recv returns the next value of ch, or fails the test after failAfter.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(failAfter):
+		t.Fatalf("%s did not happen within %v", what, failAfter)
+		panic("unreachable")
+	}
+}
+
+// advance is c.Advance(d), failing the test if it does not return.
+func advance(t *testing.T, c *Fake, d time.Duration) {
+	t.Helper()
+	within(t, "Advance("+d.String()+")", func() { c.Advance(d) })
+}
+
+// within runs f and fails the test if it does not return within failAfter.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	recv(t, done, what+" returning")
+}
+
 func TestFakeFiresInOrderAtDueTime(t *testing.T) {
 	c := NewFake(epoch)
 	var got []time.Duration
@@ -25,11 +59,12 @@ func TestFakeFiresInOrderAtDueTime(t *testing.T) {
 	if stopped.Stop() {
 		t.Fatal("second Stop returned true")
 	}
-	c.Advance(500 * time.Millisecond)
+	advance(t, c, 500*time.Millisecond)
 	if len(got) != 0 {
 		t.Fatalf("fired early: %v", got)
 	}
-	c.Advance(10 * time.Second)
+	// A timer function that schedules another must not deadlock Advance.
+	advance(t, c, 10*time.Second)
 	want := []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}
 	if len(got) != len(want) {
 		t.Fatalf("fired %v, want %v", got, want)
@@ -51,18 +86,20 @@ func TestFakeWaitForTimers(t *testing.T) {
 	c := NewFake(epoch)
 	done := make(chan time.Time)
 	go func() { done <- <-c.After(time.Minute) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), failAfter)
 	defer cancel()
 	if err := c.WaitForTimers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	c.Advance(time.Minute)
-	if got := <-done; !got.Equal(epoch.Add(time.Minute)) {
+	advance(t, c, time.Minute)
+	if got := recv(t, done, "After's delivery after Advance"); !got.Equal(epoch.Add(time.Minute)) {
 		t.Fatalf("After delivered %v", got)
 	}
 	short, cancel2 := context.WithCancel(context.Background())
 	cancel2()
-	if err := c.WaitForTimers(short, 5); err == nil {
+	var err error
+	within(t, "WaitForTimers with a cancelled context", func() { err = c.WaitForTimers(short, 5) })
+	if err == nil {
 		t.Fatal("WaitForTimers with a cancelled context returned nil")
 	}
 }
@@ -71,24 +108,24 @@ func TestFakeNonPositiveRunsAtOnce(t *testing.T) {
 	c := NewFake(epoch)
 	ran := make(chan struct{})
 	c.AfterFunc(0, func() { close(ran) })
-	<-ran
+	recv(t, ran, "an AfterFunc(0) without Advance")
 }
 
 func TestRealAfterFunc(t *testing.T) {
 	ran := make(chan struct{})
 	Real{}.AfterFunc(time.Millisecond, func() { close(ran) })
-	<-ran
+	recv(t, ran, "Real.AfterFunc(1ms)")
 }
 
 func TestFakeSet(t *testing.T) {
 	c := NewFake(epoch)
 	fired := 0
 	c.AfterFunc(time.Hour, func() { fired++ })
-	c.Set(epoch.Add(-time.Hour)) // back in time: nothing fires
+	within(t, "Set to the past", func() { c.Set(epoch.Add(-time.Hour)) }) // nothing fires
 	if fired != 0 || !c.Now().Equal(epoch.Add(-time.Hour)) {
 		t.Fatalf("after Set to the past: fired %d, now %v", fired, c.Now())
 	}
-	c.Set(epoch.Add(2 * time.Hour))
+	within(t, "Set past a pending timer", func() { c.Set(epoch.Add(2 * time.Hour)) })
 	if fired != 1 || c.Since(epoch) != 2*time.Hour {
 		t.Fatalf("after Set past the timer: fired %d, now %v", fired, c.Now())
 	}

@@ -140,6 +140,18 @@ func checkNetworkd(t *testing.T, cloudInit, dir string, cfg map[string]any, in *
 	}
 	out := filepath.Join(dir, "rendered")
 	run(t, cloudInit, "devel", "net-convert", "-p", p, "-k", "yaml", "-D", "ubuntu", "-O", "networkd", "-d", out)
+	checkNetworkdUnits(t, out, in)
+}
+
+// checkNetworkdUnits checks the systemd-networkd units cloud-init rendered
+// under out for in's network: every interface, address, gateway, route and
+// DNS setting is there.
+func checkNetworkdUnits(t *testing.T, out string, in *Input) {
+	t.Helper()
+	units, _ := filepath.Glob(filepath.Join(out, "etc/systemd/network", "*.network"))
+	if len(units) != len(in.Network.Interfaces) {
+		t.Errorf("cloud-init rendered %d networkd units %v, want one per interface (%d)", len(units), units, len(in.Network.Interfaces))
+	}
 	for _, ifc := range in.Network.Interfaces {
 		unit, err := os.ReadFile(filepath.Join(out, "etc/systemd/network", "10-cloud-init-"+ifc.Name+".network"))
 		if err != nil {
@@ -235,5 +247,114 @@ func TestGuestCloudInitMountsVolumes(t *testing.T) {
 	}
 	if !mounted {
 		t.Errorf("cloud-init does not run mount -a: %v", got.Commands)
+	}
+}
+
+// guestCheck is what guestread.py --all reports for one drive.
+type guestCheck struct {
+	guestView
+	Error      string   `json:"error"`
+	Kind       string   `json:"kind"`
+	Types      []string `json:"userdata-types"`
+	NetConvert bool     `json:"net-convert"`
+}
+
+// checkDrives runs guestread.py --all on root and returns its views and the
+// directory the network configs were rendered into.
+func checkDrives(t *testing.T, root string) (map[string]guestCheck, string) {
+	t.Helper()
+	python, _ := cloudInitPython(t)
+	script, err := filepath.Abs("testdata/guestread.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := t.TempDir()
+	var views map[string]guestCheck
+	if err := json.Unmarshal([]byte(run(t, python, script, "--all", root, rendered)), &views); err != nil {
+		t.Fatalf("guestread --all output: %v", err)
+	}
+	return views, rendered
+}
+
+// TestGuestCloudInitChecksEveryGolden reads the drive of every golden case
+// with cloud-init's own code: meta-data through its NoCloud or ConfigDrive
+// reader, user-data through its user-data processor (a cloud-config must
+// pass the strict schema and name only keys the schema knows; a script
+// must be taken for one), and every network config through net-convert into
+// systemd-networkd units holding every interface, address, route and DNS
+// setting of the input.
+func TestGuestCloudInitChecksEveryGolden(t *testing.T) {
+	root := t.TempDir()
+	for _, tc := range goldenCases {
+		c, err := Generate(context.Background(), tc.in, testDS())
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for p, data := range contentsAsFiles(c) {
+			fp := filepath.Join(root, tc.name, filepath.FromSlash(p))
+			if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(fp, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	views, rendered := checkDrives(t, root)
+	for _, tc := range goldenCases {
+		t.Run(tc.name, func(t *testing.T) {
+			g, ok := views[tc.name]
+			if !ok || g.Error != "" {
+				t.Fatalf("cloud-init refuses the drive (read: %v): %s", ok, g.Error)
+			}
+			if g.InstanceID == "" || g.LocalHostname == "" {
+				t.Errorf("cloud-init sees instance-id %q local-hostname %q", g.InstanceID, g.LocalHostname)
+			}
+			var want []string
+			switch ud := g.UserData; {
+			case strings.HasPrefix(ud, "#cloud-config\n"):
+				want = []string{"text/cloud-config"}
+				if g.Schema != "valid" {
+					t.Errorf("cloud-config not checked against cloud-init's schema")
+				}
+			case strings.HasPrefix(ud, "#!"):
+				want = []string{"text/x-shellscript"}
+			default:
+				t.Errorf("user-data is neither a cloud-config nor a script: %q", ud)
+			}
+			if diff := cmp.Diff(want, g.Types); diff != "" {
+				t.Errorf("cloud-init's user-data processor finds (-want +got):\n%s", diff)
+			}
+			wantNet := tc.in.Network != nil && !tc.in.ForceDHCP
+			if g.NetConvert != wantNet || (g.Network != nil) != wantNet {
+				t.Fatalf("network config read %v, converted %v; want %v", g.Network != nil, g.NetConvert, wantNet)
+			}
+			if wantNet {
+				checkNetworkdUnits(t, filepath.Join(rendered, tc.name), &tc.in)
+			}
+		})
+	}
+}
+
+// TestGuestCloudInitCheckRejects: the check above can say no. Each drive
+// under testdata/broken has one mistake that cloud-init's reader, its
+// schema, our unknown-key check or net-convert must refuse.
+func TestGuestCloudInitCheckRejects(t *testing.T) {
+	want := map[string]string{
+		// cloud-init 22.4 would ignore it: only our check sees it.
+		"misspelled_module":    "not in cloud-init's schema (cloud-init ignores them): runcmdd",
+		"wrong_type":           "runcmd: 5 is not of type 'array'",
+		"not_a_mapping":        "cloud-config is not a mapping",
+		"network_bad_type":     "No handler found for  command 'physicall'",
+		"configdrive_bad_json": "network_data.json: Expecting property name enclosed in double quotes",
+	}
+	views, _ := checkDrives(t, "testdata/broken")
+	if len(views) != len(want) {
+		t.Errorf("%d broken drives in testdata/broken, %d expected", len(views), len(want))
+	}
+	for name, msg := range want {
+		if g := views[name]; !strings.Contains(g.Error, msg) {
+			t.Errorf("broken drive %s: error %q, want it to contain %q", name, g.Error, msg)
+		}
 	}
 }

@@ -158,13 +158,18 @@ func TestProgressPostponesGivingUp(t *testing.T) {
 }
 
 // TestCancelStopsRetries: a caller that gives up while the download waits
-// between retries gets its error at once, and the download stops.
+// between retries gets its error at once, and the download stops: no
+// request follows while a sibling download on the same store, retrying at
+// the same 20 ms, makes five (a clock that slows one slows both).
 func TestCancelStopsRetries(t *testing.T) {
 	srv := startServer(t)
-	srv.AddImage("img", fakeQcow2(imgSize, 1<<30, 42))
-	srv.SetMode("img", imageserver.Mode{Status: http.StatusServiceUnavailable})
+	for _, name := range []string{"img", "probe"} {
+		srv.AddImage(name, fakeQcow2(imgSize, 1<<30, 42))
+		srv.SetMode(name, imageserver.Mode{Status: http.StatusServiceUnavailable})
+	}
 	u := srv.URL() + "/img"
-	s := newStore(t, staticTranslator{"img": {URL: u}}, endless(nil), WithGiveUpAfter(time.Hour))
+	s := newStore(t, staticTranslator{"img": {URL: u}, "probe": {URL: srv.URL() + "/probe"}},
+		endless(nil), WithGiveUpAfter(time.Hour))
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { _, err := s.Pull(ctx, "img"); errc <- err }()
@@ -180,7 +185,16 @@ func TestCancelStopsRetries(t *testing.T) {
 	}
 	waitFor(t, "the download to stop", func() bool { return s.waiters(u) == -1 })
 	n := srv.Stats("img").Requests
-	time.Sleep(100 * time.Millisecond) // five retry intervals
+
+	probeCtx, stopProbe := context.WithCancel(context.Background())
+	probed := make(chan error, 1)
+	go func() { _, err := s.Pull(probeCtx, "probe"); probed <- err }()
+	waitFor(t, "five requests of the sibling download", func() bool { return srv.Stats("probe").Requests >= 5 })
+	stopProbe()
+	if err := <-probed; !errors.Is(err, context.Canceled) {
+		t.Fatalf("sibling Pull = %v, want context.Canceled", err)
+	}
+	waitFor(t, "the sibling download to stop", func() bool { return s.waiters(srv.URL()+"/probe") == -1 })
 	if m := srv.Stats("img").Requests; m != n {
 		t.Errorf("%d more requests after the download stopped", m-n)
 	}

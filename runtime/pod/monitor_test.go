@@ -202,21 +202,25 @@ func TestResyncCatchesLostNotices(t *testing.T) {
 func TestResyncNoticeChecksEveryVM(t *testing.T) {
 	w := &manualWatcher{notices: make(chan hypervisor.StateEvent)}
 	e := newEnv(t, intervals(time.Hour, time.Hour), withManualWatcher(w))
-	a, b, c := e.startVM("a"), e.startVM("b"), e.startVM("c")
-	for _, cid := range []string{a, b} {
+	a, b, c, d := e.startVM("a"), e.startVM("b"), e.startVM("c"), e.startVM("d")
+	for _, cid := range []string{a, b, d} {
 		if err := e.hv.Crash(pod.DomainName(cid)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Nothing can have noticed yet: no notice, no poll.
-	for _, cid := range []string{a, b, c} {
+	for _, cid := range []string{a, b, c, d} {
 		if st := e.listed(cid).State; st != pod.ContainerRunning {
 			t.Fatalf("container %s is %s before any notice or poll", cid[:8], st)
 		}
 	}
-	// A notice naming another domain changes nothing for a and b.
+	// A notice naming another domain changes nothing for a and b. The
+	// monitor handles notices in order: once the notice about d (crashed)
+	// has shown, the two before it have been processed.
 	w.notices <- hypervisor.StateEvent{Name: pod.DomainName(c)}
 	w.notices <- hypervisor.StateEvent{Name: "not-ours"}
+	w.notices <- hypervisor.StateEvent{Name: pod.DomainName(d)}
+	waitExited(t, e, d, "the notice about d to show its crash")
 	for _, cid := range []string{a, b} {
 		if st := e.listed(cid).State; st != pod.ContainerRunning {
 			t.Fatalf("container %s is %s after a notice about another domain", cid[:8], st)
