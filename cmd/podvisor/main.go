@@ -45,6 +45,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
+	fs.StringVar(&cfg.KVMProbeDir, "kvm-probe-dir", "", "directory for the KVM trial's files; libvirtd must see it at the same path (default <state-dir>/kvm-probe)")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory")
 	cniBin := fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
 	fs.StringVar(&cfg.Emulator, "emulator", "", "QEMU wrapper (default: podvisor-vmwrapper next to podvisor)")
@@ -134,6 +135,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		CgroupDriver:          pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
 		LibvirtURI:            pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
 		KVM:                   pick("kvm", file.KVM, flags.KVM),
+		KVMProbeDir:           pick("kvm-probe-dir", file.KVMProbeDir, flags.KVMProbeDir),
 		StreamAddr:            pick("stream-addr", file.StreamAddr, flags.StreamAddr),
 		MetricsAddr:           pick("metrics-addr", file.MetricsAddr, flags.MetricsAddr),
 		CNIConfDir:            pick("cni-conf-dir", file.CNIConfDir, flags.CNIConfDir),

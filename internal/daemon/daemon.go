@@ -79,6 +79,11 @@ type Config struct {
 	LibvirtURI string `json:"libvirtURI"`
 	// KVM is auto (try it, fall back to TCG), on or off.
 	KVM string `json:"kvm"`
+	// KVMProbeDir holds the KVM trial's boot sector and serial log, which
+	// libvirtd and QEMU open: a path they see as podvisor does (default
+	// <StateDir>/kvm-probe; the DaemonSet mounts the state dir in every
+	// container).
+	KVMProbeDir string `json:"kvmProbeDir"`
 	// CNIConfDir and CNIBinDirs locate the CNI configuration and plugins
 	// (defaults /etc/cni/net.d; /opt/cni/bin and /usr/lib/cni).
 	CNIConfDir string   `json:"cniConfDir"`
@@ -180,6 +185,11 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("kvm: %q is not accepted: use auto, on or off", c.KVM)
 	}
+	if c.KVMProbeDir == "" {
+		c.KVMProbeDir = filepath.Join(c.StateDir, "kvm-probe")
+	} else if !filepath.IsAbs(c.KVMProbeDir) {
+		return fmt.Errorf("kvm-probe-dir: %q is not accepted: use an absolute path that libvirtd sees too", c.KVMProbeDir)
+	}
 	return nil
 }
 
@@ -247,7 +257,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		d.hv = sim
 		domainType = domain.TypeQEMU
 	case "libvirt":
-		lv, err := libvirt.New(ctx, libvirt.Options{URI: cfg.LibvirtURI, KVM: cfg.KVM, Logger: log})
+		lv, err := libvirt.New(ctx, libvirt.Options{URI: cfg.LibvirtURI, KVM: cfg.KVM, ProbeDir: cfg.KVMProbeDir, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("connecting to libvirt at %s: %w", cfg.LibvirtURI, err)
 		}
