@@ -54,6 +54,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources and VirtletImageMapping image translations (empty: none)")
 	fs.StringVar(&cfg.ImageMappingNamespace, "image-mapping-namespace", "", "namespace whose VirtletImageMappings are watched (empty: all namespaces; needs --kubeconfig)")
+	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's name: podvisor labels it "+daemon.LabelAccelerator+"=kvm|tcg (needs --kubeconfig and RBAC to patch nodes; empty: no label)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -142,6 +143,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		Emulator:              pick("emulator", file.Emulator, flags.Emulator),
 		Kubeconfig:            pick("kubeconfig", file.Kubeconfig, flags.Kubeconfig),
 		ImageMappingNamespace: pick("image-mapping-namespace", file.ImageMappingNamespace, flags.ImageMappingNamespace),
+		NodeName:              pick("node-name", file.NodeName, flags.NodeName),
 		CNIBinDirs:            flags.CNIBinDirs,
 		SimBootTime:           flags.SimBootTime,
 		ImagePullGiveUp:       flags.ImagePullGiveUp,

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -109,11 +110,18 @@ type Config struct {
 	// are watched; "" (the default) watches all namespaces. Used only
 	// with Kubeconfig.
 	ImageMappingNamespace string `json:"imageMappingNamespace"`
+	// NodeName is this node's Node object, which podvisor labels with its
+	// accelerator (LabelAccelerator, AnnotationAcceleratorReason); ""
+	// labels nothing. Needs Kubeconfig and RBAC to patch nodes.
+	NodeName string `json:"nodeName"`
 
 	// imageMappingSyncWait bounds how long New waits for the first list of
 	// VirtletImageMappings (default 10 s); tests shorten it.
 	imageMappingSyncWait time.Duration
 }
+
+// nodeNameRE is a DNS subdomain (RFC 1123), what a Node's name must be.
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
 // defaultImageMappingSyncWait is how long start-up waits for the first list
 // of VirtletImageMappings before going on without them.
@@ -162,6 +170,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Profiling && c.MetricsAddr == "" {
 		return errors.New("profiling: needs metrics-addr, the endpoint that serves /debug/pprof/")
+	}
+	if c.NodeName != "" && c.Kubeconfig == "" {
+		return errors.New("node-name: needs kubeconfig, the Kubernetes client that labels the node")
+	}
+	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
+		return fmt.Errorf("node-name: %q is not accepted: use the node's name as Kubernetes has it (a DNS subdomain: lower case letters, digits, '-' and '.')", c.NodeName)
 	}
 	if c.ImageMappingNamespace != "" && c.Kubeconfig == "" {
 		return errors.New("image-mapping-namespace: needs kubeconfig, the Kubernetes client that watches VirtletImageMappings")
@@ -318,6 +332,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 		dataSource = kube.NewForClient(client)
 		mappings = append(mappings, d.watchImageMappings(ctx, client))
+		if cfg.NodeName != "" {
+			d.closers = append(d.closers, d.labelNode(client, cfg.NodeName, info.Accelerator, info.AcceleratorReason, nodeLabelBackoff()))
+		}
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
 	imgOpts := []image.Option{image.WithLogger(log)}

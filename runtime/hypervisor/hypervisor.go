@@ -107,6 +107,9 @@ type Info struct {
 	Version string
 	// Accelerator is "kvm", "tcg" or "sim".
 	Accelerator string
+	// AcceleratorReason is a sentence saying why (e.g. "a trial KVM
+	// domain ran 64-bit guest code", or why KVM could not be used).
+	AcceleratorReason string
 }
 
 // Hypervisor runs domains described by libvirt domain XML.

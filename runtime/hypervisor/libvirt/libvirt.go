@@ -369,9 +369,10 @@ func (h *Hypervisor) Info(ctx context.Context) (hypervisor.Info, error) {
 		return hypervisor.Info{}, wrapErr("reading libvirt's version", err)
 	}
 	return hypervisor.Info{
-		Name:        "libvirt",
-		Version:     fmt.Sprintf("libvirt %s, QEMU %s", versionString(lib), versionString(hv)),
-		Accelerator: h.accelerator,
+		Name:              "libvirt",
+		Version:           fmt.Sprintf("libvirt %s, QEMU %s", versionString(lib), versionString(hv)),
+		Accelerator:       h.accelerator,
+		AcceleratorReason: h.accelWhy,
 	}, nil
 }
 
