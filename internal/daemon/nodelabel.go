@@ -6,14 +6,15 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
 // The node's label and annotation saying which accelerator its VMs get
-// (kvm or tcg) and why: `kubectl get nodes -L podvisor.io/accelerator`,
-// podvisorctl version, and nodeSelectors for VMs that need KVM.
+// (kvm or tcg) and why (defined in runtime/hypervisor for podvisorctl).
 const (
-	LabelAccelerator            = "podvisor.io/accelerator"
-	AnnotationAcceleratorReason = "podvisor.io/accelerator-reason"
+	LabelAccelerator            = hypervisor.NodeLabelAccelerator
+	AnnotationAcceleratorReason = hypervisor.NodeAnnotationAcceleratorReason
 )
 
 // nodePatcher is the part of apiclient.Client that labels the node.

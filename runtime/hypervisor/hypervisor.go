@@ -99,6 +99,15 @@ type Stats struct {
 	MemoryLimitBytes uint64
 }
 
+// The Node label and annotation podvisor sets (--node-name) to say which
+// accelerator the node's VMs get and why: `kubectl get nodes -L
+// podvisor.io/accelerator`, podvisorctl version, nodeSelectors of VMs that
+// need KVM.
+const (
+	NodeLabelAccelerator            = "podvisor.io/accelerator"
+	NodeAnnotationAcceleratorReason = "podvisor.io/accelerator-reason"
+)
+
 // Info describes the hypervisor itself, for Version and Status.
 type Info struct {
 	// Name is a short name: "sim" or "libvirt".
