@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
+	"github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/domain"
@@ -48,8 +50,8 @@ func (d *Daemon) MetricsAddr() string {
 	return d.metrics.Addr()
 }
 
-// Version is podvisor's version, set at build time with -ldflags.
-var Version = "0.1.0-dev"
+// Version is podvisor's version (internal/version: the VERSION file).
+var Version = version.String()
 
 // Config is the daemon's configuration.
 type Config struct {
@@ -79,6 +81,11 @@ type Config struct {
 	LibvirtURI string `json:"libvirtURI"`
 	// KVM is auto (try it, fall back to TCG), on or off.
 	KVM string `json:"kvm"`
+	// KVMProbeDir holds the KVM trial's boot sector and serial log, which
+	// libvirtd and QEMU open: a path they see as podvisor does (default
+	// <StateDir>/kvm-probe; the DaemonSet mounts the state dir in every
+	// container).
+	KVMProbeDir string `json:"kvmProbeDir"`
 	// CNIConfDir and CNIBinDirs locate the CNI configuration and plugins
 	// (defaults /etc/cni/net.d; /opt/cni/bin and /usr/lib/cni).
 	CNIConfDir string   `json:"cniConfDir"`
@@ -104,11 +111,18 @@ type Config struct {
 	// are watched; "" (the default) watches all namespaces. Used only
 	// with Kubeconfig.
 	ImageMappingNamespace string `json:"imageMappingNamespace"`
+	// NodeName is this node's Node object, which podvisor labels with its
+	// accelerator (LabelAccelerator, AnnotationAcceleratorReason); ""
+	// labels nothing. Needs Kubeconfig and RBAC to patch nodes.
+	NodeName string `json:"nodeName"`
 
 	// imageMappingSyncWait bounds how long New waits for the first list of
 	// VirtletImageMappings (default 10 s); tests shorten it.
 	imageMappingSyncWait time.Duration
 }
+
+// nodeNameRE is a DNS subdomain (RFC 1123), what a Node's name must be.
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
 // defaultImageMappingSyncWait is how long start-up waits for the first list
 // of VirtletImageMappings before going on without them.
@@ -158,6 +172,12 @@ func (c *Config) Validate() error {
 	if c.Profiling && c.MetricsAddr == "" {
 		return errors.New("profiling: needs metrics-addr, the endpoint that serves /debug/pprof/")
 	}
+	if c.NodeName != "" && c.Kubeconfig == "" {
+		return errors.New("node-name: needs kubeconfig, the Kubernetes client that labels the node")
+	}
+	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
+		return fmt.Errorf("node-name: %q is not accepted: use the node's name as Kubernetes has it (a DNS subdomain: lower case letters, digits, '-' and '.')", c.NodeName)
+	}
 	if c.ImageMappingNamespace != "" && c.Kubeconfig == "" {
 		return errors.New("image-mapping-namespace: needs kubeconfig, the Kubernetes client that watches VirtletImageMappings")
 	}
@@ -179,6 +199,11 @@ func (c *Config) Validate() error {
 		c.KVM = libvirt.KVMAuto
 	default:
 		return fmt.Errorf("kvm: %q is not accepted: use auto, on or off", c.KVM)
+	}
+	if c.KVMProbeDir == "" {
+		c.KVMProbeDir = filepath.Join(c.StateDir, "kvm-probe")
+	} else if !filepath.IsAbs(c.KVMProbeDir) {
+		return fmt.Errorf("kvm-probe-dir: %q is not accepted: use an absolute path that libvirtd sees too", c.KVMProbeDir)
 	}
 	return nil
 }
@@ -247,7 +272,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		d.hv = sim
 		domainType = domain.TypeQEMU
 	case "libvirt":
-		lv, err := libvirt.New(ctx, libvirt.Options{URI: cfg.LibvirtURI, KVM: cfg.KVM, Logger: log})
+		lv, err := libvirt.New(ctx, libvirt.Options{URI: cfg.LibvirtURI, KVM: cfg.KVM, ProbeDir: cfg.KVMProbeDir, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("connecting to libvirt at %s: %w", cfg.LibvirtURI, err)
 		}
@@ -308,6 +333,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 		dataSource = kube.NewForClient(client)
 		mappings = append(mappings, d.watchImageMappings(ctx, client))
+		if cfg.NodeName != "" {
+			d.closers = append(d.closers, d.labelNode(client, cfg.NodeName, info.Accelerator, info.AcceleratorReason, nodeLabelBackoff()))
+		}
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
 	imgOpts := []image.Option{image.WithLogger(log)}
