@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -386,7 +385,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 			return nil, err
 		}
 	}
-	d.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary(log), mx.UnaryInterceptor()))
+	// cri's interceptors map errors to codes and log failures: innermost,
+	// so that the metrics count the codes.
+	d.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(mx.UnaryInterceptor(), srv.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(srv.StreamInterceptor()))
 	srv.Register(d.grpc)
 	d.health = health.NewServer()
 	healthpb.RegisterHealthServer(d.grpc, d.health)
@@ -521,19 +523,6 @@ func (d *Daemon) closeParts() {
 	}
 	if d.metrics != nil {
 		d.metrics.Close()
-	}
-}
-
-// logUnary logs failed calls at debug level with their method; the layers
-// below log the lifecycle lines with pod and container IDs.
-func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := handler(ctx, req)
-		if err != nil {
-			log.Debug("CRI call failed", "method", strings.TrimPrefix(info.FullMethod, "/runtime.v1."), "took", time.Since(start), "err", err)
-		}
-		return resp, err
 	}
 }
 

@@ -17,16 +17,15 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	cfg := req.GetConfig()
 	switch {
 	case req.GetPodSandboxId() == "":
-		return nil, toStatus(errdefs.InvalidArgumentf("CreateContainer: pod_sandbox_id is required"))
+		return nil, errdefs.InvalidArgumentf("CreateContainer: pod_sandbox_id is required")
 	case cfg == nil || cfg.GetMetadata() == nil:
-		return nil, toStatus(errdefs.InvalidArgumentf("CreateContainer: config.metadata is required"))
+		return nil, errdefs.InvalidArgumentf("CreateContainer: config.metadata is required")
 	case cfg.GetImage() == nil || cfg.GetImage().GetImage() == "":
-		return nil, toStatus(errdefs.InvalidArgumentf("CreateContainer: config.image.image is required"))
+		return nil, errdefs.InvalidArgumentf("CreateContainer: config.image.image is required")
 	}
 	id, err := s.cfg.Lifecycle.CreateContainer(ctx, req.GetPodSandboxId(), containerConfigFromCRI(cfg))
 	if err != nil {
-		s.log.Error("CreateContainer failed", "pod", req.GetPodSandboxId(), "name", cfg.GetMetadata().GetName(), "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
@@ -34,11 +33,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 // StartContainer boots the VM.
 func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
 	if req.GetContainerId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("StartContainer: container_id is required"))
+		return nil, errdefs.InvalidArgumentf("StartContainer: container_id is required")
 	}
 	if err := s.cfg.Lifecycle.StartContainer(ctx, req.GetContainerId()); err != nil {
-		s.log.Error("StartContainer failed", "container", req.GetContainerId(), "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.StartContainerResponse{}, nil
 }
@@ -46,14 +44,13 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 // StopContainer powers the VM off: ACPI until the timeout, then destroy.
 func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
 	if req.GetContainerId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("StopContainer: container_id is required"))
+		return nil, errdefs.InvalidArgumentf("StopContainer: container_id is required")
 	}
 	if req.GetTimeout() < 0 {
-		return nil, toStatus(errdefs.InvalidArgumentf("StopContainer: timeout must not be negative, got %d", req.GetTimeout()))
+		return nil, errdefs.InvalidArgumentf("StopContainer: timeout must not be negative, got %d", req.GetTimeout())
 	}
 	if err := s.cfg.Lifecycle.StopContainer(ctx, req.GetContainerId(), time.Duration(req.GetTimeout())*time.Second); err != nil {
-		s.log.Error("StopContainer failed", "container", req.GetContainerId(), "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.StopContainerResponse{}, nil
 }
@@ -61,11 +58,10 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 // RemoveContainer removes the VM and its disks.
 func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
 	if req.GetContainerId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("RemoveContainer: container_id is required"))
+		return nil, errdefs.InvalidArgumentf("RemoveContainer: container_id is required")
 	}
 	if err := s.cfg.Lifecycle.RemoveContainer(ctx, req.GetContainerId()); err != nil {
-		s.log.Error("RemoveContainer failed", "container", req.GetContainerId(), "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
@@ -74,7 +70,7 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 func (s *Server) ListContainers(_ context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	resp := &runtimeapi.ListContainersResponse{}
 	if err := s.fillContainers(resp, req.GetFilter()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return resp, nil
 }
@@ -83,7 +79,7 @@ func (s *Server) ListContainers(_ context.Context, req *runtimeapi.ListContainer
 func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainersResponse]) error {
 	resp := &runtimeapi.StreamContainersResponse{}
 	if err := s.fillContainers(resp, req.GetFilter()); err != nil {
-		return toStatus(err)
+		return err
 	}
 	return stream.Send(resp)
 }
@@ -104,11 +100,11 @@ func (s *Server) fillContainers(resp proto.Message, f *runtimeapi.ContainerFilte
 // hypervisor.
 func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
 	if req.GetContainerId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("ContainerStatus: container_id is required"))
+		return nil, errdefs.InvalidArgumentf("ContainerStatus: container_id is required")
 	}
 	c, err := s.cfg.Lifecycle.ContainerStatus(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatusToCRI(c)}
 	if req.GetVerbose() {
@@ -130,10 +126,10 @@ func (s *Server) UpdatePodSandboxResources(context.Context, *runtimeapi.UpdatePo
 // ReopenContainerLog reopens the console log after rotation.
 func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
 	if req.GetContainerId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("ReopenContainerLog: container_id is required"))
+		return nil, errdefs.InvalidArgumentf("ReopenContainerLog: container_id is required")
 	}
 	if err := s.cfg.Lifecycle.ReopenContainerLog(ctx, req.GetContainerId()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }

@@ -15,7 +15,7 @@ import (
 func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
 	out, err := s.listImages(ctx, req.GetFilter())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.ListImagesResponse{Images: out}, nil
 }
@@ -24,7 +24,7 @@ func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesReque
 func (s *Server) StreamImages(req *runtimeapi.StreamImagesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamImagesResponse]) error {
 	out, err := s.listImages(stream.Context(), req.GetFilter())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	return stream.Send(&runtimeapi.StreamImagesResponse{Images: out})
 }
@@ -56,11 +56,11 @@ func (s *Server) listImages(ctx context.Context, f *runtimeapi.ImageFilter) ([]*
 func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
 	name := req.GetImage().GetImage()
 	if name == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("ImageStatus: image.image is required"))
+		return nil, errdefs.InvalidArgumentf("ImageStatus: image.image is required")
 	}
 	img, err := s.cfg.Images.Status(ctx, name)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if img == nil {
 		return &runtimeapi.ImageStatusResponse{}, nil
@@ -72,12 +72,11 @@ func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	name := req.GetImage().GetImage()
 	if name == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("PullImage: image.image is required"))
+		return nil, errdefs.InvalidArgumentf("PullImage: image.image is required")
 	}
 	ref, err := s.cfg.Images.Pull(ctx, name)
 	if err != nil {
-		s.log.Error("PullImage failed", "image", name, "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("image pulled", "image", name, "ref", ref)
 	return &runtimeapi.PullImageResponse{ImageRef: ref}, nil
@@ -89,11 +88,11 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	name := req.GetImage().GetImage()
 	if name == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("RemoveImage: image.image is required"))
+		return nil, errdefs.InvalidArgumentf("RemoveImage: image.image is required")
 	}
 	img, err := s.cfg.Images.Status(ctx, name)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if img == nil {
 		return &runtimeapi.RemoveImageResponse{}, nil
@@ -104,13 +103,13 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 	// until kubelet's image GC removes that; by ID it is refused then.
 	if strings.HasSuffix(name, img.Ref) {
 		if err := s.cfg.Images.Remove(ctx, name); err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 		return &runtimeapi.RemoveImageResponse{}, nil
 	}
 	for _, tag := range img.RepoTags {
 		if err := s.cfg.Images.Remove(ctx, tag); err != nil {
-			return nil, toStatus(fmt.Errorf("removing %s, a name of image %s: %w", tag, img.Ref, err))
+			return nil, fmt.Errorf("removing %s, a name of image %s: %w", tag, img.Ref, err)
 		}
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil
@@ -120,7 +119,7 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 func (s *Server) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
 	u, err := s.cfg.Images.FsInfo(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	fs := &runtimeapi.FilesystemUsage{
 		Timestamp:  nowNano(),

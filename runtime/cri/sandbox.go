@@ -15,12 +15,11 @@ import (
 func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
 	cfg := req.GetConfig()
 	if cfg == nil || cfg.GetMetadata() == nil {
-		return nil, toStatus(errdefs.InvalidArgumentf("RunPodSandbox: config.metadata is required"))
+		return nil, errdefs.InvalidArgumentf("RunPodSandbox: config.metadata is required")
 	}
 	id, err := s.cfg.Lifecycle.RunPodSandbox(ctx, sandboxConfigFromCRI(cfg, req.GetRuntimeHandler()))
 	if err != nil {
-		s.log.Error("RunPodSandbox failed", "name", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
@@ -28,11 +27,10 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 // StopPodSandbox stops the sandbox's VM and its network.
 func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	if req.GetPodSandboxId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("StopPodSandbox: pod_sandbox_id is required"))
+		return nil, errdefs.InvalidArgumentf("StopPodSandbox: pod_sandbox_id is required")
 	}
 	if err := s.cfg.Lifecycle.StopPodSandbox(ctx, req.GetPodSandboxId()); err != nil {
-		s.log.Error("StopPodSandbox failed", "pod", req.GetPodSandboxId(), "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
@@ -40,11 +38,10 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 // RemovePodSandbox removes the sandbox and its containers.
 func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
 	if req.GetPodSandboxId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("RemovePodSandbox: pod_sandbox_id is required"))
+		return nil, errdefs.InvalidArgumentf("RemovePodSandbox: pod_sandbox_id is required")
 	}
 	if err := s.cfg.Lifecycle.RemovePodSandbox(ctx, req.GetPodSandboxId()); err != nil {
-		s.log.Error("RemovePodSandbox failed", "pod", req.GetPodSandboxId(), "err", err)
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }
@@ -52,11 +49,11 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 // PodSandboxStatus reports a sandbox, its IPs and (verbose) its containers.
 func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	if req.GetPodSandboxId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("PodSandboxStatus: pod_sandbox_id is required"))
+		return nil, errdefs.InvalidArgumentf("PodSandboxStatus: pod_sandbox_id is required")
 	}
 	sb, err := s.cfg.Lifecycle.PodSandbox(req.GetPodSandboxId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: sandboxStatusToCRI(sb)}
 	for _, c := range s.cfg.Lifecycle.ListContainers(pod.ContainerFilter{SandboxID: sb.ID}) {
@@ -72,7 +69,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 func (s *Server) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	resp := &runtimeapi.ListPodSandboxResponse{}
 	if err := s.fillSandboxes(resp, req.GetFilter()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return resp, nil
 }
@@ -81,7 +78,7 @@ func (s *Server) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandbo
 func (s *Server) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxesResponse]) error {
 	resp := &runtimeapi.StreamPodSandboxesResponse{}
 	if err := s.fillSandboxes(resp, req.GetFilter()); err != nil {
-		return toStatus(err)
+		return err
 	}
 	return stream.Send(resp)
 }

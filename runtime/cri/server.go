@@ -10,12 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/pod"
 )
@@ -123,38 +120,4 @@ func NewServer(cfg Config) (*Server, error) {
 func (s *Server) Register(g *grpc.Server) {
 	runtimeapi.RegisterRuntimeServiceServer(g, s)
 	runtimeapi.RegisterImageServiceServer(g, s)
-}
-
-// toStatus maps an error of the lower layers to a gRPC status error.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Unknown
-	switch {
-	case errors.Is(err, errdefs.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, errdefs.ErrInvalidArgument):
-		code = codes.InvalidArgument
-	case errors.Is(err, errdefs.ErrFailedPrecondition):
-		code = codes.FailedPrecondition
-	case errors.Is(err, errdefs.ErrAlreadyExists):
-		code = codes.AlreadyExists
-	case errors.Is(err, errdefs.ErrUnimplemented):
-		code = codes.Unimplemented
-	case errors.Is(err, errdefs.ErrUnavailable):
-		code = codes.Unavailable
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	}
-	return status.Error(code, err.Error())
-}
-
-func unimplemented(what string) error {
-	return status.Error(codes.Unimplemented, what)
 }

@@ -15,11 +15,11 @@ import (
 // ContainerStats reports the VM's CPU and memory.
 func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
 	if req.GetContainerId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("ContainerStats: container_id is required"))
+		return nil, errdefs.InvalidArgumentf("ContainerStats: container_id is required")
 	}
 	c, st, err := s.cfg.Lifecycle.Stats(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.ContainerStatsResponse{Stats: containerStatsToCRI(c, st)}, nil
 }
@@ -28,7 +28,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	out, err := s.listContainerStats(ctx, req.GetFilter())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.ListContainerStatsResponse{Stats: out}, nil
 }
@@ -37,7 +37,7 @@ func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListCon
 func (s *Server) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainerStatsResponse]) error {
 	out, err := s.listContainerStats(stream.Context(), req.GetFilter())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	return stream.Send(&runtimeapi.StreamContainerStatsResponse{ContainerStats: out})
 }
@@ -61,15 +61,15 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 // PodSandboxStats reports the pod's usage: its VM's.
 func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
 	if req.GetPodSandboxId() == "" {
-		return nil, toStatus(errdefs.InvalidArgumentf("PodSandboxStats: pod_sandbox_id is required"))
+		return nil, errdefs.InvalidArgumentf("PodSandboxStats: pod_sandbox_id is required")
 	}
 	sb, err := s.cfg.Lifecycle.PodSandbox(req.GetPodSandboxId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	st, err := s.sandboxStats(ctx, sb)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
 }
@@ -78,7 +78,7 @@ func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbox
 func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	out, err := s.listSandboxStats(ctx, req.GetFilter())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
 }
@@ -87,7 +87,7 @@ func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPo
 func (s *Server) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxStatsResponse]) error {
 	out, err := s.listSandboxStats(stream.Context(), req.GetFilter())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	return stream.Send(&runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: out})
 }

@@ -29,15 +29,15 @@ func (s *Server) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*ru
 	}
 	c, err := s.cfg.Lifecycle.ContainerStatus(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if c.State != pod.ContainerRunning {
-		return nil, toStatus(errdefs.FailedPreconditionf("Attach: container %s is %s: only a running VM's console can be attached", c.ID, c.State))
+		return nil, errdefs.FailedPreconditionf("Attach: container %s is %s: only a running VM's console can be attached", c.ID, c.State)
 	}
 	req.ContainerId = c.ID
 	resp, err := s.cfg.Streaming.GetAttach(req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return resp, nil
 }
@@ -49,12 +49,12 @@ func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtim
 	}
 	c, err := s.cfg.Lifecycle.ContainerStatus(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	req.ContainerId = c.ID
 	resp, err := s.cfg.Streaming.GetExec(req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return resp, nil
 }
@@ -65,11 +65,11 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 		return nil, unimplemented("ExecSync: running commands in a VM needs the QEMU guest agent path (guest-exec), which is not enabled")
 	}
 	if len(req.GetCmd()) == 0 {
-		return nil, toStatus(errdefs.InvalidArgumentf("ExecSync: cmd is required"))
+		return nil, errdefs.InvalidArgumentf("ExecSync: cmd is required")
 	}
 	out, errOut, code, err := s.cfg.Exec.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), req.GetTimeout())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: out, Stderr: errOut, ExitCode: code}, nil
 }
@@ -81,12 +81,12 @@ func (s *Server) PortForward(ctx context.Context, req *runtimeapi.PortForwardReq
 	}
 	sb, err := s.cfg.Lifecycle.PodSandbox(req.GetPodSandboxId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	req.PodSandboxId = sb.ID
 	resp, err := s.cfg.Streaming.GetPortForward(req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return resp, nil
 }
