@@ -60,6 +60,7 @@ fi
 # shellcheck disable=SC2016 # expanded by the container's bash
 script='set -e
 test "$(/usr/local/bin/podvisor --version)" = "podvisor $1"
+test "$(/usr/local/bin/criproxy --version)" = "criproxy $1"
 /usr/local/bin/podvisor-vmwrapper --help >/dev/null 2>&1 || test $? -le 2
 libvirtd --version; virsh --version; virtlogd --version
 qemu-system-x86_64 --version | head -1; qemu-img --version | head -1
