@@ -165,7 +165,7 @@ main() {
 	mkdir -p "$(dirname "$out")"
 	rm -f "$out"
 	skopeo copy --quiet "oci:$work/oci:$version" "oci-archive:$out:$ref" >&2
-	log "wrote $out ($(du -m "$out" | cut -f1) MiB): ctr -n k8s.io images import $out; skopeo copy oci-archive:$out docker://REGISTRY/podvisor:$version"
+	log "wrote $out ($(du -m "$out" | cut -f1) MiB): ctr -n k8s.io images import $out; skopeo copy oci-archive:$out docker://REGISTRY/podvisor/podvisor:$version"
 	echo "$ref"
 }
 
