@@ -190,22 +190,8 @@ func (c *Config) Validate() error {
 	if c.ImagePullGiveUp < 0 {
 		return fmt.Errorf("image-pull-give-up: %v is negative, accepted: a positive duration, or 0 for the default %v", c.ImagePullGiveUp, image.DefaultGiveUpAfter)
 	}
-	if c.MetricsAddr != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			return fmt.Errorf("metrics-addr: %q is not accepted: use HOST:PORT, the node's IP (e.g. $(NODE_IP):9474) or 127.0.0.1:9474", c.MetricsAddr)
-		}
-	}
-	if c.ProfilingAddr == "" {
-		c.ProfilingAddr = DefaultProfilingAddr
-	}
-	if err := metrics.CheckLoopback(c.ProfilingAddr); err != nil {
-		return fmt.Errorf("profiling-addr: %w; pprof is served on loopback only", err)
-	}
-	if c.NodeName != "" && c.Kubeconfig == "" {
-		return errors.New("node-name: needs kubeconfig, the Kubernetes client that labels the node")
-	}
-	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
-		return fmt.Errorf("node-name: %q is not accepted: use the node's name as Kubernetes has it (a DNS subdomain: lower case letters, digits, '-' and '.')", c.NodeName)
+	if err := c.validateNodeFacing(); err != nil {
+		return err
 	}
 	if c.ImageMappingNamespace != "" && c.Kubeconfig == "" {
 		return errors.New("image-mapping-namespace: needs kubeconfig, the Kubernetes client that watches VirtletImageMappings")
@@ -233,6 +219,29 @@ func (c *Config) Validate() error {
 		c.KVMProbeDir = filepath.Join(c.StateDir, "kvm-probe")
 	} else if !filepath.IsAbs(c.KVMProbeDir) {
 		return fmt.Errorf("kvm-probe-dir: %q is not accepted: use an absolute path that libvirtd sees too", c.KVMProbeDir)
+	}
+	return nil
+}
+
+// validateNodeFacing checks what other hosts see of the daemon: the
+// metrics and pprof listeners and the Node it labels.
+func (c *Config) validateNodeFacing() error {
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics-addr: %q is not accepted: use HOST:PORT, the node's IP (e.g. $(NODE_IP):9474) or 127.0.0.1:9474", c.MetricsAddr)
+		}
+	}
+	if c.ProfilingAddr == "" {
+		c.ProfilingAddr = DefaultProfilingAddr
+	}
+	if err := metrics.CheckLoopback(c.ProfilingAddr); err != nil {
+		return fmt.Errorf("profiling-addr: %w; pprof is served on loopback only", err)
+	}
+	if c.NodeName != "" && c.Kubeconfig == "" {
+		return errors.New("node-name: needs kubeconfig, the Kubernetes client that labels the node")
+	}
+	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
+		return fmt.Errorf("node-name: %q is not accepted: use the node's name as Kubernetes has it (a DNS subdomain: lower case letters, digits, '-' and '.')", c.NodeName)
 	}
 	return nil
 }
