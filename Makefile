@@ -4,7 +4,7 @@
 #   make test    installs what it needs (Debian packages, crictl), starts what
 #                it needs (libvirtd), runs every test tier this machine allows
 #   make demo    a VM pod through our CRI: console shown, pod IP answers
-#   make lint    gofmt, go vet, go mod tidy
+#   make lint    gofmt, go vet, go mod tidy, shellcheck, actionlint
 #   make bench   benchmarks; results in docs/bench/
 #   make image   the node image as an OCI archive in _build/image/ (docs/install.md)
 
@@ -24,6 +24,10 @@ CMDS := $(notdir $(wildcard cmd/*))
 VERSION ?= $(shell tr -d '[:space:]' < internal/version/VERSION)
 
 CRITEST := $(TOOLS)/critest
+ACTIONLINT := $(TOOLS)/actionlint
+ACTIONLINT_VERSION := v1.7.12
+# Every shell script: *.sh and the ones without the suffix.
+SHELL_SCRIPTS = $(shell git ls-files '*.sh') deploy/image/podvisor-vms-emulator kind/virsh .ci/run
 
 .PHONY: all build image test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
 
@@ -49,11 +53,21 @@ $(CRICTL):
 	GOBIN=$(TOOLS) go install -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$(CRI_TOOLS_VERSION)" \
 		sigs.k8s.io/cri-tools/cmd/crictl@$(CRI_TOOLS_VERSION)
 
-lint:
+$(ACTIONLINT):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+# gofmt, go vet, go mod tidy; shellcheck (warnings and errors) on every
+# shell script; actionlint (with shellcheck on the run: steps) on
+# .github/workflows. shellcheck is a Debian package (ci/deps-base.txt).
+lint: $(ACTIONLINT)
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	go vet ./...
 	go vet -tags e2e ./conformance/e2e/
 	go mod tidy -diff
+	@command -v shellcheck >/dev/null || { echo "shellcheck missing: run ci/install-deps.sh"; exit 1; }
+	shellcheck -S warning $(SHELL_SCRIPTS)
+	$(ACTIONLINT) .github/workflows/*.yml
 
 # Unit and in-process tiers: pure packages, the lifecycle on the simulated
 # hypervisor, the CRI over a real gRPC socket. -race throughout.

@@ -62,31 +62,54 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 
 # --- kernel -----------------------------------------------------------------
-kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+# Debian: linux-image-amd64 names one package with the kernel and every
+# module. Ubuntu (GitHub's runners): linux-image-generic names the kernel
+# package; its modules are in linux-modules-KVER and linux-modules-extra-KVER,
+# zstd-compressed. GUEST_KERNEL_META names another meta package.
+# shellcheck disable=SC1091 # the machine's, not ours
+os_id="$(. /etc/os-release 2>/dev/null && echo "${ID:-}")"
+meta_default=linux-image-amd64
+[ "$os_id" = ubuntu ] && meta_default=linux-image-generic
+meta="${GUEST_KERNEL_META:-$meta_default}"
+kernel_pkg() { apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+kpkg="$(kernel_pkg)"
 if [ -z "$kpkg" ]; then
 	# apt's lists are missing on a fresh machine.
 	DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=900 update >/dev/null
-	kpkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+	kpkg="$(kernel_pkg)"
 fi
-[ -n "$kpkg" ] || { echo "build-guest: cannot tell the kernel package from 'apt-cache depends linux-image-amd64'" >&2; exit 1; }
+[ -n "$kpkg" ] || { echo "build-guest: cannot tell the kernel package from 'apt-cache depends $meta' (GUEST_KERNEL_META names the meta package)" >&2; exit 1; }
+pkgs=("$kpkg")
+if [ "$os_id" = ubuntu ]; then
+	kv="${kpkg#linux-image-}"
+	pkgs+=("linux-modules-$kv")
+	apt-cache show "linux-modules-extra-$kv" >/dev/null 2>&1 && pkgs+=("linux-modules-extra-$kv")
+fi
 cache="$out/.cache"
 mkdir -p "$cache"
-deb="$(ls "$cache"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true)"
 download() {
-	(cd "$cache" && apt-get -q download "$kpkg" 2>&1 | grep -v 'unsandboxed as root' || true) >&2
-	ls "$cache"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true
+	(cd "$cache" && { apt-get -q download "$1" 2>&1 | grep -v 'unsandboxed as root' || true; }) >&2
+	find "$cache" -maxdepth 1 -name "${1}_*.deb" | head -n1
 }
-if [ -z "$deb" ]; then
-	deb="$(download)"
+for p in "${pkgs[@]}"; do
+	deb="$(find "$cache" -maxdepth 1 -name "${p}_*.deb" | head -n1)"
+	if [ -z "$deb" ]; then
+		deb="$(download "$p")"
+	fi
+	if [ -z "$deb" ]; then
+		# Stale lists can name a version the archive no longer has.
+		DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=900 update >/dev/null
+		deb="$(download "$p")"
+	fi
+	[ -n "$deb" ] || { echo "build-guest: apt-get download $p failed" >&2; exit 1; }
+	dpkg -x "$deb" kpkg
+done
+# Merged-/usr packages ship /usr/lib/modules.
+if [ ! -d kpkg/lib/modules ] && [ -d kpkg/usr/lib/modules ]; then
+	mkdir -p kpkg/lib
+	mv kpkg/usr/lib/modules kpkg/lib/modules
 fi
-if [ -z "$deb" ]; then
-	# Stale lists can name a version the archive no longer has.
-	DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=900 update >/dev/null
-	deb="$(download)"
-fi
-[ -n "$deb" ] || { echo "build-guest: apt-get download $kpkg failed" >&2; exit 1; }
-dpkg -x "$deb" kpkg
-kver="$(ls kpkg/lib/modules | head -n1)"
+kver="$(find kpkg/lib/modules -mindepth 1 -maxdepth 1 -printf '%f\n' | head -n1)"
 depmod -b kpkg "$kver"
 
 # --- rootfs -----------------------------------------------------------------
@@ -97,7 +120,7 @@ for applet in $(busybox --list-full); do
 	[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
 ln -s /bin/busybox "$root/init"
-(cd "$repo" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS= go build -trimpath -ldflags "-s -w" \
+(cd "$repo" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS='' go build -trimpath -ldflags "-s -w" \
 	-o "$root/sbin/podvisor-guest-agent" ./ci/guest-agent)
 
 # Modules, loaded in dependency order by insmod from a list.
@@ -111,8 +134,13 @@ modprobe -d kpkg -S "$kver" -a --show-depends $modules | awk '$1 == "insmod" {pr
 		rel="${ko#"$work"/kpkg}"
 		rel="${rel#kpkg}"
 		mkdir -p "$root/$(dirname "$rel")"
-		cp "kpkg/$rel" "$root/$rel"
-		echo "$rel" >>"$root/etc/modules.list"
+		# busybox insmod loads plain .ko files only (Ubuntu's are .ko.zst).
+		case "$rel" in
+		*.ko.zst) dest="${rel%.zst}"; zstd -dqc "kpkg/$rel" >"$root/$dest" ;;
+		*.ko.xz) dest="${rel%.xz}"; xz -dc "kpkg/$rel" >"$root/$dest" ;;
+		*) dest="$rel"; cp "kpkg/$rel" "$root/$dest" ;;
+		esac
+		echo "$dest" >>"$root/etc/modules.list"
 	done
 
 cat >"$root/etc/inittab" <<'EOF'

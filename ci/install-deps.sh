@@ -13,10 +13,27 @@ if [ "${#pkgs[@]}" -eq 0 ]; then
 	exit 0
 fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep 'install ok installed' >/dev/null; }
+
+# Docker's containerd.io (GitHub's ubuntu-24.04 runners, most Docker hosts)
+# conflicts with the distribution's containerd and runc: installing those
+# would remove Docker. Its containerd and runc binaries serve our scripts
+# (ci/containerd.sh starts containerd with its own configuration).
+if installed containerd.io; then
+	kept=()
+	for p in "${pkgs[@]}"; do
+		case "$p" in
+		containerd | runc) echo "install-deps: $p: Docker's containerd.io provides it; not installing the distribution's" ;;
+		*) kept+=("$p") ;;
+		esac
+	done
+	pkgs=("${kept[@]}")
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
 	# dpkg -s succeeds for removed-but-configured packages too; check Status.
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null; then
+	if ! installed "$p"; then
 		missing+=("$p")
 	fi
 done

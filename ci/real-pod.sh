@@ -162,7 +162,7 @@ cri pull virtlet.cloud/podvisor/testvm | sed 's/^/  /'
 
 say "run the pod sandbox, create and start the VM"
 run_vm demo-vm
-main_pod=$pod main_ctr=$ctr main_ip=$ip
+main_ctr=$ctr main_ip=$ip
 
 say "the serial console is the container log, streamed as it comes (TCG is slow)"
 shown=0

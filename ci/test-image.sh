@@ -11,11 +11,16 @@
 #     no ELF program interpreter, so it runs on any node's libc.
 #
 #   ci/test-image.sh ARCHIVE REF VERSION
+#   ci/test-image.sh --docker REF VERSION   the same checks on an image in
+#                                           Docker (the Dockerfile's build;
+#                                           .github/workflows/ci.yml)
 #
 # Starts and stops containerd: run under flock /run/podvisor-heavy.lock.
 set -euo pipefail
 
 archive="$1" ref="$2" version="$3"
+docker=0
+[ "$archive" = --docker ] && docker=1
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 sock=/run/podvisor-ci-containerd/containerd.sock
 ns=k8s.io
@@ -35,20 +40,27 @@ cleanup() {
 	rm -rf "$out"
 }
 
-before=""
-"$here/containerd.sh" start
-trap cleanup EXIT
-before="$(ctr -a "$sock" -n "$ns" images ls -q)"
-ctr -a "$sock" -n "$ns" images import "$archive" >/dev/null
-names="$(ctr -a "$sock" -n "$ns" images ls -q)"
-grep -qxF "$ref" <<<"$names" ||
-	fail "$archive imported, but no image named $ref: $(tr '\n' ' ' <<<"$names")"
-echo "test-image: imported as $ref"
+if [ "$docker" = 1 ]; then
+	trap 'rm -rf "$out"' EXIT
+	run() { docker run --rm -v "$out:/out" "$ref" "$@"; }
+else
+	before=""
+	"$here/containerd.sh" start
+	trap cleanup EXIT
+	before="$(ctr -a "$sock" -n "$ns" images ls -q)"
+	ctr -a "$sock" -n "$ns" images import "$archive" >/dev/null
+	names="$(ctr -a "$sock" -n "$ns" images ls -q)"
+	grep -qxF "$ref" <<<"$names" ||
+		fail "$archive imported, but no image named $ref: $(tr '\n' ' ' <<<"$names")"
+	echo "test-image: imported as $ref"
+	run() { ctr -a "$sock" -n "$ns" run --rm --mount "type=bind,src=$out,dst=/out,options=rbind:rw" "$ref" "$id" "$@"; }
+fi
 
 # One container runs every check and copies criproxy out for the ELF check.
 # shellcheck disable=SC2016 # expanded by the container's bash
 script='set -e
 test "$(/usr/local/bin/podvisor --version)" = "podvisor $1"
+test "$(/usr/local/bin/criproxy --version)" = "criproxy $1"
 /usr/local/bin/podvisor-vmwrapper --help >/dev/null 2>&1 || test $? -le 2
 libvirtd --version; virsh --version; virtlogd --version
 qemu-system-x86_64 --version | head -1; qemu-img --version | head -1
@@ -58,8 +70,7 @@ for f in /usr/local/bin/podvisor-vms-emulator /usr/local/share/podvisor/libvirt.
          /usr/local/share/podvisor/install-criproxy.sh; do test -x "$f"; done
 test -f /usr/lib/ipxe/qemu/efi-virtio.rom
 cp /usr/local/bin/criproxy /out/criproxy'
-ctr -a "$sock" -n "$ns" run --rm --mount "type=bind,src=$out,dst=/out,options=rbind:rw" \
-	"$ref" "$id" /bin/bash -c "$script" check "$version" ||
+run /bin/bash -c "$script" check "$version" ||
 	fail "the checks inside $ref failed (output above)"
 
 [ -s "$out/criproxy" ] || fail "criproxy not copied out of the image"

@@ -1,8 +1,11 @@
 package deploy
 
 import (
+	"debug/elf"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -231,3 +234,72 @@ func TestPackagesList(t *testing.T) {
 }
 
 func lastElem(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
+
+// TestStaticBinariesAreStatic builds each "static" Go binary of files.txt
+// as the image builds do (CGO_ENABLED=0) and checks the ELF file asks for
+// no program interpreter: criproxy is copied onto the node and must run
+// on any libc (glibc 2.17 hosts, musl), so a cgo dependency creeping into
+// it fails here rather than on a customer's node.
+func TestStaticBinariesAreStatic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries")
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go not on PATH")
+	}
+	n := 0
+	for _, f := range imageFiles(t) {
+		if f.kind != "static" {
+			continue
+		}
+		n++
+		out := filepath.Join(t.TempDir(), lastElem(f.src))
+		cmd := exec.Command(goBin, "build", "-trimpath", "-o", out, "./"+f.src)
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("CGO_ENABLED=0 go build ./%s: %v\n%s", f.src, err, b)
+			continue
+		}
+		if interp := elfInterpreter(t, out); interp != "" {
+			t.Errorf("%s built with CGO_ENABLED=0 still needs %s: it would not run on nodes with another libc", f.src, interp)
+		}
+	}
+	if n == 0 {
+		t.Fatal("files.txt lists no static binary: criproxy must be one")
+	}
+	// The check itself: a cgo binary of this module has an interpreter.
+	if _, err := exec.LookPath("gcc"); err == nil {
+		out := filepath.Join(t.TempDir(), "podvisor-vmwrapper")
+		cmd := exec.Command(goBin, "build", "-o", out, "./cmd/podvisor-vmwrapper")
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("cgo build for the control check: %v\n%s", err, b)
+		}
+		if elfInterpreter(t, out) == "" {
+			t.Error("a CGO_ENABLED=1 build shows no interpreter: elfInterpreter cannot tell static from dynamic")
+		}
+	}
+}
+
+// elfInterpreter returns the PT_INTERP path of an ELF file, "" for none.
+func elfInterpreter(t *testing.T, path string) string {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(b, 0); err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimRight(string(b), "\x00")
+		}
+	}
+	return ""
+}

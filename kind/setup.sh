@@ -8,7 +8,8 @@
 # Steps: build the image (deploy/image/Dockerfile), the test guest
 # (ci/build-guest.sh), the test container images (ci/images/build.sh),
 # podvisorctl and the suite (go test -tags e2e -c); create the cluster (kind/cluster.yaml);
-# load the images; apply deploy/ (kubectl apply -k); add a translation for
+# load the images; apply deploy/ through a kustomize overlay that sets the
+# image, as docs/install.md has operators do (kubectl apply -k); add a translation for
 # the test guest; wait for criproxy (node setup) and podvisor; run the suite
 # inside the node, where it reaches podvisor's socket, state directory and
 # (through kind/virsh) libvirt, as ci/e2e.sh's suite does on the machine.
@@ -17,12 +18,13 @@
 # our development machines (no privileged containers): docs/deploy.md.
 # Env: CLUSTER (default podvisor-e2e), KEEP=1 keeps the cluster,
 # PODVISOR_GUEST_DIR (default /var/tmp/podvisor-test-guest), E2E_TIMEOUT
-# (default 45m), IMAGE (default podvisor/podvisor:dev, as in deploy/).
+# (default 45m), IMAGE (default podvisor/podvisor:VERSION, the version of
+# internal/version/VERSION).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cluster=${CLUSTER:-podvisor-e2e}
-image=${IMAGE:-podvisor/podvisor:dev}
+image=${IMAGE:-podvisor/podvisor:$(tr -d '[:space:]' <"$root/internal/version/VERSION")}
 guest_dir=${PODVISOR_GUEST_DIR:-/var/tmp/podvisor-test-guest}
 node=$cluster-control-plane
 work=$(mktemp -d /tmp/podvisor-kind.XXXXXX)
@@ -60,8 +62,9 @@ trap cleanup EXIT
 say "builds: image $image, test guest, test images, the suite"
 docker build -f "$root/deploy/image/Dockerfile" -t "$image" "$root"
 if [ ! -f "$guest_dir/podvisor-test-guest.qcow2" ]; then
-	# ci/build-guest.sh installs its Debian packages (root).
-	sudo -E "$root/ci/build-guest.sh" "$guest_dir" >/dev/null
+	# ci/build-guest.sh downloads its kernel package (root). sudo's
+	# secure_path would hide setup-go's Go: pass PATH.
+	sudo env "PATH=$PATH" "$root/ci/build-guest.sh" "$guest_dir" >/dev/null
 fi
 "$root/ci/images/build.sh" "$work/images" podvisor-e2e.local >/dev/null
 # shellcheck disable=SC1091
@@ -82,7 +85,19 @@ say "podvisor from deploy/"
 # (the DaemonSet mounts the node's /var/lib/podvisor).
 in_node mkdir -p /var/lib/podvisor/e2e
 docker cp "$guest_dir/podvisor-test-guest.qcow2" "$node:/var/lib/podvisor/e2e/podvisor-test-guest.qcow2"
-kubectl apply -k "$root/deploy"
+# The operator's way (docs/install.md): an overlay naming the image.
+mkdir -p "$work/overlay"
+cat >"$work/overlay/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- $(realpath --relative-to="$work/overlay" "$root/deploy")
+images:
+- name: podvisor/podvisor
+  newName: ${image%:*}
+  newTag: ${image##*:}
+YAML
+kubectl apply -k "$work/overlay"
 # The suite's image name, as in ci/e2e.sh (kubelet adds ":latest").
 kubectl -n kube-system create configmap virtlet-image-translations \
 	--from-literal=images.yaml="$(kubectl -n kube-system get configmap virtlet-image-translations -o jsonpath='{.data.images\.yaml}')" \
@@ -93,7 +108,7 @@ kubectl -n kube-system create configmap virtlet-image-translations \
 kubectl -n kube-system rollout status ds/podvisor-node-setup --timeout=5m
 # kubelet restarted onto criproxy: wait until the node is back.
 kubectl wait --for=condition=Ready "node/$node" --timeout=5m
-in_node grep -q criproxy.sock /var/lib/kubelet/config.yaml || die "kubelet was not moved onto criproxy"
+in_node grep -q criproxy.sock /etc/kubernetes/kubelet.conf.d/99-podvisor-criproxy.conf || die "kubelet was not moved onto criproxy"
 kubectl -n kube-system rollout status ds/podvisor --timeout=10m
 
 say "the Ginkgo suite (conformance/e2e) inside the node"

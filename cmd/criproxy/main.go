@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	pvversion "github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/proxy"
 )
 
@@ -65,6 +66,7 @@ func run(args []string) error {
 		primary    = fs.String("primary", "unix:///run/containerd/containerd.sock", "the primary runtime's CRI endpoint: every pod not routed elsewhere goes there")
 		maxBackoff = fs.Duration("max-backoff", 5*time.Second, "longest wait between reconnection attempts to a runtime that is down")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		version    = fs.Bool("version", false, "print the version (podvisor's) and exit")
 	)
 	fs.Var(&runtimes, "runtime", "a named runtime NAME=ENDPOINT, repeatable, e.g. podvisor=unix:///run/podvisor/podvisor.sock; its IDs are prefixed NAME__")
 	fs.Var(&handlers, "handler", "route RuntimeClass handler HANDLER=RUNTIME besides the runtime's own name, repeatable")
@@ -73,6 +75,10 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: criproxy takes only flags", fs.Args())
+	}
+	if *version {
+		fmt.Println("criproxy", pvversion.String())
+		return nil
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

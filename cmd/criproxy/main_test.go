@@ -1,10 +1,13 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	pvversion "github.com/podvisor/podvisor/internal/version"
 )
 
 func TestRunRefusesBadFlags(t *testing.T) {
@@ -28,5 +31,23 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("run %q: got %v, want an error containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestVersion: --version prints podvisor's version, which the image and
+// the daemon report too.
+func TestVersion(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	err = run([]string{"--version"})
+	os.Stdout = stdout
+	w.Close()
+	out, _ := io.ReadAll(r)
+	if err != nil || string(out) != "criproxy "+pvversion.String()+"\n" {
+		t.Errorf("--version: %v, printed %q", err, out)
 	}
 }

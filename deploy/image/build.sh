@@ -54,8 +54,9 @@ preflight() {
 	if [ "$id" != debian ] || [ "$codename" != "$suite" ]; then
 		die "this machine is $id $codename: podvisor is linked against libvirt and glibc, which must be the image's (Debian $suite); build on Debian 12 or with deploy/image/Dockerfile"
 	fi
+	command -v go >/dev/null || die "go not found: put Go on PATH (make image adds /usr/local/go/bin)"
 	local t
-	for t in mmdebstrap umoci skopeo go pkg-config; do
+	for t in mmdebstrap umoci skopeo pkg-config; do
 		command -v "$t" >/dev/null || die "$t not found: run ci/install-deps.sh (ci/deps-image.txt)"
 	done
 	pkg-config --exists libvirt || die "libvirt-dev missing: run ci/install-deps.sh"
@@ -165,7 +166,7 @@ main() {
 	mkdir -p "$(dirname "$out")"
 	rm -f "$out"
 	skopeo copy --quiet "oci:$work/oci:$version" "oci-archive:$out:$ref" >&2
-	log "wrote $out ($(du -m "$out" | cut -f1) MiB): ctr -n k8s.io images import $out; skopeo copy oci-archive:$out docker://REGISTRY/podvisor:$version"
+	log "wrote $out ($(du -m "$out" | cut -f1) MiB): ctr -n k8s.io images import $out; skopeo copy oci-archive:$out docker://REGISTRY/podvisor/podvisor:$version"
 	echo "$ref"
 }
 
