@@ -6,6 +6,7 @@
 #   make demo    a VM pod through our CRI: console shown, pod IP answers
 #   make lint    gofmt, go vet, go mod tidy
 #   make bench   benchmarks; results in docs/bench/
+#   make image   the node image as an OCI archive in _build/image/ (docs/install.md)
 
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
@@ -19,15 +20,24 @@ GUEST_DIR ?= /var/tmp/podvisor-test-guest
 
 CMDS := $(notdir $(wildcard cmd/*))
 
+# The project's version (internal/version): binaries, CRI Version, image tag.
+VERSION ?= $(shell tr -d '[:space:]' < internal/version/VERSION)
+
 CRITEST := $(TOOLS)/critest
 
-.PHONY: all build test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
+.PHONY: all build image test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
-	go build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	go build -ldflags "-X github.com/podvisor/podvisor/internal/version.override=$(VERSION)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+# podvisor's node image, offline from Debian packages (deploy/image/build.sh):
+# _build/image/podvisor-$(VERSION).tar, an OCI archive; prints its reference.
+# The Debian root is cached in /var/cache/podvisor-image (REFRESH=1 renews it).
+image: deps
+	VERSION=$(VERSION) deploy/image/build.sh
 
 deps:
 	ci/install-deps.sh

@@ -6,13 +6,13 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/podvisor/podvisor/deploy"
+	pvversion "github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/domain"
 )
 
@@ -26,27 +26,32 @@ func TestDomainNameMatchesPodvisor(t *testing.T) {
 	}
 }
 
-// TestVersionMatchesDaemon: podvisorctl's version is the daemon's (read
-// from internal/daemon's source: importing it would link libvirt).
+// TestVersionMatchesDaemon: podvisorctl's version is the daemon's: both
+// come from internal/version (the daemon's source is read: importing
+// internal/daemon would link libvirt).
 func TestVersionMatchesDaemon(t *testing.T) {
 	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "..", "internal", "daemon", "daemon.go"), nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var daemonVersion string
+	var init string
 	ast.Inspect(f, func(n ast.Node) bool {
 		if vs, ok := n.(*ast.ValueSpec); ok && len(vs.Names) == 1 && vs.Names[0].Name == "Version" && len(vs.Values) == 1 {
-			if lit, ok := vs.Values[0].(*ast.BasicLit); ok {
-				daemonVersion, _ = strconv.Unquote(lit.Value)
+			if call, ok := vs.Values[0].(*ast.CallExpr); ok {
+				if sel, ok := call.Fun.(*ast.SelectorExpr); ok {
+					if x, ok := sel.X.(*ast.Ident); ok {
+						init = x.Name + "." + sel.Sel.Name
+					}
+				}
 			}
 		}
 		return true
 	})
-	if daemonVersion == "" {
-		t.Fatal("no `var Version = \"...\"` in internal/daemon/daemon.go")
+	if init != "version.String" {
+		t.Fatalf("internal/daemon's Version is initialised by %q, want version.String (internal/version)", init)
 	}
-	if version != daemonVersion {
-		t.Errorf("podvisorctl version %q, the daemon's %q: keep them equal", version, daemonVersion)
+	if version != pvversion.String() {
+		t.Errorf("podvisorctl version %q, internal/version's %q", version, pvversion.String())
 	}
 }
 

@@ -27,12 +27,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podvisor/podvisor/deploy"
+	pvversion "github.com/podvisor/podvisor/internal/version"
 )
 
-// version is podvisorctl's version, set at build time with
-// -ldflags "-X main.version=...". It follows the daemon's
-// (internal/daemon.Version; TestVersionMatchesDaemon).
-var version = "0.1.0-dev"
+// version is podvisorctl's version: the daemon's and the image tag's
+// (internal/version, the VERSION file).
+var version = pvversion.String()
 
 // pluginName is the file name kubectl looks for to run `kubectl podvisor`.
 const pluginName = "kubectl-podvisor"

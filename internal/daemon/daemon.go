@@ -22,6 +22,7 @@ import (
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
+	"github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/domain"
@@ -47,8 +48,8 @@ func (d *Daemon) MetricsAddr() string {
 	return d.metrics.Addr()
 }
 
-// Version is podvisor's version, set at build time with -ldflags.
-var Version = "0.1.0-dev"
+// Version is podvisor's version (internal/version: the VERSION file).
+var Version = version.String()
 
 // Config is the daemon's configuration.
 type Config struct {
