@@ -254,13 +254,21 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			}
 		})
 
+		// The DaemonSet restarted, upgraded and its libvirt killed under
+		// the two VMs of the Deployment (upgrade_test.go).
+		upgradeSpecs(func() string { return ns }, func() []corev1.Pod { return vmPods })
+
 		It("runs a VM pod selected by RuntimeClass handler podvisor, without any annotation, its image named by a VirtletImageMapping", func(ctx context.Context) {
 			// The name is in no translation file: only the mapping object
-			// (watched by podvisor) gives its URL.
+			// (watched by podvisor in its own namespace, kube-system) gives
+			// its URL.
 			mapping := fmt.Sprintf(`{"apiVersion": "virtlet.k8s/v1", "kind": "VirtletImageMapping",
- "metadata": {"name": "e2e-mapped", "namespace": %q},
+ "metadata": {"name": %q, "namespace": "kube-system"},
  "spec": {"translations": [{"name": "e2e/mapped-testvm", "url": %q}]}}`, ns, cfg.vmImageURL)
 			Expect(kubectlStdin(ctx, mapping, "apply", "-f", "-")).Error().NotTo(HaveOccurred())
+			DeferCleanup(func(ctx context.Context) {
+				Expect(kubectl(ctx, "-n", "kube-system", "delete", "virtletimagemapping", ns)).Error().NotTo(HaveOccurred())
+			})
 			_, err := client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
 				ObjectMeta: metav1.ObjectMeta{Name: runtimeClass},
 				Handler:    "podvisor",
