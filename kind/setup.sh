@@ -93,7 +93,7 @@ kubectl -n kube-system create configmap virtlet-image-translations \
 kubectl -n kube-system rollout status ds/podvisor-node-setup --timeout=5m
 # kubelet restarted onto criproxy: wait until the node is back.
 kubectl wait --for=condition=Ready "node/$node" --timeout=5m
-in_node grep -q criproxy.sock /var/lib/kubelet/config.yaml || die "kubelet was not moved onto criproxy"
+in_node grep -q criproxy.sock /etc/kubernetes/kubelet.conf.d/99-podvisor-criproxy.conf || die "kubelet was not moved onto criproxy"
 kubectl -n kube-system rollout status ds/podvisor --timeout=10m
 
 say "the Ginkgo suite (conformance/e2e) inside the node"
