@@ -162,7 +162,7 @@ write_overlay() {
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-- $base
+- $(realpath --relative-to="$dir" "$base")
 images:
 - name: podvisor/podvisor
   newName: docker.io/podvisor/podvisor
