@@ -26,16 +26,23 @@ fail() { echo "test-image: FAIL: $*" >&2; exit 1; }
 cleanup() {
 	ctr -a "$sock" -n "$ns" tasks kill -s KILL "$id" >/dev/null 2>&1 || true
 	ctr -a "$sock" -n "$ns" containers rm "$id" >/dev/null 2>&1 || true
-	ctr -a "$sock" -n "$ns" images rm "$ref" >/dev/null 2>&1 || true
+	# The image and the digest names containerd's CRI plugin added.
+	local r
+	for r in $(ctr -a "$sock" -n "$ns" images ls -q 2>/dev/null); do
+		grep -qxF "$r" <<<"$before" || ctr -a "$sock" -n "$ns" images rm "$r" >/dev/null 2>&1 || true
+	done
 	"$here/containerd.sh" stop
 	rm -rf "$out"
 }
 
+before=""
 "$here/containerd.sh" start
 trap cleanup EXIT
+before="$(ctr -a "$sock" -n "$ns" images ls -q)"
 ctr -a "$sock" -n "$ns" images import "$archive" >/dev/null
-ctr -a "$sock" -n "$ns" images ls -q | grep -qxF "$ref" ||
-	fail "$archive imported, but no image named $ref: $(ctr -a "$sock" -n "$ns" images ls -q | tr '\n' ' ')"
+names="$(ctr -a "$sock" -n "$ns" images ls -q)"
+grep -qxF "$ref" <<<"$names" ||
+	fail "$archive imported, but no image named $ref: $(tr '\n' ' ' <<<"$names")"
 echo "test-image: imported as $ref"
 
 # One container runs every check and copies criproxy out for the ELF check.

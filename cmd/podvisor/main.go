@@ -45,14 +45,17 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
+	fs.StringVar(&cfg.KVMProbeDir, "kvm-probe-dir", "", "directory for the KVM trial's files; libvirtd must see it at the same path (default <state-dir>/kvm-probe)")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory")
 	cniBin := fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
 	fs.StringVar(&cfg.Emulator, "emulator", "", "QEMU wrapper (default: podvisor-vmwrapper next to podvisor)")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for the Prometheus /metrics endpoint (empty: off)")
-	fs.BoolVar(&cfg.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on the metrics endpoint")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "host:port for the Prometheus /metrics endpoint: loopback, or the node's IP for a Prometheus elsewhere (empty: off)")
+	fs.BoolVar(&cfg.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on --profiling-addr")
+	fs.StringVar(&cfg.ProfilingAddr, "profiling-addr", daemon.DefaultProfilingAddr, "loopback host:port for pprof (--profiling); never the node's IP")
 	fs.StringVar(&cfg.StreamAddr, "stream-addr", "127.0.0.1:0", "host:port of the streaming server (attach, exec, port-forward)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources and VirtletImageMapping image translations (empty: none)")
 	fs.StringVar(&cfg.ImageMappingNamespace, "image-mapping-namespace", "", "namespace whose VirtletImageMappings are watched (empty: all namespaces; needs --kubeconfig)")
+	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's name: podvisor labels it "+daemon.LabelAccelerator+"=kvm|tcg (needs --kubeconfig and RBAC to patch nodes; empty: no label)")
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,15 +68,20 @@ func run(args []string) error {
 		fmt.Println("podvisor", daemon.Version)
 		return nil
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fileMetrics := ""
 	if *configFile != "" {
 		fileCfg, err := loadConfig(*configFile)
 		if err != nil {
 			return err
 		}
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		fileMetrics = fileCfg.MetricsAddr
 		cfg = merge(fileCfg, cfg, set)
 	}
+	// The default metrics port may be another podvisor's (tests, two
+	// daemons on one machine): only an address asked for must bind.
+	cfg.MetricsBestEffort = !set["metrics-addr"] && fileMetrics == ""
 	log, err := newLogger(*logLevel, *logFormat)
 	if err != nil {
 		return err
@@ -134,17 +142,21 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		CgroupDriver:          pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
 		LibvirtURI:            pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
 		KVM:                   pick("kvm", file.KVM, flags.KVM),
+		KVMProbeDir:           pick("kvm-probe-dir", file.KVMProbeDir, flags.KVMProbeDir),
 		StreamAddr:            pick("stream-addr", file.StreamAddr, flags.StreamAddr),
 		MetricsAddr:           pick("metrics-addr", file.MetricsAddr, flags.MetricsAddr),
+		ProfilingAddr:         pick("profiling-addr", file.ProfilingAddr, flags.ProfilingAddr),
 		CNIConfDir:            pick("cni-conf-dir", file.CNIConfDir, flags.CNIConfDir),
 		Emulator:              pick("emulator", file.Emulator, flags.Emulator),
 		Kubeconfig:            pick("kubeconfig", file.Kubeconfig, flags.Kubeconfig),
 		ImageMappingNamespace: pick("image-mapping-namespace", file.ImageMappingNamespace, flags.ImageMappingNamespace),
+		NodeName:              pick("node-name", file.NodeName, flags.NodeName),
 		CNIBinDirs:            flags.CNIBinDirs,
 		SimBootTime:           flags.SimBootTime,
 		ImagePullGiveUp:       flags.ImagePullGiveUp,
 		SocketMode:            file.SocketMode,
 		Profiling:             file.Profiling,
+		MetricsBestEffort:     file.MetricsBestEffort || flags.MetricsBestEffort,
 	}
 	if set["profiling"] {
 		out.Profiling = flags.Profiling

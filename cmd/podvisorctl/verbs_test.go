@@ -296,25 +296,47 @@ func TestVerbs(t *testing.T) {
 			args: []string{"version"},
 			setup: func(f *fake) {
 				f.on("get pods -n kube-system -l "+podSel+" -o json", list(podvisor2, podvisor1))
-				f.on("exec -n kube-system podvisor-abcde -c podvisor -- /usr/local/bin/podvisor --version", "podvisor 0.1.0-dev\n")
-				f.on("exec -n kube-system podvisor-fghij -c podvisor -- /usr/local/bin/podvisor --version", "podvisor 0.1.0-dev\n")
+				f.on("get nodes -o json", `{"items":[{"metadata":{"name":"node-1","labels":{"podvisor.io/accelerator":"kvm"},"annotations":{"podvisor.io/accelerator-reason":"a trial KVM domain ran 64-bit guest code"}}},{"metadata":{"name":"node-2"}}]}`)
+				f.on("exec -n kube-system podvisor-abcde -c podvisor -- /usr/local/bin/podvisor --version", "podvisor 0.1.0\n")
+				f.on("exec -n kube-system podvisor-fghij -c podvisor -- /usr/local/bin/podvisor --version", "podvisor 0.1.0\n")
 			},
 			wantCalls: []string{
 				"kubectl get pods -n kube-system -l " + podSel + " -o json",
+				"kubectl get nodes -o json",
 				"kubectl exec -n kube-system podvisor-abcde -c podvisor -- /usr/local/bin/podvisor --version",
 				"kubectl exec -n kube-system podvisor-fghij -c podvisor -- /usr/local/bin/podvisor --version",
 			},
-			wantStdout: "podvisorctl 0.1.0-dev (go",
+			wantStdout: "podvisorctl " + version + " (go",
+		},
+		{
+			name: "version says each node's accelerator and why",
+			args: []string{"version"},
+			setup: func(f *fake) {
+				f.on("get pods -n kube-system -l "+podSel+" -o json", list(podvisor2, podvisor1))
+				f.on("get nodes -o json", `{"items":[{"metadata":{"name":"node-1","labels":{"podvisor.io/accelerator":"kvm"},"annotations":{"podvisor.io/accelerator-reason":"a trial KVM domain ran 64-bit guest code"}}},{"metadata":{"name":"node-2"}}]}`)
+				f.on("exec -n kube-system podvisor-abcde -c podvisor -- /usr/local/bin/podvisor --version", "podvisor 0.1.0\n")
+				f.on("exec -n kube-system podvisor-fghij -c podvisor -- /usr/local/bin/podvisor --version", "podvisor 0.1.0\n")
+			},
+			wantCalls: []string{
+				"kubectl get pods -n kube-system -l " + podSel + " -o json",
+				"kubectl get nodes -o json",
+				"kubectl exec -n kube-system podvisor-abcde -c podvisor -- /usr/local/bin/podvisor --version",
+				"kubectl exec -n kube-system podvisor-fghij -c podvisor -- /usr/local/bin/podvisor --version",
+			},
+			wantStdout: "node node-1: podvisor 0.1.0 (pod kube-system/podvisor-abcde), accelerator kvm: a trial KVM domain ran 64-bit guest code\n" +
+				"node node-2: podvisor 0.1.0 (pod kube-system/podvisor-fghij), accelerator unknown (no podvisor.io/accelerator label on the node",
 		},
 		{
 			name: "version: a node that does not answer",
 			args: []string{"version"},
 			setup: func(f *fake) {
 				f.on("get pods -n kube-system -l "+podSel+" -o json", list(podvisor1, podvisorPn))
+				f.fail("get nodes -o json", "Error from server (Forbidden): nodes is forbidden\n", 1)
 				f.fail("exec -n kube-system podvisor-abcde -c podvisor -- /usr/local/bin/podvisor --version", "error: unable to upgrade connection: container not found\n", 1)
 			},
 			wantCalls: []string{
 				"kubectl get pods -n kube-system -l " + podSel + " -o json",
+				"kubectl get nodes -o json",
 				"kubectl exec -n kube-system podvisor-abcde -c podvisor -- /usr/local/bin/podvisor --version",
 			},
 			wantCode:   1,
@@ -332,12 +354,12 @@ func TestVerbs(t *testing.T) {
 		{
 			name:       "version --client needs no cluster",
 			args:       []string{"version", "--client"},
-			wantStdout: "podvisorctl 0.1.0-dev",
+			wantStdout: "podvisorctl " + version,
 		},
 		{
 			name:       "version -o json",
 			args:       []string{"version", "--client", "-o", "json"},
-			wantStdout: `"client": "0.1.0-dev"`,
+			wantStdout: `"client": "` + version + `"`,
 		},
 		{
 			name:       "version -o yaml is refused",

@@ -11,13 +11,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podvisor/podvisor/deploy"
+	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
 type nodeVersion struct {
 	Node    string `json:"node"`
 	Pod     string `json:"pod"`
 	Version string `json:"version,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// Accelerator (kvm, tcg) and why, from the labels podvisor sets on
+	// its node (--node-name); empty when the node has none.
+	Accelerator       string `json:"accelerator,omitempty"`
+	AcceleratorReason string `json:"acceleratorReason,omitempty"`
+	Error             string `json:"error,omitempty"`
 }
 
 type versions struct {
@@ -38,6 +43,10 @@ func (a *app) versionCmd() *cobra.Command {
 that runs the DaemonSet, read with
 
   kubectl exec -n kube-system PODVISOR-POD -c podvisor -- podvisor --version
+
+and the accelerator its VMs get (kvm or tcg) and why, from the node's
+label podvisor.io/accelerator and annotation podvisor.io/accelerator-reason
+(podvisor sets them when run with --node-name; kubectl get nodes).
 
 --client prints podvisorctl's alone and needs no cluster. A node whose
 version cannot be read is reported and makes the exit code 1.`,
@@ -66,7 +75,7 @@ version cannot be read is reported and makes the exit code 1.`,
 					if n.Error != "" {
 						fmt.Fprintf(a.stdout, "node %s: error: %s\n", n.Node, n.Error)
 					} else {
-						fmt.Fprintf(a.stdout, "node %s: podvisor %s (pod %s)\n", n.Node, n.Version, n.Pod)
+						fmt.Fprintf(a.stdout, "node %s: podvisor %s (pod %s), %s\n", n.Node, n.Version, n.Pod, acceleratorText(n))
 					}
 				}
 			}
@@ -104,9 +113,11 @@ func (a *app) nodeVersions(ctx context.Context) ([]nodeVersion, error) {
 		return nil, a.noPodvisorPod("")
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Spec.NodeName < pods[j].Spec.NodeName })
+	accel := nodeAccelerators(ctx, k)
 	var out []nodeVersion
 	for _, p := range pods {
 		n := nodeVersion{Node: p.Spec.NodeName, Pod: p.ref()}
+		n.Accelerator, n.AcceleratorReason = accel[n.Node][0], accel[n.Node][1]
 		if p.Status.Phase != "Running" {
 			n.Error = "pod " + p.ref() + " is " + p.Status.Phase
 			out = append(out, n)
@@ -121,4 +132,42 @@ func (a *app) nodeVersions(ctx context.Context) ([]nodeVersion, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// nodeAccelerators reads every node's accelerator label and reason with
+// one kubectl get nodes; a failure (no right to list nodes) leaves them
+// unknown rather than failing the verb.
+func nodeAccelerators(ctx context.Context, k *kubectl) map[string][2]string {
+	b, err := k.output(ctx, "get", "nodes", "-o", "json")
+	if err != nil {
+		return nil
+	}
+	var l struct {
+		Items []struct {
+			Metadata struct {
+				Name        string            `json:"name"`
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	if json.Unmarshal(b, &l) != nil {
+		return nil
+	}
+	out := map[string][2]string{}
+	for _, n := range l.Items {
+		md := n.Metadata
+		out[md.Name] = [2]string{md.Labels[hypervisor.NodeLabelAccelerator], md.Annotations[hypervisor.NodeAnnotationAcceleratorReason]}
+	}
+	return out
+}
+
+func acceleratorText(n nodeVersion) string {
+	if n.Accelerator == "" {
+		return "accelerator unknown (no " + hypervisor.NodeLabelAccelerator + " label on the node: podvisor runs without --node-name or may not patch nodes)"
+	}
+	if n.AcceleratorReason == "" {
+		return "accelerator " + n.Accelerator
+	}
+	return "accelerator " + n.Accelerator + ": " + n.AcceleratorReason
 }

@@ -34,6 +34,7 @@ cache="${CACHE_DIR:-/var/cache/podvisor-image}"
 ref="$name:$version"
 # Image configuration shared with the Dockerfile (debian:bookworm-slim's).
 image_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+image_label=org.opencontainers.image.title=podvisor
 
 log() { echo "build-image: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -148,17 +149,17 @@ main() {
 	cp "$base/oci/oci-layout" "$base/oci/index.json" "$work/oci/"
 	cp -al "$base/oci/blobs" "$work/oci/blobs"
 
+	local epoch="${SOURCE_DATE_EPOCH:-$(date +%s)}"
 	stage_files "$work/files"
 	tar -C "$work/files" --sort=name --owner=0 --group=0 --numeric-owner \
-		--mtime="@${SOURCE_DATE_EPOCH:-$(date +%s)}" -cf "$work/files.tar" .
+		--mtime="@$epoch" -cf "$work/files.tar" .
 	umoci raw add-layer --image "$work/oci:base" --tag "$version" \
 		--history.created_by "podvisor $version: deploy/image/files.txt" "$work/files.tar" >&2
 	umoci config --image "$work/oci:$version" --tag "$version" \
 		--no-history --os linux --architecture amd64 \
+		--created "$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)" \
 		--config.env "PATH=$image_path" --config.cmd /bin/bash \
-		--config.label "org.opencontainers.image.title=podvisor" \
-		--config.label "org.opencontainers.image.version=$version" \
-		--manifest.annotation "org.opencontainers.image.version=$version" >&2
+		--config.label "$image_label" >&2
 	umoci gc --layout "$work/oci" >&2
 
 	mkdir -p "$(dirname "$out")"

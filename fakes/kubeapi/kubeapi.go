@@ -302,10 +302,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 	w.Header().Set("Content-Type", "application/json")
 	switch {
-	case r.Method != http.MethodGet:
-		status(w, http.StatusMethodNotAllowed, "MethodNotAllowed", r.Method+" is not served")
 	case forbidden:
 		status(w, http.StatusForbidden, "Forbidden", r.URL.Path+" is forbidden")
+	case r.Method == http.MethodPatch && ok && name != "":
+		s.patch(w, r, rs, ns, name)
+	case r.Method != http.MethodGet:
+		status(w, http.StatusMethodNotAllowed, "MethodNotAllowed", r.Method+" is not served")
 	case !ok:
 		status(w, http.StatusNotFound, "NotFound", "the server could not find the requested resource")
 	case name != "":
@@ -397,4 +399,52 @@ func status(w http.ResponseWriter, code int, reason, msg string) {
 		"kind": "Status", "apiVersion": "v1", "status": "Failure",
 		"reason": reason, "code": code, "message": msg,
 	})
+}
+
+// patch applies a JSON merge patch (RFC 7386) to one object, a MODIFIED
+// event, and answers with the result; other patch types are refused.
+func (s *Server) patch(w http.ResponseWriter, r *http.Request, rs *resource, ns, name string) {
+	if ct := r.Header.Get("Content-Type"); ct != "application/merge-patch+json" {
+		status(w, http.StatusUnsupportedMediaType, "UnsupportedMediaType", "this fake serves application/merge-patch+json only, not "+ct)
+		return
+	}
+	var p map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+		status(w, http.StatusBadRequest, "BadRequest", "the patch is not a JSON object: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	i := rs.find(map[string]any{"metadata": map[string]any{"namespace": ns, "name": name}})
+	if i < 0 {
+		s.mu.Unlock()
+		status(w, http.StatusNotFound, "NotFound", name+" not found")
+		return
+	}
+	m := mergePatch(rs.objs[i], p).(map[string]any)
+	rs.objs[i] = m
+	s.changed(rs, "MODIFIED", m)
+	s.mu.Unlock()
+	json.NewEncoder(w).Encode(m)
+}
+
+// mergePatch returns target with patch merged in (RFC 7386): objects merge
+// key by key, null deletes, anything else replaces.
+func mergePatch(target, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	t, _ := target.(map[string]any)
+	out := map[string]any{}
+	for k, v := range t {
+		out[k] = v
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(out, k)
+			continue
+		}
+		out[k] = mergePatch(out[k], v)
+	}
+	return out
 }

@@ -2,10 +2,14 @@ package kubeapi
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/podvisor/podvisor/runtime/kube/apiclient"
 )
 
 func TestServer(t *testing.T) {
@@ -173,5 +177,42 @@ func TestWatchEvents(t *testing.T) {
 		if got := next(from1); got != w {
 			t.Errorf("from resourceVersion 1: event %q, want %q", got, w)
 		}
+	}
+}
+
+// TestMergePatch: a merge patch merges maps key by key, null deletes, and
+// the object served afterwards is the merged one; other types are refused.
+func TestMergePatch(t *testing.T) {
+	s := New()
+	defer s.Close()
+	nodes := Resource{Version: "v1", Resource: "nodes", Kind: "Node"}
+	if err := s.Add(nodes, map[string]any{"metadata": map[string]any{"name": "n1", "labels": map[string]any{"a": "1", "b": "2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := apiclient.New(s.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := map[string]any{"metadata": map[string]any{"labels": map[string]any{"b": nil, "c": "3"}}}
+	if err := c.MergePatch(t.Context(), "/api/v1/nodes/n1", patch, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
+	if err := c.Get(t.Context(), "/api/v1/nodes/n1", &got); err != nil {
+		t.Fatal(err)
+	}
+	if l := got.Metadata.Labels; len(l) != 2 || l["a"] != "1" || l["c"] != "3" {
+		t.Errorf("labels after the patch: %v, want a=1 c=3", l)
+	}
+	if err := c.MergePatch(t.Context(), "/api/v1/nodes/nope", patch, nil); !errors.Is(err, apiclient.ErrNotFound) {
+		t.Errorf("patch of a missing node: %v", err)
+	}
+	s.Forbid("n2")
+	if err := c.MergePatch(t.Context(), "/api/v1/nodes/n2", patch, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("forbidden patch: %v", err)
 	}
 }

@@ -15,6 +15,9 @@ import (
 // Version is the version Info reports.
 const Version = "1.0.0"
 
+// SimAcceleratorReason is Info's AcceleratorReason: nothing is emulated.
+const SimAcceleratorReason = "simulated hypervisor (--hypervisor sim): no guest code runs"
+
 // Defaults applied by New and by GuestBehavior.
 const (
 	DefaultBootTime          = 200 * time.Millisecond
@@ -161,7 +164,7 @@ func (h *Hypervisor) Info(ctx context.Context) (hypervisor.Info, error) {
 	if err := h.before(ctx, OpInfo, ""); err != nil {
 		return hypervisor.Info{}, err
 	}
-	info := hypervisor.Info{Name: "sim", Version: Version, Accelerator: "sim"}
+	info := hypervisor.Info{Name: "sim", Version: Version, Accelerator: "sim", AcceleratorReason: SimAcceleratorReason}
 	return info, h.after(ctx, OpInfo, "")
 }
 

@@ -278,7 +278,7 @@ func TestInfoAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info != (hypervisor.Info{Name: "sim", Version: Version, Accelerator: "sim"}) {
+	if info != (hypervisor.Info{Name: "sim", Version: Version, Accelerator: "sim", AcceleratorReason: SimAcceleratorReason}) {
 		t.Errorf("Info = %+v", info)
 	}
 	f.start("vm")

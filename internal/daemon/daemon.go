@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -39,6 +40,14 @@ import (
 	"github.com/podvisor/podvisor/runtime/stream"
 	"github.com/podvisor/podvisor/runtime/vmbuild"
 )
+
+// ProfilingAddr returns the pprof endpoint's address ("" when disabled).
+func (d *Daemon) ProfilingAddr() string {
+	if d.profiling == nil {
+		return ""
+	}
+	return d.profiling.Addr()
+}
 
 // MetricsAddr returns the metrics endpoint's address ("" when disabled).
 func (d *Daemon) MetricsAddr() string {
@@ -79,6 +88,11 @@ type Config struct {
 	LibvirtURI string `json:"libvirtURI"`
 	// KVM is auto (try it, fall back to TCG), on or off.
 	KVM string `json:"kvm"`
+	// KVMProbeDir holds the KVM trial's boot sector and serial log, which
+	// libvirtd and QEMU open: a path they see as podvisor does (default
+	// <StateDir>/kvm-probe; the DaemonSet mounts the state dir in every
+	// container).
+	KVMProbeDir string `json:"kvmProbeDir"`
 	// CNIConfDir and CNIBinDirs locate the CNI configuration and plugins
 	// (defaults /etc/cni/net.d; /opt/cni/bin and /usr/lib/cni).
 	CNIConfDir string   `json:"cniConfDir"`
@@ -86,12 +100,20 @@ type Config struct {
 	// Emulator is the QEMU wrapper that puts the VM's NIC in the pod's
 	// network namespace (default: podvisor-vmwrapper next to podvisor).
 	Emulator string `json:"emulator"`
-	// MetricsAddr is host:port of the Prometheus endpoint (/metrics);
+	// MetricsAddr is host:port of the Prometheus endpoint (/metrics): the
+	// node's IP or loopback (podvisor's flag defaults to 127.0.0.1:9474);
 	// empty disables it.
 	MetricsAddr string `json:"metricsAddr"`
-	// Profiling serves Go's pprof handlers under /debug/pprof/ on the
-	// metrics endpoint.
+	// MetricsBestEffort makes a MetricsAddr that cannot be bound (the
+	// default port taken by another podvisor) a warning, not a failed
+	// start: set for the flag's default, never for an address given.
+	MetricsBestEffort bool `json:"-"`
+	// Profiling serves Go's pprof handlers under /debug/pprof/ on
+	// ProfilingAddr, a listener of its own on loopback.
 	Profiling bool `json:"profiling"`
+	// ProfilingAddr is the pprof listener's host:port; it must be a
+	// loopback address (default 127.0.0.1:9475).
+	ProfilingAddr string `json:"profilingAddr"`
 	// StreamAddr is the streaming server's host:port for attach, exec and
 	// port-forward (default 127.0.0.1:0, a free port on loopback, as
 	// containerd does; kubelet proxies to it).
@@ -104,11 +126,24 @@ type Config struct {
 	// are watched; "" (the default) watches all namespaces. Used only
 	// with Kubeconfig.
 	ImageMappingNamespace string `json:"imageMappingNamespace"`
+	// NodeName is this node's Node object, which podvisor labels with its
+	// accelerator (LabelAccelerator, AnnotationAcceleratorReason); ""
+	// labels nothing. Needs Kubeconfig and RBAC to patch nodes.
+	NodeName string `json:"nodeName"`
 
 	// imageMappingSyncWait bounds how long New waits for the first list of
 	// VirtletImageMappings (default 10 s); tests shorten it.
 	imageMappingSyncWait time.Duration
 }
+
+// DefaultMetricsAddr and DefaultProfilingAddr are the flags' defaults.
+const (
+	DefaultMetricsAddr   = "127.0.0.1:9474"
+	DefaultProfilingAddr = "127.0.0.1:9475"
+)
+
+// nodeNameRE is a DNS subdomain (RFC 1123), what a Node's name must be.
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
 // defaultImageMappingSyncWait is how long start-up waits for the first list
 // of VirtletImageMappings before going on without them.
@@ -155,8 +190,22 @@ func (c *Config) Validate() error {
 	if c.ImagePullGiveUp < 0 {
 		return fmt.Errorf("image-pull-give-up: %v is negative, accepted: a positive duration, or 0 for the default %v", c.ImagePullGiveUp, image.DefaultGiveUpAfter)
 	}
-	if c.Profiling && c.MetricsAddr == "" {
-		return errors.New("profiling: needs metrics-addr, the endpoint that serves /debug/pprof/")
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics-addr: %q is not accepted: use HOST:PORT, the node's IP (e.g. $(NODE_IP):9474) or 127.0.0.1:9474", c.MetricsAddr)
+		}
+	}
+	if c.ProfilingAddr == "" {
+		c.ProfilingAddr = DefaultProfilingAddr
+	}
+	if err := metrics.CheckLoopback(c.ProfilingAddr); err != nil {
+		return fmt.Errorf("profiling-addr: %w; pprof is served on loopback only", err)
+	}
+	if c.NodeName != "" && c.Kubeconfig == "" {
+		return errors.New("node-name: needs kubeconfig, the Kubernetes client that labels the node")
+	}
+	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
+		return fmt.Errorf("node-name: %q is not accepted: use the node's name as Kubernetes has it (a DNS subdomain: lower case letters, digits, '-' and '.')", c.NodeName)
 	}
 	if c.ImageMappingNamespace != "" && c.Kubeconfig == "" {
 		return errors.New("image-mapping-namespace: needs kubeconfig, the Kubernetes client that watches VirtletImageMappings")
@@ -180,6 +229,11 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("kvm: %q is not accepted: use auto, on or off", c.KVM)
 	}
+	if c.KVMProbeDir == "" {
+		c.KVMProbeDir = filepath.Join(c.StateDir, "kvm-probe")
+	} else if !filepath.IsAbs(c.KVMProbeDir) {
+		return fmt.Errorf("kvm-probe-dir: %q is not accepted: use an absolute path that libvirtd sees too", c.KVMProbeDir)
+	}
 	return nil
 }
 
@@ -202,9 +256,11 @@ type Daemon struct {
 	grpc    *grpc.Server
 	stream  *stream.Server
 	metrics *metrics.Server
-	health  *health.Server
-	lis     net.Listener
-	closers []func() error
+	// profiling serves pprof on loopback (--profiling); nil when off.
+	profiling *metrics.Server
+	health    *health.Server
+	lis       net.Listener
+	closers   []func() error
 	// translations turn image names into URLs (tests ask it directly).
 	translations *image.Translations
 }
@@ -247,7 +303,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		d.hv = sim
 		domainType = domain.TypeQEMU
 	case "libvirt":
-		lv, err := libvirt.New(ctx, libvirt.Options{URI: cfg.LibvirtURI, KVM: cfg.KVM, Logger: log})
+		lv, err := libvirt.New(ctx, libvirt.Options{URI: cfg.LibvirtURI, KVM: cfg.KVM, ProbeDir: cfg.KVMProbeDir, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("connecting to libvirt at %s: %w", cfg.LibvirtURI, err)
 		}
@@ -308,6 +364,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 		dataSource = kube.NewForClient(client)
 		mappings = append(mappings, d.watchImageMappings(ctx, client))
+		if cfg.NodeName != "" {
+			d.closers = append(d.closers, d.labelNode(client, cfg.NodeName, info.Accelerator, info.AcceleratorReason, nodeLabelBackoff()))
+		}
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
 	imgOpts := []image.Option{image.WithLogger(log)}
@@ -352,10 +411,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		return nil, err
 	}
 	mx := metrics.New(d.manager)
-	if cfg.MetricsAddr != "" {
-		if d.metrics, err = mx.Listen(cfg.MetricsAddr, cfg.Profiling); err != nil {
-			return nil, err
-		}
+	if err := d.listenMetrics(mx); err != nil {
+		return nil, err
 	}
 	d.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary(log), mx.UnaryInterceptor()))
 	srv.Register(d.grpc)
@@ -441,6 +498,10 @@ func (d *Daemon) Serve() error {
 		go d.metrics.Serve(d.log)
 		d.log.Info("serving metrics", "addr", "http://"+d.metrics.Addr()+"/metrics")
 	}
+	if d.profiling != nil {
+		go d.profiling.Serve(d.log)
+		d.log.Info("serving pprof", "addr", "http://"+d.profiling.Addr()+"/debug/pprof/")
+	}
 	go func() {
 		if err := d.stream.Serve(); err != nil {
 			d.log.Error("streaming server stopped", "err", err)
@@ -493,6 +554,9 @@ func (d *Daemon) closeParts() {
 	if d.metrics != nil {
 		d.metrics.Close()
 	}
+	if d.profiling != nil {
+		d.profiling.Close()
+	}
 }
 
 // logUnary logs failed calls at debug level with their method; the layers
@@ -539,4 +603,31 @@ func wrapperPath(configured string) (string, error) {
 		return "", errors.New("emulator: podvisor-vmwrapper is neither next to podvisor nor on PATH; give --emulator")
 	}
 	return filepath.Abs(p)
+}
+
+// listenMetrics opens the /metrics listener (warning about one open on
+// every address of a host-network pod) and the loopback pprof listener.
+func (d *Daemon) listenMetrics(mx *metrics.Metrics) error {
+	if addr := d.cfg.MetricsAddr; addr != "" {
+		if host, _, _ := net.SplitHostPort(addr); host == "" || net.ParseIP(host).IsUnspecified() {
+			d.log.Warn("metrics listen on every address of the node, unauthenticated: give the node's IP (--metrics-addr=$(NODE_IP):9474) or loopback", "metricsAddr", addr)
+		}
+		srv, err := mx.Listen(addr)
+		switch {
+		case err == nil:
+			d.metrics = srv
+		case d.cfg.MetricsBestEffort:
+			d.log.Warn("metrics not served (the default address is taken; --metrics-addr picks another)", "err", err)
+		default:
+			return err
+		}
+	}
+	if d.cfg.Profiling {
+		srv, err := metrics.ListenProfiling(d.cfg.ProfilingAddr)
+		if err != nil {
+			return err
+		}
+		d.profiling = srv
+	}
+	return nil
 }

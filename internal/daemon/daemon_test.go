@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/podvisor/podvisor/fakes/simhv"
 	"github.com/podvisor/podvisor/internal/syncbuf"
 	"github.com/podvisor/podvisor/runtime/pod"
 )
@@ -130,8 +131,11 @@ func TestCRILifecycle(t *testing.T) {
 			t.Errorf("condition %s is false: %s", cond.Type, cond.Message)
 		}
 	}
-	if st.Info["accelerator"] != "sim" {
-		t.Errorf("Status info = %v, want the accelerator", st.Info)
+	if st.Info["accelerator"] != "sim" || st.Info["acceleratorReason"] != simhv.SimAcceleratorReason || st.Info["version"] != Version {
+		t.Errorf("Status info = %v, want the accelerator, why, and the version", st.Info)
+	}
+	if want := Version + " (hypervisor sim " + simhv.Version + ", accelerator sim)"; v.RuntimeVersion != want {
+		t.Errorf("RuntimeVersion %q, want %q", v.RuntimeVersion, want)
 	}
 	hc, err := healthpb.NewHealthClient(h.conn).Check(c, &healthpb.HealthCheckRequest{})
 	if err != nil || hc.Status != healthpb.HealthCheckResponse_SERVING {

@@ -151,10 +151,13 @@ func TestScale(t *testing.T) {
 	// PODVISOR_SCALE_PROFILE=DIR saves the daemon's heap and a CPU profile
 	// of the list phase there (go tool pprof bin/podvisor DIR/heap.pb.gz).
 	profDir := os.Getenv("PODVISOR_SCALE_PROFILE")
-	var metricsAddr string
+	// No metrics listener (the figures of docs/bench/ are without one);
+	// pprof on a loopback listener of its own.
+	args = append(args, "--metrics-addr=")
+	var profAddr string
 	if profDir != "" {
-		metricsAddr = freeAddr(t)
-		args = append(args, "--metrics-addr", metricsAddr, "--profiling")
+		profAddr = freeAddr(t)
+		args = append(args, "--profiling", "--profiling-addr", profAddr)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
@@ -206,7 +209,7 @@ func TestScale(t *testing.T) {
 	if profDir != "" {
 		cpuDone = make(chan error, 1)
 		go func() {
-			cpuDone <- fetch("http://"+metricsAddr+"/debug/pprof/profile?seconds=3", filepath.Join(profDir, "cpu.pb.gz"))
+			cpuDone <- fetch("http://"+profAddr+"/debug/pprof/profile?seconds=3", filepath.Join(profDir, "cpu.pb.gz"))
 		}()
 	}
 	var listLat []time.Duration
@@ -255,11 +258,11 @@ func TestScale(t *testing.T) {
 		if err := <-cpuDone; err != nil {
 			t.Fatal(err)
 		}
-		if err := fetch("http://"+metricsAddr+"/debug/pprof/heap?debug=1", filepath.Join(profDir, "heap.txt")); err != nil {
+		if err := fetch("http://"+profAddr+"/debug/pprof/heap?debug=1", filepath.Join(profDir, "heap.txt")); err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range []string{"heap", "goroutine"} {
-			if err := fetch("http://"+metricsAddr+"/debug/pprof/"+p, filepath.Join(profDir, p+".pb.gz")); err != nil {
+			if err := fetch("http://"+profAddr+"/debug/pprof/"+p, filepath.Join(profDir, p+".pb.gz")); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -57,6 +57,8 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 			"version":     s.cfg.Version,
 			"hypervisor":  info.Name,
 			"accelerator": info.Accelerator,
+			// Why KVM is used or not: `crictl info` shows it on the node.
+			"acceleratorReason": info.AcceleratorReason,
 		}
 	}
 	return resp, nil

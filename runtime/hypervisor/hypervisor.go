@@ -99,6 +99,15 @@ type Stats struct {
 	MemoryLimitBytes uint64
 }
 
+// The Node label and annotation podvisor sets (--node-name) to say which
+// accelerator the node's VMs get and why: `kubectl get nodes -L
+// podvisor.io/accelerator`, podvisorctl version, nodeSelectors of VMs that
+// need KVM.
+const (
+	NodeLabelAccelerator            = "podvisor.io/accelerator"
+	NodeAnnotationAcceleratorReason = "podvisor.io/accelerator-reason"
+)
+
 // Info describes the hypervisor itself, for Version and Status.
 type Info struct {
 	// Name is a short name: "sim" or "libvirt".
@@ -107,6 +116,9 @@ type Info struct {
 	Version string
 	// Accelerator is "kvm", "tcg" or "sim".
 	Accelerator string
+	// AcceleratorReason is a sentence saying why (e.g. "a trial KVM
+	// domain ran 64-bit guest code", or why KVM could not be used).
+	AcceleratorReason string
 }
 
 // Hypervisor runs domains described by libvirt domain XML.

@@ -109,25 +109,54 @@ type Server struct {
 	srv *http.Server
 }
 
-// Listen starts listening on addr (host:port). With profiling, Go's
-// pprof handlers are served under /debug/pprof/ too (as kubelet's
-// enableProfilingHandler does); they are for the operator, so off by
-// default.
-func (m *Metrics) Listen(addr string, profiling bool) (*Server, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: listening on %s: %w", addr, err)
-	}
+// Listen starts serving /metrics on addr (host:port): the node's IP for a
+// Prometheus outside the node, or loopback.
+func (m *Metrics) Listen(addr string) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	if profiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return listen("metrics", addr, mux)
+}
+
+// ListenProfiling starts serving Go's pprof handlers under /debug/pprof/
+// (as kubelet's enableProfilingHandler does) on addr, which must be a
+// loopback address: profiles show memory contents, cost CPU and have no
+// authentication, so they get a listener of their own that stays on the
+// node even when /metrics listens on the node's IP.
+func ListenProfiling(addr string) (*Server, error) {
+	if err := CheckLoopback(addr); err != nil {
+		return nil, fmt.Errorf("profiling: %w", err)
 	}
-	return &Server{lis: lis, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return listen("profiling", addr, mux)
+}
+
+// CheckLoopback returns an error unless addr is host:port with host a
+// loopback IP (127.0.0.0/8, ::1) or "localhost".
+func CheckLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address: use 127.0.0.1:PORT (or [::1]:PORT)", addr)
+	}
+	return nil
+}
+
+func listen(what, addr string, h http.Handler) (*Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listening on %s: %w", what, addr, err)
+	}
+	return &Server{lis: lis, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}, nil
 }
 
 // Addr is the listening address.

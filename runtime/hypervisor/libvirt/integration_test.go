@@ -654,8 +654,14 @@ func TestLibvirtProbe(t *testing.T) {
 	h := newTestHypervisor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// In a directory of our own, as the DaemonSet's state dir: the marker
+	// is read from the serial log QEMU writes there.
+	h.probeDir = filepath.Join(t.TempDir(), "state", "kvm-probe")
 	if err := h.ProbeDomainType(ctx, "qemu", 90*time.Second); err != nil {
 		t.Fatalf("TCG trial domain: %v", err)
+	}
+	if left, err := os.ReadDir(h.probeDir); err != nil || len(left) != 0 {
+		t.Errorf("probe dir %s after the trial: %v %v, want it empty", h.probeDir, left, err)
 	}
 	if h.DomainType() == "kvm" {
 		if err := h.ProbeDomainType(ctx, "kvm", 30*time.Second); err != nil {

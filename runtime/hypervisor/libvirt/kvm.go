@@ -23,7 +23,17 @@ var kvmProbeBoot []byte
 
 const kvmProbeMarker = "PODVISOR-KVM-PROBE-OK"
 
-// chooseAccelerator sets domainType and accelerator from the KVM mode.
+// kvmHost names the files chooseAccelerator reads to judge the host.
+type kvmHost struct {
+	dev, cpuinfo, pvmModule string
+}
+
+var defaultKVMHost = kvmHost{dev: "/dev/kvm", cpuinfo: "/proc/cpuinfo", pvmModule: "/sys/module/kvm_pvm"}
+
+// chooseAccelerator sets domainType and accelerator from the KVM mode. In
+// auto mode a node that has /dev/kvm but cannot use it logs why at warning
+// level: VMs there run under TCG, many times slower, and the operator
+// likely expected KVM. A node without /dev/kvm says so at info level.
 func (h *Hypervisor) chooseAccelerator(ctx context.Context, mode string, timeout time.Duration) error {
 	useKVM := func(why string) { h.domainType, h.accelerator, h.accelWhy = "kvm", "kvm", why }
 	useTCG := func(why string) { h.domainType, h.accelerator, h.accelWhy = "qemu", "tcg", why }
@@ -35,18 +45,23 @@ func (h *Hypervisor) chooseAccelerator(ctx context.Context, mode string, timeout
 		useTCG("KVM turned off by configuration")
 		return nil
 	}
-	if why := kvmHostProblem("/dev/kvm", "/proc/cpuinfo", "/sys/module/kvm_pvm"); why != "" {
-		useTCG(why)
+	if _, err := os.Stat(h.kvmHost.dev); errors.Is(err, os.ErrNotExist) {
+		useTCG(fmt.Sprintf("this node has no %s (no KVM module loaded, or not passed to the container)", h.kvmHost.dev))
+		h.log.Info("KVM not available: VMs run under TCG (software emulation), which is slow", "why", h.accelWhy)
 		return nil
 	}
-	if err := h.ProbeDomainType(ctx, "kvm", timeout); err != nil {
+	if why := kvmHostProblem(h.kvmHost.dev, h.kvmHost.cpuinfo, h.kvmHost.pvmModule); why != "" {
+		useTCG(why)
+	} else if err := h.ProbeDomainType(ctx, "kvm", timeout); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("probing KVM: %w", ctx.Err())
 		}
 		useTCG(fmt.Sprintf("a trial KVM domain failed: %v", err))
+	} else {
+		useKVM("a trial KVM domain ran 64-bit guest code")
 		return nil
 	}
-	useKVM("a trial KVM domain ran 64-bit guest code")
+	h.log.Warn(h.kvmHost.dev+" is present but KVM does not work: VMs run under TCG (software emulation), which is slow; --kvm on forces KVM", "why", h.accelWhy)
 	return nil
 }
 
@@ -81,20 +96,11 @@ func kvmHostProblem(dev, cpuinfo, pvmModule string) string {
 // returns nil when the guest's serial output shows it ran. The domain is
 // destroyed (and so gone) before it returns.
 func (h *Hypervisor) ProbeDomainType(ctx context.Context, domainType string, timeout time.Duration) error {
-	dir, err := os.MkdirTemp("", "podvisor-probe-")
+	boot, serial, cleanup, err := probeFiles(h.probeDir)
 	if err != nil {
-		return fmt.Errorf("creating the probe directory: %w", err)
+		return err
 	}
-	defer os.RemoveAll(dir)
-	// QEMU may run as an unprivileged user: let it read and write here.
-	if err := os.Chmod(dir, 0o777); err != nil {
-		return fmt.Errorf("opening up the probe directory: %w", err)
-	}
-	boot := filepath.Join(dir, "boot.img")
-	if err := os.WriteFile(boot, kvmProbeBoot, 0o644); err != nil {
-		return fmt.Errorf("writing the probe boot sector: %w", err)
-	}
-	serial := filepath.Join(dir, "serial.log")
+	defer cleanup()
 	name := fmt.Sprintf("podvisor-probe-%s-%d", domainType, os.Getpid())
 	x, err := probeDomainXML(name, domainType, boot, serial)
 	if err != nil {
@@ -146,6 +152,31 @@ func (h *Hypervisor) ProbeDomainType(ctx context.Context, domainType string, tim
 		case <-tick.C:
 		}
 	}
+}
+
+// probeFiles writes the trial's boot sector into a fresh directory under
+// parent (Options.ProbeDir, created if missing) and names its serial log
+// there; cleanup removes the directory.
+func probeFiles(parent string) (boot, serial string, cleanup func(), err error) {
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", "", nil, fmt.Errorf("creating the KVM probe directory %s: %w", parent, err)
+	}
+	dir, err := os.MkdirTemp(parent, "podvisor-probe-")
+	if err != nil {
+		return "", "", nil, fmt.Errorf("creating a directory for the KVM probe under %s: %w", parent, err)
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	// QEMU may run as an unprivileged user: let it read and write here.
+	if err := os.Chmod(dir, 0o777); err != nil {
+		cleanup()
+		return "", "", nil, fmt.Errorf("opening up the probe directory: %w", err)
+	}
+	boot = filepath.Join(dir, "boot.img")
+	if err := os.WriteFile(boot, kvmProbeBoot, 0o644); err != nil {
+		cleanup()
+		return "", "", nil, fmt.Errorf("writing the probe boot sector: %w", err)
+	}
+	return boot, filepath.Join(dir, "serial.log"), cleanup, nil
 }
 
 func probeDomainXML(name, domainType, boot, serial string) (string, error) {

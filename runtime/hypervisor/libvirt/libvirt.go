@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -45,6 +46,13 @@ type Options struct {
 	QEMUStateDir string
 	// KVMProbeTimeout bounds the KVM trial domain; default 20s.
 	KVMProbeTimeout time.Duration
+	// ProbeDir is where the trial domains' boot sector and serial log are
+	// written. libvirtd and QEMU open them, so it must be a path they see
+	// too: in the DaemonSet podvisor and libvirtd are separate containers
+	// that share the state dir, not /tmp (podvisor passes
+	// <state-dir>/kvm-probe). Default os.TempDir(), right only where
+	// libvirtd shares podvisor's filesystem.
+	ProbeDir string
 }
 
 // Hypervisor is a libvirt-backed hypervisor.Hypervisor. Make it with New.
@@ -70,6 +78,9 @@ type Hypervisor struct {
 	domainType  string // "kvm" or "qemu"
 	accelerator string // "kvm" or "tcg"
 	accelWhy    string
+
+	probeDir string  // Options.ProbeDir
+	kvmHost  kvmHost // where chooseAccelerator looks; tests change it
 
 	rec *recorder
 
@@ -132,6 +143,9 @@ func New(ctx context.Context, opts Options) (*Hypervisor, error) {
 	if opts.KVMProbeTimeout <= 0 {
 		opts.KVMProbeTimeout = 20 * time.Second
 	}
+	if opts.ProbeDir == "" {
+		opts.ProbeDir = os.TempDir()
+	}
 	log := opts.Logger.With("component", "libvirt", "uri", opts.URI)
 	if err := startEventLoop(log); err != nil {
 		return nil, err
@@ -146,6 +160,8 @@ func New(ctx context.Context, opts Options) (*Hypervisor, error) {
 		dial:     make(chan struct{}, 1),
 		consoles: map[string]bool{},
 		rec:      newRecorder(),
+		probeDir: opts.ProbeDir,
+		kvmHost:  defaultKVMHost,
 	}
 	c, _, err := h.connection(ctx)
 	if err != nil {
@@ -353,9 +369,10 @@ func (h *Hypervisor) Info(ctx context.Context) (hypervisor.Info, error) {
 		return hypervisor.Info{}, wrapErr("reading libvirt's version", err)
 	}
 	return hypervisor.Info{
-		Name:        "libvirt",
-		Version:     fmt.Sprintf("libvirt %s, QEMU %s", versionString(lib), versionString(hv)),
-		Accelerator: h.accelerator,
+		Name:              "libvirt",
+		Version:           fmt.Sprintf("libvirt %s, QEMU %s", versionString(lib), versionString(hv)),
+		Accelerator:       h.accelerator,
+		AcceleratorReason: h.accelWhy,
 	}, nil
 }
 

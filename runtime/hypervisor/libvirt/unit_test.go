@@ -1,7 +1,9 @@
 package libvirt
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -312,5 +314,90 @@ func TestProbeDomainXML(t *testing.T) {
 	}
 	if !strings.Contains(string(kvmProbeBoot), kvmProbeMarker) {
 		t.Errorf("embedded boot sector does not print %q", kvmProbeMarker)
+	}
+}
+
+// TestProbeFiles: the KVM trial's files live under Options.ProbeDir (which
+// the DaemonSet puts in the state dir, seen by libvirtd's container too),
+// a directory that is created when missing and removed afterwards.
+func TestProbeFiles(t *testing.T) {
+	parent := filepath.Join(t.TempDir(), "state", "kvm-probe")
+	boot, serial, cleanup, err := probeFiles(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(boot)
+	if filepath.Dir(dir) != parent || filepath.Dir(serial) != dir {
+		t.Errorf("probe files %s and %s: want both in one directory under %s", boot, serial, parent)
+	}
+	if b, err := os.ReadFile(boot); err != nil || string(b) != string(kvmProbeBoot) {
+		t.Errorf("boot sector at %s: %v, %d bytes; want the embedded %d", boot, err, len(b), len(kvmProbeBoot))
+	}
+	cleanup()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after cleanup %s: %v, want it gone", dir, err)
+	}
+	if _, err := os.Stat(parent); err != nil {
+		t.Errorf("the probe dir itself must stay: %v", err)
+	}
+
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := probeFiles(filepath.Join(file, "sub")); err == nil || !strings.Contains(err.Error(), file) {
+		t.Errorf("probe dir under a regular file: %v, want an error naming the path", err)
+	}
+}
+
+// TestChooseAcceleratorLogs: in auto mode a node whose /dev/kvm is unusable
+// says why at warning level; a node without one at info level; the
+// configured modes need no trial.
+func TestChooseAcceleratorLogs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	dev := write("kvm", "")
+	noVirt := write("cpuinfo", "processor\t: 0\nflags\t\t: fpu sse2 hypervisor\n")
+	vmx := write("cpuinfo-vmx", "processor\t: 0\nflags\t\t: fpu vmx\n")
+	pvm := filepath.Join(dir, "kvm_pvm")
+	if err := os.Mkdir(pvm, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	absent := filepath.Join(dir, "absent")
+	tests := []struct {
+		name, mode string
+		host       kvmHost
+		accel      string
+		level      string // of the log line; "" for none
+		why        string
+	}{
+		{"no /dev/kvm", KVMAuto, kvmHost{absent, vmx, absent}, "tcg", "INFO", "no " + absent},
+		{"no vmx/svm", KVMAuto, kvmHost{dev, noVirt, absent}, "tcg", "WARN", "no vmx or svm"},
+		{"PVM", KVMAuto, kvmHost{dev, vmx, pvm}, "tcg", "WARN", "PVM"},
+		{"off", KVMOff, kvmHost{dev, vmx, absent}, "tcg", "", "turned off"},
+		{"on", KVMOn, kvmHost{absent, noVirt, absent}, "kvm", "", "forced on"},
+	}
+	for _, tc := range tests {
+		var buf strings.Builder
+		h := &Hypervisor{log: slog.New(slog.NewTextHandler(&buf, nil)), kvmHost: tc.host}
+		if err := h.chooseAccelerator(context.Background(), tc.mode, time.Second); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if h.Accelerator() != tc.accel || !strings.Contains(h.AcceleratorReason(), tc.why) {
+			t.Errorf("%s: accelerator %s (%q), want %s because %q", tc.name, h.Accelerator(), h.AcceleratorReason(), tc.accel, tc.why)
+		}
+		logged := buf.String()
+		if tc.level == "" && logged != "" || tc.level != "" && (!strings.Contains(logged, "level="+tc.level) || !strings.Contains(logged, tc.why)) {
+			t.Errorf("%s: logged %q, want a %q line with the reason", tc.name, logged, tc.level)
+		}
+		if tc.level == "INFO" && strings.Contains(logged, "level=WARN") {
+			t.Errorf("%s: a node without /dev/kvm warned: %q", tc.name, logged)
+		}
 	}
 }

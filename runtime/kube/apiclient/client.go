@@ -205,12 +205,26 @@ func (c *Client) url(path string, query url.Values) (*url.URL, error) {
 // get sends a GET and returns the response if its status is 2xx; the
 // caller closes its body. Any other status is a *StatusError.
 func (c *Client) get(ctx context.Context, u *url.URL) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	return c.do(ctx, http.MethodGet, u, nil, "")
+}
+
+// do sends one request (body of type contentType, if any) with the
+// client's credentials and returns the response if its status is 2xx; the
+// caller closes its body. Any other status is a *StatusError.
+func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte, contentType string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	if c.token != nil {
 		tok, err := c.token.get()
 		if err != nil {
@@ -270,6 +284,37 @@ func (c *Client) Get(ctx context.Context, path string, into any) error {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
 		return fmt.Errorf("GET %s: decoding the response: %w", u, err)
+	}
+	return nil
+}
+
+// MergePatch applies patch, marshalled to JSON, as a JSON merge patch
+// (RFC 7386, application/merge-patch+json) to the object at path, e.g.
+// /api/v1/nodes/NAME, and decodes the object the server returns into into
+// (nil: discarded). Errors are those of Get. It gives up after 30 s if ctx
+// has not ended before.
+func (c *Client) MergePatch(ctx context.Context, path string, patch, into any) error {
+	u, err := c.url(path, nil)
+	if err != nil {
+		return fmt.Errorf("PATCH %s: %w", path, err)
+	}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return fmt.Errorf("PATCH %s: encoding the patch: %w", u, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodPatch, u, body, "application/merge-patch+json")
+	if err != nil {
+		return fmt.Errorf("PATCH %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if into == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		return fmt.Errorf("PATCH %s: decoding the response: %w", u, err)
 	}
 	return nil
 }

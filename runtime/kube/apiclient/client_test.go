@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -413,5 +414,64 @@ func TestGetContext(t *testing.T) {
 	err := c.Get(ctx, "/slow", &struct{}{})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("error %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// TestMergePatch: a PATCH of the object with the merge-patch content type,
+// the client's credentials, the patch as the body; errors as for Get.
+func TestMergePatch(t *testing.T) {
+	var (
+		mu                      sync.Mutex
+		method, ctype, auth, in string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		method, ctype, auth, in = r.Method, r.Header.Get("Content-Type"), r.Header.Get("Authorization"), string(b)
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/api/v1/nodes/n1":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"kind":"Node","metadata":{"name":"n1","labels":{"podvisor.io/accelerator":"tcg"}}}`))
+		case "/api/v1/nodes/forbidden":
+			writeStatus(w, http.StatusForbidden, "Forbidden", `nodes "forbidden" is forbidden: User "system:serviceaccount:kube-system:podvisor" cannot patch resource "nodes"`)
+		default:
+			writeStatus(w, http.StatusNotFound, "NotFound", `nodes "nope" not found`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c := newTestClient(t, &Config{Server: srv.URL, Token: "tok"})
+
+	patch := map[string]any{"metadata": map[string]any{"labels": map[string]string{"podvisor.io/accelerator": "tcg"}}}
+	var node struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
+	if err := c.MergePatch(t.Context(), "/api/v1/nodes/n1", patch, &node); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if method != http.MethodPatch || ctype != "application/merge-patch+json" || auth != "Bearer tok" ||
+		in != `{"metadata":{"labels":{"podvisor.io/accelerator":"tcg"}}}` {
+		t.Errorf("request %s, Content-Type %q, Authorization %q, body %s", method, ctype, auth, in)
+	}
+	mu.Unlock()
+	if node.Metadata.Labels["podvisor.io/accelerator"] != "tcg" {
+		t.Errorf("decoded %+v", node)
+	}
+	if err := c.MergePatch(t.Context(), "/api/v1/nodes/n1", patch, nil); err != nil {
+		t.Errorf("into nil: %v", err)
+	}
+	err := c.MergePatch(t.Context(), "/api/v1/nodes/forbidden", patch, nil)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != 403 || !strings.Contains(err.Error(), "PATCH "+srv.URL+"/api/v1/nodes/forbidden: 403 Forbidden") {
+		t.Errorf("forbidden: %v", err)
+	}
+	if err := c.MergePatch(t.Context(), "/api/v1/nodes/nope", patch, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing node: %v, want ErrNotFound", err)
+	}
+	if err := c.MergePatch(t.Context(), "/api/v1/nodes/n1", func() {}, nil); err == nil || !strings.Contains(err.Error(), "encoding the patch") {
+		t.Errorf("unencodable patch: %v", err)
 	}
 }

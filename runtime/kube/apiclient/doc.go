@@ -1,6 +1,7 @@
 // Package apiclient is podvisor's own small Kubernetes API client: a GET of
-// one object as JSON and a list+watch of one collection, configured from a
-// kubeconfig file or from the pod's service account.
+// one object as JSON, a JSON merge patch of one object, and a list+watch of
+// one collection, configured from a kubeconfig file or from the pod's
+// service account.
 //
 // It exists to keep client-go out of the daemon, which must stay under
 // 64 MiB RSS with 500 VM pods. client-go, k8s.io/api and k8s.io/apimachinery
@@ -24,8 +25,10 @@
 //     errors too rather than silently ignored; nor merging several files
 //     named in $KUBECONFIG.
 //   - any encoding but JSON: no protobuf, no CBOR.
-//   - any verb but GET: no create, update, patch or delete. Lists are not
-//     paginated (limit/continue), so a collection is read in one response.
+//   - any verb but GET and a merge PATCH (podvisor labels its own node with
+//     its accelerator): no create, update, other patch types or delete.
+//     Lists are not paginated (limit/continue), so a collection is read in
+//     one response.
 //   - typed objects, caches, indexers or shared informers: callers decode
 //     the JSON into their own structs, and a Watcher hands the objects to
 //     one Handler, which keeps what it needs.
