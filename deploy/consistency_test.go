@@ -390,9 +390,9 @@ func checkRBAC(t *testing.T, objs map[string]any, sa *corev1.ServiceAccount) {
 			}
 		}
 	}
-	want := map[string]bool{"/configmaps/get": true}
+	want := map[string]bool{"/configmaps/get": true, "/nodes/patch": true}
 	if diff := cmp.Diff(want, cluster); diff != "" {
-		t.Errorf("cluster-wide grants of %s/%s (-want +got): only get of ConfigMaps; Secrets are granted per namespace\n%s", sa.Namespace, sa.Name, diff)
+		t.Errorf("cluster-wide grants of %s/%s (-want +got): only get of ConfigMaps and the patch of its Node's accelerator label; Secrets are granted per namespace\n%s", sa.Namespace, sa.Name, diff)
 	}
 	wantOwn := map[string]bool{"virtlet.k8s/virtletimagemappings/get": true, "virtlet.k8s/virtletimagemappings/list": true, "virtlet.k8s/virtletimagemappings/watch": true}
 	if diff := cmp.Diff(wantOwn, inOwn); diff != "" {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/podvisor/podvisor/internal/syncbuf"
 	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
 const (
@@ -121,6 +122,15 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 				waitConsole(ctx, ns, p.Name, "PODVISOR-GUEST: ready")
 			}
 			GinkgoWriter.Printf("VM pods: %v\n", names(vmPods))
+		})
+
+		It("labels the node with its accelerator and why (the DaemonSet's --node-name and RBAC)", func(ctx context.Context) {
+			Eventually(func(g Gomega) {
+				n, err := client.CoreV1().Nodes().Get(ctx, cfg.node, metav1.GetOptions{})
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(n.Labels).To(HaveKeyWithValue(hypervisor.NodeLabelAccelerator, BeElementOf("kvm", "tcg")))
+				g.Expect(n.Annotations).To(HaveKeyWithValue(hypervisor.NodeAnnotationAcceleratorReason, Not(BeEmpty())))
+			}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
 		})
 
 		It("shows the serial console in kubectl logs", func(ctx context.Context) {
