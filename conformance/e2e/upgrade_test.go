@@ -135,6 +135,34 @@ func libvirtContainer(p corev1.Pod) corev1.ContainerStatus {
 	return corev1.ContainerStatus{}
 }
 
+// checkSurvived: after event, every VM of before runs in the same QEMU
+// process and container, kubelet restarted nothing, its pod IP answers and
+// its followed log shows a line typed on the console now (the n-th).
+func checkSurvived(ctx context.Context, ns, event string, before []vmState, logs map[string]*syncbuf.Buffer, n int) {
+	By(event + ": the same QEMU processes, containers and restart counts")
+	Eventually(func(g Gomega) {
+		for _, b := range before {
+			cur, err := client.CoreV1().Pods(ns).Get(ctx, b.pod, metav1.GetOptions{})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(cur.Status.ContainerStatuses).To(HaveLen(1))
+			cs := cur.Status.ContainerStatuses[0]
+			g.Expect(cs.ContainerID).To(Equal(b.containerID), "pod %s", b.pod)
+			g.Expect(cs.RestartCount).To(Equal(b.restarts), "pod %s: kubelet restarted its VM", b.pod)
+			g.Expect(cs.State.Running).NotTo(BeNil(), "pod %s: %s", b.pod, describe(*cur))
+			g.Expect(cs.Ready).To(BeTrue(), "pod %s", b.pod)
+		}
+	}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
+	for _, b := range before {
+		pid, err := qemuPID(b.containerID)
+		Expect(err).NotTo(HaveOccurred(), "pod %s after %s", b.pod, event)
+		Expect(pid).To(Equal(b.qemuPID), "pod %s: QEMU was restarted by %s", b.pod, event)
+		By(event + ": pod " + b.pod + " answers on " + b.ip)
+		Expect(askHostname(ctx, b.ip)).To(Equal(b.pod))
+		By(event + ": kubectl logs -f of " + b.pod + " shows a line typed now")
+		typeOnConsole(ctx, ns, b.pod, fmt.Sprintf("echo $((6*7))-after-%d-$(hostname)", n), fmt.Sprintf("42-after-%d-%s", n, b.pod), logs[b.pod])
+	}
+}
+
 // upgradeSpecs registers the [Disruptive] specs of an upgrade or restart of
 // the podvisor DaemonSet under two running VM pods: after each event the
 // same QEMU processes run, the pod IPs answer, kubelet restarted nothing,
@@ -142,29 +170,7 @@ func libvirtContainer(p corev1.Pod) corev1.ContainerStatus {
 // typed after it.
 func upgradeSpecs(namespace func() string, vms func() []corev1.Pod) {
 	check := func(ctx context.Context, event string, before []vmState, logs map[string]*syncbuf.Buffer, n int) {
-		ns := namespace()
-		By(event + ": the same QEMU processes, containers and restart counts")
-		Eventually(func(g Gomega) {
-			for _, b := range before {
-				cur, err := client.CoreV1().Pods(ns).Get(ctx, b.pod, metav1.GetOptions{})
-				g.Expect(err).NotTo(HaveOccurred())
-				g.Expect(cur.Status.ContainerStatuses).To(HaveLen(1))
-				cs := cur.Status.ContainerStatuses[0]
-				g.Expect(cs.ContainerID).To(Equal(b.containerID), "pod %s", b.pod)
-				g.Expect(cs.RestartCount).To(Equal(b.restarts), "pod %s: kubelet restarted its VM", b.pod)
-				g.Expect(cs.State.Running).NotTo(BeNil(), "pod %s: %s", b.pod, describe(*cur))
-				g.Expect(cs.Ready).To(BeTrue(), "pod %s", b.pod)
-			}
-		}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
-		for _, b := range before {
-			pid, err := qemuPID(b.containerID)
-			Expect(err).NotTo(HaveOccurred(), "pod %s after %s", b.pod, event)
-			Expect(pid).To(Equal(b.qemuPID), "pod %s: QEMU was restarted by %s", b.pod, event)
-			By(event + ": pod " + b.pod + " answers on " + b.ip)
-			Expect(askHostname(ctx, b.ip)).To(Equal(b.pod))
-			By(event + ": kubectl logs -f of " + b.pod + " shows a line typed now")
-			typeOnConsole(ctx, ns, b.pod, fmt.Sprintf("echo $((6*7))-after-%d-$(hostname)", n), fmt.Sprintf("42-after-%d-%s", n, b.pod), logs[b.pod])
-		}
+		checkSurvived(ctx, namespace(), event, before, logs, n)
 	}
 	var (
 		before []vmState
