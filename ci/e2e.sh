@@ -76,8 +76,10 @@ ctr_() { in_node "$ctrdbin/ctr" -a /run/containerd/containerd.sock "$@"; }
 
 # The node's files, created by this run and removed at its end. A path that
 # exists already belongs to someone else: refuse rather than clobber it.
+# (/run/containerd itself is shared: every containerd on the machine, also
+# ci/containerd.sh's private one, keeps its shims' runc state there.)
 node_paths=(/var/lib/kubelet /etc/kubernetes /etc/default/kubelet /etc/cni/net.d /opt/cni/bin
-	/var/lib/cni /var/lib/podvisor /run/podvisor /run/criproxy /run/containerd /var/lib/containerd
+	/var/lib/cni /var/lib/podvisor /run/podvisor /run/criproxy /run/containerd/containerd.sock /var/lib/containerd
 	/var/lib/podvisor-e2e /var/log/pods /usr/local/bin/criproxy /etc/systemd/system/criproxy.service
 	/var/lib/calico)
 for p in "${node_paths[@]}"; do

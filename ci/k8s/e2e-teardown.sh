@@ -55,6 +55,7 @@ cleanup() {
 	ip netns del "$netns" 2>/dev/null
 	ip link del pve2e0 2>/dev/null
 	for p in "${node_paths[@]}"; do rm -rf "$p"; done
+	rm -f /run/containerd/containerd.sock.ttrpc
 	rm -f /etc/cni/net.d/10-podvisor-e2e.conflist
 	rmdir /etc/cni 2>/dev/null
 	[ "$made_root_shared" = 1 ] && mount --make-private /
