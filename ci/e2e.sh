@@ -111,10 +111,11 @@ dump_logs() {
 		echo "--- $(basename "$f" .log) (last 25 lines of $f)" >&2
 		tail -n 25 "$f" >&2 || true
 	done
-	kubectl get pods -A -o wide >&2 2>/dev/null || true
-	kubectl -n kube-system describe pods >"$logs/kube-system-pods.txt" 2>&1 || true
+	# The API server may be gone: bounded requests.
+	kubectl --request-timeout=20s get pods -A -o wide >&2 2>/dev/null || true
+	kubectl --request-timeout=20s -n kube-system describe pods >"$logs/kube-system-pods.txt" 2>&1 || true
 	for c in podvisor libvirt vms; do
-		kubectl -n kube-system logs ds/podvisor -c "$c" --tail 40 >"$logs/ds-$c.txt" 2>&1 || true
+		kubectl --request-timeout=20s -n kube-system logs ds/podvisor -c "$c" --tail 40 >"$logs/ds-$c.txt" 2>&1 || true
 	done
 }
 

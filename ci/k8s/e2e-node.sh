@@ -154,10 +154,13 @@ kubelet_endpoint_is() {
 #   use the standard ones on this machine);
 # - podvisor's kubeconfig at the API server's address (no cluster DNS or
 #   kube-proxy here to resolve kubernetes.default.svc);
-# - the test guest's image translation.
+# - the test guest's image translation;
+# - an empty /lib/modules where the machine has none.
 write_overlay() {
-	local dir=$1 base=$2
+	local dir=$1 base=$2 modules_patch=""
 	mkdir -p "$dir"
+	# This machine's kernel has no /lib/modules, which a real node has.
+	[ -d /lib/modules ] || modules_patch="      - {name: modules, hostPath: {path: /var/lib/podvisor-e2e/lib-modules, type: DirectoryOrCreate}}"
 	cat >"$dir/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -185,6 +188,7 @@ spec:
       - {name: libvirt-lib, hostPath: {path: $libvirt_host/lib, type: DirectoryOrCreate}}
       - {name: libvirt-cache, hostPath: {path: $libvirt_host/cache, type: DirectoryOrCreate}}
       - {name: libvirt-log, hostPath: {path: $libvirt_host/log, type: DirectoryOrCreate}}
+$modules_patch
 YAML
 	sed 's#server: https://kubernetes.default.svc#server: https://127.0.0.1:6443#' <<'YAML' >"$dir/kubeconfig.yaml"
 apiVersion: v1

@@ -32,6 +32,11 @@ cleanup() {
 			ctr_ -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1
 		done
 	fi
+	# Shims of a containerd that died first, with their containers.
+	for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address /run/containerd/containerd.sock$'); do
+		pkill -9 -P "$p" 2>/dev/null
+		kill -9 "$p" 2>/dev/null
+	done
 	p=$(own_qemus)
 	if [ -n "$p" ]; then
 		echo "e2e: killing QEMU processes left by the DaemonSet's libvirt: $p" >&2
