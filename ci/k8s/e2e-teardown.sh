@@ -57,6 +57,8 @@ cleanup() {
 	fi
 	# kubelet's cgroups (cgroupfs driver), empty once its pods are gone.
 	find /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} + 2>/dev/null
+	# The VMs' own cgroups (podvisor-vms-emulator), empty once they are gone.
+	rmdir /sys/fs/cgroup/*/podvisor-vms 2>/dev/null
 	ip netns del "$netns" 2>/dev/null
 	ip link del pve2e0 2>/dev/null
 	for p in "${node_paths[@]}"; do rm -rf "$p"; done
