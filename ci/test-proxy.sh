@@ -109,7 +109,7 @@ truncate -s 4M "$work/cirros.img"
 printf 'translations:\n- name: cirros\n  url: file://%s\n' "$work/cirros.img" >"$work/translations/images.yaml"
 start_podvisor
 "$criproxy" --listen "unix://$xsock" --primary "unix://$containerd_sock" --runtime "podvisor=unix://$psock" \
-	--max-backoff 1s --log-level debug >>"$work/criproxy.log" 2>&1 9>&- &
+	--max-backoff 1s --down-grace 10s --log-level debug >>"$work/criproxy.log" 2>&1 9>&- &
 xpid=$!
 wait_until "criproxy answering" cri version
 
@@ -185,6 +185,11 @@ err=$(cri_err inspect "$vm_c")
 grep -q 'runtime "podvisor"' <<<"$err" || fail "podvisor's container status did not fail naming podvisor: $err"
 err=$(cri_err runp --runtime podvisor "$work/vmrc.json")
 grep -q 'runtime "podvisor"' <<<"$err" || fail "runp on podvisor did not fail naming podvisor: $err"
+# Just down (a restart): lists fail rather than hide podvisor's pods from
+# kubelet; past --down-grace they leave podvisor out.
+err=$(cri_err pods)
+grep -q 'runtime "podvisor"' <<<"$err" && grep -q 'answered' <<<"$err" || fail "crictl pods right after podvisor went down did not fail naming it: $err"
+sleep 11
 
 cri pods -q --no-trunc | grep -x "$web" >/dev/null || fail "crictl pods lost the containerd pod while podvisor is down"
 cri ps -q --no-trunc | grep -x "$web_c" >/dev/null || fail "crictl ps lost the containerd container while podvisor is down"

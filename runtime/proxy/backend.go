@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,6 +28,21 @@ type backend struct {
 	conn        *grpc.ClientConn
 	rt          runtimeapi.RuntimeServiceClient
 	img         runtimeapi.ImageServiceClient
+
+	lastAnswer atomic.Int64 // UnixNano of its last successful answer; 0: never
+}
+
+// answered records a successful answer of the runtime.
+func (b *backend) answered() { b.lastAnswer.Store(time.Now().UnixNano()) }
+
+// sinceAnswer is the time since the runtime's last successful answer;
+// false when it never answered.
+func (b *backend) sinceAnswer() (time.Duration, bool) {
+	t := b.lastAnswer.Load()
+	if t == 0 {
+		return 0, false
+	}
+	return time.Since(time.Unix(0, t)), true
 }
 
 // dial creates the client connection. It does not wait for the runtime:

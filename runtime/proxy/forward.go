@@ -21,6 +21,7 @@ func forward[Req, Resp proto.Message](ctx context.Context, b *backend, req Req, 
 		var zero Resp
 		return zero, b.wrap(err)
 	}
+	b.answered()
 	b.outbound(resp)
 	return resp, nil
 }
