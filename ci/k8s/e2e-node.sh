@@ -230,6 +230,12 @@ criproxy_stopped() { ! [ -f "$svc/criproxy.pid" ]; }
 # uninstall_podvisor: what docs/deploy.md tells an operator, then checks
 # that the node's kubelet files are as they were before the install.
 uninstall_podvisor() {
+	# VM pods first (docs/deploy.md): a suite that stopped half-way leaves
+	# its namespace, and without podvisor its VMs would run on.
+	local ns
+	for ns in $(kubectl get ns -o name | sed -n 's#^namespace/\(podvisor-e2e-.*\)#\1#p'); do
+		kubectl delete ns "$ns" --wait=true --timeout=4m >/dev/null
+	done
 	kubectl delete -k "$work/overlay" --wait=true --timeout=5m >/dev/null
 	wait_for "the podvisor pods gone" 300 no_podvisor_pods
 	mkdir -p "$work/uninstall"
