@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,37 @@ type backend struct {
 	img         runtimeapi.ImageServiceClient
 
 	lastAnswer atomic.Int64 // UnixNano of its last successful answer; 0: never
+
+	mu    sync.Mutex
+	lists map[string]any // last answer to each list request (listAll)
+}
+
+// keepList records the answer to a list request.
+func (b *backend) keepList(key string, items any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lists == nil {
+		b.lists = map[string]any{}
+	}
+	if len(b.lists) > 64 { // requests with ever-new filters: keep it bounded
+		clear(b.lists)
+	}
+	b.lists[key] = items
+}
+
+// lastList is the last answer to a list request, when err says the
+// runtime is unavailable and it answered less than grace ago.
+func (b *backend) lastList(key string, grace time.Duration, err error) (any, bool) {
+	if b.primary || status.Code(err) != codes.Unavailable {
+		return nil, false
+	}
+	if since, ok := b.sinceAnswer(); !ok || since >= grace {
+		return nil, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.lists[key]
+	return v, ok
 }
 
 // answered records a successful answer of the runtime.

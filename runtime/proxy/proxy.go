@@ -44,12 +44,12 @@ type Options struct {
 	// (default 5s).
 	MaxBackoff time.Duration
 	// DownGrace is how long after its last answer a runtime that is down
-	// fails the lists instead of being left out of them (default 2m). A
-	// list without a runtime's pods tells kubelet they are gone: it then
-	// tries to recreate their sandboxes and counts a restart, which a
-	// restart of podvisor (a DaemonSet rollout) must not cause. A runtime
-	// down for longer is left out, so that kubelet's relists (PLEG,
-	// unhealthy after 3 minutes without one) go on for the others' pods.
+	// is represented in lists by that answer (default 2m). A list without
+	// a runtime's pods tells kubelet they are gone: it then tries to
+	// recreate their sandboxes and counts a restart of each, which a
+	// restart of podvisor (a DaemonSet rollout) must not cause. Failing
+	// the list instead would stall kubelet's relist, and with it the
+	// rollout of podvisor's own pod. A runtime down for longer is left out.
 	DownGrace time.Duration
 }
 
@@ -253,11 +253,10 @@ func (p *Proxy) replayConfig(ctx context.Context, b *backend) {
 }
 
 // fanOut calls fn for every runtime concurrently and returns the results
-// in runtime order. An error of the primary fails the call. An error of
-// another runtime fails it too while that runtime answered less than
-// DownGrace ago (a restart: kubelet must not take its pods for gone);
-// after that the runtime is logged and left out, so that a runtime that
-// stays down does not hide the others' pods from kubelet.
+// in runtime order. An error of the primary fails the call; an error of
+// another runtime is logged and its results are left out, so that a
+// runtime that is down does not hide the others' pods from kubelet
+// (listAll first serves a briefly down runtime's last answer).
 func fanOut[T any](ctx context.Context, p *Proxy, what string, fn func(ctx context.Context, b *backend) (T, error)) ([]T, error) {
 	type result struct {
 		v   T
@@ -277,16 +276,9 @@ func fanOut[T any](ctx context.Context, p *Proxy, what string, fn func(ctx conte
 	var out []T
 	for i, r := range res {
 		b := p.all[i]
-		if r.err == nil {
-			b.answered()
-		}
 		if r.err != nil {
 			if b.primary {
 				return nil, b.wrap(r.err)
-			}
-			if since, ok := b.sinceAnswer(); ok && since < p.downGrace && status.Code(r.err) == codes.Unavailable {
-				return nil, status.Errorf(codes.Unavailable, "%s (it answered %s ago: the list fails for up to %s rather than hide its pods)",
-					status.Convert(b.wrap(r.err)).Message(), since.Round(time.Second), p.downGrace)
 			}
 			if status.Code(r.err) != codes.Unimplemented {
 				p.log.Warn(what+": runtime left out of the result", "runtime", b.name, "err", r.err)
