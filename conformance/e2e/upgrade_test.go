@@ -96,24 +96,31 @@ func followLogs(ns, pod string) *syncbuf.Buffer {
 }
 
 // typeOnConsole types a line into the VM's serial console (kubectl attach)
-// until want appears in seen; Ctrl-] detaches.
+// until want appears in seen. Each try is a new attach: right after a
+// restart of podvisor the console may not be connected yet, and kubectl
+// attach then exits.
 func typeOnConsole(ctx context.Context, ns, pod, line, want string, seen *syncbuf.Buffer) {
-	actx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(actx, cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "attach", "-i", pod, "-c", "vm")
-	stdin, err := cmd.StdinPipe()
-	Expect(err).NotTo(HaveOccurred())
 	var out syncbuf.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	Expect(cmd.Start()).To(Succeed())
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	Eventually(func(g Gomega) {
-		_, err := fmt.Fprintln(stdin, line)
+	try := func(g Gomega) {
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(actx, cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "attach", "-i", pod, "-c", "vm")
+		stdin, err := cmd.StdinPipe()
 		g.Expect(err).NotTo(HaveOccurred())
+		cmd.Stdout, cmd.Stderr = &out, &out
+		g.Expect(cmd.Start()).To(Succeed())
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		for i := 0; i < 5 && !strings.Contains(seen.String(), want); i++ {
+			if _, err := fmt.Fprintln(stdin, line); err != nil {
+				break
+			}
+			time.Sleep(3 * time.Second)
+		}
+		_, _ = stdin.Write([]byte("\x1d"))
 		g.Expect(seen.String()).To(ContainSubstring(want))
-	}).WithContext(actx).WithTimeout(2*time.Minute).WithPolling(5*time.Second).Should(Succeed(),
+	}
+	Eventually(try).WithContext(ctx).WithTimeout(3*time.Minute).WithPolling(2*time.Second).Should(Succeed(),
 		"%q never reached the followed log of %s; attach said:\n%s", want, pod, out.String())
-	_, _ = stdin.Write([]byte("\x1d"))
 }
 
 // daemonSetReady waits until the DaemonSet's rollout is complete and its
