@@ -179,15 +179,15 @@ echo "--- kill -9 podvisor: containerd's pods stay usable"
 kill -9 "$ppid"
 wait "$ppid" 2>/dev/null || true
 ppid=""
+# Past --down-grace, calls for podvisor fail and lists leave it out (before,
+# its last answers stand in: runtime/proxy's TestRuntimeDown).
+sleep 11
 err=$(cri_err inspectp "$vm")
 grep -q 'runtime "podvisor"' <<<"$err" && grep -qi 'unavailable' <<<"$err" || fail "podvisor's pod status did not fail naming podvisor: $err"
 err=$(cri_err inspect "$vm_c")
 grep -q 'runtime "podvisor"' <<<"$err" || fail "podvisor's container status did not fail naming podvisor: $err"
 err=$(cri_err runp --runtime podvisor "$work/vmrc.json")
 grep -q 'runtime "podvisor"' <<<"$err" || fail "runp on podvisor did not fail naming podvisor: $err"
-# Past --down-grace, lists leave podvisor out (before, its last answer
-# stands in: runtime/proxy's TestRuntimeDown).
-sleep 11
 
 cri pods -q --no-trunc | grep -x "$web" >/dev/null || fail "crictl pods lost the containerd pod while podvisor is down"
 cri ps -q --no-trunc | grep -x "$web_c" >/dev/null || fail "crictl ps lost the containerd container while podvisor is down"

@@ -33,7 +33,7 @@ type backend struct {
 	lastAnswer atomic.Int64 // UnixNano of its last successful answer; 0: never
 
 	mu    sync.Mutex
-	lists map[string]any // last answer to each list request (listAll)
+	lists map[string]any // last answer to each list and status request
 }
 
 // keepList records the answer to a list request.
@@ -43,7 +43,7 @@ func (b *backend) keepList(key string, items any) {
 	if b.lists == nil {
 		b.lists = map[string]any{}
 	}
-	if len(b.lists) > 64 { // requests with ever-new filters: keep it bounded
+	if len(b.lists) > 4096 { // ever-new filters and IDs: keep it bounded
 		clear(b.lists)
 	}
 	b.lists[key] = items

@@ -26,6 +26,26 @@ func forward[Req, Resp proto.Message](ctx context.Context, b *backend, req Req, 
 	return resp, nil
 }
 
+// forwardStatus is forward for the status calls kubelet polls
+// (PodSandboxStatus, ContainerStatus): a named runtime that is briefly down
+// is answered for by its last answer to the same request, as in listAll.
+// kubelet's `logs -f`, for one, ends when a container's status fails.
+func forwardStatus[Req, Resp proto.Message](ctx context.Context, p *Proxy, b *backend, what string, req Req, call unary[Req, Resp]) (Resp, error) {
+	key := cacheKey(what, req)
+	resp, err := forward(ctx, b, req, call)
+	if err == nil {
+		if !b.primary {
+			b.keepList(key, proto.Clone(resp))
+		}
+		return resp, nil
+	}
+	if last, ok := b.lastList(key, p.downGrace, err); ok {
+		p.log.Debug(what+": runtime down: its last answer stands in", "runtime", b.name, "err", err)
+		return proto.Clone(last.(proto.Message)).(Resp), nil
+	}
+	return resp, err
+}
+
 // listAll sends a copy of req to every runtime and concatenates the items
 // of the answers, primary first. A named runtime that is unavailable but
 // answered less than DownGrace ago is represented by its last answer to

@@ -470,10 +470,18 @@ func TestRuntimeDown(t *testing.T) {
 	if _, err := e.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := e.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: vm, Verbose: true}); err != nil {
+		t.Fatal(err)
+	}
 	e.vm.stop()
 
 	// The caller's deadline is 30 s: an Unavailable answer (not
 	// DeadlineExceeded) shows the call failed without waiting for podvisor.
+	// A status asked before: its last answer stands in while podvisor was
+	// just up; one never asked fails.
+	if _, err := e.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: vm, Verbose: true}); err != nil {
+		t.Errorf("status of a VM pod asked before podvisor went down: %v", err)
+	}
 	_, err := e.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: vm})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), `runtime "podvisor"`) || !strings.Contains(err.Error(), e.vm.endpoint()) {
 		t.Errorf("status of a pod on the stopped runtime: got %v, want Unavailable naming podvisor and its endpoint", err)
