@@ -86,12 +86,16 @@ func vmStates(ctx context.Context, ns string, pods []corev1.Pod) []vmState {
 // followLogs runs `kubectl logs -f` of a pod until the spec ends.
 func followLogs(ns, pod string) *syncbuf.Buffer {
 	ctx, cancel := context.WithCancel(context.Background())
-	DeferCleanup(cancel)
 	var out syncbuf.Buffer
 	cmd := exec.CommandContext(ctx, cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "logs", "-f", pod)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	Expect(cmd.Start()).To(Succeed())
-	DeferCleanup(func() { _ = cmd.Wait() })
+	// One cleanup, in this order: cleanups run last-in first-out, and a
+	// Wait before the cancel would wait for ever.
+	DeferCleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
 	return &out
 }
 
