@@ -124,7 +124,14 @@ func typeOnConsole(ctx context.Context, ns, pod, line, want string, seen *syncbu
 		g.Expect(seen.String()).To(ContainSubstring(want))
 	}
 	Eventually(try).WithContext(ctx).WithTimeout(3*time.Minute).WithPolling(2*time.Second).Should(Succeed(),
-		"%q never reached the followed log of %s; attach said:\n%s", want, pod, out.String())
+		"%q never reached the followed log of %s (kubectl logs -f started before the event; its last output:\n%s)\nattach said:\n%s", want, pod, tail(seen.String(), 600), out.String())
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
 
 // daemonSetReady waits until the DaemonSet's rollout is complete and its
