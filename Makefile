@@ -94,14 +94,15 @@ proxy-it: build tools
 critest-podvisor: deps build tools
 	CRICTL=$(CRICTL) CRITEST=$(CRITEST) ci/critest-podvisor.sh
 
-# A one-node Kubernetes (v1.34.4 built from the module proxy) with kubelet ->
-# criproxy -> containerd + podvisor on libvirt; the Ginkgo suite of
-# conformance/e2e (docs/e2e.md). Root.
+# A one-node Kubernetes v1.37.2 on containerd 2.4.2 (both built from the Go
+# module proxy, cached in /var/cache/podvisor), podvisor installed onto it
+# from deploy/ with the image of `make image`, the Ginkgo suite of
+# conformance/e2e, then the uninstall (docs/e2e.md). Root.
 e2e: build tools
 	ci/e2e.sh
 
-# critest v1.37 against containerd directly and through criproxy
-# (docs/conformance.md records both).
+# critest v1.37 against containerd (Debian's 1.6 and 2.4.2) directly and
+# through criproxy (docs/conformance.md records both).
 conformance: deps build tools
 	CRICTL=$(CRICTL) CRITEST=$(CRITEST) ci/conformance.sh
 

@@ -121,30 +121,52 @@ fresh_containerd() {
 	# every other image: nothing is preloaded, so both runs start equal.
 }
 
-fresh_containerd
-run direct "unix://$containerd_sock"
+# transparency SUFFIX: critest against the containerd of
+# $CONTAINERD_BIN_DIR (Debian's when empty) directly, then through criproxy
+# with podvisor (simulated) as its second runtime; the results must match.
+transparency() {
+	local sfx=$1
+	fresh_containerd
+	run "direct$sfx" "unix://$containerd_sock"
+	fresh_containerd
+	rm -rf "$work/translations" "$work/pv-state"
+	mkdir -p "$work/translations"
+	"$podvisor" --hypervisor sim --listen "unix://$work/podvisor.sock" --state-dir "$work/pv-state" \
+		--image-translations-dir "$work/translations" >"$work/podvisor$sfx.log" 2>&1 9>&- &
+	ppid=$!
+	"$criproxy" --listen "unix://$work/proxy.sock" --primary "unix://$containerd_sock" \
+		--runtime "podvisor=unix://$work/podvisor.sock" >"$out/criproxy$sfx.log" 2>&1 9>&- &
+	xpid=$!
+	for _ in $(seq 1 100); do [ -S "$work/proxy.sock" ] && break; sleep 0.1; done
+	run "proxy$sfx" "unix://$work/proxy.sock"
+	for p in $xpid $ppid; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	xpid="" ppid=""
+	rm -f "$work/proxy.sock" "$work/podvisor.sock"
+}
 
-fresh_containerd
-mkdir -p "$work/translations"
-"$podvisor" --hypervisor sim --listen "unix://$work/podvisor.sock" --state-dir "$work/pv-state" \
-	--image-translations-dir "$work/translations" >"$work/podvisor.log" 2>&1 9>&- &
-ppid=$!
-"$criproxy" --listen "unix://$work/proxy.sock" --primary "unix://$containerd_sock" \
-	--runtime "podvisor=unix://$work/podvisor.sock" >"$out/criproxy.log" 2>&1 9>&- &
-xpid=$!
-for _ in $(seq 1 100); do [ -S "$work/proxy.sock" ] && break; sleep 0.1; done
-run proxy "unix://$work/proxy.sock"
-
+# Debian's containerd 1.6 and containerd 2.x (ci/build-containerd.sh,
+# v2.4.2): CONFORMANCE_CONTAINERDS="1.6 2" (default) or either alone.
+summary=()
+for v in ${CONFORMANCE_CONTAINERDS:-1.6 2}; do
+	case "$v" in
+	1.6) unset CONTAINERD_BIN_DIR; sfx="" ;;
+	2) CONTAINERD_BIN_DIR=$("$root/ci/build-containerd.sh"); export CONTAINERD_BIN_DIR; sfx=-containerd2 ;;
+	*) echo "FAIL: CONFORMANCE_CONTAINERDS: $v is not 1.6 or 2" >&2; exit 1 ;;
+	esac
+	transparency "$sfx"
+	cv=$(sed -n 's/.*msg="starting containerd".*version=\([^ ]*\).*/\1/p' "$out/proxy$sfx-containerd.log" | head -n1)
+	summary+=("| containerd ${cv:-$v} directly | $(count "$out/direct$sfx.results") |"
+		"| containerd ${cv:-$v} through criproxy | $(count "$out/proxy$sfx.results") |")
+	if ! diff -u "$out/direct$sfx.results" "$out/proxy$sfx.results" >"$out/diff$sfx.txt"; then
+		cat "$out/diff$sfx.txt" >&2
+		echo "FAIL: critest results differ between containerd ${cv:-$v} directly and through criproxy" >&2
+		exit 1
+	fi
+done
 {
 	echo "| run | result |"
 	echo "|---|---|"
-	echo "| containerd directly | $(count "$out/direct.results") |"
-	echo "| containerd through criproxy | $(count "$out/proxy.results") |"
+	printf '%s\n' "${summary[@]}"
 } >"$out/summary.md"
 cat "$out/summary.md"
-if ! diff -u "$out/direct.results" "$out/proxy.results" >"$out/diff.txt"; then
-	cat "$out/diff.txt" >&2
-	echo "FAIL: critest results differ between containerd directly and through criproxy" >&2
-	exit 1
-fi
-echo "PASS: critest gives identical results against containerd directly and through criproxy"
+echo "PASS: critest gives identical results against containerd directly and through criproxy (${CONFORMANCE_CONTAINERDS:-1.6 2})"

@@ -109,7 +109,7 @@ truncate -s 4M "$work/cirros.img"
 printf 'translations:\n- name: cirros\n  url: file://%s\n' "$work/cirros.img" >"$work/translations/images.yaml"
 start_podvisor
 "$criproxy" --listen "unix://$xsock" --primary "unix://$containerd_sock" --runtime "podvisor=unix://$psock" \
-	--max-backoff 1s --log-level debug >>"$work/criproxy.log" 2>&1 9>&- &
+	--max-backoff 1s --down-grace 10s --log-level debug >>"$work/criproxy.log" 2>&1 9>&- &
 xpid=$!
 wait_until "criproxy answering" cri version
 
@@ -179,6 +179,9 @@ echo "--- kill -9 podvisor: containerd's pods stay usable"
 kill -9 "$ppid"
 wait "$ppid" 2>/dev/null || true
 ppid=""
+# Past --down-grace, calls for podvisor fail and lists leave it out (before,
+# its last answers stand in: runtime/proxy's TestRuntimeDown).
+sleep 11
 err=$(cri_err inspectp "$vm")
 grep -q 'runtime "podvisor"' <<<"$err" && grep -qi 'unavailable' <<<"$err" || fail "podvisor's pod status did not fail naming podvisor: $err"
 err=$(cri_err inspect "$vm_c")

@@ -267,7 +267,7 @@ func TestDaemonSetWiring(t *testing.T) {
 	}
 
 	// --kubeconfig is a key of a ConfigMap volume, a kubeconfig that uses
-	// the pod's service account.
+	// the pod's service account, projected outside /run.
 	kc := pv["kubeconfig"]
 	if m, ok := mounts["podvisor"][filepath.Dir(kc)]; !ok || volumes[m.Name].ConfigMap == nil {
 		t.Errorf("--kubeconfig %s is not in a ConfigMap volume", kc)
@@ -278,13 +278,19 @@ func TestDaemonSetWiring(t *testing.T) {
 			t.Errorf("ConfigMap %s key %s: %v", cm.Name, filepath.Base(kc), err)
 		} else if ctx := cfg.Contexts[cfg.CurrentContext]; ctx == nil || cfg.Clusters[ctx.Cluster] == nil || cfg.AuthInfos[ctx.AuthInfo] == nil {
 			t.Errorf("ConfigMap %s: current context %q does not name a cluster and a user", cm.Name, cfg.CurrentContext)
-		} else if u := cfg.AuthInfos[ctx.AuthInfo]; u.TokenFile != "/var/run/secrets/kubernetes.io/serviceaccount/token" {
-			t.Errorf("ConfigMap %s: kubeconfig user reads token %q, want the service account's", cm.Name, u.TokenFile)
-		} else if c := cfg.Clusters[ctx.Cluster]; c.Server != "https://kubernetes.default.svc" || c.CertificateAuthority != "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt" {
-			t.Errorf("ConfigMap %s: cluster %s at %s with CA %s, want the in-cluster ones", cm.Name, ctx.Cluster, c.Server, c.CertificateAuthority)
+		} else {
+			u, c := cfg.AuthInfos[ctx.AuthInfo], cfg.Clusters[ctx.Cluster]
+			if c.Server != "https://kubernetes.default.svc" {
+				t.Errorf("ConfigMap %s: cluster %s at %s, want the in-cluster one", cm.Name, ctx.Cluster, c.Server)
+			}
+			checkProjectedServiceAccount(t, mounts["podvisor"], volumes, u.TokenFile, c.CertificateAuthority)
 		}
 		checkDaemonLoadsKubeconfig(t, cm.Data[filepath.Base(kc)])
 	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Errorf("automountServiceAccountToken is not false: the default token mount at /var/run/secrets lands in the host's /run, which the podvisor container mounts")
+	}
+	checkImageMappingNamespace(t, container(t, spec, "podvisor"), pv)
 
 	// The pod's identity exists and may read what podvisor reads.
 	sa := one[*corev1.ServiceAccount](t, objs, "rbac.yaml/ServiceAccount/"+spec.ServiceAccountName)
@@ -345,52 +351,109 @@ var cmpLabels = cmp.Comparer(func(a, b map[string]string) bool {
 	return true
 })
 
-// checkRBAC: a binding gives sa a role with what podvisor reads.
+// checkRBAC: podvisor's service account may do what podvisor does and no
+// more: get ConfigMaps in every namespace; get Secrets only where a
+// namespace binds podvisor-secrets (no ClusterRoleBinding may grant them);
+// list and watch VirtletImageMappings in its own namespace only.
 func checkRBAC(t *testing.T, objs map[string]any, sa *corev1.ServiceAccount) {
 	t.Helper()
-	want := map[string][]string{ // "group/resource" -> verbs
-		"/configmaps": {"get"},
-		"/secrets":    {"get"},
-		"/nodes":      {"get"},
-		// The daemon's informer (runtime/image/crdsource) lists, then
-		// watches, in every namespace unless --image-mapping-namespace
-		// says otherwise: a ClusterRole fits both.
-		"virtlet.k8s/virtletimagemappings":  {"list", "watch"},
-		"virtlet.k8s/virtletconfigmappings": {"list"},
-	}
-	granted := map[string]bool{}
-	for _, o := range objs {
-		b, ok := o.(*rbacv1.ClusterRoleBinding)
-		if !ok {
-			continue
-		}
-		bound := false
-		for _, s := range b.Subjects {
+	subject := func(subjects []rbacv1.Subject) bool {
+		for _, s := range subjects {
 			if s.Kind == "ServiceAccount" && s.Name == sa.Name && s.Namespace == sa.Namespace {
-				bound = true
+				return true
 			}
 		}
-		if !bound {
-			continue
-		}
-		role := one[*rbacv1.ClusterRole](t, objs, "rbac.yaml/ClusterRole/"+b.RoleRef.Name)
-		for _, r := range role.Rules {
+		return false
+	}
+	grants := func(rules []rbacv1.PolicyRule, into map[string]bool) {
+		for _, r := range rules {
 			for _, g := range r.APIGroups {
 				for _, res := range r.Resources {
 					for _, v := range r.Verbs {
-						granted[g+"/"+res+"/"+v] = true
+						into[g+"/"+res+"/"+v] = true
 					}
 				}
 			}
 		}
 	}
-	for gr, verbs := range want {
-		for _, verb := range verbs {
-			if !granted[gr+"/"+verb] {
-				t.Errorf("service account %s/%s may not %s %s", sa.Namespace, sa.Name, verb, gr)
+	cluster := map[string]bool{} // what the service account may do everywhere
+	inOwn := map[string]bool{}   // ... in its own namespace
+	for _, o := range objs {
+		switch b := o.(type) {
+		case *rbacv1.ClusterRoleBinding:
+			if subject(b.Subjects) {
+				grants(one[*rbacv1.ClusterRole](t, objs, "rbac.yaml/ClusterRole/"+b.RoleRef.Name).Rules, cluster)
+			}
+		case *rbacv1.RoleBinding:
+			if subject(b.Subjects) && b.Namespace == sa.Namespace && b.RoleRef.Kind == "Role" {
+				grants(one[*rbacv1.Role](t, objs, "rbac.yaml/Role/"+b.RoleRef.Name).Rules, inOwn)
 			}
 		}
 	}
+	want := map[string]bool{"/configmaps/get": true, "/nodes/patch": true}
+	if diff := cmp.Diff(want, cluster); diff != "" {
+		t.Errorf("cluster-wide grants of %s/%s (-want +got): only get of ConfigMaps and the patch of its Node's accelerator label; Secrets are granted per namespace\n%s", sa.Namespace, sa.Name, diff)
+	}
+	wantOwn := map[string]bool{"virtlet.k8s/virtletimagemappings/get": true, "virtlet.k8s/virtletimagemappings/list": true, "virtlet.k8s/virtletimagemappings/watch": true}
+	if diff := cmp.Diff(wantOwn, inOwn); diff != "" {
+		t.Errorf("grants in namespace %s (-want +got): the image mappings podvisor watches there\n%s", sa.Namespace, diff)
+	}
+	secrets := map[string]bool{}
+	grants(one[*rbacv1.ClusterRole](t, objs, "rbac.yaml/ClusterRole/podvisor-secrets").Rules, secrets)
+	if diff := cmp.Diff(map[string]bool{"/secrets/get": true}, secrets); diff != "" {
+		t.Errorf("ClusterRole podvisor-secrets, for per-namespace RoleBindings (-want +got):\n%s", diff)
+	}
+}
+
+// checkProjectedServiceAccount: the kubeconfig's token and CA files are
+// the projected service-account volume's, mounted where the kubeconfig
+// says.
+func checkProjectedServiceAccount(t *testing.T, mounts map[string]corev1.VolumeMount, volumes map[string]corev1.Volume, token, ca string) {
+	t.Helper()
+	m, ok := mounts[filepath.Dir(token)]
+	if !ok || volumes[m.Name].Projected == nil || filepath.Dir(ca) != filepath.Dir(token) {
+		t.Errorf("kubeconfig token %s and CA %s are not in one projected volume of the podvisor container", token, ca)
+		return
+	}
+	if strings.HasPrefix(token, "/run/") || strings.HasPrefix(token, "/var/run/") {
+		t.Errorf("token %s is under /run, the host's /run in the podvisor container", token)
+	}
+	files := map[string]string{}
+	for _, src := range volumes[m.Name].Projected.Sources {
+		switch {
+		case src.ServiceAccountToken != nil:
+			files[src.ServiceAccountToken.Path] = "token"
+		case src.ConfigMap != nil && src.ConfigMap.Name == "kube-root-ca.crt":
+			for _, it := range src.ConfigMap.Items {
+				files[it.Path] = "configmap kube-root-ca.crt key " + it.Key
+			}
+		}
+	}
+	if files[filepath.Base(token)] != "token" {
+		t.Errorf("projected volume %s has no service-account token at %s (%v)", m.Name, filepath.Base(token), files)
+	}
+	if files[filepath.Base(ca)] != "configmap kube-root-ca.crt key ca.crt" {
+		t.Errorf("projected volume %s has no cluster CA at %s (%v)", m.Name, filepath.Base(ca), files)
+	}
+}
+
+// checkImageMappingNamespace: the daemon watches VirtletImageMappings in
+// its own namespace, which the Role of rbac.yaml covers, whatever
+// namespace `podvisorctl gen --podvisor-namespace` puts it in.
+func checkImageMappingNamespace(t *testing.T, c corev1.Container, pv map[string]string) {
+	t.Helper()
+	if pv["image-mapping-namespace"] != "$(POD_NAMESPACE)" {
+		t.Errorf("--image-mapping-namespace %q, want $(POD_NAMESPACE): mappings only from podvisor's own namespace", pv["image-mapping-namespace"])
+	}
+	for _, e := range c.Env {
+		if e.Name == "POD_NAMESPACE" {
+			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+				t.Errorf("env POD_NAMESPACE is not the pod's namespace (downward API metadata.namespace)")
+			}
+			return
+		}
+	}
+	t.Errorf("container podvisor has no env POD_NAMESPACE for --image-mapping-namespace")
 }
 
 // TestRuntimeClassMatchesCriproxy: the RuntimeClass's handler is the name
@@ -437,12 +500,12 @@ func TestRuntimeClassMatchesCriproxy(t *testing.T) {
 	if rt.Endpoint != listen {
 		t.Errorf("criproxy reaches podvisor at %s, the DaemonSet listens on %s", rt.Endpoint, listen)
 	}
-	kcfg, err := os.ReadFile(filepath.Join(root, "var/lib/kubelet/config.yaml"))
+	kcfg, err := os.ReadFile(filepath.Join(root, dropIn))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(kcfg), "containerRuntimeEndpoint: "+fa["listen"]+"\n") {
-		t.Errorf("kubelet config does not point at criproxy's %s:\n%s", fa["listen"], kcfg)
+		t.Errorf("kubelet's drop-in does not point at criproxy's %s:\n%s", fa["listen"], kcfg)
 	}
 	if rc.Scheduling == nil || !cmp.Equal(rc.Scheduling.NodeSelector, ds.Spec.Template.Spec.NodeSelector, cmpLabels) {
 		t.Errorf("RuntimeClass schedules onto %v, the DaemonSet runs on %v", rc.Scheduling, ds.Spec.Template.Spec.NodeSelector)
@@ -504,7 +567,8 @@ func installer(root string, env []string, verb string) (string, error) {
 		}
 	}
 	cmd := exec.CommandContext(context.Background(), "bash", "image/install-criproxy.sh", verb)
-	cmd.Env = append(append(os.Environ(), env...), "HOST_ROOT="+root, "NO_SYSTEMCTL=1", "CRIPROXY_BIN="+fakeBin)
+	cmd.Env = append(append(os.Environ(), "PROC_DIR="+filepath.Join(root, "proc")), env...)
+	cmd.Env = append(cmd.Env, "HOST_ROOT="+root, "NO_SYSTEMCTL=1", "CRIPROXY_BIN="+fakeBin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -518,9 +582,15 @@ func read(t *testing.T, path string) string {
 	return string(b)
 }
 
-// TestInstallCriproxy runs the node installer against fake host roots:
-// endpoints rewritten in the config file and kubeadm's flags, a second run
-// changes nothing and restarts nothing, uninstall restores the primary.
+// dropIn is where the installer puts kubelet's endpoints on a kubeadm node
+// whose kubelet runs without --config-dir.
+const dropIn = "etc/kubernetes/kubelet.conf.d/99-podvisor-criproxy.conf"
+
+// TestInstallCriproxy runs the node installer against fake host roots: a
+// kubelet drop-in with the proxy's endpoints, --config-dir given to kubelet
+// when it has none, endpoint flags rewritten, a second run (also after
+// kubeadm upgrade rewrote config.yaml) changes nothing and restarts
+// nothing, uninstall restores every file as it was.
 func TestInstallCriproxy(t *testing.T) {
 	const (
 		proxySock = "unix:///run/criproxy/criproxy.sock"
@@ -528,51 +598,67 @@ func TestInstallCriproxy(t *testing.T) {
 	)
 	tests := []struct {
 		name      string
-		config    string // kubelet config.yaml; "" = fakeNode's
-		flags     string
-		wantFlags string
+		flags     string            // kubeadm-flags.env ("" = none)
+		files     map[string]string // more host files
+		cmdline   string            // the running kubelet's argv, NUL-separated ("" = none)
+		dropIn    string            // where the drop-in must be
+		wantFlags string            // kubeadm-flags.env after install
+		wantExtra string            // /etc/default/kubelet after install ("" = not written)
 	}{
 		{
-			name:      "kubeadm flags with the endpoint",
-			flags:     `KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/containerd/containerd.sock --node-ip=172.18.0.2 --pod-infra-container-image=pause:3.10"` + "\n",
-			wantFlags: `KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=` + proxySock + ` --node-ip=172.18.0.2 --pod-infra-container-image=pause:3.10"` + "\n",
+			name:      "kubeadm 1.37 node",
+			flags:     `KUBELET_KUBEADM_ARGS="--node-ip=172.18.0.2"` + "\n",
+			dropIn:    dropIn,
+			wantFlags: `KUBELET_KUBEADM_ARGS="--node-ip=172.18.0.2"` + "\n",
+			wantExtra: "# podvisor install-criproxy.sh: --config-dir added for 99-podvisor-criproxy.conf\nKUBELET_EXTRA_ARGS=\"--config-dir=/etc/kubernetes/kubelet.conf.d\"\n",
 		},
 		{
-			name:      "flag with a space and the image endpoint",
+			name:      "old kubeadm flags with the endpoints, user's extra args",
 			flags:     `KUBELET_KUBEADM_ARGS="--node-ip=10.0.0.1 --container-runtime-endpoint unix:///run/containerd/containerd.sock --image-service-endpoint=unix:///run/containerd/containerd.sock"` + "\n",
-			wantFlags: `KUBELET_KUBEADM_ARGS="--node-ip=10.0.0.1 --container-runtime-endpoint=` + proxySock + ` --image-service-endpoint=` + proxySock + `"` + "\n",
+			files:     map[string]string{"etc/default/kubelet": "# mine\nKUBELET_EXTRA_ARGS=\"--v=2\"\n"},
+			dropIn:    dropIn,
+			wantFlags: `KUBELET_KUBEADM_ARGS="--node-ip=10.0.0.1 --container-runtime-endpoint ` + proxySock + ` --image-service-endpoint=` + proxySock + `"` + "\n",
+			wantExtra: "# mine\n# podvisor install-criproxy.sh: --config-dir added for 99-podvisor-criproxy.conf\nKUBELET_EXTRA_ARGS=\"--v=2 --config-dir=/etc/kubernetes/kubelet.conf.d\"\n",
 		},
 		{
-			name:   "no flags file, no endpoint in the config",
-			config: "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n",
+			name:    "kubelet already runs with --config-dir",
+			cmdline: "/usr/bin/kubelet\x00--config=/var/lib/kubelet/config.yaml\x00--config-dir\x00/etc/kubelet.d\x00",
+			dropIn:  "etc/kubelet.d/99-podvisor-criproxy.conf",
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			root := fakeNode(t, tc.flags)
-			cfgPath := filepath.Join(root, "var/lib/kubelet/config.yaml")
-			flagsPath := filepath.Join(root, "var/lib/kubelet/kubeadm-flags.env")
-			if tc.config != "" {
-				write(t, cfgPath, tc.config)
+			for p, c := range tc.files {
+				write(t, filepath.Join(root, p), c)
 			}
-			before := read(t, cfgPath)
+			if tc.cmdline != "" {
+				write(t, filepath.Join(root, "proc/4242/cmdline"), tc.cmdline)
+			}
+			before := snapshotDir(t, root)
 
 			out := runInstaller(t, root, nil, "install")
 			if !strings.Contains(out, "would run: systemctl restart --no-block kubelet.service") {
 				t.Errorf("first install did not restart kubelet:\n%s", out)
 			}
-			cfg := read(t, cfgPath)
-			for _, key := range []string{"containerRuntimeEndpoint", "imageServiceEndpoint"} {
-				if n := strings.Count(cfg, key+":"); n != 1 || !strings.Contains(cfg, key+": "+proxySock+"\n") {
-					t.Errorf("config.yaml has %d %s lines, want one with %s:\n%s", n, key, proxySock, cfg)
-				}
+			want := "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: " + proxySock + "\nimageServiceEndpoint: " + proxySock + "\n"
+			if got := read(t, filepath.Join(root, tc.dropIn)); !strings.HasSuffix(got, want) {
+				t.Errorf("drop-in %s:\n%s\nwant it to end with:\n%s", tc.dropIn, got, want)
 			}
-			if !strings.Contains(cfg, "kind: KubeletConfiguration\n") {
-				t.Errorf("config.yaml lost its other fields:\n%s", cfg)
+			if diff := cmp.Diff(before["/var/lib/kubelet/config.yaml"], snapshotDir(t, root)["/var/lib/kubelet/config.yaml"]); diff != "" {
+				t.Errorf("config.yaml changed (kubeadm upgrade rewrites it; the drop-in must do the work):\n%s", diff)
 			}
 			if tc.flags != "" {
-				if diff := cmp.Diff(tc.wantFlags, read(t, flagsPath)); diff != "" {
+				if diff := cmp.Diff(tc.wantFlags, read(t, filepath.Join(root, "var/lib/kubelet/kubeadm-flags.env"))); diff != "" {
 					t.Errorf("kubeadm-flags.env (-want +got):\n%s", diff)
+				}
+			}
+			extra, err := os.ReadFile(filepath.Join(root, "etc/default/kubelet"))
+			if tc.wantExtra == "" && tc.files["etc/default/kubelet"] == "" && err == nil {
+				t.Errorf("etc/default/kubelet written although kubelet has a --config-dir:\n%s", extra)
+			} else if tc.wantExtra != "" {
+				if diff := cmp.Diff(tc.wantExtra, string(extra)); diff != "" {
+					t.Errorf("etc/default/kubelet (-want +got):\n%s", diff)
 				}
 			}
 			if got := read(t, filepath.Join(root, "usr/local/bin/criproxy")); got != "#!/bin/sh\necho criproxy\n" {
@@ -585,29 +671,26 @@ func TestInstallCriproxy(t *testing.T) {
 				}
 			}
 
+			// kubeadm upgrade node writes config.yaml anew, with the
+			// endpoint of instance-config.yaml (containerd).
+			write(t, filepath.Join(root, "var/lib/kubelet/config.yaml"), "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\ncontainerRuntimeEndpoint: "+primary+"\n")
 			snapshot := snapshotDir(t, root)
 			out = runInstaller(t, root, nil, "install")
 			if strings.Contains(out, "restart --no-block kubelet") || !strings.Contains(out, "node already set up") {
-				t.Errorf("second install was not a no-op:\n%s", out)
+				t.Errorf("install after kubeadm upgrade was not a no-op:\n%s", out)
 			}
 			if diff := cmp.Diff(snapshot, snapshotDir(t, root)); diff != "" {
 				t.Errorf("second install changed files (-before +after):\n%s", diff)
 			}
 
-			runInstaller(t, root, nil, "uninstall")
-			cfg = read(t, cfgPath)
-			if strings.Contains(cfg, proxySock) || !strings.Contains(cfg, "containerRuntimeEndpoint: "+primary+"\n") {
-				t.Errorf("after uninstall config.yaml still points at the proxy or not at %s:\n%s\n(before install:\n%s)", primary, cfg, before)
+			out = runInstaller(t, root, nil, "uninstall")
+			if !strings.Contains(out, "would run: systemctl restart --no-block kubelet.service") {
+				t.Errorf("uninstall did not restart kubelet:\n%s", out)
 			}
-			if tc.flags != "" {
-				if diff := cmp.Diff(strings.ReplaceAll(tc.wantFlags, proxySock, primary), read(t, flagsPath)); diff != "" {
-					t.Errorf("kubeadm-flags.env after uninstall (-want +got):\n%s", diff)
-				}
-			}
-			for _, p := range []string{"usr/local/bin/criproxy", "etc/systemd/system/criproxy.service"} {
-				if _, err := os.Stat(filepath.Join(root, p)); !os.IsNotExist(err) {
-					t.Errorf("%s still there after uninstall (%v)", p, err)
-				}
+			after := snapshotDir(t, root)
+			before["/var/lib/kubelet/config.yaml"] = snapshot["/var/lib/kubelet/config.yaml"]
+			if diff := cmp.Diff(before, after); diff != "" {
+				t.Errorf("uninstall did not restore the node's files (-before install +after uninstall):\n%s", diff)
 			}
 		})
 	}
@@ -892,7 +975,7 @@ func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
 // not support), with the service-account files in a temporary directory.
 func checkDaemonLoadsKubeconfig(t *testing.T, text string) {
 	t.Helper()
-	const saDir = "/var/run/secrets/kubernetes.io/serviceaccount/"
+	const saDir = "/etc/podvisor/serviceaccount/"
 	dir := t.TempDir() + "/"
 	for name, data := range map[string]string{"ca.crt": "the CA", "token": "the token"} {
 		if err := os.WriteFile(dir+name, []byte(data), 0o600); err != nil {
@@ -909,5 +992,74 @@ func checkDaemonLoadsKubeconfig(t *testing.T, text string) {
 		t.Errorf("the daemon cannot load the shipped kubeconfig: %v", err)
 	case cfg.Server != "https://kubernetes.default.svc" || string(cfg.CAData) != "the CA" || cfg.TokenFile != dir+"token":
 		t.Errorf("the daemon loads the shipped kubeconfig as server %s, CA %q, token file %s; want the in-cluster ones", cfg.Server, cfg.CAData, cfg.TokenFile)
+	}
+}
+
+// TestEveryContainerRequestsResources: the scheduler must account for
+// podvisor's daemons on the node: every container of every DaemonSet,
+// init containers too, requests CPU and memory.
+func TestEveryContainerRequestsResources(t *testing.T) {
+	objs := objects(t, loadDocs(t))
+	n := 0
+	for key, o := range objs {
+		d, ok := o.(*appsv1.DaemonSet)
+		if !ok {
+			continue
+		}
+		n++
+		spec := d.Spec.Template.Spec
+		for _, c := range append(append([]corev1.Container(nil), spec.InitContainers...), spec.Containers...) {
+			for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				if q, ok := c.Resources.Requests[r]; !ok || q.IsZero() {
+					t.Errorf("%s container %s requests no %s", key, c.Name, r)
+				}
+			}
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d DaemonSets, want podvisor, node setup and node uninstall", n)
+	}
+}
+
+// TestDaemonSetKeepsStateOnTheNode: what must outlive a container restart
+// or a rollout is on hostPaths: libvirt's domain definitions, the running
+// domains' status and sockets, per-domain state; the CNI plugins' host
+// files (Virtlet mounted the host's /run; Calico's /var/lib/calico); the
+// metrics endpoint is not on every interface.
+func TestDaemonSetKeepsStateOnTheNode(t *testing.T) {
+	objs := objects(t, loadDocs(t))
+	spec := podvisorDaemonSet(t, objs).Spec.Template.Spec
+	host := map[string]string{} // volume -> host path
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			host[v.Name] = v.HostPath.Path
+		}
+	}
+	mounted := func(c, path string) (string, bool) {
+		for _, m := range container(t, spec, c).VolumeMounts {
+			if m.MountPath == path {
+				p, ok := host[m.Name]
+				return p, ok
+			}
+		}
+		return "", false
+	}
+	for _, tc := range []struct{ container, path, why string }{
+		{"libvirt", "/etc/libvirt/qemu", "domain definitions (podvisor defines domains persistently)"},
+		{"libvirt", "/var/run/libvirt", "sockets and running domains' status, from which a new libvirtd reconnects"},
+		{"libvirt", "/var/lib/libvirt", "per-domain state: monitor sockets, master keys"},
+		{"libvirt", "/var/log/libvirt", "QEMU logs"},
+		{"vms", "/var/lib/libvirt", "QEMU opens its master key file there"},
+		{"podvisor", "/run", "CNI plugins' host files and sockets (Flannel, Cilium, Calico, Multus), as Virtlet mounted"},
+		{"podvisor", "/var/lib/calico", "Calico's CNI plugin reads the node name there"},
+		{"podvisor", "/var/lib/cni", "host-local IPAM state shared with containerd"},
+	} {
+		if p, ok := mounted(tc.container, tc.path); !ok || p != tc.path {
+			t.Errorf("container %s: %s is not the node's %s (got hostPath %q): %s", tc.container, tc.path, tc.path, p, tc.why)
+		}
+	}
+	pv := flagArgs(container(t, spec, "podvisor").Command[1:])
+	if a := pv["metrics-addr"]; strings.HasPrefix(a, "0.0.0.0:") || strings.HasPrefix(a, ":") || strings.HasPrefix(a, "[::]:") {
+		t.Errorf("--metrics-addr %s listens on every interface of the node (hostNetwork), unauthenticated", a)
 	}
 }

@@ -46,7 +46,7 @@ func gvk(d doc) schema.GroupVersionKind {
 func manifestFiles(t *testing.T) []string {
 	t.Helper()
 	var files []string
-	for _, pattern := range []string{"*.yaml", "examples/*.yaml"} {
+	for _, pattern := range []string{"*.yaml", "examples/*.yaml", "uninstall/*.yaml"} {
 		m, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)

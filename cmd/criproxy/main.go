@@ -65,6 +65,7 @@ func run(args []string) error {
 		listen     = fs.String("listen", "unix:///run/criproxy/criproxy.sock", "the proxy's CRI endpoint (unix:///path): point kubelet's --container-runtime-endpoint here")
 		primary    = fs.String("primary", "unix:///run/containerd/containerd.sock", "the primary runtime's CRI endpoint: every pod not routed elsewhere goes there")
 		maxBackoff = fs.Duration("max-backoff", 5*time.Second, "longest wait between reconnection attempts to a runtime that is down")
+		downGrace  = fs.Duration("down-grace", 2*time.Minute, "how long after its last answer a down runtime is represented in lists by that answer before it is left out (kubelet must not take a restarting podvisor's pods for gone)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		version    = fs.Bool("version", false, "print the version (podvisor's) and exit")
 	)
@@ -125,7 +126,7 @@ func run(args []string) error {
 	if !ok || !filepath.IsAbs(path) {
 		return fmt.Errorf("listen: %q is not accepted: want unix:///path", cfg.Listen)
 	}
-	p, err := proxy.New(cfg, proxy.Options{MaxBackoff: *maxBackoff}, log)
+	p, err := proxy.New(cfg, proxy.Options{MaxBackoff: *maxBackoff, DownGrace: *downGrace}, log)
 	if err != nil {
 		return err
 	}

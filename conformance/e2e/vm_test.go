@@ -25,6 +25,7 @@ import (
 
 	"github.com/podvisor/podvisor/internal/syncbuf"
 	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
 const (
@@ -121,6 +122,15 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 				waitConsole(ctx, ns, p.Name, "PODVISOR-GUEST: ready")
 			}
 			GinkgoWriter.Printf("VM pods: %v\n", names(vmPods))
+		})
+
+		It("labels the node with its accelerator and why (the DaemonSet's --node-name and RBAC)", func(ctx context.Context) {
+			Eventually(func(g Gomega) {
+				n, err := client.CoreV1().Nodes().Get(ctx, cfg.node, metav1.GetOptions{})
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(n.Labels).To(HaveKeyWithValue(hypervisor.NodeLabelAccelerator, BeElementOf("kvm", "tcg")))
+				g.Expect(n.Annotations).To(HaveKeyWithValue(hypervisor.NodeAnnotationAcceleratorReason, Not(BeEmpty())))
+			}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
 		})
 
 		It("shows the serial console in kubectl logs", func(ctx context.Context) {
@@ -254,13 +264,21 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			}
 		})
 
+		// The DaemonSet restarted, upgraded and its libvirt killed under
+		// the two VMs of the Deployment (upgrade_test.go).
+		upgradeSpecs(func() string { return ns }, func() []corev1.Pod { return vmPods })
+
 		It("runs a VM pod selected by RuntimeClass handler podvisor, without any annotation, its image named by a VirtletImageMapping", func(ctx context.Context) {
 			// The name is in no translation file: only the mapping object
-			// (watched by podvisor) gives its URL.
+			// (watched by podvisor in its own namespace, kube-system) gives
+			// its URL.
 			mapping := fmt.Sprintf(`{"apiVersion": "virtlet.k8s/v1", "kind": "VirtletImageMapping",
- "metadata": {"name": "e2e-mapped", "namespace": %q},
+ "metadata": {"name": %q, "namespace": "kube-system"},
  "spec": {"translations": [{"name": "e2e/mapped-testvm", "url": %q}]}}`, ns, cfg.vmImageURL)
 			Expect(kubectlStdin(ctx, mapping, "apply", "-f", "-")).Error().NotTo(HaveOccurred())
+			DeferCleanup(func(ctx context.Context) {
+				Expect(kubectl(ctx, "-n", "kube-system", "delete", "virtletimagemapping", ns)).Error().NotTo(HaveOccurred())
+			})
 			_, err := client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
 				ObjectMeta: metav1.ObjectMeta{Name: runtimeClass},
 				Handler:    "podvisor",

@@ -6,43 +6,79 @@
 #
 #   install-criproxy.sh install     idempotent: changes nothing, and does not
 #                                   restart kubelet, when the node is set up
-#   install-criproxy.sh uninstall   kubelet back on the primary runtime
+#   install-criproxy.sh uninstall   kubelet back on the primary runtime, every
+#                                   file this script wrote removed
+#
+# kubelet is pointed at the proxy by a kubelet configuration drop-in
+# (KubeletConfiguration containerRuntimeEndpoint and imageServiceEndpoint in
+# a .conf file under kubelet's --config-dir, GA since Kubernetes 1.35), not
+# by editing /var/lib/kubelet/config.yaml, which `kubeadm upgrade` rewrites
+# (from /var/lib/kubelet/instance-config.yaml, which names containerd). When
+# kubelet runs without --config-dir, the flag is added to KUBELET_EXTRA_ARGS
+# in the user's kubelet environment file, which kubeadm never writes.
 #
 # Environment (defaults in brackets):
-#   HOST_ROOT         the host's root filesystem [/host]
-#   CRIPROXY_SOCKET   the proxy's endpoint [unix:///run/criproxy/criproxy.sock]
-#   PRIMARY_ENDPOINT  the runtime kubelet used so far [unix:///run/containerd/containerd.sock]
-#   PODVISOR_ENDPOINT podvisor's socket [unix:///run/podvisor/podvisor.sock]
-#   KUBELET_CONFIG    kubelet's config file [/var/lib/kubelet/config.yaml]
-#   KUBELET_FLAGS_ENV kubeadm's flag file [/var/lib/kubelet/kubeadm-flags.env]
-#   CRIPROXY_BIN      the binary to install [/usr/local/bin/criproxy]
-#   NO_SYSTEMCTL      1: only write files, do not call systemctl (tests)
+#   HOST_ROOT          the host's root filesystem [/host]
+#   CRIPROXY_SOCKET    the proxy's endpoint [unix:///run/criproxy/criproxy.sock]
+#   PRIMARY_ENDPOINT   the runtime kubelet used so far [unix:///run/containerd/containerd.sock]
+#   PODVISOR_ENDPOINT  podvisor's socket [unix:///run/podvisor/podvisor.sock]
+#   KUBELET_CONFIG_DIR kubelet's drop-in directory [the running kubelet's
+#                      --config-dir, else /etc/kubernetes/kubelet.conf.d]
+#   KUBELET_FLAGS_ENV  kubeadm's flag file [/var/lib/kubelet/kubeadm-flags.env]
+#   KUBELET_EXTRA_ENV  the user's kubelet environment file [/etc/default/kubelet;
+#                      /etc/sysconfig/kubelet where /etc/sysconfig exists]
+#   CRIPROXY_BIN       the binary to install [/usr/local/bin/criproxy]
+#   PROC_DIR           where to look for the running kubelet [/proc]
+#   NO_SYSTEMCTL       1: only write files, do not call systemctl (tests)
 #
-# Needs systemd on the node (kubeadm nodes and kind nodes have it): criproxy
-# runs as criproxy.service, ordered before kubelet.service, so that kubelet
-# finds its endpoint after a reboot.
+# criproxy runs as criproxy.service, ordered before kubelet.service, so that
+# kubelet finds its endpoint after a reboot. A node without systemd gets the
+# same files; whatever starts its services must start criproxy as the unit's
+# ExecStart says and restart kubelet (make e2e's harness does).
 set -euo pipefail
 
 host="${HOST_ROOT:-/host}"
+host="${host%/}"
 proxy="${CRIPROXY_SOCKET:-unix:///run/criproxy/criproxy.sock}"
 primary="${PRIMARY_ENDPOINT:-unix:///run/containerd/containerd.sock}"
 podvisor="${PODVISOR_ENDPOINT:-unix:///run/podvisor/podvisor.sock}"
-kcfg="$host${KUBELET_CONFIG:-/var/lib/kubelet/config.yaml}"
 kflags="$host${KUBELET_FLAGS_ENV:-/var/lib/kubelet/kubeadm-flags.env}"
 unit="$host/etc/systemd/system/criproxy.service"
 bin="$host/usr/local/bin/criproxy"
 src="${CRIPROXY_BIN:-/usr/local/bin/criproxy}"
+proc="${PROC_DIR:-/proc}"
+dropin_name=99-podvisor-criproxy.conf
+# Marks the --config-dir this script added to the user's environment file.
+extra_mark="# podvisor install-criproxy.sh: --config-dir added for $dropin_name"
 
 log() { echo "install-criproxy: $*" >&2; }
-die() { log "$*"; exit 1; }
+die() {
+	log "$*"
+	exit 1
+}
 
-# hostctl runs a command in the host's namespaces (PID 1's).
+if [ -n "${KUBELET_EXTRA_ENV:-}" ]; then
+	extra="$host$KUBELET_EXTRA_ENV"
+elif [ -d "$host/etc/sysconfig" ]; then
+	extra="$host/etc/sysconfig/kubelet"
+else
+	extra="$host/etc/default/kubelet"
+fi
+
+has_systemd() { [ -d "$host/run/systemd/system" ]; }
+
+# hostctl runs systemctl in the host's namespaces (PID 1's). Without systemd
+# it says what a service manager must do instead.
 hostctl() {
 	if [ "${NO_SYSTEMCTL:-0}" = 1 ]; then
 		log "(NO_SYSTEMCTL) would run: $*"
 		return 0
 	fi
-	if [ "$host" = / ]; then
+	if ! has_systemd; then
+		log "no systemd on this node: not running '$*'; the node's service manager must do it"
+		return 0
+	fi
+	if [ "$host" = "" ]; then
 		"$@"
 	else
 		nsenter --target 1 --mount --uts --ipc --net --pid -- "$@"
@@ -59,59 +95,112 @@ replace_file() {
 		rm -f "$tmp"
 		return 0
 	fi
-	[ -f "$dest" ] && chmod --reference="$dest" "$tmp"
+	if [ -f "$dest" ]; then chmod --reference="$dest" "$tmp"; else chmod 0644 "$tmp"; fi
 	mv "$tmp" "$dest"
 	echo changed
 }
 
-# set_endpoints ENDPOINT: kubelet's runtime and image endpoints become
-# ENDPOINT, in the config file (containerRuntimeEndpoint,
-# imageServiceEndpoint) and, when kubeadm passes them as flags (the flag
-# wins over the file), in kubeadm-flags.env. Prints "changed" on a change.
-set_endpoints() {
-	local ep="$1" changed=""
-	[ -f "$kcfg" ] || die "kubelet config $kcfg not found: set KUBELET_CONFIG"
-	local out
-	out="$(awk -v ep="$ep" '
-		/^containerRuntimeEndpoint:/ {print "containerRuntimeEndpoint: " ep; r=1; next}
-		/^imageServiceEndpoint:/ {print "imageServiceEndpoint: " ep; i=1; next}
-		{print}
-		END {
-			if (!r) print "containerRuntimeEndpoint: " ep
-			if (!i) print "imageServiceEndpoint: " ep
-		}' "$kcfg" | replace_file "$kcfg")"
-	[ -n "$out" ] && changed=1
-	if [ -f "$kflags" ]; then
-		out="$(sed -E \
-			-e "s#--container-runtime-endpoint(=| +)[^ \"]+#--container-runtime-endpoint=$ep#" \
-			-e "s#--image-service-endpoint(=| +)[^ \"]+#--image-service-endpoint=$ep#" \
-			"$kflags" | replace_file "$kflags")"
-		[ -n "$out" ] && changed=1
+# running_config_dir prints the --config-dir of the running kubelet, if any.
+running_config_dir() {
+	local f args
+	for f in "$proc"/[0-9]*/cmdline; do
+		[ -r "$f" ] || continue
+		args="$(tr '\0' '\n' <"$f" 2>/dev/null)" || continue
+		[ "$(basename "$(head -n1 <<<"$args")")" = kubelet ] || continue
+		awk '/^--config-dir=/ {sub(/^--config-dir=/, ""); d=$0} prev == "--config-dir" {d=$0} {prev=$0} END {if (d != "") print d}' <<<"$args"
+		return 0
+	done
+}
+
+# config_dir prints kubelet's drop-in directory (host path, without $host).
+config_dir() {
+	if [ -n "${KUBELET_CONFIG_DIR:-}" ]; then
+		echo "$KUBELET_CONFIG_DIR"
+		return
 	fi
-	if [ -n "$changed" ]; then echo changed; fi
+	local d
+	d="$(running_config_dir)"
+	if [ -z "$d" ] && [ -f "$kflags" ]; then
+		d="$(grep -oE -- '--config-dir(=| +)[^ "]+' "$kflags" | tail -n1 | sed -E 's/--config-dir(=| +)//')" || true
+	fi
+	if [ -z "$d" ] && [ -f "$extra" ]; then
+		d="$(grep -oE -- '--config-dir(=| +)[^ "]+' "$extra" | tail -n1 | sed -E 's/--config-dir(=| +)//')" || true
+	fi
+	echo "${d:-/etc/kubernetes/kubelet.conf.d}"
+}
+
+# ensure_config_dir_flag DIR: kubelet gets --config-dir=DIR at its next
+# start, unless it already has a --config-dir. Prints "changed".
+ensure_config_dir_flag() {
+	local dir="$1"
+	[ -n "$(running_config_dir)" ] && return 0
+	grep -qsE -- '--config-dir(=| )' "$kflags" "$extra" && return 0
+	mkdir -p "$(dirname "$extra")"
+	touch "$extra"
+	{
+		if grep -qE '^KUBELET_EXTRA_ARGS=' "$extra"; then
+			awk -v f="--config-dir=$dir" -v m="$extra_mark" '
+				/^KUBELET_EXTRA_ARGS=/ && !done {
+					v = substr($0, length("KUBELET_EXTRA_ARGS=") + 1)
+					q = ""
+					if (v ~ /^".*"$/ || v ~ /^'\''.*'\''$/) { q = substr(v, 1, 1); v = substr(v, 2, length(v) - 2) }
+					if (q == "") q = "\""
+					print m
+					print "KUBELET_EXTRA_ARGS=" q (v == "" ? "" : v " ") f q
+					done = 1; next
+				}
+				{print}' "$extra"
+		else
+			cat "$extra"
+			echo "$extra_mark"
+			echo "KUBELET_EXTRA_ARGS=\"--config-dir=$dir\""
+		fi
+	} | replace_file "$extra"
+}
+
+# remove_config_dir_flag: undoes ensure_config_dir_flag. Prints "changed".
+remove_config_dir_flag() {
+	[ -f "$extra" ] && grep -qxF "$extra_mark" "$extra" || return 0
+	local out
+	out="$(awk -v m="$extra_mark" '
+		$0 == m {drop = 1; next}
+		drop && /^KUBELET_EXTRA_ARGS=/ {
+			sub(/ ?--config-dir=[^ "'\'']+/, "")
+			drop = 0
+			if ($0 ~ /^KUBELET_EXTRA_ARGS=(""|'\'''\''|)$/) next
+		}
+		{drop = 0; print}' "$extra")"
+	if [ -z "$(tr -d '[:space:]' <<<"$out")" ]; then
+		rm -f "$extra"
+		echo changed
+	else
+		printf '%s\n' "$out" | replace_file "$extra"
+	fi
+}
+
+# set_flag_endpoints ENDPOINT: kubelet's flags win over its configuration
+# files and drop-ins, so endpoint flags in kubeadm-flags.env (kubeadm before
+# 1.27 wrote them) are pointed at ENDPOINT too. Prints "changed".
+set_flag_endpoints() {
+	local ep="$1"
+	[ -f "$kflags" ] || return 0
+	sed -E \
+		-e "s#(--container-runtime-endpoint(=| +))[^ \"]+#\1$ep#" \
+		-e "s#(--image-service-endpoint(=| +))[^ \"]+#\1$ep#" \
+		"$kflags" | replace_file "$kflags"
 }
 
 wait_socket() {
-	local path="${1#unix://}" deadline=$((SECONDS + 60))
-	while [ $SECONDS -lt $deadline ]; do
+	local path="${1#unix://}" deadline=$((SECONDS + ${SOCKET_WAIT_SECONDS:-120}))
+	while [ $SECONDS -lt "$deadline" ]; do
 		[ -S "$host$path" ] && return 0
 		sleep 1
 	done
-	die "$path did not appear within 60 s: see journalctl -u criproxy on the node"
+	die "$path did not appear within ${SOCKET_WAIT_SECONDS:-120} s: see journalctl -u criproxy on the node"
 }
 
-install() {
-	local changed=""
-	[ -x "$src" ] || die "$src missing: set CRIPROXY_BIN"
-	if ! cmp -s "$src" "$bin"; then
-		mkdir -p "$(dirname "$bin")"
-		cp "$src" "$bin.new"
-		chmod 0755 "$bin.new"
-		mv "$bin.new" "$bin"
-		changed=1
-	fi
-	local out
-	out="$(replace_file "$unit" <<UNIT
+write_unit() {
+	replace_file "$unit" <<UNIT
 # Written by podvisor's install-criproxy.sh (deploy/node-setup.yaml).
 [Unit]
 Description=CRI proxy: containerd and podvisor behind one CRI socket
@@ -127,8 +216,21 @@ RestartSec=2
 [Install]
 WantedBy=multi-user.target kubelet.service
 UNIT
-)"
-	[ -n "$out" ] && changed=1
+}
+
+install() {
+	local changed="" out dir
+	[ -x "$src" ] || die "$src missing: set CRIPROXY_BIN"
+	[ -f "$host/var/lib/kubelet/config.yaml" ] || [ -f "$kflags" ] || [ -n "${KUBELET_CONFIG_DIR:-}" ] ||
+		die "no kubelet config $host/var/lib/kubelet/config.yaml and no $kflags: is this a kubelet node? Set KUBELET_CONFIG_DIR to say where kubelet's drop-ins go"
+	if ! cmp -s "$src" "$bin"; then
+		mkdir -p "$(dirname "$bin")"
+		cp "$src" "$bin.new"
+		chmod 0755 "$bin.new"
+		mv "$bin.new" "$bin"
+		changed=1
+	fi
+	[ -n "$(write_unit)" ] && changed=1
 	if [ -n "$changed" ]; then
 		hostctl systemctl daemon-reload
 		hostctl systemctl enable criproxy.service
@@ -137,9 +239,24 @@ UNIT
 		hostctl systemctl enable --now criproxy.service
 	fi
 	[ "${NO_SYSTEMCTL:-0}" = 1 ] || wait_socket "$proxy"
-	out="$(set_endpoints "$proxy")"
-	if [ -n "$out" ]; then
-		log "kubelet now uses $proxy; restarting kubelet"
+
+	changed=""
+	dir="$(config_dir)"
+	out="$(replace_file "$host$dir/$dropin_name" <<CONF
+# Written by podvisor's install-criproxy.sh (deploy/node-setup.yaml): kubelet
+# reaches containerd and podvisor through criproxy. Removed by
+# install-criproxy.sh uninstall.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: $proxy
+imageServiceEndpoint: $proxy
+CONF
+)"
+	[ -n "$out" ] && changed=1
+	[ -n "$(ensure_config_dir_flag "$dir")" ] && changed=1
+	[ -n "$(set_flag_endpoints "$proxy")" ] && changed=1
+	if [ -n "$changed" ]; then
+		log "kubelet now uses $proxy (drop-in $dir/$dropin_name); restarting kubelet"
 		hostctl systemctl restart --no-block kubelet.service
 	else
 		log "node already set up: criproxy at $proxy in front of $primary"
@@ -147,9 +264,16 @@ UNIT
 }
 
 uninstall() {
-	local out
-	out="$(set_endpoints "$primary")"
-	if [ -n "$out" ]; then
+	local changed="" dir
+	dir="$(config_dir)"
+	if [ -f "$host$dir/$dropin_name" ]; then
+		rm -f "$host$dir/$dropin_name"
+		rmdir "$host$dir" 2>/dev/null || true
+		changed=1
+	fi
+	[ -n "$(remove_config_dir_flag)" ] && changed=1
+	[ -n "$(set_flag_endpoints "$primary")" ] && changed=1
+	if [ -n "$changed" ]; then
 		log "kubelet back on $primary; restarting kubelet"
 		hostctl systemctl restart --no-block kubelet.service
 	fi
@@ -159,6 +283,7 @@ uninstall() {
 		hostctl systemctl daemon-reload
 	fi
 	rm -f "$bin"
+	log "criproxy removed; delete VM pods before this: their IDs mean nothing to $primary"
 }
 
 case "${1:-}" in

@@ -3,6 +3,8 @@ package proxy
 import (
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,6 +29,52 @@ type backend struct {
 	conn        *grpc.ClientConn
 	rt          runtimeapi.RuntimeServiceClient
 	img         runtimeapi.ImageServiceClient
+
+	lastAnswer atomic.Int64 // UnixNano of its last successful answer; 0: never
+
+	mu    sync.Mutex
+	lists map[string]any // last answer to each list and status request
+}
+
+// keepList records the answer to a list request.
+func (b *backend) keepList(key string, items any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lists == nil {
+		b.lists = map[string]any{}
+	}
+	if len(b.lists) > 4096 { // ever-new filters and IDs: keep it bounded
+		clear(b.lists)
+	}
+	b.lists[key] = items
+}
+
+// lastList is the last answer to a list request, when err says the
+// runtime is unavailable and it answered less than grace ago.
+func (b *backend) lastList(key string, grace time.Duration, err error) (any, bool) {
+	if b.primary || status.Code(err) != codes.Unavailable {
+		return nil, false
+	}
+	if since, ok := b.sinceAnswer(); !ok || since >= grace {
+		return nil, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.lists[key]
+	return v, ok
+}
+
+// answered records a successful answer of the runtime.
+func (b *backend) answered() { b.lastAnswer.Store(time.Now().UnixNano()) }
+
+// sinceAnswer is the time since the runtime's last successful answer;
+// false when it never answered.
+func (b *backend) sinceAnswer() (time.Duration, bool) {
+	t := b.lastAnswer.Load()
+	if t == 0 {
+		return 0, false
+	}
+	return time.Since(time.Unix(0, t)), true
 }
 
 // dial creates the client connection. It does not wait for the runtime:

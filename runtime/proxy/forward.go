@@ -21,23 +21,56 @@ func forward[Req, Resp proto.Message](ctx context.Context, b *backend, req Req, 
 		var zero Resp
 		return zero, b.wrap(err)
 	}
+	b.answered()
 	b.outbound(resp)
 	return resp, nil
 }
 
+// forwardStatus is forward for the status calls kubelet polls
+// (PodSandboxStatus, ContainerStatus): a named runtime that is briefly down
+// is answered for by its last answer to the same request, as in listAll.
+// kubelet's `logs -f`, for one, ends when a container's status fails.
+func forwardStatus[Req, Resp proto.Message](ctx context.Context, p *Proxy, b *backend, what string, req Req, call unary[Req, Resp]) (Resp, error) {
+	key := cacheKey(what, req)
+	resp, err := forward(ctx, b, req, call)
+	if err == nil {
+		if !b.primary {
+			b.keepList(key, proto.Clone(resp))
+		}
+		return resp, nil
+	}
+	if last, ok := b.lastList(key, p.downGrace, err); ok {
+		p.log.Debug(what+": runtime down: its last answer stands in", "runtime", b.name, "err", err)
+		return proto.Clone(last.(proto.Message)).(Resp), nil
+	}
+	return resp, err
+}
+
 // listAll sends a copy of req to every runtime and concatenates the items
-// of the answers, primary first.
+// of the answers, primary first. A named runtime that is unavailable but
+// answered less than DownGrace ago is represented by its last answer to
+// the same request (Options.DownGrace says why).
 func listAll[Req, Resp proto.Message, Item any](ctx context.Context, p *Proxy, what string, req Req,
 	call func(b *backend) unary[Req, Resp], items func(Resp) []Item) ([]Item, error) {
+	key := cacheKey(what, req)
 	lists, err := fanOut(ctx, p, what, func(ctx context.Context, b *backend) ([]Item, error) {
 		r := clone(req)
 		b.inbound(r)
 		resp, err := call(b)(ctx, r)
 		if err != nil {
+			if last, ok := b.lastList(key, p.downGrace, err); ok {
+				p.log.Debug(what+": runtime down: its last answer stands in", "runtime", b.name, "err", err)
+				return last.([]Item), nil
+			}
 			return nil, err
 		}
+		b.answered()
 		b.outbound(resp)
-		return items(resp), nil
+		got := items(resp)
+		if !b.primary {
+			b.keepList(key, got)
+		}
+		return got, nil
 	})
 	if err != nil {
 		return nil, err
@@ -47,6 +80,12 @@ func listAll[Req, Resp proto.Message, Item any](ctx context.Context, p *Proxy, w
 		out = append(out, l...)
 	}
 	return out, nil
+}
+
+// cacheKey names a list request: the method and the request's bytes.
+func cacheKey(what string, req proto.Message) string {
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	return what + "\x00" + string(b)
 }
 
 // opener is the shape of every generated server-streaming client method.

@@ -30,6 +30,8 @@ type Proxy struct {
 	handlers map[string]*backend // runtime_handler -> runtime
 	targets  map[string]*backend // kubernetes.io/target-runtime value -> runtime
 
+	downGrace time.Duration // see Options.DownGrace
+
 	mu         sync.Mutex
 	lastConfig *runtimeapi.UpdateRuntimeConfigRequest // replayed to runtimes that come back
 	stop       chan struct{}
@@ -41,6 +43,14 @@ type Options struct {
 	// MaxBackoff caps the reconnection backoff to a runtime that is down
 	// (default 5s).
 	MaxBackoff time.Duration
+	// DownGrace is how long after its last answer a runtime that is down
+	// is represented in lists by that answer (default 2m). A list without
+	// a runtime's pods tells kubelet they are gone: it then tries to
+	// recreate their sandboxes and counts a restart of each, which a
+	// restart of podvisor (a DaemonSet rollout) must not cause. Failing
+	// the list instead would stall kubelet's relist, and with it the
+	// rollout of podvisor's own pod. A runtime down for longer is left out.
+	DownGrace time.Duration
 }
 
 // New validates cfg and creates the client connections. It does not wait
@@ -53,12 +63,17 @@ func New(cfg Config, opts Options, log *slog.Logger) (*Proxy, error) {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
 	}
+	if opts.DownGrace <= 0 {
+		opts.DownGrace = 2 * time.Minute
+	}
 	p := &Proxy{
 		log:      log,
 		byName:   map[string]*backend{},
 		handlers: map[string]*backend{},
 		targets:  map[string]*backend{},
 		stop:     make(chan struct{}),
+
+		downGrace: opts.DownGrace,
 	}
 	p.primary = &backend{name: "primary", endpoint: cfg.Primary, primary: true}
 	p.all = append(p.all, p.primary)
@@ -240,7 +255,8 @@ func (p *Proxy) replayConfig(ctx context.Context, b *backend) {
 // fanOut calls fn for every runtime concurrently and returns the results
 // in runtime order. An error of the primary fails the call; an error of
 // another runtime is logged and its results are left out, so that a
-// runtime that is down does not hide the others' pods from kubelet.
+// runtime that is down does not hide the others' pods from kubelet
+// (listAll first serves a briefly down runtime's last answer).
 func fanOut[T any](ctx context.Context, p *Proxy, what string, fn func(ctx context.Context, b *backend) (T, error)) ([]T, error) {
 	type result struct {
 		v   T

@@ -467,10 +467,21 @@ func TestRuntimeDown(t *testing.T) {
 	c := ctx(t)
 	pod := runPod(t, e, "web", "", nil)
 	vm := runPod(t, e, "vm", "", map[string]string{TargetRuntimeAnnotation: "virtlet.cloud"})
+	if _, err := e.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: vm, Verbose: true}); err != nil {
+		t.Fatal(err)
+	}
 	e.vm.stop()
 
 	// The caller's deadline is 30 s: an Unavailable answer (not
 	// DeadlineExceeded) shows the call failed without waiting for podvisor.
+	// A status asked before: its last answer stands in while podvisor was
+	// just up; one never asked fails.
+	if _, err := e.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: vm, Verbose: true}); err != nil {
+		t.Errorf("status of a VM pod asked before podvisor went down: %v", err)
+	}
 	_, err := e.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: vm})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), `runtime "podvisor"`) || !strings.Contains(err.Error(), e.vm.endpoint()) {
 		t.Errorf("status of a pod on the stopped runtime: got %v, want Unavailable naming podvisor and its endpoint", err)
@@ -488,9 +499,21 @@ func TestRuntimeDown(t *testing.T) {
 	if _, err := e.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod}); err != nil {
 		t.Errorf("status of a containerd pod: %v", err)
 	}
+	// Just down (a restart): its last answer stands in, so that kubelet
+	// does not take the VM pods for gone and recreate them.
 	list, err := e.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
-		t.Fatalf("ListPodSandbox with podvisor down: %v", err)
+		t.Fatalf("ListPodSandbox with podvisor just down: %v", err)
+	}
+	if diff := cmp.Diff([]string{vm, pod}, sandboxIDs(list.Items)); diff != "" {
+		t.Errorf("ListPodSandbox with podvisor just down: its last answer should stand in (-want +got):\n%s", diff)
+	}
+	// Down for longer than the grace: left out, the primary's pods listed.
+	e.p.downGrace = 50 * time.Millisecond
+	time.Sleep(100 * time.Millisecond)
+	list, err = e.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatalf("ListPodSandbox with podvisor down past the grace: %v", err)
 	}
 	if diff := cmp.Diff([]string{pod}, sandboxIDs(list.Items)); diff != "" {
 		t.Errorf("ListPodSandbox with podvisor down (-want +got):\n%s", diff)

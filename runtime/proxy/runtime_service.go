@@ -72,7 +72,7 @@ func (p *Proxy) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.U
 
 func (p *Proxy) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	b := p.forID(req.GetPodSandboxId())
-	return forward(ctx, b, req, b.rt.PodSandboxStatus)
+	return forwardStatus(ctx, p, b, "PodSandboxStatus", req, b.rt.PodSandboxStatus)
 }
 
 // ListPodSandbox goes to the owner of filter.id, else to every runtime.
@@ -184,7 +184,7 @@ func (p *Proxy) StreamContainers(req *runtimeapi.StreamContainersRequest, s grpc
 
 func (p *Proxy) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
 	b := p.forID(req.GetContainerId())
-	return forward(ctx, b, req, b.rt.ContainerStatus)
+	return forwardStatus(ctx, p, b, "ContainerStatus", req, b.rt.ContainerStatus)
 }
 
 func (p *Proxy) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
