@@ -7,6 +7,7 @@
 #   make lint    gofmt, go vet, go mod tidy, shellcheck, actionlint
 #   make bench   benchmarks; results in docs/bench/
 #   make image   the node image as an OCI archive in _build/image/ (docs/install.md)
+#   make fuzz    every fuzz target for FUZZTIME (default 60s) each
 
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
@@ -29,7 +30,7 @@ ACTIONLINT_VERSION := v1.7.12
 # Every shell script: *.sh and the ones without the suffix.
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') deploy/image/podvisor-vms-emulator kind/virsh .ci/run
 
-.PHONY: all build image test demo lint bench deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
+.PHONY: all build image test demo lint bench fuzz deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
 
 all: build
 
@@ -115,6 +116,12 @@ demo: deps build tools
 
 bench:
 	ci/bench.sh
+
+# make test runs each for 10s; longer here. Failing inputs land in the
+# package's testdata/fuzz/.
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) ci/test-fuzz.sh
 
 clean:
 	rm -rf $(BIN) _build

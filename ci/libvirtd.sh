@@ -102,6 +102,20 @@ ours() {
 	if pid_alive "$pid" "$name"; then echo "$pid"; fi
 }
 
+# without_inherited_fds runs a command with every descriptor above 2 closed.
+# A daemon keeps what it inherits for as long as it runs: a caller's lock
+# (flock /run/podvisor-heavy.lock make test) would stay held by libvirtd
+# after the caller exited, and every other heavy run would wait for ever.
+without_inherited_fds() {
+	(
+		for fd in /proc/"$BASHPID"/fd/*; do
+			fd="${fd##*/}"
+			if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+		done
+		exec "$@"
+	)
+}
+
 start_daemon() {
 	local name="$1" pid
 	pid="$(running_pid "$name")"
@@ -110,7 +124,7 @@ start_daemon() {
 		return
 	fi
 	# Daemonised, the daemons would log to syslog, which these machines lack.
-	LIBVIRT_LOG_OUTPUTS="3:file:$state/$name.log" "$name" -d
+	LIBVIRT_LOG_OUTPUTS="3:file:$state/$name.log" without_inherited_fds "$name" -d
 	local deadline=$((SECONDS + 30))
 	while [ $SECONDS -lt $deadline ]; do
 		pid="$(running_pid "$name")"

@@ -92,9 +92,14 @@ cri logs "$ctr" | grep 'ready' >/dev/null || fail "console ready marker missing 
 kill9_restart "while running"
 expect_state "$ctr" CONTAINER_RUNNING
 [ "$(cri inspect -o go-template --template '{{.status.startedAt}}' "$ctr")" = "$started" ] || fail "the VM was restarted (startedAt changed)"
-lines_before=$(wc -l <"$work/logs/vm_0.log")
-printf 'hostname\n' >/dev/null # the console keeps being logged after the restart:
-for _ in $(seq 1 50); do [ "$(wc -l <"$work/logs/vm_0.log")" -ge "$lines_before" ] && break; sleep 0.1; done
+# The console keeps being logged after the restart: a command typed into the
+# console now gets an answer from the guest's shell that only this run can
+# have produced, and that answer must reach the CRI log.
+marker="after-restart-$$-$RANDOM"
+printf '%s\r' "$marker" | timeout 30 "$crictl" --runtime-endpoint "unix://$sock" attach -i "$ctr" >/dev/null 2>>"$work/crictl.err" || true
+for _ in $(seq 1 100); do grep -F "sh: $marker: not found" "$work/logs/vm_0.log" >/dev/null && break; sleep 0.1; done
+grep -F "sh: $marker: not found" "$work/logs/vm_0.log" >/dev/null ||
+	fail "the console is not logged after the restart: the guest's answer to '$marker' is not in $work/logs/vm_0.log"
 
 cri stop --timeout 10 "$ctr" >/dev/null
 expect_state "$ctr" CONTAINER_EXITED

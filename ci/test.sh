@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/_build/tools:/usr/local/go/bin:$PATH"
 export CRICTL="$PWD/_build/tools/crictl"
 
-step() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m### %s\033[0m (at %ds)\n' "$*" "$SECONDS"; }
 started=()
 cleanup() {
 	for s in "${started[@]}"; do "$s" stop >/dev/null 2>&1 || true; done
@@ -23,11 +23,17 @@ make --no-print-directory lint
 step "unit and in-process tiers (-race)"
 go test -race -count=1 -timeout 30m ./...
 
+step "fuzz targets, 10s each (make fuzz runs them longer)"
+FUZZTIME=10s ci/test-fuzz.sh
+
 step "golden domain XML against libvirt's schema"
 ci/validate-domain-xml.sh
 
 step "crictl on bin/podvisor --hypervisor sim, kill -9 between every step"
 ci/test-crictl-sim.sh _build/tools/crictl
+
+step "scale smoke: TestScale with 50 pods on bin/podvisor --hypervisor sim (make bench runs 500 and records)"
+PODVISOR_SCALE_PODS=50 go test -count=1 -timeout 10m -run '^TestScale$' ./internal/scalebench/
 
 step "real libvirt + QEMU"
 if ! ci/libvirtd.sh status 2>/dev/null | grep '^libvirtd: running' >/dev/null; then started+=(ci/libvirtd.sh); fi
