@@ -306,7 +306,7 @@ func (m *Manager) shutdownUntil(ctx context.Context, name string, deadline time.
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
-		case <-time.After(wait):
+		case <-m.clock.After(wait):
 		}
 	}
 }
