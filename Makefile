@@ -83,8 +83,10 @@ scale-smoke:
 domain-xml:
 	ci/validate-domain-xml.sh
 
+# bin/podvisor --hypervisor sim as a process, killed with SIGKILL and
+# restarted between the steps of a pod's lifecycle (internal/processtests).
 crictl-sim: build tools
-	ci/test-crictl-sim.sh $(CRICTL)
+	PODVISOR_PROCESS_TESTS=1 CRICTL=$(CRICTL) go test -race -count=1 -timeout 10m ./internal/processtests/
 
 libvirt-it:
 	ci/test-libvirt.sh

@@ -30,7 +30,7 @@ make --no-print-directory fuzz FUZZTIME=10s
 step "golden domain XML against libvirt's schema"
 make --no-print-directory domain-xml
 
-step "crictl on bin/podvisor --hypervisor sim, kill -9 between every step"
+step "bin/podvisor --hypervisor sim as a process, kill -9 between the lifecycle steps (internal/processtests)"
 make --no-print-directory crictl-sim
 
 step "scale smoke: TestScale with 50 pods on bin/podvisor --hypervisor sim (make bench runs 500 and records)"
