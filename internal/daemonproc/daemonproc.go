@@ -122,6 +122,23 @@ func (d *Daemon) Kill9Restart() {
 	}
 }
 
+// Kill9 kills the daemon with SIGKILL and waits for it to be gone; Restart
+// starts it again.
+func (d *Daemon) Kill9() {
+	d.t.Helper()
+	d.t.Logf("kill -9 %s (pid %d)", filepath.Base(d.bin), d.cmd.Process.Pid)
+	d.kill(syscall.SIGKILL)
+}
+
+// Restart starts the daemon again after Kill9, with the same arguments and
+// state, and waits until it answers.
+func (d *Daemon) Restart() {
+	d.t.Helper()
+	if err := d.start(); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
 // PID is the running process's.
 func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
