@@ -388,14 +388,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	images := imageService{store: imgStore}
 
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log})
+	// The metrics count the manager's sandboxes and containers at each
+	// scrape, once it exists; it reports its steps to them.
+	mx := metrics.New(managerCounts{&d.manager})
+	overlay, writeISO := timedAssembly(mx)
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log,
+		Overlay: overlay, WriteISO: writeISO})
 	if err != nil {
 		return nil, err
 	}
 	d.manager, err = pod.New(ctx, pod.Config{
 		Hypervisor: d.hv, Store: d.db, Network: netw, Images: images, Assembler: asm,
 		StateDir: cfg.StateDir, Logger: log,
-		Failpoints: failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		ObserveStep: mx.ObserveStep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recovering state: %w", err)
@@ -420,7 +426,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err != nil {
 		return nil, err
 	}
-	mx := metrics.New(d.manager)
 	if err := d.listenMetrics(mx); err != nil {
 		return nil, err
 	}
