@@ -126,6 +126,10 @@ type Config struct {
 	// are watched; "" (the default) watches all namespaces. Used only
 	// with Kubeconfig.
 	ImageMappingNamespace string `json:"imageMappingNamespace"`
+	// ExecStdinLimit is the most stdin, in bytes, `kubectl exec -i` may
+	// send a VM's command (0: pod.DefaultExecStdinLimit, 1 MiB; at most
+	// pod.MaxExecStdinLimit); more fails the exec with an error.
+	ExecStdinLimit int64 `json:"execStdinLimit"`
 	// NodeName is this node's Node object, which podvisor labels with its
 	// accelerator (LabelAccelerator, AnnotationAcceleratorReason); ""
 	// labels nothing. Needs Kubeconfig and RBAC to patch nodes.
@@ -399,7 +403,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	d.manager, err = pod.New(ctx, pod.Config{
 		Hypervisor: d.hv, Store: d.db, Network: netw, Images: images, Assembler: asm,
-		StateDir: cfg.StateDir, Logger: log,
+		StateDir: cfg.StateDir, Logger: log, ExecStdinLimit: cfg.ExecStdinLimit,
 		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
 		ObserveStep: mx.ObserveStep,
 	})

@@ -60,6 +60,10 @@ type Config struct {
 	// caller gave up waits for kubelet's retry before it is removed.
 	// Default 5 min.
 	UnclaimedTTL time.Duration
+	// ExecStdinLimit is the most stdin, in bytes, Exec reads and passes to
+	// a command (0: DefaultExecStdinLimit; at most MaxExecStdinLimit);
+	// more fails the exec.
+	ExecStdinLimit int64
 	// Failpoints makes named steps fail (tests; PODVISOR_FAILPOINTS in the
 	// daemon). Nil: none.
 	Failpoints *failpoint.Points
@@ -128,6 +132,12 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("pod manager: a state dir is required")
+	}
+	if cfg.ExecStdinLimit == 0 {
+		cfg.ExecStdinLimit = DefaultExecStdinLimit
+	}
+	if cfg.ExecStdinLimit < 0 || cfg.ExecStdinLimit > MaxExecStdinLimit {
+		return nil, fmt.Errorf("exec stdin limit: %d bytes is not accepted: use 1 to %d (what one guest agent command carries)", cfg.ExecStdinLimit, MaxExecStdinLimit)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	m := &Manager{

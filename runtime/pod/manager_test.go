@@ -69,6 +69,11 @@ func (a *testAssembler) Assemble(_ context.Context, sb *pod.Sandbox, c *pod.Cont
 				Target: &libvirtxml.DomainDiskTarget{Dev: "sda", Bus: "scsi"},
 			}},
 			Serials: []libvirtxml.DomainSerial{{Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}}},
+			// The guest agent, for exec.
+			Channels: []libvirtxml.DomainChannel{{
+				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(c.Dir, "agent.sock")}},
+				Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: simhv.AgentChannel}},
+			}},
 		},
 	}
 	return d.Marshal()
