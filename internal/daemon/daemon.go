@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -78,6 +79,23 @@ type Config struct {
 	// ImagePullGiveUp is how long an image download may go without
 	// progress before the pull fails (0: image.DefaultGiveUpAfter).
 	ImagePullGiveUp time.Duration `json:"imagePullGiveUp"`
+	// ImageAllowUntranslated lets image names no translation matches be
+	// downloaded as URLs (Virtlet's behaviour); off, only URLs of the
+	// operator's translations and VirtletImageMappings are fetched.
+	ImageAllowUntranslated bool `json:"imageAllowUntranslated"`
+	// ImageDownloadAllowNetworks are CIDRs (or single addresses) downloads
+	// may connect to although loopback, link-local, private or otherwise
+	// refused, e.g. a mirror on the node: 127.0.0.1/32.
+	ImageDownloadAllowNetworks []string `json:"imageDownloadAllowNetworks"`
+	// ImageDownloadAllowPrivate lets downloads reach private addresses
+	// (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+	ImageDownloadAllowPrivate bool `json:"imageDownloadAllowPrivate"`
+	// ImageDownloadAllowInsecureRedirects lets downloads follow redirects
+	// to plain http on another host or port.
+	ImageDownloadAllowInsecureRedirects bool `json:"imageDownloadAllowInsecureRedirects"`
+	// ImageMaxSize is the largest image file a download may bring, a
+	// quantity like 64Gi (the default) or 500Mi; "0" removes the limit.
+	ImageMaxSize string `json:"imageMaxSize"`
 	// SimBootTime is the simulated guests' boot time.
 	SimBootTime time.Duration `json:"simBootTime"`
 	// CgroupDriver reported to kubelet: cgroupfs or systemd.
@@ -138,6 +156,9 @@ type Config struct {
 	// imageMappingSyncWait bounds how long New waits for the first list of
 	// VirtletImageMappings (default 10 s); tests shorten it.
 	imageMappingSyncWait time.Duration
+	// Parsed by Validate from ImageDownloadAllowNetworks and ImageMaxSize.
+	imageAllowNets []netip.Prefix
+	imageMaxBytes  int64
 }
 
 // DefaultMetricsAddr and DefaultProfilingAddr are the flags' defaults.
@@ -193,6 +214,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ImagePullGiveUp < 0 {
 		return fmt.Errorf("image-pull-give-up: %v is negative, accepted: a positive duration, or 0 for the default %v", c.ImagePullGiveUp, image.DefaultGiveUpAfter)
+	}
+	if err := c.validateDownloads(); err != nil {
+		return err
 	}
 	if err := c.validateNodeFacing(); err != nil {
 		return err
@@ -382,7 +406,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
-	imgOpts := []image.Option{image.WithLogger(log)}
+	imgOpts := append(cfg.downloadOptions(), image.WithLogger(log))
 	if cfg.ImagePullGiveUp > 0 {
 		imgOpts = append(imgOpts, image.WithGiveUpAfter(cfg.ImagePullGiveUp))
 	}
