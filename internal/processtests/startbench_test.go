@@ -1,0 +1,555 @@
+package processtests
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/podvisor/podvisor/internal/daemonproc"
+)
+
+// TestStartBench measures what podvisor adds on the way from the CRI call
+// to a running guest (issue 20, P1 and P2), on real libvirt and QEMU, side
+// by side in one run:
+//
+//   - P1: RunPodSandbox + CreateContainer + StartContainer until the domain
+//     runs, against `virsh define` + `virsh start` of the same domain XML
+//     with its disks and cloud-init drive made beforehand;
+//   - P2: StartContainer until the test guest's ready marker is in the CRI
+//     log, against plain QEMU started with libvirt's own command line for
+//     the same domain (`virsh domxml-to-native`) until the marker is on its
+//     serial console.
+//
+// ci/bench-start.sh sets PODVISOR_BENCH_START=1 (after starting libvirtd and
+// building the test guest) and PODVISOR_BENCH_OUT, the Markdown file the
+// results go to (docs/bench/start.md).
+func TestStartBench(t *testing.T) {
+	gate(t, "PODVISOR_BENCH_START")
+	out := os.Getenv("PODVISOR_BENCH_OUT")
+	guest := filepath.Join(envOr("PODVISOR_GUEST_DIR", "/var/tmp/podvisor-test-guest"), "podvisor-test-guest.qcow2")
+	if _, err := os.Stat(guest); err != nil {
+		t.Fatalf("the test guest: %v (ci/build-guest.sh builds it)", err)
+	}
+	// PODVISOR_BENCH_ROUNDS=1 for a quick try of the harness.
+	rounds, bootRounds := 5, 3
+	if os.Getenv("PODVISOR_BENCH_ROUNDS") == "1" {
+		rounds, bootRounds = 1, 1
+	}
+	b := newBenchNode(t, guest)
+	load0 := loadavg()
+
+	var p1pv, p1raw []time.Duration
+	var tmpl *benchDomain
+	for i := 0; i < rounds; i++ {
+		d, dom := b.podvisorStart(fmt.Sprintf("p1-%d", i), false)
+		p1pv = append(p1pv, d)
+		if tmpl == nil {
+			tmpl = b.captureDomain(dom)
+		}
+		b.removeAll()
+		p1raw = append(p1raw, b.rawStart(tmpl, fmt.Sprintf("pvbench-raw-%d", i)))
+	}
+	var p2pv, p2qemu []time.Duration
+	for i := 0; i < bootRounds; i++ {
+		d, _ := b.podvisorStart(fmt.Sprintf("p2-%d", i), true)
+		p2pv = append(p2pv, d)
+		b.removeAll()
+		p2qemu = append(p2qemu, b.plainQEMUBoot(tmpl, i))
+	}
+	steps := b.stepMeans()
+	report := startReport{
+		rounds: rounds, bootRounds: bootRounds, load0: load0, load1: loadavg(),
+		p1pv: p1pv, p1raw: p1raw, p2pv: p2pv, p2qemu: p2qemu, steps: steps,
+	}
+	md := report.markdown()
+	t.Log("\n" + md)
+	if out != "" {
+		if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
+}
+
+// benchNode is podvisor on libvirt in a network namespace of its own (the
+// "node") with a bridge + host-local CNI network, as ci/real-pod.sh runs it.
+type benchNode struct {
+	t        *testing.T
+	dir, ns  string
+	metrics  string
+	d        *daemonproc.Daemon
+	pods     []string
+	imageRef string
+}
+
+const benchImage = "virtlet.cloud/podvisor/testvm"
+
+func newBenchNode(t *testing.T, guest string) *benchNode {
+	t.Helper()
+	b := &benchNode{t: t, dir: t.TempDir(), ns: fmt.Sprintf("pvbench-%d", os.Getpid()), metrics: "127.0.0.1:9494"}
+	run(t, "ip", "netns", "add", b.ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", b.ns).Run() })
+	run(t, "ip", "netns", "exec", b.ns, "ip", "link", "set", "lo", "up")
+	cni, tr := filepath.Join(b.dir, "cni"), filepath.Join(b.dir, "translations")
+	for _, d := range []string{cni, tr} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "podvisor-bench", "plugins": [
+  {"type": "bridge", "bridge": "pvbench0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.79.%d.0/24"}]],
+            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "%s"}}]}`, os.Getpid()%200+20, filepath.Join(b.dir, "ipam"))
+	writeFile(t, filepath.Join(cni, "10-bench.conflist"), conf)
+	// The operator's translation file may name a node file: no image
+	// server in the measured path.
+	writeFile(t, filepath.Join(tr, "images.yaml"), "translations:\n- name: podvisor/testvm\n  url: file://"+guest+"\n")
+	sock := filepath.Join(b.dir, "podvisor.sock")
+	b.d = daemonproc.Start(t, "/usr/bin/nsenter", sock, filepath.Join(b.dir, "podvisor.log"),
+		"--net=/run/netns/"+b.ns, daemonproc.Bin(t, "podvisor"),
+		"--hypervisor", "libvirt", "--network", "cni", "--cni-conf-dir", cni,
+		"--listen", "unix://"+sock, "--state-dir", filepath.Join(b.dir, "state"),
+		"--image-translations-dir", tr, "--metrics-addr", b.metrics)
+	t.Cleanup(b.removeAll)
+	r, err := b.d.Images.PullImage(daemonproc.Ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: benchImage}})
+	if err != nil {
+		t.Fatalf("PullImage %s: %v", benchImage, err)
+	}
+	b.imageRef = r.ImageRef
+	return b
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// podvisorStart times a VM pod through the CRI: until StartContainer
+// returned (the domain runs), or, with boot, until the guest's ready marker
+// is in the CRI log, timed from StartContainer's call. It returns the
+// duration and the domain's name.
+func (b *benchNode) podvisorStart(name string, boot bool) (time.Duration, string) {
+	t := b.t
+	ctx := daemonproc.Ctx(t)
+	logs := filepath.Join(b.dir, "logs", name)
+	sb := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "uid-" + name},
+		Hostname:     name,
+		LogDirectory: logs,
+		Annotations:  map[string]string{"kubernetes.io/target-runtime": "virtlet.cloud", "VirtletDiskDriver": "virtio"},
+	}
+	cc := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: benchImage}, LogPath: "vm_0.log",
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20}},
+	}
+	start := time.Now()
+	rp, err := b.d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sb})
+	if err != nil {
+		t.Fatalf("RunPodSandbox %s: %v", name, err)
+	}
+	b.pods = append(b.pods, rp.PodSandboxId)
+	rc, err := b.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: rp.PodSandboxId, Config: cc, SandboxConfig: sb})
+	if err != nil {
+		t.Fatalf("CreateContainer %s: %v", name, err)
+	}
+	if boot {
+		start = time.Now()
+	}
+	if _, err := b.d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: rc.ContainerId}); err != nil {
+		t.Fatalf("StartContainer %s: %v", name, err)
+	}
+	if boot {
+		waitCRILog(t, filepath.Join(logs, "vm_0.log"), "PODVISOR-GUEST: ready", 5*time.Minute)
+	}
+	took := time.Since(start)
+	st, err := b.d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: rc.ContainerId, Verbose: true})
+	if err != nil {
+		t.Fatalf("ContainerStatus %s: %v", name, err)
+	}
+	return took, domainOf(t, st.Info["info"])
+}
+
+func domainOf(t *testing.T, info string) string {
+	t.Helper()
+	const key = `"domain":"`
+	i := strings.Index(info, key)
+	if i < 0 {
+		t.Fatalf("no domain in the container's verbose info %q", info)
+	}
+	rest := info[i+len(key):]
+	return rest[:strings.Index(rest, `"`)]
+}
+
+// removeAll stops and removes every pod made so far.
+func (b *benchNode) removeAll() {
+	ctx := daemonproc.Ctx(b.t)
+	for _, p := range b.pods {
+		if _, err := b.d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p}); err != nil {
+			b.t.Errorf("StopPodSandbox %s: %v", p, err)
+		}
+		if _, err := b.d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p}); err != nil {
+			b.t.Errorf("RemovePodSandbox %s: %v", p, err)
+		}
+	}
+	b.pods = nil
+}
+
+// waitCRILog waits for marker in the text of a CRI log file, whose lines
+// carry the console's output in pieces (tag P) up to a line's end (tag F).
+func waitCRILog(t *testing.T, path, marker string, within time.Duration) {
+	t.Helper()
+	waitText(t, path, marker, within, func(b []byte) []byte {
+		var text []byte
+		for _, l := range bytes.Split(b, []byte("\n")) {
+			f := bytes.SplitN(l, []byte(" "), 4)
+			if len(f) < 3 {
+				continue
+			}
+			if len(f) == 4 {
+				text = append(text, f[3]...)
+			}
+			if string(f[2]) == "F" {
+				text = append(text, '\n')
+			}
+		}
+		return text
+	})
+}
+
+func waitFile(t *testing.T, path, marker string, within time.Duration) {
+	t.Helper()
+	waitText(t, path, marker, within, func(b []byte) []byte { return b })
+}
+
+func waitText(t *testing.T, path, marker string, within time.Duration, text func([]byte) []byte) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		data, _ := os.ReadFile(path)
+		if bytes.Contains(text(data), []byte(marker)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not in %s after %s; it ends:\n%s", marker, path, within, daemonproc.Tail(path, 15))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// benchDomain is a podvisor domain's definition with copies of its root
+// disk and cloud-init drive, the template of the raw runs.
+type benchDomain struct {
+	dom       libvirtxml.Domain
+	root, iso string
+}
+
+// captureDomain keeps the running domain's inactive definition and copies
+// of its disks, before the pod is removed.
+func (b *benchNode) captureDomain(name string) *benchDomain {
+	t := b.t
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(run(t, "virsh", "-q", "dumpxml", "--inactive", name)); err != nil {
+		t.Fatalf("parsing the XML of %s: %v", name, err)
+	}
+	bd := &benchDomain{root: filepath.Join(b.dir, "raw-root.qcow2"), iso: filepath.Join(b.dir, "raw-cloudinit.iso")}
+	for _, d := range dom.Devices.Disks {
+		if d.Source == nil || d.Source.File == nil {
+			continue
+		}
+		dst := bd.root
+		if d.Driver != nil && d.Driver.Type == "raw" {
+			dst = bd.iso
+		}
+		run(t, "cp", "--sparse=always", d.Source.File.File, dst)
+	}
+	bd.dom = dom
+	return bd
+}
+
+// rawDomain is the template as a domain of its own: name, no UUID or
+// metadata, disks at copies made under dir, the console in dir, QEMU itself
+// as the emulator and libvirt's user-mode NIC in place of podvisor's tap
+// (podvisor-vmwrapper's NIC needs the pod's network namespace).
+func (b *benchNode) rawDomain(tmpl *benchDomain, name string) (string, string) {
+	t := b.t
+	dir := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, iso := filepath.Join(dir, "root.qcow2"), filepath.Join(dir, "cloudinit.iso")
+	run(t, "cp", "--sparse=always", tmpl.root, root)
+	run(t, "cp", tmpl.iso, iso)
+	var dom libvirtxml.Domain
+	s, err := tmpl.dom.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dom.Unmarshal(s); err != nil {
+		t.Fatal(err)
+	}
+	dom.Name, dom.UUID, dom.Metadata, dom.Title = name, "", nil, ""
+	dom.QEMUCommandline = nil
+	dom.Devices.Emulator = "/usr/bin/qemu-system-x86_64"
+	for i, d := range dom.Devices.Disks {
+		if d.Source == nil || d.Source.File == nil {
+			continue
+		}
+		if d.Driver != nil && d.Driver.Type == "raw" {
+			dom.Devices.Disks[i].Source.File.File = iso
+		} else {
+			dom.Devices.Disks[i].Source.File.File = root
+		}
+	}
+	console := filepath.Join(dir, "console.log")
+	for i := range dom.Devices.Serials {
+		s := &dom.Devices.Serials[i]
+		s.Source = &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: console}}
+		s.Log = nil
+	}
+	for i := range dom.Devices.Channels {
+		dom.Devices.Channels[i].Source = &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}}
+	}
+	dom.Devices.Consoles = nil
+	dom.Devices.Interfaces = []libvirtxml.DomainInterface{{
+		Source: &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}},
+		Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
+	}}
+	out, err := dom.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "domain.xml")
+	writeFile(t, path, out)
+	return path, console
+}
+
+// rawStart times virsh define + virsh start of the template as a domain of
+// its own, disks copied beforehand; the domain is removed afterwards.
+func (b *benchNode) rawStart(tmpl *benchDomain, name string) time.Duration {
+	xmlPath, _ := b.rawDomain(tmpl, name)
+	start := time.Now()
+	run(b.t, "virsh", "-q", "define", xmlPath)
+	run(b.t, "virsh", "-q", "start", name)
+	took := time.Since(start)
+	_ = exec.Command("virsh", "-q", "destroy", name).Run()
+	run(b.t, "virsh", "-q", "undefine", name)
+	return took
+}
+
+// plainQEMUBoot runs QEMU itself with the raw domain's machine, memory,
+// vCPUs, disks and devices (libvirt's own command line, from virsh
+// domxml-to-native, needs libvirt's per-domain files), its serial console
+// to a file, and times it until the guest's ready marker.
+func (b *benchNode) plainQEMUBoot(tmpl *benchDomain, i int) time.Duration {
+	t := b.t
+	xmlPath, console := b.rawDomain(tmpl, fmt.Sprintf("pvbench-qemu-%d", i))
+	var dom libvirtxml.Domain
+	data, err := os.ReadFile(xmlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dom.Unmarshal(string(data)); err != nil {
+		t.Fatal(err)
+	}
+	argv := qemuArgv(&dom, console)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("plain QEMU: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+	deadline := start.Add(5 * time.Minute)
+	for {
+		data, _ := os.ReadFile(console)
+		if bytes.Contains(data, []byte("PODVISOR-GUEST: ready")) {
+			return time.Since(start)
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("plain QEMU exited (%v) before the guest was ready: %s\nargv: %s", err, stderr.String(), strings.Join(argv, " "))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plain QEMU: no ready marker in %s after 5 minutes; it ends:\n%s", console, daemonproc.Tail(console, 15))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stepMeans reads podvisor's step histograms (podvisor_vm_step_duration_
+// seconds) and returns each step's mean over the run.
+func (b *benchNode) stepMeans() map[string]time.Duration {
+	t := b.t
+	body := run(t, "ip", "netns", "exec", b.ns, "busybox", "wget", "-q", "-O-", "http://"+b.metrics+"/metrics")
+	sums, counts := map[string]float64{}, map[string]float64{}
+	for _, l := range strings.Split(body, "\n") {
+		var step string
+		var v float64
+		if _, err := fmt.Sscanf(l, `podvisor_vm_step_duration_seconds_sum{step=%q} %g`, &step, &v); err == nil {
+			sums[step] = v
+		}
+		if _, err := fmt.Sscanf(l, `podvisor_vm_step_duration_seconds_count{step=%q} %g`, &step, &v); err == nil {
+			counts[step] = v
+		}
+	}
+	means := map[string]time.Duration{}
+	for s, n := range counts {
+		if n > 0 {
+			means[s] = time.Duration(sums[s] / n * float64(time.Second))
+		}
+	}
+	if len(means) == 0 {
+		t.Fatalf("no podvisor_vm_step_duration_seconds in the metrics:\n%s", body)
+	}
+	return means
+}
+
+type startReport struct {
+	rounds, bootRounds int
+	load0, load1       string
+	p1pv, p1raw        []time.Duration
+	p2pv, p2qemu       []time.Duration
+	steps              map[string]time.Duration
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func secs(d []time.Duration) string {
+	var f []string
+	for _, x := range d {
+		f = append(f, fmt.Sprintf("%.3f", x.Seconds()))
+	}
+	return strings.Join(f, ", ")
+}
+
+func verdict(ratio, goal float64) string {
+	if ratio <= goal {
+		return "met"
+	}
+	return "missed"
+}
+
+func (r startReport) markdown() string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "# VM start: podvisor's CRI path against raw libvirt and plain QEMU\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` (`ci/bench-start.sh`, `internal/processtests` TestStartBench) on %s, %s, %d cores, TCG (no usable KVM). Load average %s at the start, %s at the end. Both sides of each ratio ran interleaved in the same run.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04Z"), host, numCPU(), r.load0, r.load1)
+	m1pv, m1raw := median(r.p1pv), median(r.p1raw)
+	m2pv, m2q := median(r.p2pv), median(r.p2qemu)
+	q1, q2 := m1pv.Seconds()/m1raw.Seconds(), m2pv.Seconds()/m2q.Seconds()
+	fmt.Fprintf(&b, "| | podvisor (median) | baseline (median) | ratio | goal | |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| P1 CRI path: RunPodSandbox + CreateContainer + StartContainer, until the domain runs; baseline `virsh define` + `virsh start` of the same XML, disks made beforehand | %.3f s | %.3f s | %.2f× | ≤ 1.10× | %s |\n", m1pv.Seconds(), m1raw.Seconds(), q1, verdict(q1, 1.10))
+	fmt.Fprintf(&b, "| P2 boot: StartContainer until the test guest's ready marker is in the CRI log; baseline plain QEMU with libvirt's command line for the same domain until the marker is on its serial console | %.3f s | %.3f s | %.2f× | ≤ 1.05× | %s |\n\n", m2pv.Seconds(), m2q.Seconds(), q2, verdict(q2, 1.05))
+	fmt.Fprintf(&b, "Raw numbers (seconds):\n\n- P1 podvisor (%d rounds): %s\n- P1 virsh define + start: %s\n- P2 podvisor (%d rounds): %s\n- P2 plain QEMU: %s\n\n",
+		r.rounds, secs(r.p1pv), secs(r.p1raw), r.bootRounds, secs(r.p2pv), secs(r.p2qemu))
+	fmt.Fprintf(&b, "podvisor's steps (mean over every pod of the run, from `podvisor_vm_step_duration_seconds`):\n\n| step | mean |\n|---|---|\n")
+	for _, s := range []string{"network", "assemble", "overlay", "cloudinit", "define", "start"} {
+		fmt.Fprintf(&b, "| %s | %.3f s |\n", s, r.steps[s].Seconds())
+	}
+	b.WriteString("\nThe baselines differ from podvisor's domain in what only podvisor can do: QEMU is started directly instead of through podvisor-vmwrapper, and the NIC is libvirt's user-mode NIC instead of the pod's tap in its network namespace (the CNI ADD is podvisor's `network` step).\n")
+	return b.String()
+}
+
+func numCPU() int { return runtime.NumCPU() }
+
+// qemuArgv is a QEMU command line for dom's devices: TCG, the machine type
+// libvirt chose, memory and vCPUs, each file disk on its bus, serial to
+// console, a user-mode virtio NIC, the balloon and the RNG.
+func qemuArgv(dom *libvirtxml.Domain, console string) []string {
+	machine := "pc"
+	if dom.OS != nil && dom.OS.Type != nil && dom.OS.Type.Machine != "" {
+		machine = dom.OS.Type.Machine
+	}
+	mem := uint(256 << 10)
+	if dom.Memory != nil {
+		mem = dom.Memory.Value
+	}
+	cpus := uint(1)
+	if dom.VCPU != nil {
+		cpus = dom.VCPU.Value
+	}
+	argv := []string{"/usr/bin/qemu-system-x86_64", "-name", dom.Name, "-machine", machine + ",accel=tcg",
+		"-m", fmt.Sprintf("%dM", mem/1024), "-smp", fmt.Sprint(cpus), "-nodefaults", "-no-user-config",
+		"-display", "none", "-vga", "std", "-serial", "file:" + console}
+	scsi := false
+	for i, d := range dom.Devices.Disks {
+		if d.Source == nil || d.Source.File == nil {
+			continue
+		}
+		format := "raw"
+		if d.Driver != nil && d.Driver.Type != "" {
+			format = d.Driver.Type
+		}
+		drive := fmt.Sprintf("file=%s,format=%s,if=none,id=d%d", d.Source.File.File, format, i)
+		if d.ReadOnly != nil {
+			drive += ",readonly=on"
+		}
+		argv = append(argv, "-drive", drive)
+		if d.Target != nil && d.Target.Bus == "scsi" {
+			if !scsi {
+				argv, scsi = append(argv, "-device", "virtio-scsi-pci,id=scsi0"), true
+			}
+			argv = append(argv, "-device", fmt.Sprintf("scsi-hd,drive=d%d,bus=scsi0.0", i))
+		} else {
+			argv = append(argv, "-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", i))
+		}
+	}
+	return append(argv, "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
+		"-device", "virtio-balloon-pci", "-object", "rng-random,id=rng0,filename=/dev/urandom",
+		"-device", "virtio-rng-pci,rng=rng0")
+}
