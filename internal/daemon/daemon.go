@@ -382,6 +382,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
+	// The namespace watched alone is the operator's; watching all, the
+	// mappings of kube-system apply to all pods, the others to their own.
+	d.translations.OperatorNamespace = cfg.ImageMappingNamespace
 	imgOpts := []image.Option{image.WithLogger(log)}
 	if cfg.ImagePullGiveUp > 0 {
 		imgOpts = append(imgOpts, image.WithGiveUpAfter(cfg.ImagePullGiveUp))

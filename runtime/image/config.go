@@ -191,6 +191,13 @@ type Endpoint struct {
 	// messages.
 	TransportName string
 	Source        string
+	// Namespace is set when a tenant's VirtletImageMapping (of that
+	// namespace, not the operator's) gave the endpoint: the pulled name is
+	// then that namespace's alone (Store.PullIn).
+	Namespace string
+	// refused says why the rule that matched may not be used (file:// or
+	// insecure TLS from a VirtletImageMapping object).
+	refused error
 }
 
 // timeout returns the transport's timeout, or def when unset.
