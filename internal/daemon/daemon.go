@@ -395,7 +395,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	images := imageService{store: imgStore}
 
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log})
+	uuidKey, err := loadUUIDKey(filepath.Join(cfg.StateDir, uuidKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, UUIDKey: uuidKey, Logger: log})
 	if err != nil {
 		return nil, err
 	}
