@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -19,12 +18,15 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/podvisor/podvisor/internal/unixsock"
 	pvversion "github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/proxy"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "criproxy:", err)
 		os.Exit(1)
 	}
@@ -56,7 +58,8 @@ func (h *handlerFlags) Set(v string) error {
 	return nil
 }
 
-func run(args []string) error {
+// run serves until ctx ends (a signal) and returns nil then.
+func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("criproxy", flag.ContinueOnError)
 	var (
 		runtimes   runtimeFlags
@@ -132,21 +135,13 @@ func run(args []string) error {
 	}
 	defer p.Close()
 
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing stale socket %s: %w", path, err)
-	}
-	lis, err := net.Listen("unix", path)
+	lis, err := listenSocket(path)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", path, err)
+		return err
 	}
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
 	p.Register(srv)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	log.Info("criproxy serving", "listen", cfg.Listen, "routes", p.Routes())
@@ -154,7 +149,7 @@ func run(args []string) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
-		log.Info("signal received; stopping")
+		log.Info("stopping")
 		done := make(chan struct{})
 		go func() { srv.GracefulStop(); close(done) }()
 		select {
@@ -164,4 +159,15 @@ func run(args []string) error {
 		}
 		return nil
 	}
+}
+
+
+// socketMode is the proxy socket's mode, podvisor's: kubelet runs as root,
+// and a group may be given access; others get none whatever the umask.
+const socketMode = 0o660
+
+// listenSocket listens on path with socketMode, replacing a stale socket
+// (its criproxy was killed) but never a live one: a second criproxy fails.
+func listenSocket(path string) (net.Listener, error) {
+	return unixsock.Listen(path, socketMode)
 }
