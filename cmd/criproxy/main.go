@@ -161,7 +161,6 @@ func run(ctx context.Context, args []string) error {
 	}
 }
 
-
 // socketMode is the proxy socket's mode, podvisor's: kubelet runs as root,
 // and a group may be given access; others get none whatever the umask.
 const socketMode = 0o660
