@@ -69,6 +69,7 @@ func run(ctx context.Context, args []string) error {
 		primary    = fs.String("primary", "unix:///run/containerd/containerd.sock", "the primary runtime's CRI endpoint: every pod not routed elsewhere goes there")
 		maxBackoff = fs.Duration("max-backoff", 5*time.Second, "longest wait between reconnection attempts to a runtime that is down")
 		downGrace  = fs.Duration("down-grace", 2*time.Minute, "how long after its last answer a down runtime is represented in lists by that answer before it is left out (kubelet must not take a restarting podvisor's pods for gone)")
+		byAnnot    = fs.Bool("annotation-routing", true, "route a pod whose RuntimeClass handler names no runtime by its "+proxy.TargetRuntimeAnnotation+" annotation, as Virtlet did; false: RuntimeClass only (the annotation escapes RuntimeClass admission rules), and a pod asking by the annotation is refused")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		version    = fs.Bool("version", false, "print the version (podvisor's) and exit")
 	)
@@ -100,6 +101,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if set["primary"] || cfg.Primary == "" {
 		cfg.Primary = *primary
+	}
+	if set["annotation-routing"] || cfg.AnnotationRouting == nil {
+		cfg.AnnotationRouting = byAnnot
 	}
 	cfg.Runtimes = append(cfg.Runtimes, runtimes...)
 	for _, h := range handlers {
