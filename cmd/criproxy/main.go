@@ -106,20 +106,8 @@ func run(ctx context.Context, args []string) error {
 		cfg.AnnotationRouting = byAnnot
 	}
 	cfg.Runtimes = append(cfg.Runtimes, runtimes...)
-	for _, h := range handlers {
-		found := false
-		for i := range cfg.Runtimes {
-			if cfg.Runtimes[i].Name == h[1] {
-				if len(cfg.Runtimes[i].Handlers) == 0 {
-					cfg.Runtimes[i].Handlers = []string{cfg.Runtimes[i].Name}
-				}
-				cfg.Runtimes[i].Handlers = append(cfg.Runtimes[i].Handlers, h[0])
-				found = true
-			}
-		}
-		if !found {
-			return fmt.Errorf("handler %s=%s: no runtime named %q (give it with --runtime or in the config file)", h[0], h[1], h[1])
-		}
+	if err := addHandlers(&cfg, handlers); err != nil {
+		return err
 	}
 
 	var lvl slog.Level
@@ -143,12 +131,36 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	log.Info("criproxy serving", "listen", cfg.Listen, "routes", p.Routes())
+	return serve(ctx, p, lis, log)
+}
+
+// addHandlers routes each --handler HANDLER=NAME to runtime NAME too.
+func addHandlers(cfg *proxy.Config, handlers handlerFlags) error {
+	for _, h := range handlers {
+		found := false
+		for i := range cfg.Runtimes {
+			if cfg.Runtimes[i].Name == h[1] {
+				if len(cfg.Runtimes[i].Handlers) == 0 {
+					cfg.Runtimes[i].Handlers = []string{cfg.Runtimes[i].Name}
+				}
+				cfg.Runtimes[i].Handlers = append(cfg.Runtimes[i].Handlers, h[0])
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("handler %s=%s: no runtime named %q (give it with --runtime or in the config file)", h[0], h[1], h[1])
+		}
+	}
+	return nil
+}
+
+// serve answers on lis until ctx ends, then stops gracefully (at most 10 s).
+func serve(ctx context.Context, p *proxy.Proxy, lis net.Listener, log *slog.Logger) error {
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
 	p.Register(srv)
-
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("criproxy serving", "listen", cfg.Listen, "routes", p.Routes())
 	select {
 	case err := <-errc:
 		return err
