@@ -43,6 +43,11 @@ func run(args []string) error {
 	fs.StringVar(&cfg.ImageDir, "image-dir", "", "image store directory (default <state-dir>/images)")
 	fs.StringVar(&cfg.ImageTranslationsDir, "image-translations-dir", "", "directory of image translation configs (the virtlet-image-translations ConfigMap)")
 	fs.DurationVar(&cfg.ImagePullGiveUp, "image-pull-give-up", 0, "an image download that gets no new byte for this long fails (default 5m)")
+	fs.BoolVar(&cfg.ImageAllowUntranslated, "image-allow-untranslated", false, "download image names no translation matches as URLs, as Virtlet did (off: such names are refused)")
+	allowNets := fs.String("image-download-allow-networks", "", "CIDRs, comma-separated, that image downloads may reach although loopback, link-local, private or otherwise refused (e.g. 127.0.0.1/32 for a server on the node)")
+	fs.BoolVar(&cfg.ImageDownloadAllowPrivate, "image-download-allow-private", false, "let image downloads reach private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
+	fs.BoolVar(&cfg.ImageDownloadAllowInsecureRedirects, "image-download-allow-insecure-redirects", false, "follow redirects to plain http on another host or port (off: redirects go to https or stay on the host and port)")
+	fs.StringVar(&cfg.ImageMaxSize, "image-max-size", daemon.DefaultImageMaxSize, "largest image file a download may bring, e.g. 64Gi or 500Mi; 0: no limit")
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
@@ -66,6 +71,9 @@ func run(args []string) error {
 		return fmt.Errorf("unexpected arguments %q: podvisor takes only flags", fs.Args())
 	}
 	cfg.CNIBinDirs = strings.Split(*cniBin, ",")
+	if *allowNets != "" {
+		cfg.ImageDownloadAllowNetworks = strings.Split(*allowNets, ",")
+	}
 	if *version {
 		fmt.Println("podvisor", daemon.Version)
 		return nil
@@ -141,6 +149,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		Network:               pick("network", file.Network, flags.Network),
 		ImageDir:              pick("image-dir", file.ImageDir, flags.ImageDir),
 		ImageTranslationsDir:  pick("image-translations-dir", file.ImageTranslationsDir, flags.ImageTranslationsDir),
+		ImageMaxSize:          pick("image-max-size", file.ImageMaxSize, flags.ImageMaxSize),
 		CgroupDriver:          pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
 		LibvirtURI:            pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
 		KVM:                   pick("kvm", file.KVM, flags.KVM),
@@ -164,6 +173,13 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 	if set["profiling"] {
 		out.Profiling = flags.Profiling
 	}
+	out.ImageAllowUntranslated = pickBool(set["image-allow-untranslated"], file.ImageAllowUntranslated, flags.ImageAllowUntranslated)
+	out.ImageDownloadAllowPrivate = pickBool(set["image-download-allow-private"], file.ImageDownloadAllowPrivate, flags.ImageDownloadAllowPrivate)
+	out.ImageDownloadAllowInsecureRedirects = pickBool(set["image-download-allow-insecure-redirects"], file.ImageDownloadAllowInsecureRedirects, flags.ImageDownloadAllowInsecureRedirects)
+	out.ImageDownloadAllowNetworks = file.ImageDownloadAllowNetworks
+	if set["image-download-allow-networks"] {
+		out.ImageDownloadAllowNetworks = flags.ImageDownloadAllowNetworks
+	}
 	if !set["cni-bin-dir"] && len(file.CNIBinDirs) > 0 {
 		out.CNIBinDirs = file.CNIBinDirs
 	}
@@ -177,6 +193,15 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		out.ImagePullGiveUp = file.ImagePullGiveUp
 	}
 	return out
+}
+
+// pickBool is the flag's value when given on the command line, else the
+// file's.
+func pickBool(flagSet, fileV, flagV bool) bool {
+	if flagSet {
+		return flagV
+	}
+	return fileV
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -79,6 +80,23 @@ type Config struct {
 	// ImagePullGiveUp is how long an image download may go without
 	// progress before the pull fails (0: image.DefaultGiveUpAfter).
 	ImagePullGiveUp time.Duration `json:"imagePullGiveUp"`
+	// ImageAllowUntranslated lets image names no translation matches be
+	// downloaded as URLs (Virtlet's behaviour); off, only URLs of the
+	// operator's translations and VirtletImageMappings are fetched.
+	ImageAllowUntranslated bool `json:"imageAllowUntranslated"`
+	// ImageDownloadAllowNetworks are CIDRs (or single addresses) downloads
+	// may connect to although loopback, link-local, private or otherwise
+	// refused, e.g. a mirror on the node: 127.0.0.1/32.
+	ImageDownloadAllowNetworks []string `json:"imageDownloadAllowNetworks"`
+	// ImageDownloadAllowPrivate lets downloads reach private addresses
+	// (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+	ImageDownloadAllowPrivate bool `json:"imageDownloadAllowPrivate"`
+	// ImageDownloadAllowInsecureRedirects lets downloads follow redirects
+	// to plain http on another host or port.
+	ImageDownloadAllowInsecureRedirects bool `json:"imageDownloadAllowInsecureRedirects"`
+	// ImageMaxSize is the largest image file a download may bring, a
+	// quantity like 64Gi (the default) or 500Mi; "0" removes the limit.
+	ImageMaxSize string `json:"imageMaxSize"`
 	// SimBootTime is the simulated guests' boot time.
 	SimBootTime time.Duration `json:"simBootTime"`
 	// CgroupDriver reported to kubelet: cgroupfs or systemd.
@@ -139,6 +157,9 @@ type Config struct {
 	// imageMappingSyncWait bounds how long New waits for the first list of
 	// VirtletImageMappings (default 10 s); tests shorten it.
 	imageMappingSyncWait time.Duration
+	// Parsed by Validate from ImageDownloadAllowNetworks and ImageMaxSize.
+	imageAllowNets []netip.Prefix
+	imageMaxBytes  int64
 }
 
 // DefaultMetricsAddr and DefaultProfilingAddr are the flags' defaults.
@@ -194,6 +215,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ImagePullGiveUp < 0 {
 		return fmt.Errorf("image-pull-give-up: %v is negative, accepted: a positive duration, or 0 for the default %v", c.ImagePullGiveUp, image.DefaultGiveUpAfter)
+	}
+	if err := c.validateDownloads(); err != nil {
+		return err
 	}
 	if err := c.validateNodeFacing(); err != nil {
 		return err
@@ -386,7 +410,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	// The namespace watched alone is the operator's; watching all, the
 	// mappings of kube-system apply to all pods, the others to their own.
 	d.translations.OperatorNamespace = cfg.ImageMappingNamespace
-	imgOpts := []image.Option{image.WithLogger(log)}
+	imgOpts := append(cfg.downloadOptions(), image.WithLogger(log))
 	if cfg.ImagePullGiveUp > 0 {
 		imgOpts = append(imgOpts, image.WithGiveUpAfter(cfg.ImagePullGiveUp))
 	}
@@ -400,14 +424,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err != nil {
 		return nil, err
 	}
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, UUIDKey: uuidKey, Logger: log})
+	// The metrics count the manager's sandboxes and containers at each
+	// scrape, once it exists; it reports its steps to them.
+	mx := metrics.New(managerCounts{&d.manager})
+	overlay, writeISO := timedAssembly(mx)
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log,
+		Overlay: overlay, WriteISO: writeISO, UUIDKey: uuidKey})
 	if err != nil {
 		return nil, err
 	}
 	d.manager, err = pod.New(ctx, pod.Config{
 		Hypervisor: d.hv, Store: d.db, Network: netw, Images: images, Assembler: asm,
 		StateDir: cfg.StateDir, Logger: log, ExecStdinLimit: cfg.ExecStdinLimit,
-		Failpoints: failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		ObserveStep: mx.ObserveStep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recovering state: %w", err)
@@ -432,7 +462,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err != nil {
 		return nil, err
 	}
-	mx := metrics.New(d.manager)
 	if err := d.listenMetrics(mx); err != nil {
 		return nil, err
 	}

@@ -191,6 +191,10 @@ type Endpoint struct {
 	// messages.
 	TransportName string
 	Source        string
+	// Origin is who wrote the URL; it decides what the URL may name
+	// (policy.go). The zero value, OriginUntranslated, is the least
+	// trusted.
+	Origin Origin
 	// Namespace is set when a tenant's VirtletImageMapping (of that
 	// namespace, not the operator's) gave the endpoint: the pulled name is
 	// then that namespace's alone (Store.PullIn).

@@ -65,7 +65,7 @@ const noMatch = "no translation rule matched"
 // copy of any node file into the store) and insecure TLS are the
 // operator's to allow, in the translation files, never a mapping object's.
 func objectRefusal(nc NamedConfig, i int, r Rule, rawURL string) error {
-	if nc.Namespace == "" {
+	if nc.Origin != OriginObject {
 		return nil
 	}
 	obj := "VirtletImageMapping " + strings.TrimPrefix(nc.Name, "mapping:")

@@ -17,7 +17,7 @@ func TestTranslateInScopes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return NamedConfig{Name: "mapping:" + ns + "/" + name, Namespace: ns, Config: c}
+		return NamedConfig{Name: "mapping:" + ns + "/" + name, Namespace: ns, Origin: OriginObject, Config: c}
 	}
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "ops.yaml"), "translations:\n- name: local\n  url: file:///var/images/local.img\n- name: lax\n  url: https://lax.example/x\n  transport: t\ntransports:\n  t:\n    tls:\n      insecure: true\n")

@@ -20,9 +20,13 @@ type NamedConfig struct {
 	Name   string
 	Config *Config
 	Err    error
+	// Origin is who wrote the config: OriginOperator for the directory's
+	// files, OriginObject for VirtletImageMappings. A MappingSource that
+	// leaves it unset gets its endpoints treated as untranslated names.
+	Origin Origin
 	// Namespace is a VirtletImageMapping object's namespace ("" for a
-	// file). Objects may not use file:// URLs or insecure TLS, and apply
-	// only to pods of their namespace unless it is the operator's.
+	// file): objects apply only to pods of their namespace unless it is
+	// the operator's (TranslateIn).
 	Namespace string
 }
 
@@ -151,6 +155,7 @@ func endpoint(nc NamedConfig, i int, r Rule, url string) Endpoint {
 		Transport:     nc.Config.Transports[r.Transport],
 		TransportName: r.Transport,
 		Source:        fmt.Sprintf("%s translations[%d]", nc.Name, i),
+		Origin:        nc.Origin,
 		refused:       objectRefusal(nc, i, r, url),
 	}
 }
@@ -173,7 +178,7 @@ func (t *Translations) dirConfigs() ([]NamedConfig, error) {
 	}
 	cfgs := make([]NamedConfig, 0, len(names))
 	for _, n := range names {
-		nc := NamedConfig{Name: "file:" + n}
+		nc := NamedConfig{Name: "file:" + n, Origin: OriginOperator}
 		data, err := os.ReadFile(filepath.Join(t.dir, n))
 		if err == nil {
 			nc.Config, err = ParseConfig(filepath.Join(t.dir, n), data)
