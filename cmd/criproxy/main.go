@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -19,12 +18,15 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/podvisor/podvisor/internal/unixsock"
 	pvversion "github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/proxy"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "criproxy:", err)
 		os.Exit(1)
 	}
@@ -56,7 +58,8 @@ func (h *handlerFlags) Set(v string) error {
 	return nil
 }
 
-func run(args []string) error {
+// run serves until ctx ends (a signal) and returns nil then.
+func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("criproxy", flag.ContinueOnError)
 	var (
 		runtimes   runtimeFlags
@@ -66,6 +69,7 @@ func run(args []string) error {
 		primary    = fs.String("primary", "unix:///run/containerd/containerd.sock", "the primary runtime's CRI endpoint: every pod not routed elsewhere goes there")
 		maxBackoff = fs.Duration("max-backoff", 5*time.Second, "longest wait between reconnection attempts to a runtime that is down")
 		downGrace  = fs.Duration("down-grace", 2*time.Minute, "how long after its last answer a down runtime is represented in lists by that answer before it is left out (kubelet must not take a restarting podvisor's pods for gone)")
+		byAnnot    = fs.Bool("annotation-routing", true, "route a pod whose RuntimeClass handler names no runtime by its "+proxy.TargetRuntimeAnnotation+" annotation, as Virtlet did; false: RuntimeClass only (the annotation escapes RuntimeClass admission rules), and a pod asking by the annotation is refused")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		version    = fs.Bool("version", false, "print the version (podvisor's) and exit")
 	)
@@ -98,21 +102,12 @@ func run(args []string) error {
 	if set["primary"] || cfg.Primary == "" {
 		cfg.Primary = *primary
 	}
+	if set["annotation-routing"] || cfg.AnnotationRouting == nil {
+		cfg.AnnotationRouting = byAnnot
+	}
 	cfg.Runtimes = append(cfg.Runtimes, runtimes...)
-	for _, h := range handlers {
-		found := false
-		for i := range cfg.Runtimes {
-			if cfg.Runtimes[i].Name == h[1] {
-				if len(cfg.Runtimes[i].Handlers) == 0 {
-					cfg.Runtimes[i].Handlers = []string{cfg.Runtimes[i].Name}
-				}
-				cfg.Runtimes[i].Handlers = append(cfg.Runtimes[i].Handlers, h[0])
-				found = true
-			}
-		}
-		if !found {
-			return fmt.Errorf("handler %s=%s: no runtime named %q (give it with --runtime or in the config file)", h[0], h[1], h[1])
-		}
+	if err := addHandlers(&cfg, handlers); err != nil {
+		return err
 	}
 
 	var lvl slog.Level
@@ -132,29 +127,45 @@ func run(args []string) error {
 	}
 	defer p.Close()
 
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing stale socket %s: %w", path, err)
-	}
-	lis, err := net.Listen("unix", path)
+	lis, err := listenSocket(path)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", path, err)
+		return err
 	}
+	log.Info("criproxy serving", "listen", cfg.Listen, "routes", p.Routes())
+	return serve(ctx, p, lis, log)
+}
+
+// addHandlers routes each --handler HANDLER=NAME to runtime NAME too.
+func addHandlers(cfg *proxy.Config, handlers handlerFlags) error {
+	for _, h := range handlers {
+		found := false
+		for i := range cfg.Runtimes {
+			if cfg.Runtimes[i].Name == h[1] {
+				if len(cfg.Runtimes[i].Handlers) == 0 {
+					cfg.Runtimes[i].Handlers = []string{cfg.Runtimes[i].Name}
+				}
+				cfg.Runtimes[i].Handlers = append(cfg.Runtimes[i].Handlers, h[0])
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("handler %s=%s: no runtime named %q (give it with --runtime or in the config file)", h[0], h[1], h[1])
+		}
+	}
+	return nil
+}
+
+// serve answers on lis until ctx ends, then stops gracefully (at most 10 s).
+func serve(ctx context.Context, p *proxy.Proxy, lis net.Listener, log *slog.Logger) error {
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
 	p.Register(srv)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("criproxy serving", "listen", cfg.Listen, "routes", p.Routes())
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
-		log.Info("signal received; stopping")
+		log.Info("stopping")
 		done := make(chan struct{})
 		go func() { srv.GracefulStop(); close(done) }()
 		select {
@@ -164,4 +175,14 @@ func run(args []string) error {
 		}
 		return nil
 	}
+}
+
+// socketMode is the proxy socket's mode, podvisor's: kubelet runs as root,
+// and a group may be given access; others get none whatever the umask.
+const socketMode = 0o660
+
+// listenSocket listens on path with socketMode, replacing a stale socket
+// (its criproxy was killed) but never a live one: a second criproxy fails.
+func listenSocket(path string) (net.Listener, error) {
+	return unixsock.Listen(path, socketMode)
 }

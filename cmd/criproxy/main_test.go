@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -27,7 +28,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "reading config file"},
 		{[]string{"extra"}, "takes only flags"},
 	} {
-		err := run(tc.args)
+		err := run(context.Background(), tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("run %q: got %v, want an error containing %q", tc.args, err, tc.want)
 		}
@@ -43,7 +44,7 @@ func TestVersion(t *testing.T) {
 	}
 	stdout := os.Stdout
 	os.Stdout = w
-	err = run([]string{"--version"})
+	err = run(context.Background(), []string{"--version"})
 	os.Stdout = stdout
 	w.Close()
 	out, _ := io.ReadAll(r)

@@ -22,6 +22,9 @@
 #   CRIPROXY_SOCKET    the proxy's endpoint [unix:///run/criproxy/criproxy.sock]
 #   PRIMARY_ENDPOINT   the runtime kubelet used so far [unix:///run/containerd/containerd.sock]
 #   PODVISOR_ENDPOINT  podvisor's socket [unix:///run/podvisor/podvisor.sock]
+#   ANNOTATION_ROUTING true: pods with kubernetes.io/target-runtime: virtlet.cloud
+#                      go to podvisor (Virtlet's manifests); false: only
+#                      runtimeClassName: podvisor does [true]
 #   KUBELET_CONFIG_DIR kubelet's drop-in directory [the running kubelet's
 #                      --config-dir, else /etc/kubernetes/kubelet.conf.d]
 #   KUBELET_FLAGS_ENV  kubeadm's flag file [/var/lib/kubelet/kubeadm-flags.env]
@@ -42,6 +45,14 @@ host="${host%/}"
 proxy="${CRIPROXY_SOCKET:-unix:///run/criproxy/criproxy.sock}"
 primary="${PRIMARY_ENDPOINT:-unix:///run/containerd/containerd.sock}"
 podvisor="${PODVISOR_ENDPOINT:-unix:///run/podvisor/podvisor.sock}"
+annotation_routing="${ANNOTATION_ROUTING:-true}"
+case "$annotation_routing" in
+true | false) ;;
+*)
+	echo "install-criproxy: ANNOTATION_ROUTING=$annotation_routing: use true or false" >&2
+	exit 1
+	;;
+esac
 kflags="$host${KUBELET_FLAGS_ENV:-/var/lib/kubelet/kubeadm-flags.env}"
 unit="$host/etc/systemd/system/criproxy.service"
 bin="$host/usr/local/bin/criproxy"
@@ -209,7 +220,7 @@ Wants=containerd.service
 Before=kubelet.service
 
 [Service]
-ExecStart=/usr/local/bin/criproxy --listen $proxy --primary $primary --runtime podvisor=$podvisor
+ExecStart=/usr/local/bin/criproxy --listen $proxy --primary $primary --runtime podvisor=$podvisor --annotation-routing=$annotation_routing
 Restart=always
 RestartSec=2
 

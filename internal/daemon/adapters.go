@@ -37,8 +37,8 @@ func criName(name string) string {
 	return name
 }
 
-func (s imageService) Pull(ctx context.Context, name string) (string, error) {
-	ref, err := s.store.Pull(ctx, name)
+func (s imageService) Pull(ctx context.Context, namespace, name string) (string, error) {
+	ref, err := s.store.PullIn(ctx, namespace, name)
 	return ref, mapImageErr(err)
 }
 

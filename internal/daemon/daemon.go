@@ -23,6 +23,7 @@ import (
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
+	"github.com/podvisor/podvisor/internal/unixsock"
 	"github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
@@ -406,6 +407,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
+	// The namespace watched alone is the operator's; watching all, the
+	// mappings of kube-system apply to all pods, the others to their own.
+	d.translations.OperatorNamespace = cfg.ImageMappingNamespace
 	imgOpts := append(cfg.downloadOptions(), image.WithLogger(log))
 	if cfg.ImagePullGiveUp > 0 {
 		imgOpts = append(imgOpts, image.WithGiveUpAfter(cfg.ImagePullGiveUp))
@@ -416,12 +420,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	images := imageService{store: imgStore}
 
+	uuidKey, err := loadUUIDKey(filepath.Join(cfg.StateDir, uuidKeyFile))
+	if err != nil {
+		return nil, err
+	}
 	// The metrics count the manager's sandboxes and containers at each
 	// scrape, once it exists; it reports its steps to them.
 	mx := metrics.New(managerCounts{&d.manager})
 	overlay, writeISO := timedAssembly(mx)
 	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log,
-		Overlay: overlay, WriteISO: writeISO})
+		Overlay: overlay, WriteISO: writeISO, UUIDKey: uuidKey})
 	if err != nil {
 		return nil, err
 	}
@@ -502,37 +510,15 @@ func (d *Daemon) watchImageMappings(ctx context.Context, client *apiclient.Clien
 	return src
 }
 
-// listenUnix listens on a unix socket with the given mode, replacing a
-// stale socket file (left by a killed daemon) but nothing else.
+// listenUnix listens on a unix socket with the given mode (whatever the
+// umask), replacing a stale socket file (left by a killed daemon) but
+// nothing else: a live socket or another file is an error.
 func listenUnix(endpoint string, mode os.FileMode) (net.Listener, error) {
 	path, err := SocketPath(endpoint)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("creating socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("listen: %s exists and is not a socket; refusing to replace it", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("listen: %s is in use by a running server", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
-		}
-	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("setting mode of %s: %w", path, err)
-	}
-	return lis, nil
+	return unixsock.Listen(path, mode)
 }
 
 // Serve answers CRI calls until Stop. It returns nil after a graceful stop.

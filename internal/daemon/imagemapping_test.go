@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -170,7 +172,7 @@ func TestStartWithoutTheAPIServer(t *testing.T) {
 			}
 			if tc.install != nil {
 				_, url := imageServer(t)
-				if err := tc.install.Add(mappingResource, imageMapping("default", "late", "mapped", url)); err != nil {
+				if err := tc.install.Add(mappingResource, imageMapping("kube-system", "late", "mapped", url)); err != nil {
 					t.Fatal(err)
 				}
 				deadline := time.Now().Add(30 * time.Second)
@@ -196,5 +198,81 @@ func TestImageMappingNamespaceNeedsKubeconfig(t *testing.T) {
 	cfg := Config{Listen: "unix:///tmp/x.sock", StateDir: t.TempDir(), ImageMappingNamespace: "kube-system"}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "kubeconfig") {
 		t.Fatalf("Validate: %v, want an error naming kubeconfig", err)
+	}
+}
+
+// pullIn pulls name for a pod of namespace, as kubelet does (the sandbox
+// config goes with the request).
+func pullIn(t *testing.T, h *harness, namespace, name string) (*runtimeapi.PullImageResponse, error) {
+	t.Helper()
+	return h.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: name},
+		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: namespace, Uid: "u"}}})
+}
+
+// TestImageMappingsAreScopedToTheirNamespace (issue 18, finding 4): a
+// VirtletImageMapping applies to the pods of its own namespace, one in
+// kube-system to all; a tenant's pull neither shows under the name for
+// other namespaces nor is found by ImageStatus; file:// URLs and insecure
+// TLS are refused from objects, naming the mapping and the field.
+func TestImageMappingsAreScopedToTheirNamespace(t *testing.T) {
+	_, globalURL := imageServer(t)
+	tenantImages, tenantURL := imageServer(t)
+	tenantImages.AddImage("mapped.img", bytes.Repeat([]byte("t"), 1<<20))
+	nodeFile := filepath.Join(t.TempDir(), "node-secret")
+	if err := os.WriteFile(nodeFile, bytes.Repeat([]byte("n"), 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	api := kubeapi.New()
+	defer api.Close()
+	insecure := imageMapping("tenant-a", "insecure", "insecure", "https://127.0.0.1:1/x.img")
+	insecure["spec"].(map[string]any)["translations"].([]any)[0].(map[string]any)["transport"] = "lax"
+	insecure["spec"].(map[string]any)["transports"] = map[string]any{"lax": map[string]any{"tls": map[string]any{"insecure": true}}}
+	for _, m := range []map[string]any{
+		imageMapping("tenant-a", "takeover", "shared", tenantURL),
+		imageMapping("kube-system", "vms", "global", globalURL),
+		imageMapping("tenant-a", "steal", "nodefile", "file://"+nodeFile),
+		insecure,
+	} {
+		if err := api.Add(mappingResource, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := harnessWithKubeconfig(t, api.URL, nil)
+
+	if _, err := pullIn(t, h, "tenant-b", "virtlet.cloud/shared"); err == nil || tenantImages.Stats("mapped.img").Requests != 0 {
+		t.Errorf("tenant-b's pull of shared: %v, %d requests to tenant-a's server; want tenant-a's mapping not to apply", err, tenantImages.Stats("mapped.img").Requests)
+	}
+	a, err := pullIn(t, h, "tenant-a", "virtlet.cloud/shared")
+	if err != nil || tenantImages.Stats("mapped.img").BytesSent != 1<<20 {
+		t.Fatalf("tenant-a's pull of shared through its own mapping: %v", err)
+	}
+	if is, err := h.img.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/shared"}}); err != nil || is.Image != nil {
+		t.Errorf("ImageStatus(shared) after tenant-a's pull = %v, %v; want none (kubelet would start other namespaces' pods on it)", is.GetImage(), err)
+	}
+	if again, err := pullIn(t, h, "tenant-a", "virtlet.cloud/shared"); err != nil || again.ImageRef != a.ImageRef || tenantImages.Stats("mapped.img").BytesSent != 1<<20 {
+		t.Errorf("tenant-a's second pull = %v, %v; want %s from the store", again, err, a.ImageRef)
+	}
+	if _, err := pullIn(t, h, "tenant-b", "virtlet.cloud/global"); err != nil {
+		t.Errorf("tenant-b's pull through kube-system's mapping: %v", err)
+	}
+	for _, tc := range []struct{ image, want string }{
+		{"nodefile", "VirtletImageMapping tenant-a/steal translations[0].url"},
+		{"insecure", "VirtletImageMapping tenant-a/insecure transports.lax.tls.insecure"},
+	} {
+		_, err := pullIn(t, h, "tenant-a", "virtlet.cloud/"+tc.image)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "translation files") {
+			t.Errorf("pull of %s: %v; want a refusal naming %q and the operator's translation files", tc.image, err, tc.want)
+		}
+	}
+	imgs, err := h.img.ListImages(ctx(t), &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	for _, img := range imgs.Images {
+		tags = append(tags, img.RepoTags...)
+	}
+	if len(imgs.Images) != 2 || !slices.Equal(tags, []string{"virtlet.cloud/global:latest"}) {
+		t.Errorf("images stored: %v; want tenant-a's, listed by ID only, and the global one", imgs.Images)
 	}
 }

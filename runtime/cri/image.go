@@ -74,11 +74,12 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	if name == "" {
 		return nil, errdefs.InvalidArgumentf("PullImage: image.image is required")
 	}
-	ref, err := s.cfg.Images.Pull(ctx, name)
+	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
+	ref, err := s.cfg.Images.Pull(ctx, ns, name)
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("image pulled", "image", name, "ref", ref)
+	s.log.Info("image pulled", "image", name, "namespace", ns, "ref", ref)
 	return &runtimeapi.PullImageResponse{ImageRef: ref}, nil
 }
 

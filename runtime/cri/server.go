@@ -55,7 +55,9 @@ type FsUsage struct {
 
 // Images is what the CRI layer needs of the image store.
 type Images interface {
-	Pull(ctx context.Context, name string) (ref string, err error)
+	// Pull pulls name for a pod of namespace ("" when the request names
+	// no pod): a tenant's image translations apply to its own pods only.
+	Pull(ctx context.Context, namespace, name string) (ref string, err error)
 	List(ctx context.Context) ([]Image, error)
 	// Status returns nil, nil for an image that is not present.
 	Status(ctx context.Context, nameOrRef string) (*Image, error)

@@ -6,6 +6,7 @@
 package domain
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -70,6 +71,10 @@ type Input struct {
 	// container's domain never collides with its exited predecessor.
 	ContainerName string
 	Attempt       uint32
+	// UUIDKey, when set (the daemon always sets it), keys the derived UUID
+	// (KeyedUUIDFor): a pod author cannot compute another pod's next UUID
+	// and take it first with VirtletSystemUUID. Empty: UUIDFor.
+	UUIDKey []byte
 	// DomainType is TypeKVM or TypeQEMU.
 	DomainType string
 	// Machine is the QEMU machine type ("" = libvirt's default, e.g. pc).
@@ -139,6 +144,13 @@ func UUIDFor(podUID string, attempt uint32) string {
 	return uuid.NewSHA1(namespaceUUID, []byte(name)).String()
 }
 
+// KeyedUUIDFor is UUIDFor keyed by a secret: HMAC-SHA256 of the same name
+// under key, as a version 8 (custom) UUID. Without the key it cannot be
+// computed, so VirtletSystemUUID cannot name a UUID another pod will get.
+func KeyedUUIDFor(key []byte, podUID string, attempt uint32) string {
+	return uuid.NewHash(hmac.New(sha256.New, key), namespaceUUID, []byte(fmt.Sprintf("%s/%d", podUID, attempt)), 8).String()
+}
+
 // Build returns the domain definition for in. It checks its input and
 // reports every problem, naming the field.
 func Build(in Input) (*libvirtxml.Domain, error) {
@@ -148,6 +160,9 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 	vm := in.VM
 
 	domUUID := UUIDFor(in.PodUID, in.Attempt)
+	if len(in.UUIDKey) > 0 {
+		domUUID = KeyedUUIDFor(in.UUIDKey, in.PodUID, in.Attempt)
+	}
 	if vm.SystemUUID != "" {
 		domUUID = vm.SystemUUID
 	}

@@ -195,6 +195,13 @@ type Endpoint struct {
 	// (policy.go). The zero value, OriginUntranslated, is the least
 	// trusted.
 	Origin Origin
+	// Namespace is set when a tenant's VirtletImageMapping (of that
+	// namespace, not the operator's) gave the endpoint: the pulled name is
+	// then that namespace's alone (Store.PullIn).
+	Namespace string
+	// refused says why the rule that matched may not be used (file:// or
+	// insecure TLS from a VirtletImageMapping object).
+	refused error
 }
 
 // timeout returns the transport's timeout, or def when unset.

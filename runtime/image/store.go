@@ -276,6 +276,15 @@ func parseRef(s string) (string, bool) {
 // content is present needs no download at all. Concurrent pulls of one URL
 // share one download, which is cancelled only when every caller gave up.
 func (s *Store) Pull(ctx context.Context, name string) (ref string, err error) {
+	return s.PullIn(ctx, "", name)
+}
+
+// PullIn is Pull for a pod of namespace ("": none, the operator's
+// translations only). A name a tenant's VirtletImageMapping translated is
+// stored under a name of that namespace alone (scopedLink): Status and
+// List do not show it under the name, so kubelet pulls it again, through
+// the translations of its own namespace, for another namespace's pod.
+func (s *Store) PullIn(ctx context.Context, namespace, name string) (ref string, err error) {
 	if h, ok := parseRef(strings.TrimPrefix(name, CRIPrefix)); ok {
 		// A bare ref names content, not a place to download it from.
 		if s.hasData(h) {
@@ -287,12 +296,21 @@ func (s *Store) Pull(ctx context.Context, name string) (ref string, err error) {
 	if err != nil {
 		return "", err
 	}
+	var ep Endpoint
+	if namespace != "" {
+		// Which names a pull may use depends on what translates it.
+		if ep, err = s.translate(ctx, namespace, n.base); err != nil {
+			return "", err
+		}
+		if n.link, err = scopedLink(ep.Namespace, n.link); err != nil {
+			return "", fmt.Errorf("image name %q: %w", name, err)
+		}
+	}
 	if ref, ok, err := s.pullFromStore(n); err != nil || ok {
 		return ref, err
 	}
-	ep := Endpoint{URL: n.base, Source: "no translator"}
-	if s.tr != nil {
-		if ep, err = s.tr.Translate(ctx, n.base); err != nil {
+	if namespace == "" {
+		if ep, err = s.translate(ctx, "", n.base); err != nil {
 			return "", err
 		}
 	}
@@ -498,6 +516,9 @@ func (s *Store) describe(hex string, names []string) (*Image, error) {
 	img := &Image{Ref: "sha256:" + hex, Size: st.Size(), Path: p, RepoTags: []string{}, RepoDigests: []string{}}
 	seen := map[string]bool{}
 	for _, n := range names {
+		if strings.HasPrefix(n, "/") {
+			continue // a tenant's name (scopedLink), not shown under it
+		}
 		base := n
 		if i := strings.LastIndex(n, "@sha256:"); i >= 0 {
 			base = n[:i]

@@ -24,6 +24,10 @@ type NamedConfig struct {
 	// files, OriginObject for VirtletImageMappings. A MappingSource that
 	// leaves it unset gets its endpoints treated as untranslated names.
 	Origin Origin
+	// Namespace is a VirtletImageMapping object's namespace ("" for a
+	// file): objects apply only to pods of their namespace unless it is
+	// the operator's (TranslateIn).
+	Namespace string
 }
 
 // MappingSource supplies the configs of VirtletImageMapping objects. An
@@ -47,6 +51,9 @@ type MappingSource interface {
 type Translations struct {
 	dir     string
 	sources []MappingSource
+	// OperatorNamespace is the namespace whose VirtletImageMappings apply
+	// to all pods ("": DefaultOperatorNamespace); set before use.
+	OperatorNamespace string
 
 	mu      sync.Mutex
 	dirSig  string
@@ -91,16 +98,10 @@ func prefixLen(c NamedConfig) int {
 	return len(c.Config.Prefix)
 }
 
-// Translate implements Translator.
+// Translate implements Translator: TranslateIn for no namespace, with the
+// operator's configs only.
 func (t *Translations) Translate(ctx context.Context, name string) (Endpoint, error) {
-	if t == nil {
-		return Endpoint{URL: name, Source: "no translation configs"}, nil
-	}
-	cfgs, err := t.Configs(ctx)
-	if err != nil {
-		return Endpoint{}, fmt.Errorf("translating image name %q: %w", name, err)
-	}
-	return translate(cfgs, name), nil
+	return t.TranslateIn(ctx, "", name)
 }
 
 func translate(cfgs []NamedConfig, name string) Endpoint {
@@ -145,7 +146,7 @@ func translate(cfgs []NamedConfig, name string) Endpoint {
 			}
 		}
 	}
-	return Endpoint{URL: name, Source: "no translation rule matched"}
+	return Endpoint{URL: name, Source: noMatch}
 }
 
 func endpoint(nc NamedConfig, i int, r Rule, url string) Endpoint {
@@ -155,6 +156,7 @@ func endpoint(nc NamedConfig, i int, r Rule, url string) Endpoint {
 		TransportName: r.Transport,
 		Source:        fmt.Sprintf("%s translations[%d]", nc.Name, i),
 		Origin:        nc.Origin,
+		refused:       objectRefusal(nc, i, r, url),
 	}
 }
 

@@ -38,6 +38,12 @@ type Config struct {
 	Primary string `json:"primary,omitempty"`
 	// Runtimes are the named runtimes, in the order lists are merged.
 	Runtimes []Runtime `json:"runtimes,omitempty"`
+	// AnnotationRouting routes a pod by the kubernetes.io/target-runtime
+	// annotation when its RuntimeClass handler names no runtime of the
+	// proxy (Virtlet's way; nil: on). Off, only RuntimeClass routes pods
+	// away from the primary, and a pod whose annotation names a runtime is
+	// refused: the annotation escapes RuntimeClass admission rules.
+	AnnotationRouting *bool `json:"annotationRouting,omitempty"`
 }
 
 // Runtime is one named (non-primary) runtime.
@@ -83,7 +89,11 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 
 // withDefaults fills defaults and validates; the result is what the proxy runs.
 func (c Config) withDefaults() (Config, error) {
-	out := Config{Listen: c.Listen, Primary: c.Primary}
+	out := Config{Listen: c.Listen, Primary: c.Primary, AnnotationRouting: c.AnnotationRouting}
+	if out.AnnotationRouting == nil {
+		on := true
+		out.AnnotationRouting = &on
+	}
 	if err := checkEndpoint("primary", c.Primary); err != nil {
 		return out, err
 	}

@@ -29,6 +29,8 @@ type Proxy struct {
 	byName   map[string]*backend // named runtimes
 	handlers map[string]*backend // runtime_handler -> runtime
 	targets  map[string]*backend // kubernetes.io/target-runtime value -> runtime
+	// byAnnotation is Config.AnnotationRouting.
+	byAnnotation bool
 
 	downGrace time.Duration // see Options.DownGrace
 
@@ -73,7 +75,8 @@ func New(cfg Config, opts Options, log *slog.Logger) (*Proxy, error) {
 		targets:  map[string]*backend{},
 		stop:     make(chan struct{}),
 
-		downGrace: opts.DownGrace,
+		downGrace:    opts.DownGrace,
+		byAnnotation: *cfg.AnnotationRouting,
 	}
 	p.primary = &backend{name: "primary", endpoint: cfg.Primary, primary: true}
 	p.all = append(p.all, p.primary)
@@ -130,22 +133,19 @@ func (p *Proxy) Routes() string {
 	var parts []string
 	parts = append(parts, "primary="+p.primary.endpoint)
 	for _, b := range p.all[1:] {
-		var hs []string
-		for h, hb := range p.handlers {
-			if hb == b {
-				hs = append(hs, h)
-			}
+		annotation := TargetRuntimeAnnotation + "=" + b.target
+		if !p.byAnnotation {
+			annotation = "routing by " + TargetRuntimeAnnotation + " off"
 		}
-		sort.Strings(hs)
-		parts = append(parts, fmt.Sprintf("%s=%s (handlers %s; annotation %s=%s; images %s*; IDs %s*)",
-			b.name, b.endpoint, strings.Join(hs, ","), TargetRuntimeAnnotation, b.target, b.imagePrefix, b.idPrefix))
+		parts = append(parts, fmt.Sprintf("%s=%s (handlers %s; annotation %s; images %s*; IDs %s*)",
+			b.name, b.endpoint, strings.Join(p.handlersOf(b), ","), annotation, b.imagePrefix, b.idPrefix))
 	}
 	return strings.Join(parts, "; ")
 }
 
 // forSandbox picks the runtime for a new pod: the runtime_handler when the
-// config maps it, else the kubernetes.io/target-runtime annotation, else
-// the primary.
+// config maps it, else the kubernetes.io/target-runtime annotation (when
+// annotation routing is on), else the primary.
 func (p *Proxy) forSandbox(cfg *runtimeapi.PodSandboxConfig, handler string) (*backend, error) {
 	if b, ok := p.handlers[handler]; ok {
 		return b, nil
@@ -154,14 +154,33 @@ func (p *Proxy) forSandbox(cfg *runtimeapi.PodSandboxConfig, handler string) (*b
 	if !ok || v == "" {
 		return p.primary, nil
 	}
-	if b, ok := p.targets[v]; ok {
-		return b, nil
+	b, ok := p.targets[v]
+	if !ok {
+		b, ok = p.byName[v]
 	}
-	if b, ok := p.byName[v]; ok {
+	switch {
+	case ok && p.byAnnotation:
 		return b, nil
+	case ok:
+		return nil, status.Errorf(codes.InvalidArgument, "annotation %s=%q: routing by this annotation is off on this node (criproxy --annotation-routing=false); set the pod's runtimeClassName to a RuntimeClass whose handler is one of: %s",
+			TargetRuntimeAnnotation, v, strings.Join(p.handlersOf(b), ", "))
+	case !p.byAnnotation:
+		return p.primary, nil // not ours to refuse: the annotation means nothing here
 	}
 	return nil, status.Errorf(codes.InvalidArgument, "annotation %s=%q names no runtime of this proxy; accepted: %s",
 		TargetRuntimeAnnotation, v, strings.Join(p.targetNames(), ", "))
+}
+
+// handlersOf lists the RuntimeClass handlers routed to b, sorted.
+func (p *Proxy) handlersOf(b *backend) []string {
+	var hs []string
+	for h, hb := range p.handlers {
+		if hb == b {
+			hs = append(hs, h)
+		}
+	}
+	sort.Strings(hs)
+	return hs
 }
 
 func (p *Proxy) targetNames() []string {

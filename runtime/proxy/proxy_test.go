@@ -589,3 +589,41 @@ func statusIDs(sts []*runtimeapi.ContainerStatus) []string {
 	}
 	return out
 }
+
+// TestAnnotationRoutingOff (issue 18, finding 6): with annotation routing
+// off only the RuntimeClass handler routes a pod to podvisor, so
+// RuntimeClass admission rules cannot be bypassed; a pod asking by the
+// annotation is refused with the way to ask instead, other values of the
+// annotation mean nothing.
+func TestAnnotationRoutingOff(t *testing.T) {
+	primary, vm := newFakeRuntime(t, "containerd"), newFakeRuntime(t, "podvisor")
+	off := false
+	_, rt, _ := serveProxy(t, Config{Primary: primary.endpoint(), AnnotationRouting: &off, Runtimes: []Runtime{
+		{Name: "podvisor", Endpoint: vm.endpoint(), Handlers: []string{"podvisor", "kata-vm"}},
+	}})
+	run := func(name, handler, target string) (string, error) {
+		resp, err := rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{RuntimeHandler: handler, Config: &runtimeapi.PodSandboxConfig{
+			Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: name}, Annotations: map[string]string{TargetRuntimeAnnotation: target}}})
+		return resp.GetPodSandboxId(), err
+	}
+	for _, target := range []string{"virtlet.cloud", "podvisor"} {
+		_, err := run("by-annotation-"+target, "", target)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("annotation %s with routing off: %v, want InvalidArgument", target, err)
+		}
+		for _, want := range []string{TargetRuntimeAnnotation, "--annotation-routing", "runtimeClassName", "kata-vm, podvisor"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %s", err, want)
+			}
+		}
+		if vm.sawCall("RunPodSandbox by-annotation-"+target+" handler=") || primary.sawCall("RunPodSandbox by-annotation-"+target+" handler=") {
+			t.Errorf("the refused pod reached a runtime")
+		}
+	}
+	if id, err := run("by-class", "podvisor", "virtlet.cloud"); err != nil || !strings.HasPrefix(id, "podvisor__") {
+		t.Errorf("runtimeClassName podvisor with routing off: %q, %v; want a podvisor pod", id, err)
+	}
+	if id, err := run("other", "", "kata.cloud"); err != nil || strings.Contains(id, IDSeparator) || !primary.sawCall("RunPodSandbox other handler=") {
+		t.Errorf("another target runtime with routing off: %q, %v; want the primary", id, err)
+	}
+}

@@ -51,6 +51,9 @@ type Config struct {
 	WriteISO func(ctx context.Context, c *cloudinit.Contents, path string) error
 	// DataSource reads ConfigMaps and Secrets (nil: none configured).
 	DataSource cloudinit.DataSource
+	// UUIDKey keys the domain UUIDs derived from pod UIDs (the node's
+	// secret, domain.KeyedUUIDFor); nil: the public derivation.
+	UUIDKey []byte
 	// NICs provides the network devices (nil: the VM gets no NIC).
 	NICs   NICProvider
 	Logger *slog.Logger
@@ -137,6 +140,7 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 		PodNamespace:  sb.Config.Namespace,
 		ContainerName: c.Config.Name,
 		Attempt:       c.Config.Attempt,
+		UUIDKey:       a.cfg.UUIDKey,
 		DomainType:    a.cfg.DomainType,
 		VM:            vm,
 		RootDisk:      domain.Disk{Path: root, Format: domain.FormatQCOW2},
