@@ -48,7 +48,7 @@ func WriteISO(ctx context.Context, c *Contents, dst string) error {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
 	stage, err := os.MkdirTemp(dir, ".cloudinit-stage-")
@@ -109,7 +109,9 @@ func WriteISO(ctx context.Context, c *Contents, dst string) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
-	if err := os.Chmod(tmpName, 0o644); err != nil {
+	// It may hold secrets (passwords, keys): for podvisor and QEMU, which
+	// run as root, only (docs/images.md, file modes).
+	if err := os.Chmod(tmpName, 0o600); err != nil {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
 	if err := os.Rename(tmpName, dst); err != nil {
