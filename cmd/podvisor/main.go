@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podvisor/podvisor/internal/daemon"
+	"github.com/podvisor/podvisor/runtime/pod"
 )
 
 func main() {
@@ -61,6 +62,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources and VirtletImageMapping image translations (empty: none)")
 	fs.StringVar(&cfg.ImageMappingNamespace, "image-mapping-namespace", "", "namespace whose VirtletImageMappings are watched (empty: all namespaces; needs --kubeconfig)")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's name: podvisor labels it "+daemon.LabelAccelerator+"=kvm|tcg (needs --kubeconfig and RBAC to patch nodes; empty: no label)")
+	fs.Int64Var(&cfg.ExecStdinLimit, "exec-stdin-limit", pod.DefaultExecStdinLimit, fmt.Sprintf("most bytes of stdin kubectl exec -i may send a VM's command; more fails the exec (at most %d, what one guest agent command carries)", pod.MaxExecStdinLimit))
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -163,6 +165,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		CNIBinDirs:            flags.CNIBinDirs,
 		SimBootTime:           flags.SimBootTime,
 		ImagePullGiveUp:       flags.ImagePullGiveUp,
+		ExecStdinLimit:        flags.ExecStdinLimit,
 		SocketMode:            file.SocketMode,
 		Profiling:             file.Profiling,
 		MetricsBestEffort:     file.MetricsBestEffort || flags.MetricsBestEffort,
@@ -182,6 +185,9 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 	}
 	if !set["sim-boot-time"] && file.SimBootTime != 0 {
 		out.SimBootTime = file.SimBootTime
+	}
+	if !set["exec-stdin-limit"] && file.ExecStdinLimit != 0 {
+		out.ExecStdinLimit = file.ExecStdinLimit
 	}
 	if !set["image-pull-give-up"] && file.ImagePullGiveUp != 0 {
 		out.ImagePullGiveUp = file.ImagePullGiveUp

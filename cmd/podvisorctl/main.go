@@ -124,6 +124,7 @@ plugin "kubectl podvisor".`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())
 	})
+	// Our own completion verb (bash, zsh, fish) replaces cobra's default one.
 	root.CompletionOptions.DisableDefaultCmd = true
 
 	pf := root.PersistentFlags()
@@ -142,6 +143,7 @@ plugin "kubectl podvisor".`,
 		a.genCmd(),
 		a.installCmd(),
 		a.versionCmd(),
+		a.completionCmd(),
 	)
 	return root
 }

@@ -456,7 +456,7 @@ func TestPluginName(t *testing.T) {
 func TestEveryVerbHasHelp(t *testing.T) {
 	a := &app{}
 	root := a.rootCmd("podvisorctl")
-	want := []string{"console", "diag", "gen", "install", "ssh", "version", "virsh", "vnc"}
+	want := []string{"completion", "console", "diag", "gen", "install", "ssh", "version", "virsh", "vnc"}
 	var got []string
 	for _, c := range root.Commands() {
 		if c.Name() == "help" {

@@ -144,6 +144,10 @@ type Config struct {
 	// are watched; "" (the default) watches all namespaces. Used only
 	// with Kubeconfig.
 	ImageMappingNamespace string `json:"imageMappingNamespace"`
+	// ExecStdinLimit is the most stdin, in bytes, `kubectl exec -i` may
+	// send a VM's command (0: pod.DefaultExecStdinLimit, 1 MiB; at most
+	// pod.MaxExecStdinLimit); more fails the exec with an error.
+	ExecStdinLimit int64 `json:"execStdinLimit"`
 	// NodeName is this node's Node object, which podvisor labels with its
 	// accelerator (LabelAccelerator, AnnotationAcceleratorReason); ""
 	// labels nothing. Needs Kubeconfig and RBAC to patch nodes.
@@ -412,14 +416,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	images := imageService{store: imgStore}
 
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log})
+	// The metrics count the manager's sandboxes and containers at each
+	// scrape, once it exists; it reports its steps to them.
+	mx := metrics.New(managerCounts{&d.manager})
+	overlay, writeISO := timedAssembly(mx)
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log,
+		Overlay: overlay, WriteISO: writeISO})
 	if err != nil {
 		return nil, err
 	}
 	d.manager, err = pod.New(ctx, pod.Config{
 		Hypervisor: d.hv, Store: d.db, Network: netw, Images: images, Assembler: asm,
-		StateDir: cfg.StateDir, Logger: log,
-		Failpoints: failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		StateDir: cfg.StateDir, Logger: log, ExecStdinLimit: cfg.ExecStdinLimit,
+		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		ObserveStep: mx.ObserveStep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recovering state: %w", err)
@@ -444,7 +454,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err != nil {
 		return nil, err
 	}
-	mx := metrics.New(d.manager)
 	if err := d.listenMetrics(mx); err != nil {
 		return nil, err
 	}
