@@ -43,8 +43,7 @@ type MappingSource interface {
 //     VirtletImageMapping objects, then by file name or namespace/name;
 //  4. within a config, rules in the order they are listed.
 //
-// No match: the name itself is the URL, with Origin OriginUntranslated,
-// which the Store refuses unless WithAllowUntranslated.
+// No match: the name itself is the URL.
 type Translations struct {
 	dir     string
 	sources []MappingSource
@@ -146,7 +145,7 @@ func translate(cfgs []NamedConfig, name string) Endpoint {
 			}
 		}
 	}
-	return Endpoint{URL: name, Source: "no translation rule matched", Origin: OriginUntranslated}
+	return Endpoint{URL: name, Source: "no translation rule matched"}
 }
 
 func endpoint(nc NamedConfig, i int, r Rule, url string) Endpoint {
