@@ -188,6 +188,13 @@ answer=$(ask "$main_ip")
 echo "  $main_ip:8080 says: $answer"
 echo "$answer" | grep demo-vm >/dev/null || fail "the pod IP did not answer with the guest's hostname"
 
+say "the running VM's disks, drive and image are for root only (QEMU opened them as root)"
+# (kvm-probe: the KVM trial's directory, opened up for an unprivileged QEMU,
+# inside the 0700 state directory.)
+open_to_others=$(find "$work/state" -path "$work/state/kvm-probe" -prune -o ! -type l ! -type s -perm /o=rwx -printf '%m %p\n')
+[ -z "$open_to_others" ] || fail "state files other local users may read or enter: $open_to_others"
+stat -c '  %a %n' "$work/state" "$work/state/images" "$work/state/images/data"/* "$work/state/vms"/*/* | sed "s#$work/##"
+
 if [ "$mode" = test ]; then
 	say "exec in the VM through the QEMU guest agent (ci/guest-agent in the test guest)"
 	out=$(cri exec --sync "$main_ctr" hostname) || fail "crictl exec --sync hostname failed"

@@ -173,6 +173,23 @@ func TestDaemonSetFlagsExist(t *testing.T) {
 	}
 }
 
+// TestDaemonSetDownloadPolicy: deploy/ keeps podvisor's image download
+// policy at its defaults (docs/images.md, download policy): untranslated
+// names refused, no loopback, link-local or private addresses, redirects
+// to https or within the origin, the default size cap. An operator opens
+// them in an overlay, knowing the network.
+func TestDaemonSetDownloadPolicy(t *testing.T) {
+	ds := podvisorDaemonSet(t, objects(t, loadDocs(t)))
+	c := container(t, ds.Spec.Template.Spec, "podvisor")
+	args := flagArgs(append(c.Command[1:], c.Args...))
+	for _, off := range []string{"image-allow-untranslated", "image-download-allow-networks", "image-download-allow-private",
+		"image-download-allow-insecure-redirects", "image-max-size"} {
+		if v, ok := args[off]; ok {
+			t.Errorf("podvisor container passes --%s %s: deploy/ keeps the download policy's default", off, v)
+		}
+	}
+}
+
 // TestDaemonSetWiring checks what the API server cannot: mounts name
 // volumes, mounts with propagation are allowed, paths agree between the
 // containers, the image provides the commands, and the objects the pod

@@ -99,7 +99,7 @@ func writeAtomic(path string, data []byte) error {
 // load reads the state dir. Leftover temporary files are removed.
 func (h *Hypervisor) load() error {
 	dir := h.domainsDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating simulator state dir: %w", err)
 	}
 	if data, err := os.ReadFile(filepath.Join(h.opts.StateDir, "sim.json")); err == nil {

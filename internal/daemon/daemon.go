@@ -321,7 +321,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 			built.closeParts()
 		}
 	}()
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := privateDir(cfg.StateDir); err != nil {
 		return nil, fmt.Errorf("creating state dir: %w", err)
 	}
 	d.db, err = store.Open(filepath.Join(cfg.StateDir, "meta.db"))
@@ -651,4 +651,14 @@ func (d *Daemon) listenMetrics(mx *metrics.Metrics) error {
 		d.profiling = srv
 	}
 	return nil
+}
+
+// privateDir creates dir, or tightens an existing one (kubelet's
+// DirectoryOrCreate and older versions made it 0755), to 0700: VM disks,
+// cloud-init drives and images are for podvisor and QEMU (root) only.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
 }

@@ -40,7 +40,7 @@ func WriteISO(ctx context.Context, c *Contents, dst string) error {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
 	stage, err := stageFiles(dir, c.Files)
@@ -136,5 +136,7 @@ func runISOTool(ctx context.Context, tool, label, stage, out string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Chmod(out, 0o644)
+	// It may hold secrets (passwords, keys): for podvisor and QEMU, which
+	// run as root, only (docs/images.md, file modes).
+	return os.Chmod(out, 0o600)
 }

@@ -331,6 +331,55 @@ func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
 	}
 	defer resp.Body.Close()
 
+	if err := d.accept(resp, resuming); err != nil {
+		return err
+	}
+
+	// Stall detection: a body that delivers nothing for the timeout is cut
+	// so that the retry can resume it.
+	stall := d.ep.Transport.timeout(d.s.opts.stallTimeout)
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(min(stall/4+time.Millisecond, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if now.UnixNano()-last.Load() > int64(stall) {
+					cancel(fmt.Errorf("no data received for %v (transport timeout)", stall))
+					return
+				}
+			}
+		}
+	}()
+	_, err = d.copy(ctx, readerFunc(func(p []byte) (int, error) {
+		n, err := resp.Body.Read(p)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+		}
+		return n, err
+	}))
+	if err != nil {
+		if cause := context.Cause(reqCtx); cause != nil && ctx.Err() == nil {
+			err = cause
+		}
+		return fmt.Errorf("receiving %s after %d bytes: %w", d.url, d.written, err)
+	}
+	if d.total >= 0 && d.written != d.total {
+		return fmt.Errorf("receiving %s: connection closed after %d of %d bytes", d.url, d.written, d.total)
+	}
+	return nil
+}
+
+// accept checks a response before its body is read: the status (a 206 must
+// be the range asked for), the encoding, the announced size and whether it
+// fits.
+func (d *download) accept(resp *http.Response, resuming bool) error {
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		if d.written > 0 {
@@ -374,45 +423,6 @@ func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
 		if err := d.checkSpace(d.total - d.written); err != nil {
 			return err
 		}
-	}
-
-	// Stall detection: a body that delivers nothing for the timeout is cut
-	// so that the retry can resume it.
-	stall := d.ep.Transport.timeout(d.s.opts.stallTimeout)
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(min(stall/4+time.Millisecond, time.Second))
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				if now.UnixNano()-last.Load() > int64(stall) {
-					cancel(fmt.Errorf("no data received for %v (transport timeout)", stall))
-					return
-				}
-			}
-		}
-	}()
-	_, err = d.copy(ctx, readerFunc(func(p []byte) (int, error) {
-		n, err := resp.Body.Read(p)
-		if n > 0 {
-			last.Store(time.Now().UnixNano())
-		}
-		return n, err
-	}))
-	if err != nil {
-		if cause := context.Cause(reqCtx); cause != nil && ctx.Err() == nil {
-			err = cause
-		}
-		return fmt.Errorf("receiving %s after %d bytes: %w", d.url, d.written, err)
-	}
-	if d.total >= 0 && d.written != d.total {
-		return fmt.Errorf("receiving %s: connection closed after %d of %d bytes", d.url, d.written, d.total)
 	}
 	return nil
 }

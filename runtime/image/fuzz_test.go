@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,4 +148,58 @@ func qemuImgInfo(path, format string) (*fuzzQemuInfo, error) {
 		return nil, fmt.Errorf("qemu-img info output: %w: %s", err, out)
 	}
 	return &info, nil
+}
+
+// FuzzRedirectPolicy: whatever the URLs, a followed redirect goes to https,
+// or stays on the original's scheme, host and port, or is plain http with
+// insecure redirects allowed; never to another scheme.
+func FuzzRedirectPolicy(f *testing.F) {
+	f.Add("https://a.example/x", "http://127.0.0.1/y", false)
+	f.Add("http://a.example/x", "http://a.example:80/y", false)
+	f.Add("http://a.example/x", "HTTP://A.EXAMPLE/y", false)
+	f.Add("https://a.example/x", "file:///etc/passwd", true)
+	f.Add("http://[::1]:8080/x", "http://[::1]:8080/y", false)
+	f.Add("http://a.example/x", "https:opaque", false)
+	f.Fuzz(func(t *testing.T, from, to string, insecure bool) {
+		fu, err := url.Parse(from)
+		if err != nil {
+			return
+		}
+		tu, err := url.Parse(to)
+		if err != nil {
+			return
+		}
+		o := options{insecureRedirects: insecure}
+		err = o.checkRedirect(&http.Request{URL: tu}, []*http.Request{{URL: fu}}, DefaultMaxRedirects)
+		scheme := strings.ToLower(tu.Scheme)
+		switch {
+		case err != nil:
+		case scheme != "http" && scheme != "https":
+			t.Fatalf("redirect %q -> %q to scheme %q followed", from, to, tu.Scheme)
+		case scheme == "http" && !insecure && !sameOrigin(fu, tu):
+			t.Fatalf("plain http redirect %q -> %q to another origin followed", from, to)
+		}
+	})
+}
+
+// FuzzDialControl: whatever address the dialer is given, one the default
+// policy lets through is a global unicast, non-private address.
+func FuzzDialControl(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:80", "[::ffff:127.0.0.1]:80", "[fe80::1%eth0]:80", "8.8.8.8:443", "[::]:1", "0.0.0.1:80", "10.0.0.1:80", "[64:ff9b::7f00:1]:80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, address string) {
+		var o options
+		if o.dialControl("tcp", address, nil) != nil {
+			return
+		}
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			t.Fatalf("%q is not an address, yet allowed", address)
+		}
+		a := ap.Addr().Unmap()
+		if !a.IsGlobalUnicast() || a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() || sharedSpace.Contains(a) || thisNetwork.Contains(a) {
+			t.Fatalf("%s allowed by the default policy", a)
+		}
+	})
 }

@@ -140,6 +140,11 @@ func CreateOverlay(ctx context.Context, basePath, overlayPath string, minSize in
 		_ = os.Remove(tmp)
 		return 0, fmt.Errorf("creating overlay %s: %s: %w: %s", overlayPath, QemuImg, err, bytes.TrimSpace(out))
 	}
+	// qemu-img follows the umask; the guest's disk is for QEMU (root) only.
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		_ = os.Remove(tmp)
+		return 0, fmt.Errorf("creating overlay %s: %w", overlayPath, err)
+	}
 	if err := os.Rename(tmp, overlayPath); err != nil {
 		_ = os.Remove(tmp)
 		return 0, fmt.Errorf("creating overlay %s: %w", overlayPath, err)

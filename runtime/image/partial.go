@@ -53,7 +53,7 @@ func flightKey(url, pin string) string { return url + "\x00" + pin }
 // description exists, loads the trusted prefix: it is hashed again and the
 // download continues after it.
 func (d *download) openPartial(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating temporary file: %w", err)
 	}
@@ -101,7 +101,7 @@ func (d *download) checkpoint() error {
 		return err
 	}
 	tmp := d.metaPath + ".new"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return fmt.Errorf("recording partial download: %w", err)
 	}
 	if err := os.Rename(tmp, d.metaPath); err != nil {

@@ -172,15 +172,46 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("opening image store %s: %w", dir, err)
 	}
 	s := &Store{dir: abs, tr: tr, opts: o, flights: map[string]*flight{}}
-	for _, d := range []string{s.dataDir(), s.linksDir(), s.tmpDir()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	// Other local users get nothing (issue 18): 0700 directories, also
+	// when an older version left them 0755, and 0400 images (QEMU runs as
+	// root; docs/images.md).
+	for _, d := range []string{s.dir, s.dataDir(), s.linksDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("opening image store %s: %w", dir, err)
 		}
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, fmt.Errorf("opening image store %s: %w", dir, err)
+		}
+	}
+	if err := tightenData(s.dataDir()); err != nil {
+		return nil, fmt.Errorf("opening image store %s: %w", dir, err)
 	}
 	if err := cleanTmp(s.tmpDir(), o.partialTTL, nil); err != nil {
 		return nil, fmt.Errorf("opening image store %s: cleaning tmp: %w", dir, err)
 	}
 	return s, nil
+}
+
+// dataMode is the mode of stored images: read-only, for root (podvisor and
+// QEMU) only.
+const dataMode = 0o400
+
+// tightenData gives images stored by older versions (0444) dataMode.
+func tightenData(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || info.Mode().Perm() == dataMode {
+			continue
+		}
+		if err := os.Chmod(filepath.Join(dir, e.Name()), dataMode); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetInUse installs the hook that says which image refs ("sha256:<hex>")
@@ -438,7 +469,7 @@ func (s *Store) commit(res *fetched, links map[string]bool) error {
 	if s.hasData(res.hex) {
 		_ = os.Remove(res.tmp)
 	} else {
-		if err := os.Chmod(res.tmp, 0o444); err != nil {
+		if err := os.Chmod(res.tmp, dataMode); err != nil {
 			_ = os.Remove(res.tmp)
 			return fmt.Errorf("storing image sha256:%s: %w", res.hex, err)
 		}

@@ -305,3 +305,17 @@ func TestTranslationGolden(t *testing.T) {
 		t.Errorf("translations (-want +got):\n%s", diff)
 	}
 }
+
+// TestOrigins: endpoints say who wrote them (policy.go decides with it).
+func TestOrigins(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a.yaml"), "translations:\n- name: fromfile\n  url: file:///x\n")
+	m := staticMappings{{Name: "mapping:ns/m", Origin: OriginObject, Config: mustConfig(t, "translations:\n- name: fromobject\n  url: http://x/y\n")}}
+	tr := NewTranslations(dir, m)
+	for name, want := range map[string]Origin{"fromfile": OriginOperator, "fromobject": OriginObject, "other": OriginUntranslated} {
+		ep, err := tr.Translate(context.Background(), name)
+		if err != nil || ep.Origin != want {
+			t.Errorf("Translate(%s) = %+v, %v; want Origin %v", name, ep, err, want)
+		}
+	}
+}

@@ -68,6 +68,11 @@ func TestSourceFollowsObjects(t *testing.T) {
 	if got := translate(); got != "http://b/img" {
 		t.Fatalf("Translate = %s, want http://b/img (namespace other is not watched)", got)
 	}
+	// A mapping is an object, never the operator's files (policy.go: no
+	// file URLs from it).
+	if ep, _ := tr.Translate(ctx, "img"); ep.Origin != image.OriginObject {
+		t.Errorf("Origin of a mapping's endpoint = %v, want %v", ep.Origin, image.OriginObject)
+	}
 
 	// "a" sorts before "b": it takes precedence once it appears.
 	if err := srv.Add(resource, mapping("kube-system", "a", rule("img", "http://a/img"))); err != nil {
