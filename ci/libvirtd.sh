@@ -24,8 +24,9 @@ log() { echo "libvirtd.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 # The settings podvisor's design needs (docs/libvirt.md says why):
-# QEMU runs as root with its capabilities so that the emulator wrapper can
-# enter the pod's network namespace and open a tap there; no private mount
+# the emulator runs as root with its capabilities so that the emulator
+# wrapper can enter the pod's network namespace (it then leaves QEMU only
+# CAP_DAC_OVERRIDE, CAP_FOWNER and CAP_NET_ADMIN); no private mount
 # namespace so that paths under the pod's directories are visible; /dev/net/tun
 # added to libvirt's default device ACL.
 managed_block() {

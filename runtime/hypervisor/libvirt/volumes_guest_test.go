@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/volume"
@@ -108,6 +111,7 @@ func TestVolumesInGuest(t *testing.T) {
 			checkOwnership(t, h, name, rw, mem)
 			checkNoHostPrivileges(t, h, name, "/mnt/data", rw)
 			checkNoHostPrivileges(t, h, name, "/mnt/scratch", mem)
+			checkMapping(t, rw, mem)
 			// mapped-file keeps its metadata beside the files, out of the
 			// guest's sight.
 			if fi, err := os.Stat(filepath.Join(mem, ".virtfs_metadata")); err != nil || !fi.IsDir() {
@@ -187,9 +191,10 @@ func checkOwnership(t *testing.T, h *Hypervisor, name string, dirs ...string) {
 // no setuid, setgid or sticky bit.
 func checkNoHostPrivileges(t *testing.T, h *Hypervisor, name, guestDir, hostDir string) {
 	t.Helper()
-	got := guestExec(t, h, name, "sh", "-c", "cd "+guestDir+" && mknod -m 644 null c 1 3 && mknod -m 644 disk b 8 0 && "+
-		"echo '#!/bin/sh' >suid && chmod 6755 suid && mkdir sgid && chmod 3777 sgid && ln -s /etc/shadow link && "+
-		"stat -c '%n|%F|%a|%t,%T' null disk suid sgid link")
+	// Each step on its own: one that fails does not hide the others.
+	got := guestExec(t, h, name, "sh", "-c", "cd "+guestDir+" || exit 1; mknod -m 644 null c 1 3; mknod -m 644 disk b 8 0; "+
+		"echo '#!/bin/sh' >suid && chmod 6755 suid; mkdir sgid && chmod 3777 sgid; ln -s /etc/shadow link; "+
+		"stat -c '%n|%F|%a|%t,%T' null disk suid sgid link 2>&1; true")
 	for _, w := range []string{"null|character special file|644|1,3", "disk|block special file|644|8,0", "suid|regular file|6755|",
 		"sgid|directory|3777|", "link|symbolic link|777|"} {
 		if !strings.Contains(got, w) {
@@ -210,6 +215,26 @@ func checkNoHostPrivileges(t *testing.T, h *Hypervisor, name, guestDir, hostDir 
 		if fi.IsDir() != (f == "sgid") {
 			t.Errorf("on the host, %s is %v", fi.Name(), fi.Mode())
 		}
+	}
+}
+
+// checkMapping: what the guest asked for the setuid file and the
+// character device (after checkNoHostPrivileges) is QEMU's mapping on the
+// host: user.virtfs.mode (a native-endian mode_t) on the xattr share,
+// "virtfs.mode=" in .virtfs_metadata on the mapped-file share.
+func checkMapping(t *testing.T, xattrDir, fileDir string) {
+	t.Helper()
+	for f, mode := range map[string]uint32{"suid": syscall.S_IFREG | 0o6755, "null": syscall.S_IFCHR | 0o644} {
+		buf := make([]byte, 4)
+		n, err := unix.Lgetxattr(filepath.Join(xattrDir, f), "user.virtfs.mode", buf)
+		if err != nil || n != 4 || binary.NativeEndian.Uint32(buf) != mode {
+			t.Errorf("on the host, %s's user.virtfs.mode is %x (%d bytes), %v; want %#o", f, buf[:max(n, 0)], n, err, mode)
+		}
+		meta, err := os.ReadFile(filepath.Join(fileDir, ".virtfs_metadata", f))
+		if want := fmt.Sprintf("virtfs.mode=%d\n", mode); err != nil || !strings.Contains(string(meta), want) {
+			t.Errorf("on the host, .virtfs_metadata/%s is %q, %v; want it to hold %q", f, meta, err, want)
+		}
+		t.Logf("on the host, .virtfs_metadata/%s: %q", f, meta)
 	}
 }
 
