@@ -27,12 +27,12 @@ func (a *app) sshCmd() *cobra.Command {
 		sshPath  string
 	)
 	cmd := &cobra.Command{
-		Use:   "ssh [flags] [USER@]POD [--] [COMMAND...]",
+		Use:   "ssh [flags] [USER@]POD [--] [SSH-OPTIONS...] [COMMAND...]",
 		Short: "ssh to a VM through kubectl port-forward",
 		Long: `Connects ssh to a VM pod's guest:
 
   kubectl port-forward -n NAMESPACE pod/POD --address 127.0.0.1 :22
-  ssh -p LOCAL-PORT -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null [-i KEY] USER@127.0.0.1 [COMMAND...]
+  ssh -p LOCAL-PORT -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null [-i KEY] [SSH-OPTIONS...] USER@127.0.0.1 [COMMAND...]
 
 kubectl picks a free local port; podvisor connects the forwarded port to
 the guest at the pod IP. The guest needs an ssh server and your key
@@ -43,18 +43,31 @@ changes every time and VMs get new keys when recreated under the same name.
 The connection runs through the API server and kubelet to the pod, which
 kubectl authenticates.
 
-podvisorctl's flags come before the pod; what follows it is the command to
-run in the guest.`,
+Two forms of what follows the pod:
+
+  podvisorctl ssh -i KEY user@pod -- uname -a
+      podvisorctl's form: podvisorctl's flags (-i, --port, --ssh) before
+      the pod; what follows the pod (after an optional --) is the command
+      to run in the guest.
+  podvisorctl ssh user@pod -- -i KEY -A uname -a
+      virtletctl's form (virtletctl ssh user@pod -- [ssh args]): when what
+      follows the pod starts with an option, it is ssh's options, read as
+      ssh reads them (-i KEY, -iKEY, -vvv, -o Name=value, a -- ending
+      them); the words after the options are the command. The options go
+      to ssh before the host. -p is refused: ssh's port is the tunnel's,
+      and --port names the guest's.`,
 		Example: `  podvisorctl ssh cirros@cirros-vm
   podvisorctl ssh -i ~/.ssh/vm_key ubuntu@ubuntu-vm -- uname -a
+  podvisorctl ssh cirros@cirros-vm -- -i ~/.ssh/vm_key -o ConnectTimeout=5 uptime
   kubectl podvisor -n vms ssh --port 2222 admin@my-vm`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return errors.New("ssh needs [USER@]POD")
 			}
-			target, remote := args[0], args[1:]
-			if len(remote) > 0 && remote[0] == "--" {
-				remote = remote[1:]
+			target := args[0]
+			sshOpts, remote, err := splitSSHArgs(args[1:])
+			if err != nil {
+				return err
 			}
 			user, pod, ok := strings.Cut(target, "@")
 			if !ok {
@@ -65,7 +78,7 @@ run in the guest.`,
 			if port < 1 || port > 65535 {
 				return fmt.Errorf("--port %d: want a port number, 1 to 65535", port)
 			}
-			return a.ssh(cmd.Context(), sshOptions{user: user, pod: pod, remote: remote, identity: identity, port: port, sshPath: sshPath})
+			return a.ssh(cmd.Context(), sshOptions{user: user, pod: pod, sshOpts: sshOpts, remote: remote, identity: identity, port: port, sshPath: sshPath})
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
@@ -77,7 +90,8 @@ run in the guest.`,
 
 type sshOptions struct {
 	user, pod string
-	remote    []string
+	sshOpts   []string // ssh's own options (virtletctl's form)
+	remote    []string // the command in the guest
 	identity  string
 	port      int
 	sshPath   string
@@ -111,6 +125,7 @@ func (a *app) ssh(ctx context.Context, o sshOptions) error {
 	if o.identity != "" {
 		args = append(args, "-i", o.identity)
 	}
+	args = append(args, o.sshOpts...)
 	args = append(args, host)
 	args = append(args, o.remote...)
 	c := newCommand(ctx, sshBin, args)
@@ -124,6 +139,56 @@ func (a *app) ssh(ctx context.Context, o sshOptions) error {
 		}
 	}
 	return passExit(err, "ssh")
+}
+
+// sshOptsWithArg are OpenSSH's options that take an argument (ssh(1),
+// its getopt string); sshFlags those that take none.
+const (
+	sshOptsWithArg = "BbcDEeFIiJLlmOoPpQRSWw"
+	sshFlags       = "1246AaCfGgKkMNnqsTtVvXxYy"
+)
+
+// splitSSHArgs splits what follows the pod on the command line into ssh's
+// options and the command in the guest. One "--" after the pod is
+// podvisorctl's separator. When the next word is an option, this is
+// virtletctl's form: options are read as ssh's getopt reads them (grouped
+// flags, an option's argument attached or in the next word) up to the
+// first word that is not one, or a "--" that ends them.
+func splitSSHArgs(words []string) (opts, command []string, err error) {
+	if len(words) > 0 && words[0] == "--" {
+		words = words[1:]
+	}
+	i := 0
+	for i < len(words) {
+		w := words[i]
+		if w == "--" {
+			return words[:i], words[i+1:], nil
+		}
+		if len(w) < 2 || w[0] != '-' {
+			break
+		}
+		i++
+		for j := 1; j < len(w); j++ {
+			c := w[j]
+			if strings.IndexByte(sshFlags, c) >= 0 {
+				continue
+			}
+			if strings.IndexByte(sshOptsWithArg, c) < 0 {
+				return nil, nil, fmt.Errorf("ssh option -%c (in %q): not an ssh option (ssh options after the pod are virtletctl's form; see podvisorctl ssh --help)", c, w)
+			}
+			if c == 'p' {
+				return nil, nil, errors.New("ssh option -p: podvisorctl sets ssh's port to the tunnel's local port; give the guest's port with --port before the pod")
+			}
+			if j == len(w)-1 { // the argument is the next word
+				if i == len(words) {
+					return nil, nil, fmt.Errorf("ssh option -%c needs an argument", c)
+				}
+				i++
+			}
+			break
+		}
+	}
+	return words[:i], words[i:], nil
 }
 
 var forwardingRE = regexp.MustCompile(`^Forwarding from 127\.0\.0\.1:(\d+) -> `)
