@@ -41,7 +41,7 @@ func TestCompletion(t *testing.T) {
 
 	f := newFake(t)
 	r := f.run("__complete", "")
-	for _, verb := range []string{"completion", "console", "ssh", "vnc"} {
+	for _, verb := range []string{"completion", "console", "list", "ssh", "vnc"} {
 		if !strings.Contains(r.stdout, "\n"+verb+"\t") && !strings.HasPrefix(r.stdout, verb+"\t") {
 			t.Errorf("__complete does not offer %s:\n%s", verb, r.stdout)
 		}

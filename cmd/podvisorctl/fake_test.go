@@ -218,11 +218,17 @@ type podFixture struct {
 	annotations                               map[string]string
 	stdin, tty                                bool
 	restarts                                  int
-	podvisor                                  bool // a podvisor DaemonSet pod
+	podvisor                                  bool   // a podvisor DaemonSet pod
+	runtimeClass                              string // spec.runtimeClassName
+	memLimit                                  string // resources.limits.memory
 }
 
 func (p podFixture) object() map[string]any {
-	containers := []any{map[string]any{"name": p.name, "image": p.image, "stdin": p.stdin, "tty": p.tty}}
+	c := map[string]any{"name": p.name, "image": p.image, "stdin": p.stdin, "tty": p.tty}
+	if p.memLimit != "" {
+		c["resources"] = map[string]any{"limits": map[string]any{"memory": p.memLimit, "cpu": "1"}, "requests": map[string]any{"memory": p.memLimit}}
+	}
+	containers := []any{c}
 	statuses := []any{}
 	if p.containerID != "" {
 		statuses = append(statuses, map[string]any{"name": p.name, "containerID": p.containerID, "ready": p.phase == "Running", "restartCount": p.restarts, "image": p.image})
@@ -254,6 +260,9 @@ func (p podFixture) object() map[string]any {
 	spec := map[string]any{"containers": containers, "restartPolicy": "Always"}
 	if p.node != "" {
 		spec["nodeName"] = p.node
+	}
+	if p.runtimeClass != "" {
+		spec["runtimeClassName"] = p.runtimeClass
 	}
 	return map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 }

@@ -135,6 +135,7 @@ plugin "kubectl podvisor".`,
 	pf.StringVar(&a.podvisorNamespace, "podvisor-namespace", deploy.DefaultNamespace, "namespace of the podvisor DaemonSet")
 
 	root.AddCommand(
+		a.listCmd(),
 		a.consoleCmd(),
 		a.sshCmd(),
 		a.vncCmd(),

@@ -408,7 +408,7 @@ func TestVerbs(t *testing.T) {
 }
 
 func TestKubectlMissing(t *testing.T) {
-	for _, args := range [][]string{{"console", "x"}, {"virsh", "--node", "n", "list"}, {"ssh", "x"}, {"version"}, {"diag", "dump"}} {
+	for _, args := range [][]string{{"console", "x"}, {"virsh", "--node", "n", "list"}, {"ssh", "x"}, {"version"}, {"diag", "dump"}, {"list"}} {
 		f := newFake(t)
 		t.Setenv("PATH", t.TempDir())
 		r := f.run(args...)
@@ -456,7 +456,7 @@ func TestPluginName(t *testing.T) {
 func TestEveryVerbHasHelp(t *testing.T) {
 	a := &app{}
 	root := a.rootCmd("podvisorctl")
-	want := []string{"completion", "console", "diag", "gen", "install", "ssh", "version", "virsh", "vnc"}
+	want := []string{"completion", "console", "diag", "gen", "install", "list", "ssh", "version", "virsh", "vnc"}
 	var got []string
 	for _, c := range root.Commands() {
 		if c.Name() == "help" {
