@@ -70,9 +70,11 @@ func TestList(t *testing.T) {
 		wantStderr string
 	}{
 		{
-			name:      "table",
-			args:      []string{"list"},
-			setup:     func(f *fake) { f.on("get pods -o json", list(cirrosVM, nginx, pendingVM)).on("get nodes -o json", nodesJSON) },
+			name: "table",
+			args: []string{"list"},
+			setup: func(f *fake) {
+				f.on("get pods -o json", list(cirrosVM, nginx, pendingVM)).on("get nodes -o json", nodesJSON)
+			},
 			wantCalls: []string{"kubectl get pods -o json", "kubectl get nodes -o json"},
 		},
 		{
@@ -92,15 +94,19 @@ func TestList(t *testing.T) {
 			wantCalls: []string{"kubectl get pods -n vms -o json", "kubectl get runtimeclasses -o json", "kubectl get nodes -o json"},
 		},
 		{
-			name:      "json",
-			args:      []string{"list", "-A", "-o", "json"},
-			setup:     func(f *fake) { f.on("get pods -A -o json", list(cirrosVM, ubuntuVM, badVM)).on("get nodes -o json", nodesJSON) },
+			name: "json",
+			args: []string{"list", "-A", "-o", "json"},
+			setup: func(f *fake) {
+				f.on("get pods -A -o json", list(cirrosVM, ubuntuVM, badVM)).on("get nodes -o json", nodesJSON)
+			},
 			wantCalls: []string{"kubectl get pods -A -o json", "kubectl get nodes -o json"},
 		},
 		{
-			name:      "yaml",
-			args:      []string{"list", "-A", "-o", "yaml"},
-			setup:     func(f *fake) { f.on("get pods -A -o json", list(cirrosVM, ubuntuVM, badVM)).on("get nodes -o json", nodesJSON) },
+			name: "yaml",
+			args: []string{"list", "-A", "-o", "yaml"},
+			setup: func(f *fake) {
+				f.on("get pods -A -o json", list(cirrosVM, ubuntuVM, badVM)).on("get nodes -o json", nodesJSON)
+			},
 			wantCalls: []string{"kubectl get pods -A -o json", "kubectl get nodes -o json"},
 		},
 		{
@@ -152,7 +158,9 @@ func TestListErrors(t *testing.T) {
 		{[]string{"list", "-o", "name"}, nil, `-o "name": want wide, json or yaml (or no -o for the table)`},
 		{[]string{"-n", "vms", "list", "-A"}, nil, "-A lists every namespace; give it or -n NAMESPACE, not both"},
 		{[]string{"list", "x"}, nil, `podvisorctl list takes no arguments, got ["x"]`},
-		{[]string{"list"}, func(f *fake) { f.fail("get pods -o json", "error: You must be logged in to the server (Unauthorized)\n", 1) },
+		{[]string{"list"}, func(f *fake) {
+			f.fail("get pods -o json", "error: You must be logged in to the server (Unauthorized)\n", 1)
+		},
 			"podvisorctl: kubectl get pods -o json: error: You must be logged in to the server (Unauthorized)"},
 	}
 	for _, tc := range tests {
