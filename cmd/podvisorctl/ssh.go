@@ -110,17 +110,17 @@ func (a *app) ssh(ctx context.Context, o sshOptions) error {
 	if err != nil {
 		return err
 	}
-	local, pfStderr, stop, err := a.portForward(ctx, k, vm, o.port)
+	tun, err := a.portForward(ctx, k, vm, 0, o.port)
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer tun.stop()
 
 	host := "127.0.0.1"
 	if o.user != "" {
 		host = o.user + "@" + host
 	}
-	args := []string{"-p", strconv.Itoa(local),
+	args := []string{"-p", strconv.Itoa(tun.local),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"}
 	if o.identity != "" {
 		args = append(args, "-i", o.identity)
@@ -134,7 +134,7 @@ func (a *app) ssh(ctx context.Context, o sshOptions) error {
 	if err != nil {
 		// Why the tunnel failed (podvisor could not reach the guest's
 		// port, the pod went away) is in kubectl's messages.
-		if msg := strings.TrimSpace(pfStderr.String()); msg != "" {
+		if msg := strings.TrimSpace(tun.stderr.String()); msg != "" {
 			fmt.Fprintf(a.stderr, "kubectl port-forward said:\n%s\n", msg)
 		}
 	}
@@ -193,23 +193,37 @@ func splitSSHArgs(words []string) (opts, command []string, err error) {
 
 var forwardingRE = regexp.MustCompile(`^Forwarding from 127\.0\.0\.1:(\d+) -> `)
 
-// portForward runs kubectl port-forward to the VM's port in the
-// background and returns the local port, kubectl's standard error so far and
-// a function that stops it.
-func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, port int) (int, *syncbuf.Buffer, func(), error) {
-	args := []string{"port-forward", "-n", vm.Namespace, "pod/" + vm.Name, "--address", "127.0.0.1", ":" + strconv.Itoa(port)}
+// tunnel is a kubectl port-forward running in the background.
+type tunnel struct {
+	local  int             // the local port kubectl listens on
+	stderr *syncbuf.Buffer // what kubectl said
+	exited <-chan struct{} // closed when kubectl ended
+	stop   func()          // ends it (SIGTERM, then SIGKILL) and waits
+	args   []string
+	err    func() error // kubectl's exit, once exited is closed
+}
+
+// portForward runs kubectl port-forward from local (0: a free port) to
+// the VM pod's port remote in the background and returns once kubectl
+// listens.
+func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, local, remote int) (*tunnel, error) {
+	spec := ":" + strconv.Itoa(remote)
+	if local != 0 {
+		spec = strconv.Itoa(local) + spec
+	}
+	args := []string{"port-forward", "-n", vm.Namespace, "pod/" + vm.Name, "--address", "127.0.0.1", spec}
 	cmd := k.command(ctx, args)
 	// Its own process group: a Ctrl-C meant for ssh must not end the tunnel
 	// under it; stop() ends it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, nil, nil, err
+		return nil, err
 	}
 	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
-		return 0, nil, nil, fmt.Errorf("starting kubectl port-forward: %w", err)
+		return nil, fmt.Errorf("starting kubectl port-forward: %w", err)
 	}
 	exited := make(chan struct{})
 	var waitErr error
@@ -242,21 +256,22 @@ func (a *app) portForward(ctx context.Context, k *kubectl, vm *vmPod, port int) 
 			<-exited
 		}
 	}
+	t := &tunnel{stderr: stderr, exited: exited, stop: stop, args: args, err: func() error { return waitErr }}
 	timer := time.NewTimer(portForwardTimeout)
 	defer timer.Stop()
 	select {
-	case p := <-portc:
-		return p, stderr, stop, nil
+	case t.local = <-portc:
+		return t, nil
 	case <-exited:
 		if waitErr == nil {
 			waitErr = errors.New("exited without reporting a local port")
 		}
-		return 0, nil, nil, &kubectlError{args: args, err: waitErr, stderr: stderr.String()}
+		return nil, &kubectlError{args: args, err: waitErr, stderr: stderr.String()}
 	case <-timer.C:
 		stop()
-		return 0, nil, nil, fmt.Errorf("kubectl %s did not report a local port within %v: %s", quoteArgs(args), portForwardTimeout, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("kubectl %s did not report a local port within %v: %s", quoteArgs(args), portForwardTimeout, strings.TrimSpace(stderr.String()))
 	case <-ctx.Done():
 		stop()
-		return 0, nil, nil, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
