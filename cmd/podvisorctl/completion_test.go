@@ -67,3 +67,26 @@ func TestCompletionBadShell(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletePodNames: console, ssh and vnc complete the namespace's VM
+// pods (ssh after USER@), not its container pods.
+func TestCompletePodNames(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "console", ""}, "cirros-vm\tRunning on node-1\nnew-vm\tPending on node-1\n:4\n"},
+		{[]string{"__complete", "vnc", "ci"}, "cirros-vm\tRunning on node-1\n:4\n"},
+		{[]string{"__complete", "ssh", "cirros@"}, "cirros@cirros-vm\tRunning on node-1\ncirros@new-vm\tPending on node-1\n:4\n"},
+		{[]string{"__complete", "-n", "vms", "console", ""}, ":4\n"},
+		{[]string{"__complete", "console", "cirros-vm", ""}, ":4\n"},
+	} {
+		f := newFake(t)
+		f.on("get pods -o json", list(cirrosVM, nginx, pendingVM))
+		f.on("get pods -n vms -o json", list(nginx))
+		r := f.run(tc.args...)
+		if r.stdout != tc.want {
+			t.Errorf("%v: got %q, want %q", tc.args, r.stdout, tc.want)
+		}
+	}
+}

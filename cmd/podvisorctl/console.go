@@ -26,7 +26,8 @@ sets both. kubectl logs POD shows the same console's output without
 attaching.`,
 		Example: `  podvisorctl console cirros-vm
   kubectl podvisor -n vms console ubuntu-vm`,
-		Args: onePod,
+		Args:              onePod,
+		ValidArgsFunction: a.completeVMPods,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			k, err := a.kubectl()

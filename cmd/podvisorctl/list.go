@@ -93,7 +93,7 @@ field, memory in bytes.`,
 			if all && a.namespace != "" {
 				return errors.New("-A lists every namespace; give it or -n NAMESPACE, not both")
 			}
-			vms, err := a.listVMs(cmd.Context(), all)
+			vms, err := a.listVMs(cmd.Context(), all, true)
 			if err != nil {
 				return err
 			}
@@ -105,8 +105,9 @@ field, memory in bytes.`,
 	return cmd
 }
 
-// listVMs reads the pods and nodes and keeps the VM pods.
-func (a *app) listVMs(ctx context.Context, all bool) ([]listedVM, error) {
+// listVMs reads the pods and keeps the VM pods; withNodes reads the nodes'
+// accelerators too.
+func (a *app) listVMs(ctx context.Context, all, withNodes bool) ([]listedVM, error) {
 	k, err := a.kubectl()
 	if err != nil {
 		return nil, err
@@ -140,7 +141,7 @@ func (a *app) listVMs(ctx context.Context, all bool) ([]listedVM, error) {
 		}
 		vms = append(vms, describeVM(p, id))
 	}
-	if len(vms) > 0 {
+	if len(vms) > 0 && withNodes {
 		accel := nodeAccelerators(ctx, k)
 		for i := range vms {
 			vms[i].Accelerator = accel[vms[i].Node][0]

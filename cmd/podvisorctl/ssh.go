@@ -60,6 +60,7 @@ Two forms of what follows the pod:
   podvisorctl ssh -i ~/.ssh/vm_key ubuntu@ubuntu-vm -- uname -a
   podvisorctl ssh cirros@cirros-vm -- -i ~/.ssh/vm_key -o ConnectTimeout=5 uptime
   kubectl podvisor -n vms ssh --port 2222 admin@my-vm`,
+		ValidArgsFunction: a.completeVMPods,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return errors.New("ssh needs [USER@]POD")

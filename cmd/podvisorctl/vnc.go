@@ -53,7 +53,8 @@ it keeps forwarding until Ctrl-C: connect any VNC client to the address.`,
 		Example: `  podvisorctl vnc cirros-vm
   podvisorctl vnc --port 5901 --viewer none ubuntu-vm     # then: vncviewer 127.0.0.1::5901
   kubectl podvisor -n vms vnc --viewer remote-viewer my-vm`,
-		Args: onePod,
+		Args:              onePod,
+		ValidArgsFunction: a.completeVMPods,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if port < 0 || port > 65535 {
 				return fmt.Errorf("--port %d: want a local port, 1 to 65535, or 0 for a free one", port)
