@@ -10,12 +10,13 @@ import (
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
-// The simulated display: what QEMU's VGA shows at boot (text mode, 720x400)
-// over RFB 3.8 with security type None, the way podvisor's domains are
-// configured (runtime/domain: VNC on a unix socket, no password).
+// The simulated display: what QEMU 7.2's VNC server says before the guest
+// draws (TestLibvirtDisplay: 640x480, desktop "QEMU (DOMAIN)") over RFB
+// 3.8 with security type None, the way podvisor's domains are configured
+// (runtime/domain: VNC on a unix socket, no password).
 const (
-	DisplayWidth  = 720
-	DisplayHeight = 400
+	DisplayWidth  = 640
+	DisplayHeight = 480
 	rfbVersion    = "RFB 003.008\n"
 )
 
@@ -53,7 +54,7 @@ func (h *Hypervisor) openDisplay(name string) (net.Conn, error) {
 	}
 	client, server := net.Pipe()
 	d.displays = append(d.displays, server)
-	go serveRFB(server, name)
+	go serveRFB(server, "QEMU ("+name+")")
 	return client, nil
 }
 

@@ -38,7 +38,7 @@ func TestDisplay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (rfb.ServerInit{Version: "RFB 003.008", Width: DisplayWidth, Height: DisplayHeight, BitsPerPixel: 32, Depth: 24, Name: "vm"}); si != want {
+		if want := (rfb.ServerInit{Version: "RFB 003.008", Width: DisplayWidth, Height: DisplayHeight, BitsPerPixel: 32, Depth: 24, Name: "QEMU (vm)"}); si != want {
 			t.Errorf("ServerInit %+v, want %+v", si, want)
 		}
 		conns = append(conns, c)

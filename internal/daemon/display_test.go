@@ -57,7 +57,7 @@ func TestPortForwardToTheDisplay(t *testing.T) {
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
-		if want := (rfb.ServerInit{Version: "RFB 003.008", Width: simhv.DisplayWidth, Height: simhv.DisplayHeight, BitsPerPixel: 32, Depth: 24, Name: domainName}); si != want {
+		if want := (rfb.ServerInit{Version: "RFB 003.008", Width: simhv.DisplayWidth, Height: simhv.DisplayHeight, BitsPerPixel: 32, Depth: 24, Name: "QEMU (" + domainName + ")"}); si != want {
 			t.Errorf("ServerInit %+v, want %+v", si, want)
 		}
 	}
