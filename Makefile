@@ -30,7 +30,7 @@ ACTIONLINT_VERSION := v1.7.12
 # Every shell script: *.sh and the ones without the suffix.
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') deploy/image/podvisor-vms-emulator kind/virsh .ci/run
 
-.PHONY: all build image test demo lint bench fuzz deps tools unit crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
+.PHONY: all build image test demo lint bench fuzz deps tools unit scale-smoke crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
 
 all: build
 
@@ -73,13 +73,20 @@ lint: $(ACTIONLINT)
 # Unit and in-process tiers: pure packages, the lifecycle on the simulated
 # hypervisor, the CRI over a real gRPC socket. -race throughout.
 unit:
-	go test -race -count=1 -timeout 20m ./...
+	go test -race -count=1 -timeout 30m ./...
+
+# TestScale with 50 pods on bin/podvisor --hypervisor sim: a smoke of the
+# scale path (make bench runs 500 and records them).
+scale-smoke:
+	PODVISOR_SCALE_PODS=50 go test -count=1 -timeout 10m -run '^TestScale$$' ./internal/scalebench/
 
 domain-xml:
 	ci/validate-domain-xml.sh
 
+# bin/podvisor --hypervisor sim as a process, killed with SIGKILL and
+# restarted between the steps of a pod's lifecycle (internal/processtests).
 crictl-sim: build tools
-	ci/test-crictl-sim.sh $(CRICTL)
+	PODVISOR_PROCESS_TESTS=1 CRICTL=$(CRICTL) go test -race -count=1 -timeout 10m ./internal/processtests/
 
 libvirt-it:
 	ci/test-libvirt.sh

@@ -110,6 +110,7 @@ sed "s|@BASE@|http://127.0.0.1:8099|" "$root/conformance/translations.yaml" >"$w
 echo "--- podvisor on libvirt"
 nsenter --net="/run/netns/$node_ns" "$podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni" \
 	--listen "unix://$sock" --state-dir "$work/state" --image-translations-dir "$work/translations" \
+	--image-download-allow-networks 127.0.0.1/32 \
 	>"$work/podvisor.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: every tier this machine allows, in order of cost. It installs
-# what it needs and starts what it needs, and stops what it started.
+# what it needs and starts what it needs, and stops what it started. Each
+# tier is a Makefile target, so a developer reruns one with `make <target>`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/_build/tools:/usr/local/go/bin:$PATH"
@@ -21,32 +22,27 @@ step "lint: gofmt, go vet, go mod tidy"
 make --no-print-directory lint
 
 step "unit and in-process tiers (-race)"
-go test -race -count=1 -timeout 30m ./...
+make --no-print-directory unit
 
 step "fuzz targets, 10s each (make fuzz runs them longer)"
-FUZZTIME=10s ci/test-fuzz.sh
+make --no-print-directory fuzz FUZZTIME=10s
 
 step "golden domain XML against libvirt's schema"
-ci/validate-domain-xml.sh
+make --no-print-directory domain-xml
 
-step "crictl on bin/podvisor --hypervisor sim, kill -9 between every step"
-ci/test-crictl-sim.sh _build/tools/crictl
+step "bin/podvisor --hypervisor sim as a process, kill -9 between the lifecycle steps (internal/processtests)"
+make --no-print-directory crictl-sim
 
 step "scale smoke: TestScale with 50 pods on bin/podvisor --hypervisor sim (make bench runs 500 and records)"
-PODVISOR_SCALE_PODS=50 go test -count=1 -timeout 10m -run '^TestScale$' ./internal/scalebench/
+make --no-print-directory scale-smoke
 
 step "real libvirt + QEMU"
 if ! ci/libvirtd.sh status 2>/dev/null | grep '^libvirtd: running' >/dev/null; then started+=(ci/libvirtd.sh); fi
 ci/libvirtd.sh start
-ci/test-libvirt.sh
-KEEP_LIBVIRTD=1 ci/real-pod.sh test
+make --no-print-directory libvirt-it
+KEEP_LIBVIRTD=1 make --no-print-directory real-pod
 
-# shellcheck disable=SC2043 # a list of one: tiers that may be absent go here
-for extra in ci/test-proxy.sh; do
-	if [ -x "$extra" ]; then
-		step "$extra"
-		"$extra"
-	fi
-done
+step "criproxy in front of real containerd (ci/test-proxy.sh)"
+make --no-print-directory proxy-it
 
 step "make test: all tiers passed"

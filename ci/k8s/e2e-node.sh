@@ -174,6 +174,12 @@ patches:
 - path: libvirt-paths.yaml
 - path: kubeconfig.yaml
 - path: translations.yaml
+# The test guest is served on the node's loopback (127.0.0.1:8099), which
+# image downloads may not reach unless allowed.
+- target: {kind: DaemonSet, name: podvisor}
+  patch: |-
+    - {op: test, path: /spec/template/spec/containers/0/name, value: podvisor}
+    - {op: add, path: /spec/template/spec/containers/0/command/-, value: --image-download-allow-networks=127.0.0.1/32}
 YAML
 	cat >"$dir/libvirt-paths.yaml" <<YAML
 apiVersion: apps/v1

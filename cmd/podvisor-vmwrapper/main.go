@@ -4,7 +4,8 @@
 // <qemu:env> sets PODVISOR_NETNS and PODVISOR_NICS, it enters that network
 // namespace and executes the real QEMU with a tap NIC per entry appended.
 // Without them (libvirt's capability probes: -help, -version, QMP) it
-// executes QEMU unchanged. See docs/networking.md.
+// executes QEMU unchanged. Either way QEMU runs with only the capabilities
+// in vmenv.QEMUCapabilities. See docs/networking.md and docs/libvirt.md.
 package main
 
 import (
@@ -80,7 +81,14 @@ func enterNetNS(path string) error {
 	return nil
 }
 
+// execQEMU executes QEMU, with only vmenv.QEMUCapabilities, on this
+// thread, which stays locked: the capabilities and the namespace are the
+// thread's.
 func execQEMU(qemu string, argv, env []string) error {
+	runtime.LockOSThread()
+	if err := dropCapabilities(vmenv.QEMUCapabilities); err != nil {
+		return fmt.Errorf("before executing the emulator %s: %w", qemu, err)
+	}
 	err := syscall.Exec(qemu, argv, env)
 	return fmt.Errorf("executing the emulator %s (set %s to another path): %w", qemu, vmenv.EnvQEMU, err)
 }

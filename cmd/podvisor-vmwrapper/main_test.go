@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,8 +39,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fakeQEMU writes a script that reports its network namespace, arguments
-// and any PODVISOR_ variable it sees.
+// fakeQEMU writes a script that reports its network namespace, arguments,
+// any PODVISOR_ variable it sees and its capability sets (read by the
+// shell itself, the process the wrapper executed).
 func fakeQEMU(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "qemu")
@@ -47,6 +49,7 @@ func fakeQEMU(t *testing.T) string {
 echo "netns=$(readlink /proc/self/ns/net)"
 for a in "$@"; do echo "arg=$a"; done
 env | grep '^PODVISOR_' | sed 's/^/env=/'
+while read -r k v; do case "$k" in Cap*) echo "cap=$k$v" ;; esac; done </proc/$$/status
 exit 0
 `
 	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
@@ -59,6 +62,7 @@ type result struct {
 	netns string
 	args  []string
 	env   []string
+	caps  map[string]uint64 // CapBnd etc. from /proc/PID/status
 }
 
 func runWrapper(t *testing.T, env []string, args ...string) (result, string, error) {
@@ -78,6 +82,12 @@ func runWrapper(t *testing.T, env []string, args ...string) (result, string, err
 			r.args = append(r.args, v)
 		case "env":
 			r.env = append(r.env, v)
+		case "cap":
+			name, hex, _ := strings.Cut(v, ":")
+			if r.caps == nil {
+				r.caps = map[string]uint64{}
+			}
+			r.caps[name], _ = strconv.ParseUint(hex, 16, 64)
 		}
 	}
 	return r, stderr.String(), err
@@ -108,6 +118,31 @@ func TestPassThrough(t *testing.T) {
 	}
 	if len(r.env) != 0 {
 		t.Errorf("QEMU saw %v", r.env)
+	}
+	checkCaps(t, r)
+}
+
+// checkCaps: QEMU has no capability beyond vmenv.QEMUCapabilities in any
+// set, none of those it must never have, and as root (podvisor's QEMU)
+// exactly those.
+func checkCaps(t *testing.T, r result) {
+	t.Helper()
+	const never = 1<<unix.CAP_MKNOD | 1<<unix.CAP_FSETID | 1<<unix.CAP_SETFCAP | 1<<unix.CAP_SYS_ADMIN | 1<<unix.CAP_CHOWN | 1<<unix.CAP_SETUID
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		got, ok := r.caps[set]
+		if !ok {
+			t.Errorf("QEMU reported no %s: %v", set, r.caps)
+			continue
+		}
+		if extra := got &^ vmenv.QEMUCapabilities; extra != 0 && (set != "CapBnd" || os.Geteuid() == 0) {
+			t.Errorf("QEMU's %s is %#x: %#x beyond vmenv.QEMUCapabilities %#x", set, got, extra, vmenv.QEMUCapabilities)
+		}
+		if got&never != 0 && (set != "CapBnd" || os.Geteuid() == 0) {
+			t.Errorf("QEMU's %s %#x has CAP_MKNOD, CAP_FSETID, CAP_SETFCAP, CAP_SYS_ADMIN, CAP_CHOWN or CAP_SETUID", set, got)
+		}
+	}
+	if os.Geteuid() == 0 && (r.caps["CapEff"] != vmenv.QEMUCapabilities || r.caps["CapBnd"] != vmenv.QEMUCapabilities) {
+		t.Errorf("QEMU run by root has CapEff %#x, CapBnd %#x; want %#x", r.caps["CapEff"], r.caps["CapBnd"], vmenv.QEMUCapabilities)
 	}
 }
 
@@ -165,6 +200,7 @@ func TestEntersNetNS(t *testing.T) {
 	if len(r.env) != 0 {
 		t.Errorf("QEMU saw %v", r.env)
 	}
+	checkCaps(t, r)
 }
 
 func TestFailures(t *testing.T) {

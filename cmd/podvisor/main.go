@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podvisor/podvisor/internal/daemon"
+	"github.com/podvisor/podvisor/runtime/pod"
 )
 
 func main() {
@@ -42,6 +43,11 @@ func run(args []string) error {
 	fs.StringVar(&cfg.ImageDir, "image-dir", "", "image store directory (default <state-dir>/images)")
 	fs.StringVar(&cfg.ImageTranslationsDir, "image-translations-dir", "", "directory of image translation configs (the virtlet-image-translations ConfigMap)")
 	fs.DurationVar(&cfg.ImagePullGiveUp, "image-pull-give-up", 0, "an image download that gets no new byte for this long fails (default 5m)")
+	fs.BoolVar(&cfg.ImageAllowUntranslated, "image-allow-untranslated", false, "download image names no translation matches as URLs, as Virtlet did (off: such names are refused)")
+	allowNets := fs.String("image-download-allow-networks", "", "CIDRs, comma-separated, that image downloads may reach although loopback, link-local, private or otherwise refused (e.g. 127.0.0.1/32 for a server on the node)")
+	fs.BoolVar(&cfg.ImageDownloadAllowPrivate, "image-download-allow-private", false, "let image downloads reach private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
+	fs.BoolVar(&cfg.ImageDownloadAllowInsecureRedirects, "image-download-allow-insecure-redirects", false, "follow redirects to plain http on another host or port (off: redirects go to https or stay on the host and port)")
+	fs.StringVar(&cfg.ImageMaxSize, "image-max-size", daemon.DefaultImageMaxSize, "largest image file a download may bring, e.g. 64Gi or 500Mi; 0: no limit")
 	fs.DurationVar(&cfg.SimBootTime, "sim-boot-time", 0, "boot time of simulated guests (default 200ms)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection URI")
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
@@ -56,6 +62,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources and VirtletImageMapping image translations (empty: none)")
 	fs.StringVar(&cfg.ImageMappingNamespace, "image-mapping-namespace", "", "namespace whose VirtletImageMappings are watched (empty: all namespaces; needs --kubeconfig)")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's name: podvisor labels it "+daemon.LabelAccelerator+"=kvm|tcg (needs --kubeconfig and RBAC to patch nodes; empty: no label)")
+	fs.Int64Var(&cfg.ExecStdinLimit, "exec-stdin-limit", pod.DefaultExecStdinLimit, fmt.Sprintf("most bytes of stdin kubectl exec -i may send a VM's command; more fails the exec (at most %d, what one guest agent command carries)", pod.MaxExecStdinLimit))
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,6 +71,9 @@ func run(args []string) error {
 		return fmt.Errorf("unexpected arguments %q: podvisor takes only flags", fs.Args())
 	}
 	cfg.CNIBinDirs = strings.Split(*cniBin, ",")
+	if *allowNets != "" {
+		cfg.ImageDownloadAllowNetworks = strings.Split(*allowNets, ",")
+	}
 	if *version {
 		fmt.Println("podvisor", daemon.Version)
 		return nil
@@ -139,6 +149,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		Network:               pick("network", file.Network, flags.Network),
 		ImageDir:              pick("image-dir", file.ImageDir, flags.ImageDir),
 		ImageTranslationsDir:  pick("image-translations-dir", file.ImageTranslationsDir, flags.ImageTranslationsDir),
+		ImageMaxSize:          pick("image-max-size", file.ImageMaxSize, flags.ImageMaxSize),
 		CgroupDriver:          pick("cgroup-driver", file.CgroupDriver, flags.CgroupDriver),
 		LibvirtURI:            pick("libvirt-uri", file.LibvirtURI, flags.LibvirtURI),
 		KVM:                   pick("kvm", file.KVM, flags.KVM),
@@ -154,6 +165,7 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 		CNIBinDirs:            flags.CNIBinDirs,
 		SimBootTime:           flags.SimBootTime,
 		ImagePullGiveUp:       flags.ImagePullGiveUp,
+		ExecStdinLimit:        flags.ExecStdinLimit,
 		SocketMode:            file.SocketMode,
 		Profiling:             file.Profiling,
 		MetricsBestEffort:     file.MetricsBestEffort || flags.MetricsBestEffort,
@@ -161,16 +173,35 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 	if set["profiling"] {
 		out.Profiling = flags.Profiling
 	}
+	out.ImageAllowUntranslated = pickBool(set["image-allow-untranslated"], file.ImageAllowUntranslated, flags.ImageAllowUntranslated)
+	out.ImageDownloadAllowPrivate = pickBool(set["image-download-allow-private"], file.ImageDownloadAllowPrivate, flags.ImageDownloadAllowPrivate)
+	out.ImageDownloadAllowInsecureRedirects = pickBool(set["image-download-allow-insecure-redirects"], file.ImageDownloadAllowInsecureRedirects, flags.ImageDownloadAllowInsecureRedirects)
+	out.ImageDownloadAllowNetworks = file.ImageDownloadAllowNetworks
+	if set["image-download-allow-networks"] {
+		out.ImageDownloadAllowNetworks = flags.ImageDownloadAllowNetworks
+	}
 	if !set["cni-bin-dir"] && len(file.CNIBinDirs) > 0 {
 		out.CNIBinDirs = file.CNIBinDirs
 	}
 	if !set["sim-boot-time"] && file.SimBootTime != 0 {
 		out.SimBootTime = file.SimBootTime
 	}
+	if !set["exec-stdin-limit"] && file.ExecStdinLimit != 0 {
+		out.ExecStdinLimit = file.ExecStdinLimit
+	}
 	if !set["image-pull-give-up"] && file.ImagePullGiveUp != 0 {
 		out.ImagePullGiveUp = file.ImagePullGiveUp
 	}
 	return out
+}
+
+// pickBool is the flag's value when given on the command line, else the
+// file's.
+func pickBool(flagSet, fileV, flagV bool) bool {
+	if flagSet {
+		return flagV
+	}
+	return fileV
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {

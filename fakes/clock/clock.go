@@ -32,6 +32,9 @@ func (Real) Now() time.Time { return time.Now() }
 // AfterFunc is time.AfterFunc.
 func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
+// After is time.After.
+func (Real) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
 // Fake is a clock that only moves when Advance or Set is called. Timers fire
 // synchronously inside Advance, in order of their due time, each one seeing
 // Now() equal to its due time; a timer scheduled by a firing timer is fired in

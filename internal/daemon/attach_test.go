@@ -114,3 +114,51 @@ func TestAttachIsTheSerialConsole(t *testing.T) {
 		t.Errorf("after detaching the VM is %v, %v; want running", cs.GetStatus().GetState(), err)
 	}
 }
+
+// TestExecStdinBeyondTheLimit drives `kubectl exec -i` the way kubectl
+// does (SPDY to the streaming URL) with more stdin than --exec-stdin-limit:
+// the client gets an error naming the limit (kubectl prints it and exits
+// non-zero), and stdin within the limit still reaches the command.
+func TestExecStdinBeyondTheLimit(t *testing.T) {
+	h := newHarness(t)
+	h.stop()
+	h.cfg.ExecStdinLimit = 4096
+	h.start()
+	c := ctx(t)
+	_, cr := h.createdVM(t, "exi")
+	if _, err := h.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	execCat := func(stdin []byte) (string, error) {
+		resp, err := h.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: cr.ContainerId, Cmd: []string{"cat"}, Stdin: true, Stdout: true, Stderr: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.Parse(resp.Url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec, err := remotecommand.NewSPDYExecutor(&rest.Config{Host: u.Host}, "POST", u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut strings.Builder
+		sctx, cancel := context.WithTimeout(c, 30*time.Second)
+		defer cancel()
+		err = exec.StreamWithContext(sctx, remotecommand.StreamOptions{Stdin: strings.NewReader(string(stdin)), Stdout: &out, Stderr: &errOut})
+		return out.String(), err
+	}
+	small := strings.Repeat("y", 4096)
+	var out string
+	var err error
+	deadline := time.Now().Add(20 * time.Second)
+	for out, err = execCat([]byte(small)); err != nil && time.Now().Before(deadline); out, err = execCat([]byte(small)) {
+		time.Sleep(50 * time.Millisecond) // the guest agent answers once the guest has booted
+	}
+	if err != nil || out != small {
+		t.Fatalf("exec cat with 4096 bytes of stdin (the limit) = %d bytes, %v; want them back", len(out), err)
+	}
+	if _, err := execCat(make([]byte, 4097)); err == nil || !strings.Contains(err.Error(), "--exec-stdin-limit") {
+		t.Errorf("exec cat with 4097 bytes of stdin: %v; want an error naming --exec-stdin-limit", err)
+	}
+}

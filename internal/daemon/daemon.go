@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -78,6 +79,23 @@ type Config struct {
 	// ImagePullGiveUp is how long an image download may go without
 	// progress before the pull fails (0: image.DefaultGiveUpAfter).
 	ImagePullGiveUp time.Duration `json:"imagePullGiveUp"`
+	// ImageAllowUntranslated lets image names no translation matches be
+	// downloaded as URLs (Virtlet's behaviour); off, only URLs of the
+	// operator's translations and VirtletImageMappings are fetched.
+	ImageAllowUntranslated bool `json:"imageAllowUntranslated"`
+	// ImageDownloadAllowNetworks are CIDRs (or single addresses) downloads
+	// may connect to although loopback, link-local, private or otherwise
+	// refused, e.g. a mirror on the node: 127.0.0.1/32.
+	ImageDownloadAllowNetworks []string `json:"imageDownloadAllowNetworks"`
+	// ImageDownloadAllowPrivate lets downloads reach private addresses
+	// (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+	ImageDownloadAllowPrivate bool `json:"imageDownloadAllowPrivate"`
+	// ImageDownloadAllowInsecureRedirects lets downloads follow redirects
+	// to plain http on another host or port.
+	ImageDownloadAllowInsecureRedirects bool `json:"imageDownloadAllowInsecureRedirects"`
+	// ImageMaxSize is the largest image file a download may bring, a
+	// quantity like 64Gi (the default) or 500Mi; "0" removes the limit.
+	ImageMaxSize string `json:"imageMaxSize"`
 	// SimBootTime is the simulated guests' boot time.
 	SimBootTime time.Duration `json:"simBootTime"`
 	// CgroupDriver reported to kubelet: cgroupfs or systemd.
@@ -126,6 +144,10 @@ type Config struct {
 	// are watched; "" (the default) watches all namespaces. Used only
 	// with Kubeconfig.
 	ImageMappingNamespace string `json:"imageMappingNamespace"`
+	// ExecStdinLimit is the most stdin, in bytes, `kubectl exec -i` may
+	// send a VM's command (0: pod.DefaultExecStdinLimit, 1 MiB; at most
+	// pod.MaxExecStdinLimit); more fails the exec with an error.
+	ExecStdinLimit int64 `json:"execStdinLimit"`
 	// NodeName is this node's Node object, which podvisor labels with its
 	// accelerator (LabelAccelerator, AnnotationAcceleratorReason); ""
 	// labels nothing. Needs Kubeconfig and RBAC to patch nodes.
@@ -134,6 +156,9 @@ type Config struct {
 	// imageMappingSyncWait bounds how long New waits for the first list of
 	// VirtletImageMappings (default 10 s); tests shorten it.
 	imageMappingSyncWait time.Duration
+	// Parsed by Validate from ImageDownloadAllowNetworks and ImageMaxSize.
+	imageAllowNets []netip.Prefix
+	imageMaxBytes  int64
 }
 
 // DefaultMetricsAddr and DefaultProfilingAddr are the flags' defaults.
@@ -189,6 +214,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ImagePullGiveUp < 0 {
 		return fmt.Errorf("image-pull-give-up: %v is negative, accepted: a positive duration, or 0 for the default %v", c.ImagePullGiveUp, image.DefaultGiveUpAfter)
+	}
+	if err := c.validateDownloads(); err != nil {
+		return err
 	}
 	if err := c.validateNodeFacing(); err != nil {
 		return err
@@ -378,7 +406,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 		}
 	}
 	d.translations = image.NewTranslations(cfg.ImageTranslationsDir, mappings...)
-	imgOpts := []image.Option{image.WithLogger(log)}
+	imgOpts := append(cfg.downloadOptions(), image.WithLogger(log))
 	if cfg.ImagePullGiveUp > 0 {
 		imgOpts = append(imgOpts, image.WithGiveUpAfter(cfg.ImagePullGiveUp))
 	}
@@ -388,14 +416,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	}
 	images := imageService{store: imgStore}
 
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log})
+	// The metrics count the manager's sandboxes and containers at each
+	// scrape, once it exists; it reports its steps to them.
+	mx := metrics.New(managerCounts{&d.manager})
+	overlay, writeISO := timedAssembly(mx)
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: emulator, NICs: nics, DataSource: dataSource, Logger: log,
+		Overlay: overlay, WriteISO: writeISO})
 	if err != nil {
 		return nil, err
 	}
 	d.manager, err = pod.New(ctx, pod.Config{
 		Hypervisor: d.hv, Store: d.db, Network: netw, Images: images, Assembler: asm,
-		StateDir: cfg.StateDir, Logger: log,
-		Failpoints: failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		StateDir: cfg.StateDir, Logger: log, ExecStdinLimit: cfg.ExecStdinLimit,
+		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
+		ObserveStep: mx.ObserveStep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recovering state: %w", err)
@@ -420,7 +454,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err != nil {
 		return nil, err
 	}
-	mx := metrics.New(d.manager)
 	if err := d.listenMetrics(mx); err != nil {
 		return nil, err
 	}

@@ -56,6 +56,8 @@ func newHarness(t *testing.T) *harness {
 		Hypervisor:           "sim",
 		ImageTranslationsDir: tdir,
 		SimBootTime:          20 * time.Millisecond,
+		// The tests' image servers listen on loopback.
+		ImageDownloadAllowNetworks: []string{"127.0.0.1/32"},
 	}}
 	h.start()
 	t.Cleanup(h.stop)

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,5 +163,46 @@ func TestPullGivesUp(t *testing.T) {
 		if len(entries) != 0 {
 			t.Errorf("%s/ holds %d entries after the failed pull, want none", d, len(entries))
 		}
+	}
+}
+
+// TestDownloadPolicyFlags: with the defaults an untranslated name is
+// refused before any request, naming the flag; the flags open it.
+func TestDownloadPolicyFlags(t *testing.T) {
+	var hits atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1); http.NotFound(w, r) })}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	name := "virtlet.cloud/http://" + ln.Addr().String() + "/x.qcow2"
+
+	h := newHarness(t)
+	c := ctx(t)
+	_, err = h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: name}})
+	if err == nil || !strings.Contains(err.Error(), "--image-allow-untranslated") || !strings.Contains(err.Error(), name) {
+		t.Fatalf("untranslated name with the defaults: %v, want a refusal naming the image and --image-allow-untranslated", err)
+	}
+	if hits.Load() != 0 {
+		t.Errorf("%d requests for a refused name", hits.Load())
+	}
+
+	h.stop()
+	h.cfg.ImageAllowUntranslated = true
+	h.cfg.ImageDownloadAllowNetworks = nil
+	h.start()
+	_, err = h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: name}})
+	if err == nil || !strings.Contains(err.Error(), "a loopback address") {
+		t.Fatalf("loopback without --image-download-allow-networks: %v", err)
+	}
+
+	h.stop()
+	h.cfg.ImageDownloadAllowNetworks = []string{"127.0.0.1/32"}
+	h.start()
+	_, err = h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: name}})
+	if err == nil || !strings.Contains(err.Error(), "HTTP 404") || hits.Load() != 1 {
+		t.Fatalf("allowed: %v after %d requests, want the server's 404", err, hits.Load())
 	}
 }

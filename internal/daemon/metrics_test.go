@@ -37,6 +37,12 @@ func TestMetricsEndpoint(t *testing.T) {
 		`podvisor_cri_request_duration_seconds_count{code="OK",method="RunPodSandbox"} 1`,
 		`podvisor_cri_request_duration_seconds_count{code="NotFound",method="ContainerStatus"} 1`,
 		`podvisor_vm_start_duration_seconds_count 1`,
+		`podvisor_vm_step_duration_seconds_count{step="network"} 1`,
+		`podvisor_vm_step_duration_seconds_count{step="assemble"} 1`,
+		`podvisor_vm_step_duration_seconds_count{step="overlay"} 1`,
+		`podvisor_vm_step_duration_seconds_count{step="cloudinit"} 1`,
+		`podvisor_vm_step_duration_seconds_count{step="define"} 1`,
+		`podvisor_vm_step_duration_seconds_count{step="start"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)

@@ -32,16 +32,8 @@ func ISOTool() (string, error) {
 // and renamed into place, so dst is either the old file or the complete new
 // one, never a partial image.
 func WriteISO(ctx context.Context, c *Contents, dst string) error {
-	if c == nil {
-		return errors.New("writing cloud-init ISO: no contents")
-	}
-	if c.Label != LabelNoCloud && c.Label != LabelConfigDrive {
-		return fmt.Errorf("writing cloud-init ISO %s: label %q: accepted %q or %q", dst, c.Label, LabelNoCloud, LabelConfigDrive)
-	}
-	for _, f := range c.Files {
-		if f.Path == "" || path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || strings.HasPrefix(f.Path, "../") || f.Path == ".." {
-			return fmt.Errorf("writing cloud-init ISO %s: file path %q is not a clean relative path inside the drive", dst, f.Path)
-		}
+	if err := checkContents(c); err != nil {
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
 	tool, err := ISOTool()
 	if err != nil {
@@ -51,70 +43,98 @@ func WriteISO(ctx context.Context, c *Contents, dst string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
-	stage, err := os.MkdirTemp(dir, ".cloudinit-stage-")
-	if err != nil {
-		return fmt.Errorf("writing cloud-init ISO %s: creating staging directory: %w", dst, err)
+	stage, err := stageFiles(dir, c.Files)
+	if stage != "" {
+		defer os.RemoveAll(stage)
 	}
-	defer os.RemoveAll(stage)
-	// MkdirTemp makes 0700; the drive root should read like any directory.
-	if err := os.Chmod(stage, 0o755); err != nil {
+	if err != nil {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
-	for _, f := range c.Files {
-		p := filepath.Join(stage, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return fmt.Errorf("writing cloud-init ISO %s: staging %s: %w", dst, f.Path, err)
-		}
-		if err := os.WriteFile(p, f.Data, 0o644); err != nil {
-			return fmt.Errorf("writing cloud-init ISO %s: staging %s: %w", dst, f.Path, err)
-		}
-	}
-
 	tmp, err := os.CreateTemp(dir, ".cloudinit-*.iso.tmp")
 	if err != nil {
 		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
 	}
 	tmpName := tmp.Name()
 	tmp.Close()
-	done := false
-	defer func() {
-		if !done {
-			os.Remove(tmpName)
-		}
-	}()
+	if err := runISOTool(ctx, tool, c.Label, stage, tmpName); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	if err := os.Rename(tmpName, dst); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+	}
+	return nil
+}
 
+// checkContents refuses a label cloud-init would not look for and file
+// paths that would leave the drive's root.
+func checkContents(c *Contents) error {
+	if c == nil {
+		return errors.New("no contents")
+	}
+	if c.Label != LabelNoCloud && c.Label != LabelConfigDrive {
+		return fmt.Errorf("label %q: accepted %q or %q", c.Label, LabelNoCloud, LabelConfigDrive)
+	}
+	for _, f := range c.Files {
+		if f.Path == "" || path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || strings.HasPrefix(f.Path, "../") || f.Path == ".." {
+			return fmt.Errorf("file path %q is not a clean relative path inside the drive", f.Path)
+		}
+	}
+	return nil
+}
+
+// stageFiles writes files into a new staging directory under dir and
+// returns it (also on error, for the caller to remove).
+func stageFiles(dir string, files []DriveFile) (string, error) {
+	stage, err := os.MkdirTemp(dir, ".cloudinit-stage-")
+	if err != nil {
+		return "", fmt.Errorf("creating staging directory: %w", err)
+	}
+	// MkdirTemp makes 0700; the drive root should read like any directory.
+	if err := os.Chmod(stage, 0o755); err != nil {
+		return stage, err
+	}
+	for _, f := range files {
+		p := filepath.Join(stage, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return stage, fmt.Errorf("staging %s: %w", f.Path, err)
+		}
+		if err := os.WriteFile(p, f.Data, 0o644); err != nil {
+			return stage, fmt.Errorf("staging %s: %w", f.Path, err)
+		}
+	}
+	return stage, nil
+}
+
+// runISOTool writes the image of stage to out (an existing file) and syncs
+// it, so the rename that follows publishes a complete image.
+func runISOTool(ctx context.Context, tool, label, stage, out string) error {
 	// -J Joliet, -r Rock Ridge with uid/gid 0 and modes readable by all, write
 	// bits cleared (-R would copy the daemon's uid into the image), -V the
 	// label cloud-init looks for.
 	cmd := exec.CommandContext(ctx, tool,
-		"-o", tmpName, "-V", c.Label, "-J", "-r",
+		"-o", out, "-V", label, "-J", "-r",
 		"-input-charset", "utf-8", "-quiet", stage)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	var output bytes.Buffer
+	cmd.Stdout = &output
+	cmd.Stderr = &output
 	if err := cmd.Run(); err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = ctxErr
 		}
-		return fmt.Errorf("writing cloud-init ISO %s: %s: %w: %s", dst, filepath.Base(tool), err, strings.TrimSpace(out.String()))
+		return fmt.Errorf("%s: %w: %s", filepath.Base(tool), err, strings.TrimSpace(output.String()))
 	}
-	f, err := os.OpenFile(tmpName, os.O_RDWR, 0)
+	f, err := os.OpenFile(out, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("writing cloud-init ISO %s: syncing: %w", dst, err)
+		return fmt.Errorf("syncing: %w", err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
+		return err
 	}
-	if err := os.Chmod(tmpName, 0o644); err != nil {
-		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
-	}
-	if err := os.Rename(tmpName, dst); err != nil {
-		return fmt.Errorf("writing cloud-init ISO %s: %w", dst, err)
-	}
-	done = true
-	return nil
+	return os.Chmod(out, 0o644)
 }

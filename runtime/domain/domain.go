@@ -194,9 +194,10 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		}}}
 		d.OS.SMBios = &libvirtxml.DomainSMBios{Mode: "sysinfo"}
 	}
-	if len(in.QEMUEnv) > 0 || len(in.QEMUArgs) > 0 {
+	qemuArgs := append(FilesystemArgs(in.Filesystems), in.QEMUArgs...)
+	if len(in.QEMUEnv) > 0 || len(qemuArgs) > 0 {
 		cl := &libvirtxml.DomainQEMUCommandline{}
-		for _, a := range in.QEMUArgs {
+		for _, a := range qemuArgs {
 			cl.Args = append(cl.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
 		}
 		names := make([]string, 0, len(in.QEMUEnv))

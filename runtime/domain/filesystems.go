@@ -13,15 +13,29 @@ import (
 const MaxTagLen = 31
 
 // FilesystemAccessMode is the <filesystem accessmode> of every share:
-// "squash" (QEMU's security_model=none). Files are created and chowned as
-// the guest asks, with QEMU's own credentials: with QEMU running as root
-// (podvisor's qemu.conf) that is the guest's ownership, seen as such on
-// the host; a QEMU running as another user cannot chown, and squash then
-// ignores the failure instead of failing the guest's chown, cp -a or tar.
-// "mapped" would keep ownership in xattrs and leave the host's files
-// root-owned with mode 0600 (and tmpfs-backed emptyDirs have no user
-// xattrs before Linux 6.6); "passthrough" fails whenever QEMU is not root.
-const FilesystemAccessMode = "squash"
+// "mapped" (QEMU's security_model=mapped-xattr). QEMU creates the guest's
+// files, directories, device nodes and symbolic links on the host as
+// regular files and directories of its own user (root) with modes 0600
+// and 0700, and keeps the ownership, mode, file type and device number
+// the guest asked for in user.virtfs.* extended attributes of each file,
+// which the guest sees and cannot read or set itself. So the guest's root
+// makes no setuid file, device node or link on the host, and a chown or
+// chmod in the guest changes only what the guest sees. A host file
+// without those attributes shows the guest its real owner and mode.
+//
+// "squash" (security_model=none, podvisor's mode until issue 18) applied
+// the guest's chown, chmod and mknod to the host's files with QEMU's root
+// credentials; "passthrough" does the same and fails when QEMU may not.
+const FilesystemAccessMode = "mapped"
+
+// MetadataFileModel is the QEMU security model of a share whose host
+// directory takes no user extended attributes (tmpfs before Linux 6.6,
+// ramfs, NFS before 4.2): "mapped-file", the same mapping kept in files
+// of a .virtfs_metadata directory beside the files it describes (hidden
+// from the guest). libvirt has no accessmode for it, so the share is
+// declared "mapped" and a qemu:arg "-set" changes its fsdev's
+// security_model (FilesystemArgs).
+const MetadataFileModel = "mapped-file"
 
 // Filesystem is a host directory shared with the guest over virtio-9p
 // (<filesystem type='mount'>, QEMU's local fsdev), mounted in the guest by
@@ -35,18 +49,42 @@ type Filesystem struct {
 	// ReadOnly makes QEMU refuse every write (<readonly/>), whatever the
 	// guest's mount options.
 	ReadOnly bool
+	// MetadataInFiles keeps the guest's ownership and modes in files
+	// (MetadataFileModel) instead of extended attributes, for a host
+	// directory that takes no user extended attributes.
+	MetadataInFiles bool
+}
+
+// filesystemAlias is the libvirt device alias of share i (a user alias,
+// "ua-" prefixed, so that it is stable); libvirt names its QEMU fsdev
+// "fsdev-" + alias.
+func filesystemAlias(i int) string { return fmt.Sprintf("ua-fs%d", i) }
+
+// FilesystemArgs gives the qemu:arg values the shares fss need, in their
+// order: "-set fsdev.<id>.security_model=mapped-file" for each share with
+// MetadataInFiles. libvirt appends qemu:args after the devices it
+// generates, so the -set follows the -fsdev it changes.
+func FilesystemArgs(fss []Filesystem) []string {
+	var args []string
+	for i, f := range fss {
+		if f.MetadataInFiles {
+			args = append(args, "-set", fmt.Sprintf("fsdev.fsdev-%s.security_model=%s", filesystemAlias(i), MetadataFileModel))
+		}
+	}
+	return args
 }
 
 // FilesystemDevices gives the <filesystem> elements of the shares fss, in
-// their order (what Build puts in the domain).
+// their order (what Build puts in the domain, with FilesystemArgs).
 func FilesystemDevices(fss []Filesystem) []libvirtxml.DomainFilesystem {
 	if len(fss) == 0 {
 		return nil
 	}
 	out := make([]libvirtxml.DomainFilesystem, 0, len(fss))
-	for _, f := range fss {
+	for i, f := range fss {
 		fs := libvirtxml.DomainFilesystem{
 			AccessMode: FilesystemAccessMode,
+			Alias:      &libvirtxml.DomainAlias{Name: filesystemAlias(i)},
 			Driver:     &libvirtxml.DomainFilesystemDriver{Type: "path"},
 			Source:     &libvirtxml.DomainFilesystemSource{Mount: &libvirtxml.DomainFilesystemSourceMount{Dir: f.HostPath}},
 			Target:     &libvirtxml.DomainFilesystemTarget{Dir: f.Tag},

@@ -267,6 +267,16 @@ func goldenCases() []goldenCase {
 		{name: "input-9p-ro", ci: "nocloud", tweak: func(in *Input) {
 			in.Filesystems = []Filesystem{{HostPath: "/srv/shared/config", Tag: "config", ReadOnly: true}}
 		}},
+		// A share on a filesystem without user xattrs (a Memory emptyDir
+		// before Linux 6.6): mapped-file through a -set before the
+		// caller's own qemu:args.
+		{name: "input-9p-metadata-files", ci: "nocloud", tweak: func(in *Input) {
+			in.Filesystems = []Filesystem{
+				{HostPath: "/var/lib/kubelet/pods/b7d4c2a0/volumes/kubernetes.io~empty-dir/cache", Tag: "cache"},
+				{HostPath: "/var/lib/kubelet/pods/b7d4c2a0/volumes/kubernetes.io~empty-dir/mem", Tag: "mem", MetadataInFiles: true},
+			}
+			in.QEMUArgs = []string{"-msg", "timestamp=on"}
+		}},
 		{name: "input-9p-several", ann: one(annotations.KeyDiskDriver, "virtio"), ci: "configdrive", vols: 1, tweak: func(in *Input) {
 			in.Filesystems = []Filesystem{
 				{HostPath: "/var/lib/kubelet/pods/b7d4c2a0/volumes/kubernetes.io~empty-dir/cache", Tag: "cache"},

@@ -44,7 +44,7 @@ func BenchmarkPull(b *testing.B) {
 	b.Run("store", func(b *testing.B) {
 		b.SetBytes(int64(size))
 		for i := 0; b.Loop(); i++ {
-			s, err := NewStore(filepath.Join(dir, "store-"+strconv.Itoa(i)), staticTranslator{"img": {URL: url}})
+			s, err := NewStore(filepath.Join(dir, "store-"+strconv.Itoa(i)), staticTranslator{"img": {URL: url}}, testPolicy()...)
 			if err != nil {
 				b.Fatal(err)
 			}

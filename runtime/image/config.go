@@ -191,6 +191,10 @@ type Endpoint struct {
 	// messages.
 	TransportName string
 	Source        string
+	// Origin is who wrote the URL; it decides what the URL may name
+	// (policy.go). The zero value, OriginUntranslated, is the least
+	// trusted.
+	Origin Origin
 }
 
 // timeout returns the transport's timeout, or def when unset.

@@ -55,6 +55,8 @@ type download struct {
 	written  int64
 	synced   int64 // bytes fsynced and recorded in metaPath
 	best     int64 // most bytes ever held, to tell progress from a restart
+	// unchecked is how much was written since the free space was checked.
+	unchecked int64
 	// progress, when set, is called each time best grows.
 	progress func()
 	// resumedFrom is how much a previous, interrupted pull left.
@@ -174,6 +176,15 @@ func (d *download) copy(ctx context.Context, r io.Reader) (int64, error) {
 		}
 		m, rerr := r.Read(buf)
 		if m > 0 {
+			if err := d.checkSize(d.written + int64(m)); err != nil {
+				return n, err
+			}
+			if d.unchecked += int64(m); d.unchecked >= spaceCheckEvery {
+				d.unchecked = 0
+				if err := d.checkSpace(0); err != nil {
+					return n, err
+				}
+			}
 			if _, err := d.f.Write(buf[:m]); err != nil {
 				return n, permanent(fmt.Errorf("writing %s: %w", d.f.Name(), err))
 			}
@@ -350,7 +361,16 @@ func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
 		return permanent(err)
 	}
 
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Decoding would make sizes and byte ranges those of another
+		// stream than the one resumed; storing the encoded bytes would
+		// store something else than the image.
+		return permanent(fmt.Errorf("GET %s: the server sent the image with Content-Encoding %q, which podvisor does not decode: serve the image file as it is", d.url, ce))
+	}
 	if d.total > 0 {
+		if err := d.checkSize(d.total); err != nil {
+			return err
+		}
 		if err := d.checkSpace(d.total - d.written); err != nil {
 			return err
 		}
@@ -398,23 +418,66 @@ func (d *download) attemptHTTP(ctx context.Context, client *http.Client) error {
 }
 
 // freeSpace reports the bytes available to unprivileged writers on the file
-// system of path; a variable so tests can pretend a disk is full.
-var freeSpace = func(path string) (uint64, error) {
+// system of path and its size; a variable so tests can pretend a disk is
+// full.
+var freeSpace = func(path string) (free, size uint64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return st.Bavail * uint64(st.Bsize), nil
+	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
 }
 
-// checkSpace fails at once, instead of after hours of transfer, when the
-// rest of the image cannot fit.
+// spaceCheckEvery is how many bytes a download writes between checks of
+// the free space (a variable for tests).
+var spaceCheckEvery int64 = 16 << 20
+
+// maxReserve bounds the space a download leaves free for the node's other
+// users (kubelet, logs, VM overlays): 5% of the file system, at most this.
+const maxReserve = 1 << 30
+
+// checkSpace fails when the rest of the image (need bytes more, 0 when
+// unknown) would leave the store's file system with less than the
+// reserve: at once when the length is known, instead of after hours of
+// transfer, and as the bytes arrive when it is not, so that a server that
+// sends no length cannot fill the disk.
 func (d *download) checkSpace(need int64) error {
-	free, err := freeSpace(d.s.tmpDir())
-	if err != nil || need <= 0 || uint64(need) <= free {
+	free, size, err := freeSpace(d.s.tmpDir())
+	if err != nil {
 		return nil // unknown: let the writes tell
 	}
-	return permanent(fmt.Errorf("%s needs %d more bytes but the image store's file system has %d free", d.url, need, free))
+	reserve := min(size/20, maxReserve)
+	if need < 0 {
+		need = 0
+	}
+	if uint64(need)+reserve <= free {
+		return nil
+	}
+	if need == 0 {
+		return permanent(fmt.Errorf("%s: stopped after %d bytes: the image store's file system has %d bytes free, and downloads leave %d free for the node",
+			d.url, d.written, free, reserve))
+	}
+	return permanent(fmt.Errorf("%s needs %d more bytes but the image store's file system has %d free (downloads leave %d free for the node)", d.url, need, free, reserve))
+}
+
+// DefaultMaxImageSize is the largest image file a download may bring
+// unless WithMaxImageSize says otherwise: 64 GiB, above any cloud image
+// (they are a few GiB, the disks they boot grow later).
+const DefaultMaxImageSize = 64 << 30
+
+// WithMaxImageSize sets the largest image file (bytes) a download may
+// bring; the limit holds for the bytes as they arrive, whatever the server
+// announced. n <= 0: no limit.
+func WithMaxImageSize(n int64) Option {
+	return func(o *options) { o.maxSize = n }
+}
+
+// checkSize refuses a download that is or would grow larger than the limit.
+func (d *download) checkSize(size int64) error {
+	if max := d.s.opts.maxSize; max > 0 && size > max {
+		return permanent(fmt.Errorf("%s is larger than the maximum image size of %d bytes (the operator can raise it with %s)", d.url, max, FlagMaxSize))
+	}
+	return nil
 }
 
 type readerFunc func([]byte) (int, error)
@@ -493,19 +556,20 @@ func retryableStatus(code int) bool {
 	return code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
 }
 
-// classifyTransportError makes certificate problems and redirect loops
-// permanent: retrying them only delays the error.
+// classifyTransportError makes certificate problems, redirect loops and
+// refusals of the download policy permanent: retrying them only delays the error.
 func classifyTransportError(err error) error {
 	var cv *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
 	var he x509.HostnameError
 	var ci x509.CertificateInvalidError
 	var rh tls.RecordHeaderError
+	var ra *errRefusedAddress
 	switch {
-	case errors.Is(err, errTooManyRedirects),
+	case errors.Is(err, errTooManyRedirects), errors.Is(err, errRedirectRefused), errors.As(err, &ra),
 		errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
 		return permanent(err)
-	case errors.As(err, &rh):
+	case errors.As(err, &rh), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return permanent(fmt.Errorf("%w (is the server speaking plain HTTP on an https URL?)", err))
 	case strings.Contains(err.Error(), "remote error: tls:"):
 		// The server refused the handshake (e.g. no or wrong client
@@ -521,11 +585,14 @@ func (s *Store) httpClient(ep Endpoint) (*http.Client, error) {
 	timeout := t.timeout(s.opts.connectTimeout)
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           s.opts.newDialer(&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   timeout,
 		ResponseHeaderTimeout: timeout,
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     true,
+		// The bytes stored, counted, checked against free space and
+		// resumed by range are those of the file: no transparent gzip.
+		DisableCompression: true,
 	}
 	if t.Proxy != "" {
 		pu, err := url.Parse(t.Proxy)
@@ -545,10 +612,7 @@ func (s *Store) httpClient(ep Endpoint) (*http.Client, error) {
 	return &http.Client{
 		Transport: tr,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) > maxRedirects {
-				return fmt.Errorf("%w: stopped after %d (transport maxRedirects)", errTooManyRedirects, maxRedirects)
-			}
-			return nil
+			return s.opts.checkRedirect(req, via, maxRedirects)
 		},
 	}, nil
 }

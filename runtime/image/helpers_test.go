@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,19 +25,32 @@ func fastRetries() Option {
 	})
 }
 
-// staticTranslator maps names to endpoints from a map; others are URLs.
+// staticTranslator maps names to endpoints from a map, as the operator's
+// files (unless an entry says another Origin); others are untranslated.
 type staticTranslator map[string]Endpoint
 
 func (m staticTranslator) Translate(_ context.Context, name string) (Endpoint, error) {
 	if ep, ok := m[name]; ok {
+		if ep.Origin == OriginUntranslated {
+			ep.Origin = OriginOperator
+		}
 		return ep, nil
 	}
-	return Endpoint{URL: name}, nil
+	return Endpoint{URL: name, Origin: OriginUntranslated}, nil
+}
+
+// testPolicy lets the tests' servers, on loopback, be reached and their
+// URLs be pulled as names; policy tests use NewStore without it.
+func testPolicy() []Option {
+	return []Option{
+		fastRetries(), WithAllowUntranslated(true),
+		WithAllowNetworks([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}),
+	}
 }
 
 func newStore(t *testing.T, tr Translator, opts ...Option) *Store {
 	t.Helper()
-	s, err := NewStore(t.TempDir(), tr, append([]Option{fastRetries()}, opts...)...)
+	s, err := NewStore(t.TempDir(), tr, append(testPolicy(), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -70,6 +71,13 @@ type options struct {
 	partialTTL     time.Duration
 	giveUpAfter    time.Duration
 	logger         *slog.Logger
+
+	// Download policy (policy.go).
+	allowUntranslated bool
+	allowPrivate      bool
+	allowNets         []netip.Prefix
+	insecureRedirects bool
+	maxSize           int64
 }
 
 // Option configures a Store.
@@ -146,6 +154,7 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 		stallTimeout:   60 * time.Second,
 		partialTTL:     24 * time.Hour,
 		giveUpAfter:    DefaultGiveUpAfter,
+		maxSize:        DefaultMaxImageSize,
 		logger:         slog.New(slog.DiscardHandler),
 		backOff: func() backoff.BackOff {
 			b := backoff.NewExponentialBackOff()
@@ -289,6 +298,9 @@ func (s *Store) Pull(ctx context.Context, name string) (ref string, err error) {
 	}
 	if !strings.Contains(ep.URL, "://") {
 		ep.URL = s.opts.defaultScheme + "://" + ep.URL
+	}
+	if err := s.checkEndpoint(name, ep); err != nil {
+		return "", err
 	}
 	hex, err := s.shared(ctx, n, ep)
 	if err != nil {

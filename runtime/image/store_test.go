@@ -500,12 +500,12 @@ func TestURLSchemes(t *testing.T) {
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := newStore(t, nil)
-	ref, err := s.Pull(ctx, "file://"+file)
+	s := newStore(t, staticTranslator{"disk": {URL: "file://" + file}, "missing": {URL: "file://" + dir + "/missing"}})
+	ref, err := s.Pull(ctx, "disk")
 	if err != nil || ref != "sha256:"+digestOf(data) {
 		t.Fatalf("file pull = %s, %v", ref, err)
 	}
-	_, err = s.Pull(ctx, "file://"+dir+"/missing")
+	_, err = s.Pull(ctx, "missing")
 	wantErrContains(t, err, "missing", "no such file")
 	_, err = s.Pull(ctx, "ftp://host/x")
 	wantErrContains(t, err, `scheme "ftp" is not supported (accepted: http, https, file)`)
@@ -834,7 +834,7 @@ func TestCutWithoutRetriesLeft(t *testing.T) {
 		t.Fatalf("%d partial downloads kept, want 1", n)
 	}
 
-	restarted, err := NewStore(s.dir, tr, noRetry)
+	restarted, err := NewStore(s.dir, tr, append(testPolicy(), noRetry)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -965,7 +965,7 @@ func TestNoSpaceFailsFast(t *testing.T) {
 	srv.AddImage("img", fakeQcow2(imgSize, 1<<30, 23))
 	orig := freeSpace
 	t.Cleanup(func() { freeSpace = orig })
-	freeSpace = func(string) (uint64, error) { return 1000, nil }
+	freeSpace = func(string) (uint64, uint64, error) { return 1000, 1 << 40, nil }
 	s := newStore(t, staticTranslator{"img": {URL: srv.URL() + "/img"}})
 	_, err := s.Pull(context.Background(), "img")
 	wantErrContains(t, err, "needs 1048576 more bytes but the image store's file system has 1000 free")

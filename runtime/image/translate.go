@@ -20,6 +20,10 @@ type NamedConfig struct {
 	Name   string
 	Config *Config
 	Err    error
+	// Origin is who wrote the config: OriginOperator for the directory's
+	// files, OriginObject for VirtletImageMappings. A MappingSource that
+	// leaves it unset gets its endpoints treated as untranslated names.
+	Origin Origin
 }
 
 // MappingSource supplies the configs of VirtletImageMapping objects. An
@@ -150,6 +154,7 @@ func endpoint(nc NamedConfig, i int, r Rule, url string) Endpoint {
 		Transport:     nc.Config.Transports[r.Transport],
 		TransportName: r.Transport,
 		Source:        fmt.Sprintf("%s translations[%d]", nc.Name, i),
+		Origin:        nc.Origin,
 	}
 }
 
@@ -171,7 +176,7 @@ func (t *Translations) dirConfigs() ([]NamedConfig, error) {
 	}
 	cfgs := make([]NamedConfig, 0, len(names))
 	for _, n := range names {
-		nc := NamedConfig{Name: "file:" + n}
+		nc := NamedConfig{Name: "file:" + n, Origin: OriginOperator}
 		data, err := os.ReadFile(filepath.Join(t.dir, n))
 		if err == nil {
 			nc.Config, err = ParseConfig(filepath.Join(t.dir, n), data)

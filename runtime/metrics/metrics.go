@@ -1,6 +1,6 @@
 // Package metrics exports podvisor's Prometheus metrics: CRI call latency
-// by method and code, sandboxes and containers by state, image pulls, and
-// VM start latency.
+// by method and code, sandboxes and containers by state, image pulls, VM
+// start latency and the duration of each step of making a VM pod.
 package metrics
 
 import (
@@ -33,7 +33,18 @@ type Metrics struct {
 	criLatency *prometheus.HistogramVec
 	pulls      *prometheus.CounterVec
 	vmStart    prometheus.Histogram
+	steps      *prometheus.HistogramVec
 }
+
+// Steps of making a VM pod, as ObserveStep names them.
+const (
+	StepNetwork   = "network"   // RunPodSandbox's CNI ADD
+	StepAssemble  = "assemble"  // CreateContainer's disks, drive and XML
+	StepOverlay   = "overlay"   // the root disk (part of assemble)
+	StepCloudInit = "cloudinit" // the cloud-init drive (part of assemble)
+	StepDefine    = "define"    // the domain's definition
+	StepStart     = "start"     // the domain's start
+)
 
 // New registers podvisor's metrics; counts is read at every scrape.
 func New(counts Counts) *Metrics {
@@ -53,8 +64,13 @@ func New(counts Counts) *Metrics {
 			Help:    "Time StartContainer took to start a VM on the hypervisor.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "podvisor_vm_step_duration_seconds",
+			Help:    "Duration of each step of making a VM pod: network, assemble (overlay, cloudinit), define, start.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"step"}),
 	}
-	m.reg.MustRegister(m.criLatency, m.pulls, m.vmStart,
+	m.reg.MustRegister(m.criLatency, m.pulls, m.vmStart, m.steps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{counts: counts,
 			sandboxes:  prometheus.NewDesc("podvisor_sandboxes", "Pod sandboxes by state.", []string{"state"}, nil),
@@ -80,6 +96,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range c.counts.ContainerCounts() {
 		ch <- prometheus.MustNewConstMetric(c.containers, prometheus.GaugeValue, float64(n), state)
 	}
+}
+
+// ObserveStep records that a step of making a VM pod took d.
+func (m *Metrics) ObserveStep(step string, d time.Duration) {
+	m.steps.WithLabelValues(step).Observe(d.Seconds())
 }
 
 // UnaryInterceptor times every CRI call.

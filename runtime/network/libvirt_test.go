@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +24,40 @@ import (
 	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/podvisor/podvisor/runtime/network/vmenv"
 	"github.com/podvisor/podvisor/runtime/podtypes"
 )
+
+// checkQEMUCaps: the QEMU process libvirt started through the wrapper has
+// exactly vmenv.QEMUCapabilities in its bounding, permitted and effective
+// sets and nothing inheritable or ambient: no CAP_MKNOD, CAP_FSETID,
+// CAP_SETFCAP or CAP_SYS_ADMIN.
+func checkQEMUCaps(t *testing.T, pid string) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"CapInh": 0, "CapPrm": vmenv.QEMUCapabilities, "CapEff": vmenv.QEMUCapabilities, "CapBnd": vmenv.QEMUCapabilities, "CapAmb": 0}
+	var report []string
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		w, ok := want[k]
+		if !ok {
+			continue
+		}
+		report = append(report, line)
+		got, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil || got != w {
+			t.Errorf("QEMU (PID %s) has %s, want %s %016x (vmenv.QEMUCapabilities)", pid, line, k, w)
+		}
+		delete(want, k)
+	}
+	if len(want) > 0 {
+		t.Errorf("QEMU's /proc/%s/status lacks %v", pid, want)
+	}
+	t.Logf("QEMU (PID %s) capabilities: %s", pid, strings.Join(report, "; "))
+}
 
 func TestLibvirtGuestGetsPodNetwork(t *testing.T) {
 	if os.Getenv("PODVISOR_LIBVIRT_TESTS") != "1" {
@@ -142,6 +175,7 @@ func TestLibvirtGuestGetsPodNetwork(t *testing.T) {
 	if qns != podIno {
 		t.Errorf("QEMU runs in %s, the pod namespace is %s", qns, podIno)
 	}
+	checkQEMUCaps(t, strings.Fields(pid)[0])
 
 	// Port 8080 of the guest, from inside the pod's namespace.
 	var got []byte

@@ -121,7 +121,11 @@ func (m *Manager) createVM(callerCtx context.Context, sb *Sandbox, cfg Container
 
 	var rollback undo
 	defer rollback.runIfFailed(ctx, &err)
-	domainXML, err := m.cfg.Assembler.Assemble(ctx, sb, c, imagePath)
+	var domainXML string
+	err = m.timed("assemble", func() (err error) {
+		domainXML, err = m.cfg.Assembler.Assemble(ctx, sb, c, imagePath)
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("preparing the VM of container %q: %w", cfg.Name, err)
 	}
@@ -129,7 +133,7 @@ func (m *Manager) createVM(callerCtx context.Context, sb *Sandbox, cfg Container
 	if err := m.cfg.Failpoints.Eval(FailCreateAfterAssemble); err != nil {
 		return "", err
 	}
-	if _, err := m.hv.Define(ctx, domainXML); err != nil {
+	if err := m.timed("define", func() error { _, err := m.hv.Define(ctx, domainXML); return err }); err != nil {
 		return "", fmt.Errorf("defining the VM of container %q: %w", cfg.Name, err)
 	}
 	rollback.push(func(ctx context.Context) {
@@ -196,7 +200,7 @@ func (m *Manager) startDomain(ctx context.Context, name string, log *slog.Logger
 	if err := m.cfg.Failpoints.Eval(FailStartBeforeStart); err != nil {
 		return err
 	}
-	if err := m.hv.Start(ctx, name); err != nil {
+	if err := m.timed("start", func() error { return m.hv.Start(ctx, name) }); err != nil {
 		return err
 	}
 	if err := m.cfg.Failpoints.Eval(FailStartAfterStart); err != nil {
@@ -306,7 +310,7 @@ func (m *Manager) shutdownUntil(ctx context.Context, name string, deadline time.
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
-		case <-time.After(wait):
+		case <-m.clock.After(wait):
 		}
 	}
 }

@@ -32,11 +32,16 @@ type VMAssembler interface {
 	Assemble(ctx context.Context, sb *Sandbox, c *Container, imagePath string) (domainXML string, err error)
 }
 
-// Clock tells the time; tests pass a fake.
+// Clock tells the time and times the waits (stop grace, monitor
+// intervals), so tests can pass a fake clock and advance it instead of
+// sleeping. fakes/clock.Fake satisfies it.
 type Clock interface {
 	Now() time.Time
+	// After delivers the time once d has elapsed, as time.After.
+	After(d time.Duration) <-chan time.Time
 }
 
 type realClock struct{}
 
-func (realClock) Now() time.Time { return time.Now().Round(0) }
+func (realClock) Now() time.Time                         { return time.Now().Round(0) }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -1,6 +1,7 @@
 package pod
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -34,9 +35,9 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	return m.agentExec(ctx, c.DomainName, cmd, nil)
 }
 
-// Exec is ExecSync for the streaming server: stdin is read to its end and
-// passed to the command, output is written when it has finished (the guest
-// agent has no interactive mode).
+// Exec is ExecSync for the streaming server: stdin is read to its end (at
+// most the stdin limit) and passed to the command, output is written when it
+// has finished (the guest agent has no interactive mode).
 func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int32, error) {
 	c, err := m.ContainerStatus(ctx, id)
 	if err != nil {
@@ -45,11 +46,9 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 	if c.State != ContainerRunning {
 		return 0, errdefs.FailedPreconditionf("container %s is %s: commands run only in a running VM", c.ID, c.State)
 	}
-	var input []byte
-	if stdin != nil {
-		if input, err = io.ReadAll(stdin); err != nil {
-			return 0, fmt.Errorf("reading exec input: %w", err)
-		}
+	input, err := readStdin(stdin, m.cfg.ExecStdinLimit)
+	if err != nil {
+		return 0, err
 	}
 	out, errOut, code, err := m.agentExec(ctx, c.DomainName, cmd, input)
 	if err != nil {
@@ -58,6 +57,34 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 	stdout.Write(out)
 	stderr.Write(errOut)
 	return code, nil
+}
+
+// DefaultExecStdinLimit is the most stdin Exec passes to a command unless
+// configured otherwise, and MaxExecStdinLimit the most it can: the guest
+// agent takes stdin whole, base64-encoded in one JSON command, and libvirt
+// carries that command as one RPC string of at most 4 MiB (REMOTE_STRING_MAX),
+// which fits 3 MiB once encoded.
+const (
+	DefaultExecStdinLimit = 1 << 20
+	MaxExecStdinLimit     = 3<<20 - 64<<10
+)
+
+// readStdin reads stdin to its end, failing once it passes limit bytes
+// without reading (or holding) more than that: the client's input stays in
+// its pipe, not in the daemon's memory.
+func readStdin(stdin io.Reader, limit int64) ([]byte, error) {
+	if stdin == nil {
+		return nil, nil
+	}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(stdin, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading exec input: %w", err)
+	}
+	if n > limit {
+		return nil, errdefs.InvalidArgumentf("exec: stdin is larger than %d bytes, the most podvisor passes to a command in a VM (the guest agent takes it whole; podvisor's --exec-stdin-limit): copy large files over the pod network or through a volume", limit)
+	}
+	return buf.Bytes(), nil
 }
 
 type agentReply struct {

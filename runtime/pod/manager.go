@@ -60,9 +60,17 @@ type Config struct {
 	// caller gave up waits for kubelet's retry before it is removed.
 	// Default 5 min.
 	UnclaimedTTL time.Duration
+	// ExecStdinLimit is the most stdin, in bytes, Exec reads and passes to
+	// a command (0: DefaultExecStdinLimit; at most MaxExecStdinLimit);
+	// more fails the exec.
+	ExecStdinLimit int64
 	// Failpoints makes named steps fail (tests; PODVISOR_FAILPOINTS in the
 	// daemon). Nil: none.
 	Failpoints *failpoint.Points
+	// ObserveStep is told how long each step of making a VM pod took
+	// ("network", "assemble", "define", "start"; the daemon's metrics).
+	// Nil: nobody.
+	ObserveStep func(step string, d time.Duration)
 }
 
 // Manager runs sandboxes and containers.
@@ -101,6 +109,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
 	}
+	if cfg.ObserveStep == nil {
+		cfg.ObserveStep = func(string, time.Duration) {}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -121,6 +132,12 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("pod manager: a state dir is required")
+	}
+	if cfg.ExecStdinLimit == 0 {
+		cfg.ExecStdinLimit = DefaultExecStdinLimit
+	}
+	if cfg.ExecStdinLimit < 0 || cfg.ExecStdinLimit > MaxExecStdinLimit {
+		return nil, fmt.Errorf("exec stdin limit: %d bytes is not accepted: use 1 to %d (what one guest agent command carries)", cfg.ExecStdinLimit, MaxExecStdinLimit)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	m := &Manager{
@@ -176,4 +193,13 @@ func (m *Manager) Close() {
 		c.stop()
 	}
 	m.wg.Wait()
+}
+
+// timed runs one step of making a VM pod and tells ObserveStep its
+// duration, whether or not it failed.
+func (m *Manager) timed(step string, f func() error) error {
+	start := m.clock.Now()
+	err := f()
+	m.cfg.ObserveStep(step, m.clock.Now().Sub(start))
+	return err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/podvisor/podvisor/fakes/clock"
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
 	"github.com/podvisor/podvisor/runtime/errdefs"
@@ -68,6 +69,11 @@ func (a *testAssembler) Assemble(_ context.Context, sb *pod.Sandbox, c *pod.Cont
 				Target: &libvirtxml.DomainDiskTarget{Dev: "sda", Bus: "scsi"},
 			}},
 			Serials: []libvirtxml.DomainSerial{{Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}}},
+			// The guest agent, for exec.
+			Channels: []libvirtxml.DomainChannel{{
+				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(c.Dir, "agent.sock")}},
+				Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: simhv.AgentChannel}},
+			}},
 		},
 	}
 	return d.Marshal()
@@ -230,6 +236,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestLifecycle(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.run("vm1")
@@ -304,6 +311,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestRunPodSandboxIdempotent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	a := e.run("p")
@@ -329,6 +337,7 @@ func TestRunPodSandboxIdempotent(t *testing.T) {
 }
 
 func TestOneVMPerPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.run("p")
@@ -365,6 +374,7 @@ func TestOneVMPerPod(t *testing.T) {
 }
 
 func TestInvalidRequests(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	tests := []struct {
@@ -413,7 +423,12 @@ func TestInvalidRequests(t *testing.T) {
 }
 
 func TestStopHungGuestDestroysAfterTimeout(t *testing.T) {
-	e := newEnv(t)
+	t.Parallel()
+	// kubelet's default grace, on a fake clock: the test advances it
+	// instead of waiting 30 s.
+	const grace = 30 * time.Second
+	fake := clock.NewFake(time.Now())
+	e := newEnv(t, envOpt{cfg: func(c *pod.Config) { c.Clock = fake }})
 	ctx := context.Background()
 	sb := e.run("hung")
 	cid := e.create(sb, "vm")
@@ -421,11 +436,15 @@ func TestStopHungGuestDestroysAfterTimeout(t *testing.T) {
 	if err := e.m.StartContainer(ctx, cid); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.m.StopContainer(ctx, cid, 300*time.Millisecond); err != nil {
-		t.Fatal(err)
+	start := fake.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.m.StopContainer(ctx, cid, grace) }()
+	advanceUntil(t, fake, stopped, time.Second)
+	if waited := fake.Now().Sub(start); waited < grace {
+		t.Errorf("destroyed after %s of the clock, want the whole %s grace period", waited, grace)
 	}
 	c := e.state(cid)
-	if c.State != pod.ContainerExited || c.ExitCode == 0 || !strings.Contains(c.Message, "grace period") {
+	if c.State != pod.ContainerExited || c.ExitCode == 0 || !strings.Contains(c.Message, "30s grace period") {
 		t.Fatalf("hung guest after stop: %+v; want exited non-zero, destroyed after the grace period", c)
 	}
 	if n := e.hv.CallCount(simhv.OpShutdown, pod.DomainName(cid)); n < 2 {
@@ -433,7 +452,37 @@ func TestStopHungGuestDestroysAfterTimeout(t *testing.T) {
 	}
 }
 
+// advanceUntil moves the fake clock step by step until done delivers the
+// call's result, which must be nil. Before each step it waits for the
+// manager's three timers (the monitor's poll and resync intervals, and the
+// call's own wait) so that no step passes a wait by.
+func advanceUntil(t *testing.T, fake *clock.Fake, done <-chan error, step time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		default:
+		}
+		waitCtx, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+		err := fake.WaitForTimers(waitCtx, 3)
+		stop()
+		if ctx.Err() != nil {
+			t.Fatalf("the call did not return within 30 s of real time; the fake clock is at %s", fake.Now())
+		}
+		if err == nil {
+			fake.Advance(step)
+		}
+	}
+}
+
 func TestGuestCrashIsNoticed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.run("crash")
@@ -455,6 +504,7 @@ func TestGuestCrashIsNoticed(t *testing.T) {
 }
 
 func TestRestartKeepsEverything(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	// One sandbox per container state, plus a not-ready one.
@@ -510,6 +560,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 }
 
 func TestFailuresLeaveNothingBehind(t *testing.T) {
+	t.Parallel()
 	boom := errors.New("injected")
 	tests := []struct {
 		name   string
@@ -559,6 +610,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 }
 
 func TestStartFailureMarksExited(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.run("p")
@@ -574,6 +626,7 @@ func TestStartFailureMarksExited(t *testing.T) {
 }
 
 func TestListFilters(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	a := e.run("a")
@@ -617,6 +670,7 @@ func TestListFilters(t *testing.T) {
 }
 
 func TestParallelLifecycles(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -658,6 +712,7 @@ func TestParallelLifecycles(t *testing.T) {
 }
 
 func TestStartupCollectsOrphans(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.run("keep")
@@ -723,6 +778,7 @@ func TestStartupCollectsOrphans(t *testing.T) {
 }
 
 func TestCallsFinishedAfterKubeletGaveUpAreHandedToTheRetry(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// CreateContainer: Define takes longer than kubelet waits.
 	sb := e.run("slow")
@@ -776,6 +832,7 @@ func TestCallsFinishedAfterKubeletGaveUpAreHandedToTheRetry(t *testing.T) {
 // sandbox state × container state survive a restart unchanged, and no
 // running VM is restarted.
 func TestRestartMatrix(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	type combo struct {
@@ -841,6 +898,7 @@ func TestRestartMatrix(t *testing.T) {
 // call fails, nothing half-made is left (leak checker), and the next
 // attempt succeeds.
 func TestEveryFailpointFailsCleanly(t *testing.T) {
+	t.Parallel()
 	for _, fp := range pod.Failpoints {
 		t.Run(fp, func(t *testing.T) {
 			fps := &failpoint.Points{}

@@ -17,15 +17,13 @@ import (
 // running VM each ResyncInterval and whenever notices were lost.
 func (m *Manager) monitor() {
 	defer m.wg.Done()
-	tick := time.NewTicker(m.cfg.PollInterval)
-	defer tick.Stop()
+	// The intervals are re-armed when they fire (time.After on the
+	// injected clock rather than tickers, so tests can drive them).
+	tickC := m.clock.After(m.cfg.PollInterval)
 	events := m.events
-	var resync *time.Ticker
 	var resyncC <-chan time.Time
 	if events != nil {
-		resync = time.NewTicker(m.cfg.ResyncInterval)
-		defer resync.Stop()
-		resyncC = resync.C
+		resyncC = m.clock.After(m.cfg.ResyncInterval)
 	}
 	// retry holds containers whose reported change is still to be
 	// checked.
@@ -47,7 +45,7 @@ func (m *Manager) monitor() {
 			case ev.Resync:
 				m.log.Debug("state change notices were lost; checking every running VM")
 				m.checkRunning()
-				resync.Reset(m.cfg.ResyncInterval)
+				resyncC = m.clock.After(m.cfg.ResyncInterval)
 			default:
 				if id := m.containerOfDomain(ev.Name); id != "" && !m.checkReported(id) {
 					retry[id] = true
@@ -55,7 +53,9 @@ func (m *Manager) monitor() {
 			}
 		case <-resyncC:
 			m.checkRunning()
-		case <-tick.C:
+			resyncC = m.clock.After(m.cfg.ResyncInterval)
+		case <-tickC:
+			tickC = m.clock.After(m.cfg.PollInterval)
 			m.collectUnclaimed(m.bgctx)
 			if events == nil {
 				m.checkRunning()

@@ -106,6 +106,7 @@ func waitExited(t *testing.T, e *env, cid, what string) pod.Container {
 // reported domains; it is short here so that a crash reported while
 // StartContainer still holds the container is not left for an hour.)
 func TestStopNoticedByStateEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, intervals(20*time.Millisecond, time.Hour))
 	ctx := context.Background()
 	tests := []struct {
@@ -169,6 +170,7 @@ func TestStopNoticedByStateEvents(t *testing.T) {
 // is reported) is checked again on the next PollInterval, not only at the
 // next resync.
 func TestCrashDuringStartIsNoticed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, intervals(20*time.Millisecond, time.Hour))
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
@@ -184,6 +186,7 @@ func TestCrashDuringStartIsNoticed(t *testing.T) {
 // TestResyncCatchesLostNotices: when notices are lost (here: none is ever
 // delivered), the resync every ResyncInterval still sees the VM stop.
 func TestResyncCatchesLostNotices(t *testing.T) {
+	t.Parallel()
 	deaf := &manualWatcher{notices: make(chan hypervisor.StateEvent)}
 	e := newEnv(t, intervals(20*time.Millisecond, 100*time.Millisecond), withManualWatcher(deaf))
 	cid := e.startVM("deaf")
@@ -200,6 +203,7 @@ func TestResyncCatchesLostNotices(t *testing.T) {
 // when notices were dropped) makes the monitor check every running VM at
 // once, although no notice named them and no poll is due.
 func TestResyncNoticeChecksEveryVM(t *testing.T) {
+	t.Parallel()
 	w := &manualWatcher{notices: make(chan hypervisor.StateEvent)}
 	e := newEnv(t, intervals(time.Hour, time.Hour), withManualWatcher(w))
 	a, b, c, d := e.startVM("a"), e.startVM("b"), e.startVM("c"), e.startVM("d")
@@ -238,6 +242,7 @@ func TestResyncNoticeChecksEveryVM(t *testing.T) {
 // hold only one pending domain, so notices overflow into a Resync; every
 // stop is still noticed without any poll.
 func TestWatchOverflowLosesNoStop(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, intervals(time.Hour, time.Hour), envOpt{sim: func(o *simhv.Options) { o.WatchBuffer = 1 }})
 	var cids []string
 	for i := 0; i < 20; i++ {
@@ -256,6 +261,7 @@ func TestWatchOverflowLosesNoStop(t *testing.T) {
 // TestPollWithoutStateEvents: a hypervisor that reports no state changes
 // is polled every PollInterval, as before events existed.
 func TestPollWithoutStateEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, intervals(20*time.Millisecond, time.Hour), withoutWatcher)
 	cid := e.startVM("polled")
 	if err := e.hv.Crash(pod.DomainName(cid)); err != nil {
@@ -270,6 +276,7 @@ func TestPollWithoutStateEvents(t *testing.T) {
 // TestCloseEndsTheWatch: the manager watches once, and Close (also across
 // a restart) leaves no watch, and so no goroutine of it, behind.
 func TestCloseEndsTheWatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startVM("w")
 	if n := e.hv.Watches(); n != 1 {
@@ -288,6 +295,7 @@ func TestCloseEndsTheWatch(t *testing.T) {
 // TestCloseWaitsForTheWatchToEnd: Close returns only once the hypervisor
 // has closed the watch, however slowly it does.
 func TestCloseWaitsForTheWatchToEnd(t *testing.T) {
+	t.Parallel()
 	w := &manualWatcher{notices: make(chan hypervisor.StateEvent), lag: 200 * time.Millisecond}
 	e := newEnv(t, withManualWatcher(w))
 	e.startVM("slow")
@@ -301,6 +309,7 @@ func TestCloseWaitsForTheWatchToEnd(t *testing.T) {
 // while the manager runs, the monitor falls back to polling and Close
 // still returns.
 func TestHypervisorClosedUnderTheMonitor(t *testing.T) {
+	t.Parallel()
 	w := &manualWatcher{notices: make(chan hypervisor.StateEvent)}
 	ctx, cancel := context.WithCancel(context.Background())
 	closing := &closingWatcher{manualWatcher: w, ctx: ctx}

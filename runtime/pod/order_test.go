@@ -11,6 +11,7 @@ import (
 // TestCreationOrderStaysSorted puts, replaces and removes records in random
 // order and checks the order against a sort of what is left.
 func TestCreationOrderStaysSorted(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewSource(1))
 	o := creationOrder[Container]{key: containerKey}
 	live := map[string]*Container{}

@@ -95,7 +95,11 @@ func (m *Manager) createSandbox(callerCtx context.Context, cfg SandboxConfig) (_
 	}
 	// A failed Setup may have made part of the network: tear it down too.
 	networkMade = true
-	netStatus, err := m.cfg.Network.Setup(ctx, sb)
+	var netStatus *NetworkStatus
+	err = m.timed("network", func() (err error) {
+		netStatus, err = m.cfg.Network.Setup(ctx, sb)
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("setting up the network of pod %s/%s: %w", cfg.Namespace, cfg.Name, err)
 	}

@@ -9,6 +9,7 @@ import (
 )
 
 func TestValidateSandboxConfigSysctls(t *testing.T) {
+	t.Parallel()
 	ok := SandboxConfig{Name: "n", UID: "u", Namespace: "ns"}
 	tests := []struct {
 		name    string

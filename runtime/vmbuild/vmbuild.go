@@ -181,6 +181,9 @@ func (a *Assembler) planVolumes(ctx context.Context, sb *podtypes.Sandbox, c *po
 		mounts = append(mounts, volume.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, ReadOnly: m.Readonly})
 	}
 	plan, err := volume.PlanMounts(mounts, os.Stat)
+	if err == nil {
+		err = plan.ChooseMetadata(volume.UserXattrs)
+	}
 	if err != nil {
 		return nil, errdefs.InvalidArgumentf("pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
 	}

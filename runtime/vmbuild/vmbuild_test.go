@@ -191,9 +191,12 @@ func TestAssembleSharesVolumes(t *testing.T) {
 	for _, f := range d.Devices.Filesystems {
 		fss = append(fss, f.AccessMode+" "+f.Source.Mount.Dir+" "+f.Target.Dir+" "+map[bool]string{true: "ro", false: "rw"}[f.ReadOnly != nil])
 	}
-	want := []string{"squash " + filepath.Join(host, "cfg") + " cfg ro", "squash " + filepath.Join(host, "empty") + " data rw"}
+	want := []string{"mapped " + filepath.Join(host, "cfg") + " cfg ro", "mapped " + filepath.Join(host, "empty") + " data rw"}
 	if strings.Join(fss, "\n") != strings.Join(want, "\n") {
 		t.Errorf("filesystems:\n%s\nwant:\n%s", strings.Join(fss, "\n"), strings.Join(want, "\n"))
+	}
+	if d.QEMUCommandline != nil && len(d.QEMUCommandline.Args) > 0 {
+		t.Errorf("shares on a filesystem with user xattrs got qemu:args %+v", d.QEMUCommandline.Args)
 	}
 	ud, _ := drive.File("user-data")
 	for _, w := range []string{
@@ -207,6 +210,53 @@ func TestAssembleSharesVolumes(t *testing.T) {
 	}
 	if strings.Contains(string(ud), "- /etc/secret") || strings.Contains(string(ud), "/etc/hosts") {
 		t.Errorf("user-data mounts a secret or a skipped volume:\n%s", ud)
+	}
+}
+
+// A share whose host directory takes no user extended attributes (ramfs
+// here, like tmpfs before Linux 6.6) keeps the guest's metadata in files:
+// its fsdev's security_model is set to mapped-file.
+func TestAssembleShareWithoutUserXattrs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("PODVISOR_ALLOW_SKIP") == "1" {
+			t.Skip("needs root to mount a ramfs")
+		}
+		t.Fatal("needs root to mount a ramfs (set PODVISOR_ALLOW_SKIP=1 to skip)")
+	}
+	sb, c, img := fixture(t, nil)
+	host := t.TempDir()
+	disk, mem := filepath.Join(host, "disk"), filepath.Join(host, "mem")
+	for _, d := range []string{disk, mem} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command("mount", "-t", "ramfs", "ramfs", mem).CombinedOutput(); err != nil {
+		t.Fatalf("mount ramfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mem).Run() })
+	c.Config.Mounts = []podtypes.Mount{{ContainerPath: "/a/disk", HostPath: disk}, {ContainerPath: "/a/mem", HostPath: mem}}
+	a, _ := New(Config{DomainType: domain.TypeQEMU, Overlay: fakeOverlay, WriteISO: captureISO(new(*cloudinit.Contents))})
+	xml, err := a.Assemble(context.Background(), sb, c, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(xml); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range d.Devices.Filesystems {
+		got = append(got, f.AccessMode+" "+f.Alias.Name+" "+f.Target.Dir)
+	}
+	if d.QEMUCommandline != nil {
+		for _, a := range d.QEMUCommandline.Args {
+			got = append(got, a.Value)
+		}
+	}
+	want := []string{"mapped ua-fs0 disk", "mapped ua-fs1 mem", "-set", "fsdev.fsdev-ua-fs1.security_model=mapped-file"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("filesystems and qemu:args (-want +got):\n%s", diff)
 	}
 }
 

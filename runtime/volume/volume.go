@@ -15,8 +15,9 @@
 // devices, not mounts, and are disks.
 //
 // PlanMounts reads nothing but the host paths' file types (through the
-// stat function it is given); Plan.ReadFiles reads the file volumes; the
-// rest is pure.
+// stat function it is given); Plan.ChooseMetadata asks whether each shared
+// directory takes user extended attributes; Plan.ReadFiles reads the file
+// volumes; the rest is pure.
 package volume
 
 import (
@@ -30,6 +31,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/domain"
@@ -53,6 +56,10 @@ type Share struct {
 	Mount
 	// Tag is the 9p mount tag (see Plan for how it is chosen).
 	Tag string
+	// MetadataInFiles is true when the host directory takes no user
+	// extended attributes: QEMU then keeps the guest's ownership and modes
+	// in files (domain.MetadataFileModel). Set by Plan.ChooseMetadata.
+	MetadataInFiles bool
 }
 
 // FileMount is a secret, configMap, projected or downwardAPI volume: its
@@ -283,9 +290,43 @@ func hasControl(s string) bool {
 func (p *Plan) Filesystems() []domain.Filesystem {
 	var out []domain.Filesystem
 	for _, s := range p.Shares {
-		out = append(out, domain.Filesystem{HostPath: s.HostPath, Tag: s.Tag, ReadOnly: s.ReadOnly})
+		out = append(out, domain.Filesystem{HostPath: s.HostPath, Tag: s.Tag, ReadOnly: s.ReadOnly, MetadataInFiles: s.MetadataInFiles})
 	}
 	return out
+}
+
+// ChooseMetadata decides, for each share, where QEMU keeps the guest's
+// ownership and modes: in user extended attributes of the host's files
+// when userXattrs (UserXattrs on a node) says the directory takes them, in
+// files otherwise (MetadataInFiles). A failed probe fails the mount.
+func (p *Plan) ChooseMetadata(userXattrs func(dir string) (bool, error)) error {
+	var errs []error
+	for i := range p.Shares {
+		s := &p.Shares[i]
+		ok, err := userXattrs(s.HostPath)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: asking whether the host directory takes user extended attributes: %w", s.Mount, err))
+			continue
+		}
+		s.MetadataInFiles = !ok
+	}
+	return errors.Join(errs...)
+}
+
+// UserXattrs reports whether the directory dir takes user extended
+// attributes (ext4, xfs, btrfs, overlayfs on them, tmpfs since Linux 6.6)
+// or not (tmpfs before 6.6, ramfs, NFS before 4.2). It reads an attribute
+// nobody sets: "no such attribute" means yes, "not supported" no. Nothing
+// is written.
+func UserXattrs(dir string) (bool, error) {
+	_, err := unix.Lgetxattr(dir, "user.podvisor.probe", nil)
+	switch {
+	case err == nil, errors.Is(err, unix.ENODATA), errors.Is(err, unix.ERANGE):
+		return true, nil
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return false, nil
+	}
+	return false, &fs.PathError{Op: "getxattr", Path: dir, Err: err}
 }
 
 // MountOptions are the 9p mount options of every share: the virtio

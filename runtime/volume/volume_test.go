@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -470,5 +471,81 @@ func TestFileVolumesBound(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "bbbb") {
 		t.Errorf("the error shows the content: %v", err)
+	}
+}
+
+func TestChooseMetadata(t *testing.T) {
+	dir := t.TempDir()
+	var ms []Mount
+	for _, d := range []string{"xattrs", "none", "broken"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, Mount{ContainerPath: "/" + d, HostPath: filepath.Join(dir, d)})
+	}
+	probe := func(p string) (bool, error) {
+		switch filepath.Base(p) {
+		case "xattrs":
+			return true, nil
+		case "none":
+			return false, nil
+		}
+		return false, errors.New("permission denied")
+	}
+	p, err := PlanMounts(ms[:2], os.Stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ChooseMetadata(probe); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range p.Filesystems() {
+		got = append(got, fmt.Sprintf("%s %v", f.Tag, f.MetadataInFiles))
+	}
+	if diff := cmp.Diff([]string{"none true", "xattrs false"}, got); diff != "" {
+		t.Errorf("shares (-want +got):\n%s", diff)
+	}
+	p, err = PlanMounts(ms, os.Stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.ChooseMetadata(probe)
+	if want := `volume mount at "/broken" (host path "` + filepath.Join(dir, "broken") + `"): asking whether the host directory takes user extended attributes: permission denied`; err == nil || err.Error() != want {
+		t.Errorf("a failed probe: %v, want %s", err, want)
+	}
+}
+
+// UserXattrs on the real filesystems: the test's temporary directory
+// (ext4 or similar), a tmpfs (user xattrs since Linux 6.6) and a ramfs
+// (none, like tmpfs before 6.6).
+func TestUserXattrs(t *testing.T) {
+	if ok, err := UserXattrs(t.TempDir()); !ok || err != nil {
+		t.Errorf("UserXattrs(a temporary directory) = %v, %v; want true", ok, err)
+	}
+	if _, err := UserXattrs(filepath.Join(t.TempDir(), "gone")); err == nil || !strings.Contains(err.Error(), "getxattr") {
+		t.Errorf("UserXattrs(a missing directory): %v, want a getxattr error", err)
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("PODVISOR_ALLOW_SKIP") == "1" {
+			t.Skip("needs root to mount a ramfs")
+		}
+		t.Fatal("needs root to mount a ramfs (set PODVISOR_ALLOW_SKIP=1 to skip)")
+	}
+	for _, fstype := range []string{"ramfs", "tmpfs"} {
+		d := t.TempDir()
+		if out, err := exec.Command("mount", "-t", fstype, fstype, d).CombinedOutput(); err != nil {
+			t.Fatalf("mount %s: %v\n%s", fstype, err, out)
+		}
+		ok, err := UserXattrs(d)
+		exec.Command("umount", d).Run()
+		if err != nil {
+			t.Errorf("UserXattrs(%s): %v", fstype, err)
+		}
+		// Whether tmpfs takes them depends on the kernel; ramfs never does.
+		t.Logf("%s takes user xattrs: %v", fstype, ok)
+		if fstype == "ramfs" && ok {
+			t.Errorf("UserXattrs(ramfs) = true, want false")
+		}
 	}
 }

@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/podvisor/podvisor/runtime/cloudinit"
+	"github.com/podvisor/podvisor/runtime/domain"
 )
 
 // TestCloudInitDriveInGuest boots the test guest on libvirt with drives
@@ -164,8 +166,8 @@ func cloudInitDomain(t *testing.T, h *Hypervisor, name string, c *cloudinit.Cont
 }
 
 // cloudInitDomainWith is cloudInitDomain with the filesystems fss shared
-// with the guest.
-func cloudInitDomainWith(t *testing.T, h *Hypervisor, name string, c *cloudinit.Contents, mac string, fss []libvirtxml.DomainFilesystem) string {
+// with the guest as runtime/domain shares them.
+func cloudInitDomainWith(t *testing.T, h *Hypervisor, name string, c *cloudinit.Contents, mac string, fss []domain.Filesystem) string {
 	t.Helper()
 	base := testGuest(t)
 	dir := t.TempDir()
@@ -206,7 +208,7 @@ func cloudInitDomainWith(t *testing.T, h *Hypervisor, name string, c *cloudinit.
 				ReadOnly: &libvirtxml.DomainDiskReadOnly{},
 			}},
 			Controllers: []libvirtxml.DomainController{{Type: "scsi", Model: "virtio-scsi"}},
-			Filesystems: fss,
+			Filesystems: domain.FilesystemDevices(fss),
 			Interfaces: []libvirtxml.DomainInterface{{
 				Source: &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}},
 				MAC:    &libvirtxml.DomainInterfaceMAC{Address: mac},
@@ -221,6 +223,12 @@ func cloudInitDomainWith(t *testing.T, h *Hypervisor, name string, c *cloudinit.
 				Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: "org.qemu.guest_agent.0"}},
 			}},
 		},
+	}
+	if args := domain.FilesystemArgs(fss); len(args) > 0 {
+		dom.QEMUCommandline = &libvirtxml.DomainQEMUCommandline{}
+		for _, a := range args {
+			dom.QEMUCommandline.Args = append(dom.QEMUCommandline.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
+		}
 	}
 	x, err := dom.Marshal()
 	if err != nil {

@@ -207,22 +207,34 @@ func (h *Hypervisor) connection(ctx context.Context) (*lv.Connect, uint64, error
 	}
 	defer func() { <-h.dial }()
 
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return nil, 0, fmt.Errorf("libvirt connection to %s: %w: closed", h.uri, errdefs.ErrUnavailable)
+	if c, gen, ok, err := h.current(); ok || err != nil {
+		return c, gen, err
 	}
-	if h.conn != nil {
-		c, gen := h.conn, h.gen
-		err := c.Ref()
-		h.mu.Unlock()
-		if err != nil {
-			return nil, 0, fmt.Errorf("referencing the libvirt connection: %w", err)
-		}
-		return c, gen, nil
+	conn, err := h.connect(ctx)
+	if err != nil {
+		return nil, 0, err
 	}
-	h.mu.Unlock()
+	return h.install(conn)
+}
 
+// current returns a new reference to the live connection, if there is one.
+func (h *Hypervisor) current() (*lv.Connect, uint64, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, 0, false, fmt.Errorf("libvirt connection to %s: %w: closed", h.uri, errdefs.ErrUnavailable)
+	}
+	if h.conn == nil {
+		return nil, 0, false, nil
+	}
+	if err := h.conn.Ref(); err != nil {
+		return nil, 0, false, fmt.Errorf("referencing the libvirt connection: %w", err)
+	}
+	return h.conn, h.gen, true, nil
+}
+
+// connect opens a connection, retrying with backoff until ctx ends.
+func (h *Hypervisor) connect(ctx context.Context) (*lv.Connect, error) {
 	var conn *lv.Connect
 	attempt := 0
 	op := func() error {
@@ -242,9 +254,15 @@ func (h *Hypervisor) connection(ctx context.Context) (*lv.Connect, uint64, error
 	b.MaxInterval = 3 * time.Second
 	b.MaxElapsedTime = 0 // ctx bounds the wait
 	if err := backoff.Retry(op, backoff.WithContext(b, ctx)); err != nil {
-		return nil, 0, fmt.Errorf("connecting to libvirt at %s: %w: %w", h.uri, errdefs.ErrUnavailable, err)
+		return nil, fmt.Errorf("connecting to libvirt at %s: %w: %w", h.uri, errdefs.ErrUnavailable, err)
 	}
+	return conn, nil
+}
 
+// install makes conn the live connection: keepalive, the close callback
+// that reconnects, lifecycle events; watchers resync after a reconnect.
+// It returns a reference for the caller.
+func (h *Hypervisor) install(conn *lv.Connect) (*lv.Connect, uint64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {

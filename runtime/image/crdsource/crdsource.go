@@ -251,7 +251,7 @@ func (h *handler) Delete(o apiclient.Object) {
 
 func toConfig(o apiclient.Object) image.NamedConfig {
 	name := "mapping:" + o.Namespace + "/" + o.Name
-	nc := image.NamedConfig{Name: name}
+	nc := image.NamedConfig{Name: name, Origin: image.OriginObject}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(o.Raw, &top); err != nil {
 		nc.Err = fmt.Errorf("VirtletImageMapping %s/%s: %w", o.Namespace, o.Name, err)

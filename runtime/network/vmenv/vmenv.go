@@ -111,3 +111,23 @@ func QEMUArgs(nics []NIC) []string {
 	}
 	return args
 }
+
+// Linux capability numbers (linux/capability.h) of QEMUCapabilities.
+const (
+	CapDACOverride = 1
+	CapFowner      = 3
+	CapNetAdmin    = 12
+)
+
+// QEMUCapabilities are the only capabilities QEMU keeps, as a mask of
+// 1<<number: the wrapper drops every other one from all its sets (bounding,
+// permitted, effective, inheritable, ambient) before it executes QEMU, which
+// runs as root. CAP_DAC_OVERRIDE opens and writes the 9p-shared
+// directories whoever owns them; CAP_FOWNER sets times and the user.virtfs
+// attributes of 9p files QEMU does not own (touch -d, tar, sticky
+// directories); CAP_NET_ADMIN attaches the tap (TUNSETIFF). Gone, among
+// others: CAP_MKNOD and CAP_FSETID (device nodes, setuid and setgid bits),
+// CAP_SETFCAP (file capabilities), CAP_CHOWN, CAP_SETUID and CAP_SETGID,
+// CAP_SYS_ADMIN (mounts, setns), CAP_DAC_READ_SEARCH (open_by_handle_at),
+// CAP_SYS_PTRACE, CAP_SYS_MODULE.
+const QEMUCapabilities uint64 = 1<<CapDACOverride | 1<<CapFowner | 1<<CapNetAdmin
