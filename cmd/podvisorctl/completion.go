@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -51,4 +52,29 @@ from PATH: make it a script that runs 'kubectl-podvisor __complete "$@"'.`,
 			return fmt.Errorf("shell %q: want bash, zsh or fish", args[0])
 		},
 	}
+}
+
+// completeVMPods completes the first argument with the VM pods of the
+// namespace (-n, else the context's), prefixed with USER@ when the word
+// has one (ssh). Errors complete nothing: a shell cannot show them.
+func (a *app) completeVMPods(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	user, _, hasUser := strings.Cut(toComplete, "@")
+	vms, err := a.listVMs(cmd.Context(), false, false)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, v := range vms {
+		name := v.Name
+		if hasUser {
+			name = user + "@" + name
+		}
+		if strings.HasPrefix(name, toComplete) {
+			out = append(out, cobra.CompletionWithDesc(name, v.Phase+" on "+v.Node))
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }

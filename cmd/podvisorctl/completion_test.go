@@ -41,7 +41,7 @@ func TestCompletion(t *testing.T) {
 
 	f := newFake(t)
 	r := f.run("__complete", "")
-	for _, verb := range []string{"completion", "console", "ssh", "vnc"} {
+	for _, verb := range []string{"completion", "console", "list", "ssh", "vnc"} {
 		if !strings.Contains(r.stdout, "\n"+verb+"\t") && !strings.HasPrefix(r.stdout, verb+"\t") {
 			t.Errorf("__complete does not offer %s:\n%s", verb, r.stdout)
 		}
@@ -64,6 +64,29 @@ func TestCompletionBadShell(t *testing.T) {
 		r := f.run(tc.args...)
 		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q, want %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+}
+
+// TestCompletePodNames: console, ssh and vnc complete the namespace's VM
+// pods (ssh after USER@), not its container pods.
+func TestCompletePodNames(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "console", ""}, "cirros-vm\tRunning on node-1\nnew-vm\tPending on node-1\n:4\n"},
+		{[]string{"__complete", "vnc", "ci"}, "cirros-vm\tRunning on node-1\n:4\n"},
+		{[]string{"__complete", "ssh", "cirros@"}, "cirros@cirros-vm\tRunning on node-1\ncirros@new-vm\tPending on node-1\n:4\n"},
+		{[]string{"__complete", "-n", "vms", "console", ""}, ":4\n"},
+		{[]string{"__complete", "console", "cirros-vm", ""}, ":4\n"},
+	} {
+		f := newFake(t)
+		f.on("get pods -o json", list(cirrosVM, nginx, pendingVM))
+		f.on("get pods -n vms -o json", list(nginx))
+		r := f.run(tc.args...)
+		if r.stdout != tc.want {
+			t.Errorf("%v: got %q, want %q", tc.args, r.stdout, tc.want)
 		}
 	}
 }

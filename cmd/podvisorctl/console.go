@@ -26,7 +26,8 @@ sets both. kubectl logs POD shows the same console's output without
 attaching.`,
 		Example: `  podvisorctl console cirros-vm
   kubectl podvisor -n vms console ubuntu-vm`,
-		Args: onePod,
+		Args:              onePod,
+		ValidArgsFunction: a.completeVMPods,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			k, err := a.kubectl()
@@ -54,24 +55,6 @@ attaching.`,
 			}
 			fmt.Fprintf(a.stderr, "Serial console of %s (domain %s on node %s). %s\n", vm.ref(), vm.Domain, vm.Node, detach)
 			return k.interactive(ctx, append(attach, "-n", vm.Namespace, vm.Name, "-c", vm.Container)...)
-		},
-	}
-}
-
-func (a *app) vncCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "vnc POD",
-		Short: "Not available yet: a VM's VNC display cannot be reached from outside its pod",
-		Long: `Not built. Every podvisor VM has a VNC display, but QEMU runs in the pod's
-network namespace and the display listens on 127.0.0.1 there.
-kubectl port-forward does not reach it: podvisor forwards a port to the
-guest at the pod IP, not to the pod namespace's loopback. Until podvisor
-forwards the display, use the serial console (podvisorctl console POD) or
-ssh (podvisorctl ssh POD). 'podvisorctl virsh domdisplay @POD' shows the
-display's address inside the pod.`,
-		Args: onePod,
-		RunE: func(*cobra.Command, []string) error {
-			return fmt.Errorf("vnc is not built: a podvisor VM's VNC display listens on 127.0.0.1 inside the pod's network namespace, which kubectl port-forward does not reach; use the serial console (podvisorctl console POD) or ssh (podvisorctl ssh POD)")
 		},
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/podvisor/podvisor/internal/syncbuf"
 )
 
 // The test binary doubles as a fake kubectl and a fake ssh: newFake links
@@ -26,7 +27,7 @@ const fakeDirEnv = "PODVISORCTL_FAKE_DIR"
 
 func TestMain(m *testing.M) {
 	switch tool := filepath.Base(os.Args[0]); tool {
-	case "kubectl", "ssh":
+	case "kubectl", "ssh", "vncviewer", "remote-viewer":
 		os.Exit(fakeTool(tool, os.Args[1:]))
 	}
 	os.Exit(m.Run())
@@ -106,6 +107,10 @@ type fake struct {
 	responses []fakeResponse
 	stdin     string
 	terminal  bool // the app's input is a terminal
+	exe       string
+	// cancelOn cancels the run's context once stdout contains it (a verb
+	// that runs until Ctrl-C).
+	cancelOn string
 }
 
 func newFake(t *testing.T) *fake {
@@ -115,16 +120,22 @@ func newFake(t *testing.T) *fake {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tool := range []string{"kubectl", "ssh"} {
-		if err := os.Symlink(exe, filepath.Join(dir, tool)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f := &fake{t: t, dir: dir, exe: exe}
+	f.tool("kubectl").tool("ssh")
 	t.Setenv("PATH", dir)
 	t.Setenv(fakeDirEnv, dir)
 	// Under -race a process sleeps 1 s at exit by default; the fakes need not.
 	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	return &fake{t: t, dir: dir}
+	return f
+}
+
+// tool links the test binary as a fake program of that name.
+func (f *fake) tool(tool string) *fake {
+	f.t.Helper()
+	if err := os.Symlink(f.exe, filepath.Join(f.dir, tool)); err != nil {
+		f.t.Fatal(err)
+	}
+	return f
 }
 
 // on sets kubectl's answer to args (space-joined).
@@ -163,7 +174,7 @@ func (f *fake) runAs(argv0 string, args ...string) result {
 		f.t.Fatal(err)
 	}
 	os.Remove(filepath.Join(f.dir, "calls.jsonl"))
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr syncbuf.Buffer
 	a := &app{
 		stdin:      strings.NewReader(f.stdin),
 		stdout:     &stdout,
@@ -175,6 +186,14 @@ func (f *fake) runAs(argv0 string, args ...string) result {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if f.cancelOn != "" {
+		go func() {
+			for ctx.Err() == nil && !strings.Contains(stdout.String(), f.cancelOn) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+		}()
+	}
 	code := a.run(ctx, argv0, args)
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
@@ -218,11 +237,17 @@ type podFixture struct {
 	annotations                               map[string]string
 	stdin, tty                                bool
 	restarts                                  int
-	podvisor                                  bool // a podvisor DaemonSet pod
+	podvisor                                  bool   // a podvisor DaemonSet pod
+	runtimeClass                              string // spec.runtimeClassName
+	memLimit                                  string // resources.limits.memory
 }
 
 func (p podFixture) object() map[string]any {
-	containers := []any{map[string]any{"name": p.name, "image": p.image, "stdin": p.stdin, "tty": p.tty}}
+	c := map[string]any{"name": p.name, "image": p.image, "stdin": p.stdin, "tty": p.tty}
+	if p.memLimit != "" {
+		c["resources"] = map[string]any{"limits": map[string]any{"memory": p.memLimit, "cpu": "1"}, "requests": map[string]any{"memory": p.memLimit}}
+	}
+	containers := []any{c}
 	statuses := []any{}
 	if p.containerID != "" {
 		statuses = append(statuses, map[string]any{"name": p.name, "containerID": p.containerID, "ready": p.phase == "Running", "restartCount": p.restarts, "image": p.image})
@@ -254,6 +279,9 @@ func (p podFixture) object() map[string]any {
 	spec := map[string]any{"containers": containers, "restartPolicy": "Always"}
 	if p.node != "" {
 		spec["nodeName"] = p.node
+	}
+	if p.runtimeClass != "" {
+		spec["runtimeClassName"] = p.runtimeClass
 	}
 	return map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 }

@@ -1,7 +1,8 @@
 // Command podvisorctl is podvisor's command-line tool for users of a
 // cluster, also usable as the kubectl plugin `kubectl podvisor` (see
-// `podvisorctl install`): the serial console, ssh, virsh in the node's
-// podvisor pod, a diagnostics dump, the deploy manifests and versions.
+// `podvisorctl install`): a list of VM pods, the serial console, ssh, the
+// VNC display, virsh in the node's podvisor pod, a diagnostics dump, the
+// deploy manifests, versions and shell completion.
 // docs/podvisorctl.md describes every verb.
 //
 // Cluster operations shell out to kubectl, as a kubectl plugin does, rather
@@ -98,7 +99,7 @@ func (a *app) run(ctx context.Context, argv0 string, args []string) int {
 func (a *app) rootCmd(argv0 string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "podvisorctl",
-		Short: "Work with podvisor's virtual machines: console, ssh, virsh, diagnostics, deploy YAML",
+		Short: "Work with podvisor's virtual machines: list, console, ssh, vnc, virsh, diagnostics, deploy YAML",
 		Long: `podvisorctl works with the VMs that podvisor runs as Kubernetes pods.
 
 Cluster operations run kubectl (from PATH, or --kubectl) with your
@@ -135,6 +136,7 @@ plugin "kubectl podvisor".`,
 	pf.StringVar(&a.podvisorNamespace, "podvisor-namespace", deploy.DefaultNamespace, "namespace of the podvisor DaemonSet")
 
 	root.AddCommand(
+		a.listCmd(),
 		a.consoleCmd(),
 		a.sshCmd(),
 		a.vncCmd(),

@@ -25,10 +25,13 @@ type podJSON struct {
 		NodeName         string `json:"nodeName"`
 		RuntimeClassName string `json:"runtimeClassName"`
 		Containers       []struct {
-			Name  string `json:"name"`
-			Image string `json:"image"`
-			Stdin bool   `json:"stdin"`
-			TTY   bool   `json:"tty"`
+			Name      string `json:"name"`
+			Image     string `json:"image"`
+			Stdin     bool   `json:"stdin"`
+			TTY       bool   `json:"tty"`
+			Resources struct {
+				Limits map[string]string `json:"limits"`
+			} `json:"resources"`
 		} `json:"containers"`
 	} `json:"spec"`
 	Status struct {

@@ -4,11 +4,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -23,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/podvisor/podvisor/internal/rfb"
 	"github.com/podvisor/podvisor/internal/syncbuf"
 	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
@@ -229,6 +233,44 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			Expect(string(args)).To(MatchRegexp(`^-p \d+ -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR e2e@127\.0\.0\.1\n$`))
 		})
 
+		It("shows a VM's display through podvisorctl vnc (an RFB handshake reads the protocol version and a framebuffer size)", func(ctx context.Context) {
+			Expect(vmPods).NotTo(BeEmpty(), "the Deployment spec did not get its pods running")
+			p := vmPods[1]
+			_, id, _ := strings.Cut(p.Status.ContainerStatuses[0].ContainerID, "podvisor__")
+			actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			var out, errOut syncbuf.Buffer
+			cmd := exec.CommandContext(actx, cfg.podvisorctl, "--kubectl", cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "vnc", "--viewer", "none", p.Name)
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			Expect(cmd.Start()).To(Succeed())
+			defer cmd.Process.Kill()
+			addr := regexp.MustCompile(`vnc://(127\.0\.0\.1:\d+)\n`)
+			Eventually(out.String).WithContext(actx).WithTimeout(time.Minute).WithPolling(time.Second).Should(MatchRegexp(addr.String()), "stderr:\n%s", errOut.String())
+			Expect(out.String()).To(ContainSubstring("VNC display of %s/%s (domain %s on node %s)", ns, p.Name, domain.NameFor(id), cfg.node))
+			// A viewer connects twice (as viewers reconnect): one tunnel.
+			for i := range 2 {
+				conn, err := net.Dial("tcp", addr.FindStringSubmatch(out.String())[1])
+				Expect(err).NotTo(HaveOccurred())
+				hctx, hcancel := context.WithTimeout(actx, 30*time.Second)
+				si, err := rfb.Handshake(hctx, conn)
+				hcancel()
+				conn.Close()
+				Expect(err).NotTo(HaveOccurred(), "connection %d; podvisorctl said:\n%s", i, errOut.String())
+				GinkgoWriter.Printf("display of %s: %+v\n", p.Name, si)
+				Expect(si.Version).To(HavePrefix("RFB 003."))
+				Expect(si.Width).To(BeNumerically(">", 0))
+				Expect(si.Height).To(BeNumerically(">", 0))
+				Expect(si.Name).To(ContainSubstring(domain.NameFor(id)))
+			}
+			// Ctrl-C ends the forward, and podvisorctl with it.
+			Expect(cmd.Process.Signal(os.Interrupt)).To(Succeed())
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			var werr error
+			Eventually(done).WithTimeout(30*time.Second).Should(Receive(&werr), "podvisorctl vnc did not end on SIGINT")
+			Expect(werr).NotTo(HaveOccurred(), "stderr:\n%s", errOut.String())
+		})
+
 		It("applies user-data taken from a ConfigMap", func(ctx context.Context) {
 			Expect(vmPods).To(HaveLen(2), "the Deployment spec did not get its pods running")
 			for _, p := range vmPods {
@@ -262,6 +304,45 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 					g.Expect(strings.TrimSpace(out)).To(Equal(vm.Name))
 				}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(poll).Should(Succeed())
 			}
+		})
+
+		It("lists the VM pods with podvisorctl list (domain, node, accelerator; not the container pod)", func(ctx context.Context) {
+			Expect(vmPods).To(HaveLen(2), "the Deployment spec did not get its pods running")
+			out, err := exec.CommandContext(ctx, cfg.podvisorctl, "--kubectl", cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "list", "-o", "json").Output()
+			Expect(err).NotTo(HaveOccurred())
+			var l struct {
+				Items []struct {
+					Name, Node, Domain, Accelerator, Phase string
+					VCPUs                                  int   `json:"vcpus"`
+					MemoryBytes                            int64 `json:"memoryBytes"`
+				} `json:"items"`
+			}
+			Expect(json.Unmarshal(out, &l)).To(Succeed(), "%s", out)
+			n, err := client.CoreV1().Nodes().Get(ctx, cfg.node, metav1.GetOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			listed := map[string]bool{}
+			for _, it := range l.Items {
+				listed[it.Name] = true
+			}
+			for _, p := range vmPods {
+				Expect(listed).To(HaveKey(p.Name), "%s", out)
+				_, id, _ := strings.Cut(p.Status.ContainerStatuses[0].ContainerID, "podvisor__")
+				for _, it := range l.Items {
+					if it.Name == p.Name {
+						Expect(it.Domain).To(Equal(domain.NameFor(id)))
+						Expect(it.Node).To(Equal(cfg.node))
+						Expect(it.Phase).To(Equal("Running"))
+						Expect(it.Accelerator).To(Equal(n.Labels[hypervisor.NodeLabelAccelerator]))
+						Expect(it.VCPUs).To(Equal(1))
+						Expect(it.MemoryBytes).To(Equal(int64(256 << 20)))
+					}
+				}
+			}
+			Expect(listed).NotTo(HaveKey(ctrPod))
+			table, err := exec.CommandContext(ctx, cfg.podvisorctl, "--kubectl", cfg.kubectl, "--kubeconfig", cfg.kubeconfig, "-n", ns, "list").Output()
+			Expect(err).NotTo(HaveOccurred())
+			GinkgoWriter.Printf("podvisorctl list:\n%s", table)
+			Expect(string(table)).To(HavePrefix("NAME "))
 		})
 
 		// The DaemonSet restarted, upgraded and its libvirt killed under

@@ -22,6 +22,7 @@ type config struct {
 	vcpus       int
 	agent       bool // has the guest agent channel
 	serial      bool // has a serial port or console
+	display     bool // has a VNC display
 }
 
 // definition is a validated domain definition.
@@ -83,6 +84,9 @@ func parseDefinition(doc string) (*definition, error) {
 	}
 	if dom.Devices != nil {
 		p.cfg.serial = len(dom.Devices.Serials) > 0 || len(dom.Devices.Consoles) > 0
+		for _, g := range dom.Devices.Graphics {
+			p.cfg.display = p.cfg.display || g.VNC != nil
+		}
 		for _, ch := range dom.Devices.Channels {
 			if ch.Target != nil && ch.Target.VirtIO != nil && ch.Target.VirtIO.Name == AgentChannel {
 				p.cfg.agent = true

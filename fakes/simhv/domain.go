@@ -2,6 +2,7 @@ package simhv
 
 import (
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type runState struct {
 	VCPUs       int           `json:"vcpus,omitempty"`
 	Agent       bool          `json:"agent,omitempty"`
 	Serial      bool          `json:"serial,omitempty"`
+	Display     bool          `json:"display,omitempty"`
 	BootTime    time.Duration `json:"bootTime,omitempty"`
 	// UptimeBase is the guest time accumulated before ResumedAt.
 	UptimeBase time.Duration `json:"uptimeBase,omitempty"`
@@ -87,6 +89,8 @@ type domain struct {
 	outMax  int
 	cond    *sync.Cond // signalled on output, state changes and Close
 	console *console   // the open console session, if any
+	// displays are the server ends of this run's display connections.
+	displays []net.Conn
 
 	line         []byte // console input typed since the last newline
 	lastCR       bool
@@ -144,6 +148,7 @@ func (d *domain) newRun() {
 	d.out = nil
 	d.line, d.lastCR, d.pendingInput = nil, false, nil
 	d.console = nil
+	d.closeDisplaysLocked()
 	d.execs = nil
 	d.cond.Broadcast()
 }

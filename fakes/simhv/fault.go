@@ -21,13 +21,14 @@ const (
 	OpList         Op = "List"
 	OpXML          Op = "XML"
 	OpConsole      Op = "Console"
+	OpDisplay      Op = "Display"
 	OpStats        Op = "Stats"
 	OpAgentCommand Op = "AgentCommand"
 	OpClose        Op = "Close"
 )
 
 // Ops lists every Op.
-var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpStats, OpAgentCommand, OpClose}
+var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpAgentCommand, OpClose}
 
 // Forever as the times of a fault makes it permanent.
 const Forever = -1

@@ -78,6 +78,7 @@ func TestFaultOnEveryOp(t *testing.T) {
 		OpList:     func() error { _, err := f.hv.List(f.ctx); return err },
 		OpXML:      func() error { _, err := f.hv.XML(f.ctx, "vm"); return err },
 		OpConsole:  func() error { _, err := f.hv.Console(f.ctx, "vm"); return err },
+		OpDisplay:  func() error { _, err := f.hv.Display(f.ctx, "vm"); return err },
 		OpStats:    func() error { _, err := f.hv.Stats(f.ctx, "vm"); return err },
 		OpAgentCommand: func() error {
 			_, err := f.hv.AgentCommand(f.ctx, "vm", `{"execute":"guest-ping"}`, time.Second)

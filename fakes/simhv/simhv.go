@@ -116,11 +116,7 @@ type Hypervisor struct {
 var (
 	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
 	_ hypervisor.StateWatcher = (*Hypervisor)(nil)
-)
-
-var (
-	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
-	_ hypervisor.StateWatcher = (*Hypervisor)(nil)
+	_ hypervisor.Displayer    = (*Hypervisor)(nil)
 )
 
 // New returns a simulated hypervisor. With Options.StateDir it reloads the
@@ -292,7 +288,7 @@ func (h *Hypervisor) start(name string) error {
 	rec.StartedAt, rec.FinishedAt, rec.ExitCode = now, time.Time{}, 0
 	rec.Run = runState{
 		MemoryBytes: d.cfg.memoryBytes, VCPUs: d.cfg.vcpus,
-		Agent: d.cfg.agent, Serial: d.cfg.serial,
+		Agent: d.cfg.agent, Serial: d.cfg.serial, Display: d.cfg.display,
 		BootTime: boot, ResumedAt: now,
 	}
 	if err := h.apply(d, rec); err != nil {
@@ -651,6 +647,7 @@ func (h *Hypervisor) stopLocked(d *domain, st hypervisor.State, reason hyperviso
 	}
 	d.stopTimer()
 	d.console = nil // the session ends with the run; readers drain, then EOF
+	d.closeDisplaysLocked()
 	d.line, d.pendingInput = nil, nil
 	d.cond.Broadcast()
 	return nil

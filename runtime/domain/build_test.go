@@ -215,6 +215,8 @@ func TestBuildRejectsBadInput(t *testing.T) {
 		{"bad serial", func(in *Input) { in.VolumeDisks[0].Serial = "has space" }, []string{"domain input VolumeDisks[0].Serial"}},
 		{"too many disks", func(in *Input) { in.VolumeDisks = make([]Disk, 20) }, []string{"more than 20"}},
 		{"long socket", func(in *Input) { in.ConsoleSocket = long }, []string{"domain input ConsoleSocket", "longer than a unix socket path"}},
+		{"long display socket", func(in *Input) { in.DisplaySocket = long }, []string{"domain input DisplaySocket", "longer than a unix socket path"}},
+		{"relative display socket", func(in *Input) { in.DisplaySocket = "vnc.sock" }, []string{"domain input DisplaySocket"}},
 		{"pci slots", func(in *Input) {
 			in.VM.DiskDriver = annotations.DiskDriverVirtio
 			in.VolumeDisks = make([]Disk, 18)

@@ -94,6 +94,11 @@ type Input struct {
 	// ConsoleSocket is the unix socket libvirt binds for the serial console
 	// ("" = a pty). At most 107 bytes.
 	ConsoleSocket string
+	// DisplaySocket is the unix socket QEMU's VNC server listens on ("" =
+	// no display). The display never listens on TCP: podvisor reaches it
+	// through the socket (CRI port-forward to the display port), so no
+	// network, the node's or the pod's, can. At most 107 bytes.
+	DisplaySocket string
 	// ConsoleLog is a file that receives all console output ("" = none).
 	ConsoleLog string
 	// GuestAgentSocket is the unix socket for the guest agent channel
@@ -314,10 +319,12 @@ func devices(in Input) *libvirtxml.DomainDeviceList {
 	}}
 	dev.Interfaces = append(dev.Interfaces, in.NICs...)
 	dev.Inputs = []libvirtxml.DomainInput{{Type: "tablet", Bus: "usb"}}
-	dev.Graphics = []libvirtxml.DomainGraphic{{VNC: &libvirtxml.DomainGraphicVNC{
-		Port: -1, AutoPort: "yes", Listen: "127.0.0.1",
-		Listeners: []libvirtxml.DomainGraphicListener{{Address: &libvirtxml.DomainGraphicListenerAddress{Address: "127.0.0.1"}}},
-	}}}
+	if in.DisplaySocket != "" {
+		dev.Graphics = []libvirtxml.DomainGraphic{{VNC: &libvirtxml.DomainGraphicVNC{
+			Socket:    in.DisplaySocket,
+			Listeners: []libvirtxml.DomainGraphicListener{{Socket: &libvirtxml.DomainGraphicListenerSocket{Socket: in.DisplaySocket}}},
+		}}}
+	}
 	dev.Videos = []libvirtxml.DomainVideo{{Model: libvirtxml.DomainVideoModel{Type: "vga"}}}
 	dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "virtio", Stats: &libvirtxml.DomainMemBalloonStats{Period: 10}}
 	dev.RNGs = []libvirtxml.DomainRNG{{
@@ -414,6 +421,10 @@ func (in Input) validate() error {
 	checkPath(bad, "ConsoleSocket", in.ConsoleSocket, false)
 	if len(in.ConsoleSocket) > maxUnixSocketPath {
 		bad("ConsoleSocket", "%q is %d bytes, longer than a unix socket path may be (%d)", in.ConsoleSocket, len(in.ConsoleSocket), maxUnixSocketPath)
+	}
+	checkPath(bad, "DisplaySocket", in.DisplaySocket, false)
+	if len(in.DisplaySocket) > maxUnixSocketPath {
+		bad("DisplaySocket", "%q is %d bytes, longer than a unix socket path may be (%d)", in.DisplaySocket, len(in.DisplaySocket), maxUnixSocketPath)
 	}
 	checkPath(bad, "ConsoleLog", in.ConsoleLog, false)
 	checkPath(bad, "GuestAgentSocket", in.GuestAgentSocket, false)

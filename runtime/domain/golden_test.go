@@ -51,6 +51,7 @@ func (c goldenCase) input(t testing.TB) Input {
 		RootDisk:      Disk{Path: "/var/lib/podvisor/volumes/" + name + "/root.qcow2", Format: FormatQCOW2},
 		ConsoleSocket: "/run/podvisor/console/" + name + ".sock",
 		ConsoleLog:    "/var/lib/podvisor/console/" + name + ".log",
+		DisplaySocket: "/var/lib/podvisor/volumes/" + name + "/vnc.sock",
 	}
 	if c.dtype != "" {
 		in.DomainType = c.dtype
@@ -257,6 +258,7 @@ func goldenCases() []goldenCase {
 			in.Machine = "q35"
 		}},
 		{name: "input-attempt-1", ci: "nocloud", tweak: func(in *Input) { in.Attempt = 1 }},
+		{name: "input-no-display", ci: "nocloud", tweak: func(in *Input) { in.DisplaySocket = "" }},
 		// Volumes shared over virtio-9p: read-write, read-only, several
 		// next to disks and a NIC.
 		{name: "input-9p-rw", ci: "nocloud", tweak: func(in *Input) {

@@ -178,6 +178,21 @@ type StateWatcher interface {
 	WatchStates(ctx context.Context) <-chan StateEvent
 }
 
+// DisplayPort is the port of a VM pod that CRI port-forward connects to
+// the VM's display (VNC, RFB protocol) instead of the guest: podvisorctl
+// vnc forwards it. The guest's own port 5900 is not forwarded.
+const DisplayPort = 5900
+
+// Displayer is implemented by hypervisors that can connect to a running
+// domain's graphical display, which speaks RFB (VNC). podvisor's domains
+// have their display on a unix socket only (runtime/domain), so this is
+// the one way to it.
+type Displayer interface {
+	// Display connects to the display of a running domain. Each call is a
+	// new RFB connection; closing it leaves the domain alone.
+	Display(ctx context.Context, name string) (io.ReadWriteCloser, error)
+}
+
 // StateEvent is one notice from a StateWatcher.
 type StateEvent struct {
 	// Name is the domain whose state may have changed; empty when Resync

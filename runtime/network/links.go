@@ -40,9 +40,9 @@ type moved struct {
 // can undo a plumb that failed part way.
 func plumb(netnsPath string, rec *moved) error {
 	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
-		// QEMU runs in this namespace (the wrapper puts it here) and
-		// binds its VNC display on 127.0.0.1: loopback must be up, as
-		// the CNI loopback plugin makes it for containers.
+		// QEMU runs in this namespace (the wrapper puts it here), and
+		// programs in a pod expect loopback up, as the CNI loopback
+		// plugin makes it for containers.
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return fmt.Errorf("finding the loopback interface: %w", err)

@@ -514,3 +514,26 @@ func (m *Manager) PodIP(_ context.Context, sandboxID string) (string, error) {
 	}
 	return ips[0], nil
 }
+
+// OpenDisplay connects to the display (RFB) of the running VM of a
+// sandbox, for CRI port-forward to hypervisor.DisplayPort.
+func (m *Manager) OpenDisplay(ctx context.Context, sandboxID string) (io.ReadWriteCloser, error) {
+	sb, err := m.PodSandbox(sandboxID)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := m.hv.(hypervisor.Displayer)
+	if !ok {
+		return nil, errdefs.Unimplementedf("the %T hypervisor has no VM displays", m.hv)
+	}
+	running := ContainerRunning
+	cs := m.ListContainers(ContainerFilter{SandboxID: sb.ID, State: &running})
+	if len(cs) == 0 {
+		return nil, errdefs.FailedPreconditionf("sandbox %s has no running VM, so no display", sb.ID)
+	}
+	conn, err := d.Display(ctx, cs[0].DomainName)
+	if err != nil {
+		return nil, fmt.Errorf("display of container %s: %w", cs[0].ID, err)
+	}
+	return conn, nil
+}

@@ -18,6 +18,8 @@ import (
 
 	streaming "k8s.io/cri-streaming/pkg/streaming"
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+
+	"github.com/podvisor/podvisor/runtime/hypervisor"
 )
 
 // DetachKey ends an attach session without touching the VM: Ctrl-], as in
@@ -36,6 +38,8 @@ type Consoles interface {
 type PodAddresses interface {
 	// PodIP returns the pod's (guest's) primary IP.
 	PodIP(ctx context.Context, sandboxID string) (string, error)
+	// OpenDisplay connects to the display (RFB) of the pod's running VM.
+	OpenDisplay(ctx context.Context, sandboxID string) (io.ReadWriteCloser, error)
 }
 
 // Execer runs a command in a VM (through its guest agent).
@@ -158,17 +162,14 @@ func (r *runtime) Exec(ctx context.Context, containerID string, cmd []string, in
 	return nil
 }
 
-// PortForward connects the stream to a port of the guest at the pod IP.
+// PortForward connects the stream to a port of the guest at the pod IP,
+// or, for hypervisor.DisplayPort, to the VM's display, whose socket no
+// network reaches.
 func (r *runtime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
-	ip, err := r.pods.PodIP(ctx, podSandboxID)
+	conn, err := r.dial(ctx, podSandboxID, port)
 	if err != nil {
 		return err
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(int(port))))
-	if err != nil {
-		return fmt.Errorf("port-forward to pod %s port %d: %w", podSandboxID, port, err)
 	}
 	defer conn.Close()
 	done := make(chan struct{}, 2)
@@ -179,6 +180,26 @@ func (r *runtime) PortForward(ctx context.Context, podSandboxID string, port int
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+func (r *runtime) dial(ctx context.Context, podSandboxID string, port int32) (io.ReadWriteCloser, error) {
+	if port == hypervisor.DisplayPort {
+		conn, err := r.pods.OpenDisplay(ctx, podSandboxID)
+		if err != nil {
+			return nil, fmt.Errorf("port-forward to pod %s port %d (the VM's display): %w", podSandboxID, port, err)
+		}
+		return conn, nil
+	}
+	ip, err := r.pods.PodIP(ctx, podSandboxID)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(int(port))))
+	if err != nil {
+		return nil, fmt.Errorf("port-forward to pod %s port %d: %w", podSandboxID, port, err)
+	}
+	return conn, nil
 }
 
 // exitError carries a command's exit code to the streaming library, which

@@ -30,6 +30,8 @@ const (
 	RootDiskFile      = "root.qcow2"
 	CloudInitFile     = "cloudinit.iso"
 	ConsoleSocketFile = "console.sock"
+	// DisplaySocketFile is the VNC display's socket (domain.Input.DisplaySocket).
+	DisplaySocketFile = "vnc.sock"
 )
 
 // NICProvider is the network seam: it returns the NICs of the VM of c in sb
@@ -147,6 +149,7 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 		Filesystems:   vols.Filesystems(),
 		CloudInitISO:  iso,
 		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
+		DisplaySocket: filepath.Join(c.Dir, DisplaySocketFile),
 		Emulator:      a.cfg.Emulator,
 	}
 	for _, d := range c.Config.Devices {

@@ -79,6 +79,11 @@ func TestAssembleMakesDisksDriveAndDomain(t *testing.T) {
 	if strings.Join(sources, ",") != strings.Join(want, ",") {
 		t.Errorf("disks %v, want %v", sources, want)
 	}
+	// The display listens on a socket in the VM's directory, nowhere else.
+	if g := d.Devices.Graphics; len(g) != 1 || g[0].VNC == nil || g[0].VNC.Socket != filepath.Join(c.Dir, DisplaySocketFile) ||
+		len(g[0].VNC.Listeners) != 1 || g[0].VNC.Listeners[0].Socket == nil || g[0].VNC.Port != 0 || g[0].VNC.Listen != "" {
+		t.Errorf("graphics %+v: want one VNC display on the socket %s only", g, filepath.Join(c.Dir, DisplaySocketFile))
+	}
 	for _, f := range []string{RootDiskFile, CloudInitFile} {
 		if _, err := os.Stat(filepath.Join(c.Dir, f)); err != nil {
 			t.Errorf("%s not made: %v", f, err)

@@ -93,11 +93,7 @@ type Hypervisor struct {
 var (
 	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
 	_ hypervisor.StateWatcher = (*Hypervisor)(nil)
-)
-
-var (
-	_ hypervisor.Hypervisor   = (*Hypervisor)(nil)
-	_ hypervisor.StateWatcher = (*Hypervisor)(nil)
+	_ hypervisor.Displayer    = (*Hypervisor)(nil)
 )
 
 var (
