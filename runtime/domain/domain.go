@@ -351,11 +351,26 @@ func serial(in Input) libvirtxml.DomainSerial {
 
 func uintp(v uint) *uint { return &v }
 
+// badFunc records that field is wrong and why.
+type badFunc func(field, format string, args ...any)
+
+// validate reports every wrong field of in, sorted, joined.
 func (in Input) validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("domain input %s: %s", field, fmt.Sprintf(format, args...)))
 	}
+	in.validateIdentity(bad)
+	in.validateVM(bad)
+	in.validateDevices(bad)
+	in.validatePaths(bad)
+	in.validateQEMU(bad)
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// validateIdentity checks the names the domain and its metadata carry.
+func (in Input) validateIdentity(bad badFunc) {
 	if !validName(in.Name) {
 		bad("Name", "%q is not a domain name (1 to 64 letters, digits, '-', '_', '.'; use NameFor)", in.Name)
 	}
@@ -373,24 +388,33 @@ func (in Input) validate() error {
 	if in.Machine != "" && !validName(in.Machine) {
 		bad("Machine", "%q is not a QEMU machine type", in.Machine)
 	}
+}
+
+// validateVM checks the parsed annotations' resources and choices.
+func (in Input) validateVM(bad badFunc) {
 	if in.VM == nil {
 		bad("VM", "is nil (annotations.Parse gives it)")
-	} else {
-		if in.VM.VCPUCount < 1 || in.VM.VCPUCount > annotations.MaxVCPUCount {
-			bad("VM.VCPUCount", "%d is outside 1..%d", in.VM.VCPUCount, annotations.MaxVCPUCount)
-		}
-		if in.VM.MemoryBytes < annotations.MinMemoryBytes {
-			bad("VM.MemoryBytes", "%d is below %d", in.VM.MemoryBytes, annotations.MinMemoryBytes)
-		}
-		if in.VM.DiskDriver != annotations.DiskDriverSCSI && in.VM.DiskDriver != annotations.DiskDriverVirtio {
-			bad("VM.DiskDriver", "%q is neither scsi nor virtio", in.VM.DiskDriver)
-		}
-		if in.VM.SystemUUID != "" {
-			if _, err := uuid.Parse(in.VM.SystemUUID); err != nil {
-				bad("VM.SystemUUID", "%q is not a UUID", in.VM.SystemUUID)
-			}
+		return
+	}
+	if in.VM.VCPUCount < 1 || in.VM.VCPUCount > annotations.MaxVCPUCount {
+		bad("VM.VCPUCount", "%d is outside 1..%d", in.VM.VCPUCount, annotations.MaxVCPUCount)
+	}
+	if in.VM.MemoryBytes < annotations.MinMemoryBytes {
+		bad("VM.MemoryBytes", "%d is below %d", in.VM.MemoryBytes, annotations.MinMemoryBytes)
+	}
+	if in.VM.DiskDriver != annotations.DiskDriverSCSI && in.VM.DiskDriver != annotations.DiskDriverVirtio {
+		bad("VM.DiskDriver", "%q is neither scsi nor virtio", in.VM.DiskDriver)
+	}
+	if in.VM.SystemUUID != "" {
+		if _, err := uuid.Parse(in.VM.SystemUUID); err != nil {
+			bad("VM.SystemUUID", "%q is not a UUID", in.VM.SystemUUID)
 		}
 	}
+}
+
+// validateDevices checks the disks, shared filesystems and NICs, and that
+// they fit the disk count and the PCI slots below the wrapper's NIC.
+func (in Input) validateDevices(bad badFunc) {
 	checkDisk := func(field string, d Disk) {
 		checkPath(bad, field+".Path", d.Path, true)
 		if d.Format != FormatQCOW2 && d.Format != FormatRaw {
@@ -417,21 +441,25 @@ func (in Input) validate() error {
 		bad("NICs", "%d NICs with %d virtio disks and %d shared filesystems need PCI slots up to %#x, but slot %#x is kept for the emulator wrapper's NIC",
 			len(in.NICs), pciDisks, len(in.Filesystems), n-1, WrapperNICPCISlot)
 	}
+}
+
+// validatePaths checks the files and sockets the domain names.
+func (in Input) validatePaths(bad badFunc) {
 	checkPath(bad, "CloudInitISO", in.CloudInitISO, false)
-	checkPath(bad, "ConsoleSocket", in.ConsoleSocket, false)
-	if len(in.ConsoleSocket) > maxUnixSocketPath {
-		bad("ConsoleSocket", "%q is %d bytes, longer than a unix socket path may be (%d)", in.ConsoleSocket, len(in.ConsoleSocket), maxUnixSocketPath)
-	}
-	checkPath(bad, "DisplaySocket", in.DisplaySocket, false)
-	if len(in.DisplaySocket) > maxUnixSocketPath {
-		bad("DisplaySocket", "%q is %d bytes, longer than a unix socket path may be (%d)", in.DisplaySocket, len(in.DisplaySocket), maxUnixSocketPath)
-	}
 	checkPath(bad, "ConsoleLog", in.ConsoleLog, false)
-	checkPath(bad, "GuestAgentSocket", in.GuestAgentSocket, false)
-	if len(in.GuestAgentSocket) > maxUnixSocketPath {
-		bad("GuestAgentSocket", "%q is %d bytes, longer than a unix socket path may be (%d)", in.GuestAgentSocket, len(in.GuestAgentSocket), maxUnixSocketPath)
-	}
 	checkPath(bad, "Emulator", in.Emulator, false)
+	for _, sock := range []struct{ field, path string }{
+		{"ConsoleSocket", in.ConsoleSocket}, {"DisplaySocket", in.DisplaySocket}, {"GuestAgentSocket", in.GuestAgentSocket},
+	} {
+		checkPath(bad, sock.field, sock.path, false)
+		if len(sock.path) > maxUnixSocketPath {
+			bad(sock.field, "%q is %d bytes, longer than a unix socket path may be (%d)", sock.path, len(sock.path), maxUnixSocketPath)
+		}
+	}
+}
+
+// validateQEMU checks the environment and arguments passed to QEMU.
+func (in Input) validateQEMU(bad badFunc) {
 	for n, v := range in.QEMUEnv {
 		if !validEnvName(n) {
 			bad("QEMUEnv", "%q is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", n)
@@ -445,8 +473,6 @@ func (in Input) validate() error {
 			bad(fmt.Sprintf("QEMUArgs[%d]", i), "%q is empty or has control characters", a)
 		}
 	}
-	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-	return errors.Join(errs...)
 }
 
 func btoi(b bool) int {
@@ -456,7 +482,7 @@ func btoi(b bool) int {
 	return 0
 }
 
-func checkPath(bad func(string, string, ...any), field, p string, required bool) {
+func checkPath(bad badFunc, field, p string, required bool) {
 	if p == "" {
 		if required {
 			bad(field, "is empty")
