@@ -113,6 +113,16 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 		return "", fmt.Errorf("creating the root disk: %w", err)
 	}
 
+	iso, err := a.writeCloudInit(ctx, sb, c, vm, vols)
+	if err != nil {
+		return "", err
+	}
+	return a.domainXML(ctx, sb, c, vm, vols, root, iso)
+}
+
+// writeCloudInit writes the container's cloud-init drive, with the
+// volumes' mounts and files, into its directory and returns its path.
+func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan) (string, error) {
 	ciIn := cloudInitInput(sb, c, vm)
 	var owner *volume.Owner
 	if vm.Chown9pfsMounts {
@@ -134,7 +144,11 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 	if err := a.cfg.WriteISO(ctx, contents, iso); err != nil {
 		return "", fmt.Errorf("writing the cloud-init drive: %w", err)
 	}
+	return iso, nil
+}
 
+// domainXML builds the container's domain around its root disk and drive.
+func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, root, iso string) (string, error) {
 	in := domain.Input{
 		Name:          c.DomainName,
 		PodUID:        sb.Config.UID,
