@@ -96,8 +96,32 @@ images:
 - name: podvisor/podvisor
   newName: ${image%:*}
   newTag: ${image##*:}
+# The VirtletImageMapping spec's URL is the guest server on the node's
+# loopback (mapping objects may not name files): podvisor may reach it.
+patches:
+- target: {kind: DaemonSet, name: podvisor}
+  patch: |-
+    - {op: test, path: /spec/template/spec/containers/0/name, value: podvisor}
+    - {op: add, path: /spec/template/spec/containers/0/command/-, value: --image-download-allow-networks=127.0.0.1/32}
 YAML
 kubectl apply -k "$work/overlay"
+# The test guest over http on the node's loopback, from the busybox test
+# image (its static busybox has httpd), host network.
+kubectl -n kube-system apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: podvisor-e2e-guest-server, namespace: kube-system}
+spec:
+  hostNetwork: true
+  nodeName: $node
+  containers:
+  - name: httpd
+    image: $BUSYBOX_IMAGE
+    command: [busybox, httpd, -f, -p, 127.0.0.1:8099, -h, /srv]
+    volumeMounts: [{name: guest, mountPath: /srv, readOnly: true}]
+  volumes: [{name: guest, hostPath: {path: /var/lib/podvisor/e2e, type: Directory}}]
+YAML
+kubectl -n kube-system wait --for=condition=Ready pod/podvisor-e2e-guest-server --timeout=5m
 # The suite's image name, as in ci/e2e.sh (kubelet adds ":latest").
 kubectl -n kube-system create configmap virtlet-image-translations \
 	--from-literal=images.yaml="$(kubectl -n kube-system get configmap virtlet-image-translations -o jsonpath='{.data.images\.yaml}')" \
@@ -120,7 +144,7 @@ in_node env KUBECONFIG=/etc/kubernetes/admin.conf \
 	PODVISOR_E2E_PODVISORCTL=/usr/local/bin/podvisorctl \
 	PODVISOR_E2E_NODE="$node" \
 	PODVISOR_E2E_VM_IMAGE=virtlet.cloud/podvisor/testvm \
-	PODVISOR_E2E_VM_IMAGE_URL=file:///var/lib/podvisor/e2e/podvisor-test-guest.qcow2 \
+	PODVISOR_E2E_VM_IMAGE_URL=http://127.0.0.1:8099/podvisor-test-guest.qcow2 \
 	PODVISOR_E2E_CONTAINER_IMAGE="$BUSYBOX_IMAGE" \
 	PODVISOR_E2E_PODVISOR_SOCKET=/run/podvisor/podvisor.sock \
 	PODVISOR_E2E_STATE_DIR=/var/lib/podvisor \
