@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"libvirt.org/go/libvirtxml"
-
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/domain"
 )
@@ -157,9 +155,9 @@ func cloudInitTestHypervisor(t *testing.T) *Hypervisor {
 	return newTestHypervisor(t)
 }
 
-// cloudInitDomain writes the drive c as an ISO and returns a domain with an
-// overlay of the test guest, the ISO as a CD-ROM, a user-mode NIC with mac
-// and the guest agent channel.
+// cloudInitDomain writes the drive c as an ISO and returns a domain (as
+// domain.Build makes podvisor's) with an overlay of the test guest, the
+// drive, a user-mode NIC with mac and the guest agent channel.
 func cloudInitDomain(t *testing.T, h *Hypervisor, name string, c *cloudinit.Contents, mac string) string {
 	t.Helper()
 	return cloudInitDomainWith(t, h, name, c, mac, nil)
@@ -180,67 +178,7 @@ func cloudInitDomainWith(t *testing.T, h *Hypervisor, name string, c *cloudinit.
 	if err := cloudinit.WriteISO(context.Background(), c, iso); err != nil {
 		t.Fatalf("WriteISO: %v", err)
 	}
-	dom := libvirtxml.Domain{
-		Type:   h.DomainType(),
-		Name:   name,
-		Memory: &libvirtxml.DomainMemory{Value: 256, Unit: "MiB"},
-		VCPU:   &libvirtxml.DomainVCPU{Value: 1},
-		OS: &libvirtxml.DomainOS{
-			Type:        &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
-			BootDevices: []libvirtxml.DomainBootDevice{{Dev: "hd"}},
-		},
-		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},
-		OnPoweroff: "destroy",
-		OnReboot:   "restart",
-		OnCrash:    "destroy",
-		Devices: &libvirtxml.DomainDeviceList{
-			Disks: []libvirtxml.DomainDisk{{
-				Device: "disk",
-				Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "qcow2"},
-				Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: overlay}},
-				Target: &libvirtxml.DomainDiskTarget{Dev: "vda", Bus: "virtio"},
-			}, {
-				// Virtlet's way: the drive is a CD-ROM.
-				Device:   "cdrom",
-				Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
-				Source:   &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: iso}},
-				Target:   &libvirtxml.DomainDiskTarget{Dev: "sda", Bus: "scsi"},
-				ReadOnly: &libvirtxml.DomainDiskReadOnly{},
-			}},
-			Controllers: []libvirtxml.DomainController{{Type: "scsi", Model: "virtio-scsi"}},
-			Filesystems: domain.FilesystemDevices(fss),
-			Interfaces: []libvirtxml.DomainInterface{{
-				Source: &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}},
-				MAC:    &libvirtxml.DomainInterfaceMAC{Address: mac},
-				Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
-			}},
-			Serials: []libvirtxml.DomainSerial{{
-				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(dir, "console.sock")}},
-				Target: &libvirtxml.DomainSerialTarget{Port: new(uint)},
-			}},
-			Channels: []libvirtxml.DomainChannel{{
-				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(dir, "agent.sock")}},
-				Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: "org.qemu.guest_agent.0"}},
-			}},
-		},
-	}
-	if args := domain.FilesystemArgs(fss); len(args) > 0 {
-		dom.QEMUCommandline = &libvirtxml.DomainQEMUCommandline{}
-		for _, a := range args {
-			dom.QEMUCommandline.Args = append(dom.QEMUCommandline.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
-		}
-	}
-	x, err := dom.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = h.Destroy(ctx, name)
-		_ = h.Undefine(ctx, name)
-	})
-	return x
+	return buildTestDomain(t, h, testDomainSpec{name: name, dir: dir, overlay: overlay, iso: iso, mac: mac, fss: fss, agent: true})
 }
 
 // guestExec runs a command through the guest agent (guest-exec, then

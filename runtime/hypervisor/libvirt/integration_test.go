@@ -129,50 +129,7 @@ func testDomain(t *testing.T, h *Hypervisor, name string) string {
 	iso := filepath.Join(dir, "seed.iso")
 	run(t, "genisoimage", "-quiet", "-o", iso, "-V", "cidata", "-J", "-r", seed)
 
-	dom := libvirtxml.Domain{
-		Type:   h.DomainType(),
-		Name:   name,
-		Memory: &libvirtxml.DomainMemory{Value: 256, Unit: "MiB"},
-		VCPU:   &libvirtxml.DomainVCPU{Value: 1},
-		OS: &libvirtxml.DomainOS{
-			Type:        &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
-			BootDevices: []libvirtxml.DomainBootDevice{{Dev: "hd"}},
-		},
-		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},
-		OnPoweroff: "destroy",
-		OnReboot:   "restart",
-		OnCrash:    "destroy",
-		Devices: &libvirtxml.DomainDeviceList{
-			Disks: []libvirtxml.DomainDisk{{
-				Device: "disk",
-				Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "qcow2"},
-				Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: overlay}},
-				Target: &libvirtxml.DomainDiskTarget{Dev: "vda", Bus: "virtio"},
-			}, {
-				Device:   "disk",
-				Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
-				Source:   &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: iso}},
-				Target:   &libvirtxml.DomainDiskTarget{Dev: "vdb", Bus: "virtio"},
-				ReadOnly: &libvirtxml.DomainDiskReadOnly{},
-			}},
-			Serials: []libvirtxml.DomainSerial{{
-				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(dir, "console.sock")}},
-				Target: &libvirtxml.DomainSerialTarget{Port: new(uint)},
-			}},
-		},
-	}
-	x, err := dom.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Leave nothing behind whatever happens.
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = h.Destroy(ctx, name)
-		_ = h.Undefine(ctx, name)
-	})
-	return x
+	return buildTestDomain(t, h, testDomainSpec{name: name, dir: dir, overlay: overlay, iso: iso})
 }
 
 func run(t *testing.T, name string, args ...string) {
