@@ -4,8 +4,10 @@
 // <qemu:env> sets PODVISOR_NETNS and PODVISOR_NICS, it enters that network
 // namespace and executes the real QEMU with a tap NIC per entry appended.
 // Without them (libvirt's capability probes: -help, -version, QMP) it
-// executes QEMU unchanged. Either way QEMU runs with only the capabilities
-// in vmenv.QEMUCapabilities. See docs/networking.md and docs/libvirt.md.
+// executes QEMU unchanged. Either way QEMU runs in a mount namespace of its
+// own where /sys and the writable files of /proc are read-only, with only
+// the capabilities in vmenv.QEMUCapabilities. See docs/networking.md and
+// docs/libvirt.md.
 package main
 
 import (
@@ -81,11 +83,15 @@ func enterNetNS(path string) error {
 	return nil
 }
 
-// execQEMU executes QEMU, with only vmenv.QEMUCapabilities, on this
-// thread, which stays locked: the capabilities and the namespace are the
-// thread's.
+// execQEMU executes QEMU on this thread, which stays locked (namespaces
+// and capabilities are the thread's), in a mount namespace of its own
+// where the kernel's writable files are read-only, with only
+// vmenv.QEMUCapabilities.
 func execQEMU(qemu string, argv, env []string) error {
 	runtime.LockOSThread()
+	if err := readOnlyKernelFiles(); err != nil {
+		return fmt.Errorf("before executing the emulator %s: %w", qemu, err)
+	}
 	if err := dropCapabilities(vmenv.QEMUCapabilities); err != nil {
 		return fmt.Errorf("before executing the emulator %s: %w", qemu, err)
 	}

@@ -40,8 +40,9 @@ func TestMain(m *testing.M) {
 }
 
 // fakeQEMU writes a script that reports its network namespace, arguments,
-// any PODVISOR_ variable it sees and its capability sets (read by the
-// shell itself, the process the wrapper executed).
+// any PODVISOR_ variable it sees, its capability sets (read by the shell
+// itself, the process the wrapper executed), its mount namespace and which
+// of a few kernel files it may write.
 func fakeQEMU(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "qemu")
@@ -50,6 +51,10 @@ echo "netns=$(readlink /proc/self/ns/net)"
 for a in "$@"; do echo "arg=$a"; done
 env | grep '^PODVISOR_' | sed 's/^/env=/'
 while read -r k v; do case "$k" in Cap*) echo "cap=$k$v" ;; esac; done </proc/$$/status
+echo "mntns=$(readlink /proc/self/ns/mnt)"
+for p in /proc/sys/kernel/core_pattern /proc/sysrq-trigger /sys/fs/cgroup /sys/kernel; do
+	if [ -w "$p" ]; then echo "writable=$p"; fi
+done
 exit 0
 `
 	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
@@ -63,6 +68,9 @@ type result struct {
 	args  []string
 	env   []string
 	caps  map[string]uint64 // CapBnd etc. from /proc/PID/status
+	mntns string
+	// writable are the kernel files QEMU could write.
+	writable []string
 }
 
 func runWrapper(t *testing.T, env []string, args ...string) (result, string, error) {
@@ -82,6 +90,10 @@ func runWrapper(t *testing.T, env []string, args ...string) (result, string, err
 			r.args = append(r.args, v)
 		case "env":
 			r.env = append(r.env, v)
+		case "mntns":
+			r.mntns = v
+		case "writable":
+			r.writable = append(r.writable, v)
 		case "cap":
 			name, hex, _ := strings.Cut(v, ":")
 			if r.caps == nil {
@@ -120,6 +132,30 @@ func TestPassThrough(t *testing.T) {
 		t.Errorf("QEMU saw %v", r.env)
 	}
 	checkCaps(t, r)
+	checkKernelFiles(t, r)
+}
+
+// checkKernelFiles: as root the wrapper gives QEMU a mount namespace of
+// its own where the kernel's files are read-only, and the test's own
+// namespace keeps them writable (nothing propagated back).
+func checkKernelFiles(t *testing.T, r result) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	own, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.mntns == "" || r.mntns == own {
+		t.Errorf("QEMU ran in mount namespace %q, want one of its own (the wrapper's is %s)", r.mntns, own)
+	}
+	if len(r.writable) > 0 {
+		t.Errorf("QEMU may write %v", r.writable)
+	}
+	if err := unix.Access("/proc/sys/kernel/core_pattern", unix.W_OK); err != nil {
+		t.Errorf("the read-only mounts reached the test's own namespace: /proc/sys/kernel/core_pattern: %v", err)
+	}
 }
 
 // checkCaps: QEMU has no capability beyond vmenv.QEMUCapabilities in any
@@ -201,6 +237,7 @@ func TestEntersNetNS(t *testing.T) {
 		t.Errorf("QEMU saw %v", r.env)
 	}
 	checkCaps(t, r)
+	checkKernelFiles(t, r)
 }
 
 func TestFailures(t *testing.T) {

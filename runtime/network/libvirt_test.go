@@ -59,6 +59,39 @@ func checkQEMUCaps(t *testing.T, pid string) {
 	t.Logf("QEMU (PID %s) capabilities: %s", pid, strings.Join(report, "; "))
 }
 
+// checkQEMUMounts: QEMU has a mount namespace of its own in which /sys,
+// /proc/sys and every mount below them are read-only.
+func checkQEMUMounts(t *testing.T, pid string) {
+	t.Helper()
+	own, _ := os.Readlink("/proc/self/ns/mnt")
+	if qns, err := os.Readlink("/proc/" + pid + "/ns/mnt"); err != nil || qns == own {
+		t.Errorf("QEMU's mount namespace is %q, %v; want one of its own (the test's is %s)", qns, err, own)
+	}
+	b, err := os.ReadFile("/proc/" + pid + "/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A mount stacked on another is listed after it: keep the last one of
+	// each mount point, the one QEMU sees.
+	top := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 6 {
+			top[f[4]] = f[5]
+		}
+	}
+	for dir, opts := range top {
+		for _, p := range []string{"/sys", "/proc/sys"} {
+			if (dir == p || strings.HasPrefix(dir, p+"/")) && !strings.HasPrefix(opts, "ro,") && opts != "ro" {
+				t.Errorf("QEMU sees %s mounted %s", dir, opts)
+			}
+		}
+	}
+	if _, ok := top["/proc/sys"]; !ok {
+		t.Errorf("QEMU's mountinfo has no /proc/sys mount of its own:\n%s", b)
+	}
+	t.Logf("QEMU's mounts: /sys %s, /proc/sys %s, /sys/fs/cgroup %s", top["/sys"], top["/proc/sys"], top["/sys/fs/cgroup"])
+}
+
 func TestLibvirtGuestGetsPodNetwork(t *testing.T) {
 	if os.Getenv("PODVISOR_LIBVIRT_TESTS") != "1" {
 		t.Skip("set PODVISOR_LIBVIRT_TESTS=1 (after ci/libvirtd.sh start) to boot a VM on the pod network")
@@ -176,6 +209,7 @@ func TestLibvirtGuestGetsPodNetwork(t *testing.T) {
 		t.Errorf("QEMU runs in %s, the pod namespace is %s", qns, podIno)
 	}
 	checkQEMUCaps(t, strings.Fields(pid)[0])
+	checkQEMUMounts(t, strings.Fields(pid)[0])
 
 	// Port 8080 of the guest, from inside the pod's namespace.
 	var got []byte

@@ -317,9 +317,10 @@ func (p *Plan) ChooseMetadata(userXattrs func(dir string) (bool, error)) error {
 // attributes (ext4, xfs, btrfs, overlayfs on them, tmpfs since Linux 6.6)
 // or not (tmpfs before 6.6, ramfs, NFS before 4.2). It reads an attribute
 // nobody sets: "no such attribute" means yes, "not supported" no. Nothing
-// is written.
+// is written. A symbolic link is followed, as QEMU follows it to the
+// directory it shares (a link itself always answers "no such attribute").
 func UserXattrs(dir string) (bool, error) {
-	_, err := unix.Lgetxattr(dir, "user.podvisor.probe", nil)
+	_, err := unix.Getxattr(dir, "user.podvisor.probe", nil)
 	switch {
 	case err == nil, errors.Is(err, unix.ENODATA), errors.Is(err, unix.ERANGE):
 		return true, nil

@@ -538,6 +538,15 @@ func TestUserXattrs(t *testing.T) {
 			t.Fatalf("mount %s: %v\n%s", fstype, err, out)
 		}
 		ok, err := UserXattrs(d)
+		// Through a symbolic link (a hostPath may be one): the target's
+		// answer, not the link's.
+		link := filepath.Join(t.TempDir(), "link")
+		if err := os.Symlink(d, link); err != nil {
+			t.Fatal(err)
+		}
+		if viaLink, err := UserXattrs(link); viaLink != ok || err != nil {
+			t.Errorf("UserXattrs(a link to a %s) = %v, %v; want %v as for the directory", fstype, viaLink, err, ok)
+		}
 		exec.Command("umount", d).Run()
 		if err != nil {
 			t.Errorf("UserXattrs(%s): %v", fstype, err)
