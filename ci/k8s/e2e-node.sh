@@ -57,7 +57,7 @@ say "containerd $("$ctrdbin/containerd" --version | awk '{print $3}') and the no
 mkdir -p /etc/cni/net.d /opt/cni/bin /var/lib/cni
 for p in bridge host-local loopback portmap; do cp "/usr/lib/cni/$p" /opt/cni/bin/; done
 cat >/etc/cni/net.d/10-podvisor-e2e.conflist <<JSON
-{"cniVersion": "1.0.0", "name": "podvisor-e2e", "plugins": [
+{"cniVersion": "1.0.0", "name": "$cni_net", "plugins": [
   {"type": "bridge", "bridge": "pve2e0", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.240.88.0/24"}]],
             "routes": [{"dst": "0.0.0.0/0"}]}},
