@@ -77,13 +77,24 @@ ctr_() { in_node "$ctrdbin/ctr" -a /run/containerd/containerd.sock "$@"; }
 # The node's files, created by this run and removed at its end. A path that
 # exists already belongs to someone else: refuse rather than clobber it.
 # (/run/containerd itself is shared: every containerd on the machine, also
-# ci/containerd.sh's private one, keeps its shims' runc state there.)
+# ci/containerd.sh's private one, keeps its shims' runc state there. So is
+# /var/lib/cni: libcni's default result cache, which that containerd of make
+# test fills too; the run removes only its own network's entries there.)
 node_paths=(/var/lib/kubelet /etc/kubernetes /etc/default/kubelet /etc/cni/net.d /opt/cni/bin
-	/var/lib/cni /var/lib/podvisor /run/podvisor /run/criproxy /run/containerd/containerd.sock /var/lib/containerd
+	/var/lib/podvisor /run/podvisor /run/criproxy /run/containerd/containerd.sock /var/lib/containerd
 	/var/lib/podvisor-e2e /var/log/pods /usr/local/bin/criproxy /etc/systemd/system/criproxy.service
 	/var/lib/calico)
 for p in "${node_paths[@]}"; do
 	[ -e "$p" ] && die "$p exists: the e2e node uses it (a previous run's leftovers? remove it after checking)"
+done
+# The node network's entries under /var/lib/cni (host-local's leases,
+# libcni's results): a previous run's would hand out its addresses again.
+cni_net=podvisor-e2e
+cni_state=/var/lib/cni
+made_cni_state=0
+[ -e "$cni_state" ] || made_cni_state=1
+for p in "$cni_state/networks/$cni_net" "$cni_state/results/$cni_net"-*; do
+	[ -e "$p" ] && die "$p exists: the e2e node's CNI network uses it (a previous run's leftovers? remove it after checking)"
 done
 
 # run NAME CMD...: starts a daemon in the node namespace, logging to logs/NAME.log.

@@ -57,7 +57,7 @@ say "containerd $("$ctrdbin/containerd" --version | awk '{print $3}') and the no
 mkdir -p /etc/cni/net.d /opt/cni/bin /var/lib/cni
 for p in bridge host-local loopback portmap; do cp "/usr/lib/cni/$p" /opt/cni/bin/; done
 cat >/etc/cni/net.d/10-podvisor-e2e.conflist <<JSON
-{"cniVersion": "1.0.0", "name": "podvisor-e2e", "plugins": [
+{"cniVersion": "1.0.0", "name": "$cni_net", "plugins": [
   {"type": "bridge", "bridge": "pve2e0", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.240.88.0/24"}]],
             "routes": [{"dst": "0.0.0.0/0"}]}},
@@ -98,7 +98,10 @@ wait_for containerd 60 ctr_ version
 for t in "$work"/images/*.tar "$image_tar"; do
 	ctr_ -n k8s.io images import "$t" >/dev/null || die "importing $t into containerd failed"
 done
-ctr_ -n k8s.io images ls -q | grep -qx "$image_ref" || die "$image_tar did not import as $image_ref"
+# Never `cmd | grep -q` under pipefail: grep exits at its first match, the
+# writer then dies of SIGPIPE and the pipeline fails although it matched.
+images=$(ctr_ -n k8s.io images ls -q)
+grep -qxF "$image_ref" <<<"$images" || die "$image_tar did not import as $image_ref"
 
 say "kubelet (node $node, $node_ip) on containerd, laid out as kubeadm lays it out"
 mkdir -p /var/lib/kubelet /etc/kubernetes
@@ -145,7 +148,9 @@ kubectl get nodes -o wide
 # kubelet_endpoint_is EP: the running kubelet's configuration (its
 # /configz, through the API server) names EP as its runtime endpoint.
 kubelet_endpoint_is() {
-	kubectl get --raw "/api/v1/nodes/$node/proxy/configz" | grep -q "\"containerRuntimeEndpoint\":\"$1\""
+	local configz
+	configz=$(kubectl get --raw "/api/v1/nodes/$node/proxy/configz") || return
+	grep -qF "\"containerRuntimeEndpoint\":\"$1\"" <<<"$configz"
 }
 
 # write_overlay DIR DEPLOY: the operator's overlay for this node: the image
@@ -230,7 +235,10 @@ data:
 YAML
 }
 
-no_podvisor_pods() { ! kubectl -n kube-system get pods -l app.kubernetes.io/name=podvisor -o name | grep -q .; }
+no_podvisor_pods() {
+	local pods
+	pods=$(kubectl -n kube-system get pods -l app.kubernetes.io/name=podvisor -o name) && [ -z "$pods" ]
+}
 criproxy_stopped() { ! [ -f "$svc/criproxy.pid" ]; }
 
 # uninstall_podvisor: what docs/deploy.md tells an operator, then checks

@@ -62,6 +62,10 @@ cleanup() {
 	ip netns del "$netns" 2>/dev/null
 	ip link del pve2e0 2>/dev/null
 	for p in "${node_paths[@]}"; do rm -rf "$p"; done
+	if [ -n "${cni_state:-}" ]; then
+		rm -rf "$cni_state/networks/$cni_net" "$cni_state/results/$cni_net"-*
+		[ "$made_cni_state" = 1 ] && rmdir "$cni_state"/* "$cni_state" 2>/dev/null
+	fi
 	rm -f /run/containerd/containerd.sock.ttrpc
 	rm -f /etc/cni/net.d/10-podvisor-e2e.conflist
 	rmdir /etc/cni 2>/dev/null
