@@ -2,8 +2,6 @@ package cri
 
 import (
 	"context"
-	"fmt"
-	"strings"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -83,35 +81,15 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	return &runtimeapi.PullImageResponse{ImageRef: ref}, nil
 }
 
-// RemoveImage removes one name of an image, or, given the image ID as
-// kubelet's image GC does, the image and all its names unless a VM uses
-// it. A missing image is not an error.
+// RemoveImage removes an image as the image service defines it (the
+// store: every name of the image, by name or ID; missing is no error).
 func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	name := req.GetImage().GetImage()
 	if name == "" {
 		return nil, errdefs.InvalidArgumentf("RemoveImage: image.image is required")
 	}
-	img, err := s.cfg.Images.Status(ctx, name)
-	if err != nil {
+	if err := s.cfg.Images.Remove(ctx, name); err != nil {
 		return nil, err
-	}
-	if img == nil {
-		return &runtimeapi.RemoveImageResponse{}, nil
-	}
-	// As containerd: the image goes with every name, whichever name or the
-	// ID the call gives (critest: "removing image by one tag should remove
-	// all tags"). By name, the content a VM uses stays, listed by its ID
-	// until kubelet's image GC removes that; by ID it is refused then.
-	if strings.HasSuffix(name, img.Ref) {
-		if err := s.cfg.Images.Remove(ctx, name); err != nil {
-			return nil, err
-		}
-		return &runtimeapi.RemoveImageResponse{}, nil
-	}
-	for _, tag := range img.RepoTags {
-		if err := s.cfg.Images.Remove(ctx, tag); err != nil {
-			return nil, fmt.Errorf("removing %s, a name of image %s: %w", tag, img.Ref, err)
-		}
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil
 }

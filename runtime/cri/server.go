@@ -61,10 +61,9 @@ type Images interface {
 	List(ctx context.Context) ([]Image, error)
 	// Status returns nil, nil for an image that is not present.
 	Status(ctx context.Context, nameOrRef string) (*Image, error)
-	// Remove by name removes that name (the image stays while another
-	// name or a container uses it); by ID it removes the image and every
-	// name, and fails for an image a container uses. A missing image is
-	// not an error. (RemoveImage builds containerd's semantics on it.)
+	// Remove is RemoveImage as containerd does it: the image goes with
+	// every name, by any name or its ID; content a container uses stays
+	// (by name) or is refused (by ID). A missing image is not an error.
 	Remove(ctx context.Context, nameOrRef string) error
 	FsInfo(ctx context.Context) (FsUsage, error)
 }
