@@ -3,10 +3,12 @@
 # network: the main job of podvisor.
 #
 #   ci/real-pod.sh demo   one VM pod, its console streamed, its pod IP asked
-#   ci/real-pod.sh test   the integration tests of `make test`: three VMs,
-#                         kill -9 of podvisor and a libvirtd restart under
-#                         them, QEMU killed from outside, a guest that
-#                         ignores ACPI, and no leak at the end
+#   ci/real-pod.sh test   the integration tests of `make test`: libvirtd and
+#                         the test guest here, then the Go test
+#                         internal/processtests TestRealPod (three VMs,
+#                         exec, kill -9 of podvisor and a libvirtd restart
+#                         under them, QEMU killed from outside, a guest that
+#                         ignores ACPI, file modes, no leak at the end)
 #
 # Everything network-facing stays inside namespaces this script creates:
 # podvisor runs in a "node" network namespace of its own, so the CNI bridge,
@@ -17,6 +19,7 @@ set -euo pipefail
 mode=${1:-test}
 case "$mode" in demo | test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
+export PATH=/usr/local/go/bin:$PATH
 crictl=${CRICTL:-$root/_build/tools/crictl}
 guest_dir=${PODVISOR_GUEST_DIR:-/var/tmp/podvisor-test-guest}
 t0=$(date +%s.%N)
@@ -134,6 +137,13 @@ if ! "$root/ci/libvirtd.sh" status 2>/dev/null | grep '^libvirtd: running' >/dev
 "$root/ci/libvirtd.sh" start
 "$root/ci/build-guest.sh" "$guest_dir"
 [ -f "$guest_dir/podvisor-test-guest.qcow2" ] || fail "no test guest in $guest_dir"
+if [ "$mode" = test ]; then
+	say "internal/processtests TestRealPod"
+	cd "$root"
+	PODVISOR_REALPOD_TESTS=1 PODVISOR_GUEST_DIR=$guest_dir CRICTL=$crictl \
+		go test -count=1 -timeout 30m -v -run '^TestRealPod$' ./internal/processtests/
+	exit
+fi
 
 say "a node network namespace, a bridge + host-local CNI network ($subnet), an image server"
 ip netns add "$node_ns"
@@ -194,77 +204,6 @@ say "the running VM's disks, drive and image are for root only (QEMU opened them
 open_to_others=$(find "$work/state" -path "$work/state/kvm-probe" -prune -o ! -type l ! -type s -perm /o=rwx -printf '%m %p\n')
 [ -z "$open_to_others" ] || fail "state files other local users may read or enter: $open_to_others"
 stat -c '  %a %n' "$work/state" "$work/state/images" "$work/state/images/data"/* "$work/state/vms"/*/* | sed "s#$work/##"
-
-if [ "$mode" = test ]; then
-	say "exec in the VM through the QEMU guest agent (ci/guest-agent in the test guest)"
-	out=$(cri exec --sync "$main_ctr" hostname) || fail "crictl exec --sync hostname failed"
-	[ "$out" = demo-vm ] || fail "crictl exec --sync hostname printed '$out', want demo-vm"
-	# Streaming exec: the streaming server listens on 127.0.0.1 of the node namespace.
-	out=$(echo from-stdin | in_node "$crictl" --runtime-endpoint "unix://$sock" --timeout 120s exec -i "$main_ctr" sh -c 'cat; hostname' 2>>"$work/crictl.err") ||
-		fail "crictl exec -i failed"
-	[ "$out" = "from-stdin"$'\n'"demo-vm" ] || fail "crictl exec -i (streaming) printed '$out', want from-stdin and demo-vm"
-	# crictl exits 1 for any failure of an exec (it aggregates errors), so
-	# the sync check is "fails"; the streaming error message names the code.
-	if cri exec --sync "$main_ctr" sh -c 'echo failing >&2; exit 7' >/dev/null 2>&1; then
-		fail "a command exiting 7 in the VM: crictl exec --sync succeeded"
-	fi
-	err=$(in_node "$crictl" --runtime-endpoint "unix://$sock" --timeout 120s exec "$main_ctr" sh -c 'exit 3' 2>&1) &&
-		fail "a command exiting 3 in the VM: crictl exec succeeded"
-	echo "$err" | grep "exit code 3" >/dev/null || fail "crictl exec of 'exit 3' did not report exit code 3: $err"
-	echo "  hostname -> demo-vm; stdin passed; a failing command fails (exit code 3 reported)"
-
-	say "two more VMs (one ignores ACPI)"
-	run_vm vm-hung '#!/bin/sh\nkillall acpid\necho acpid stopped\n'
-	hung_ctr=$ctr
-	run_vm vm-three
-	third_ctr=$ctr third_ip=$ip
-	wait_ready "$hung_ctr" || fail "vm-hung never became ready"
-	wait_ready "$third_ctr" || fail "vm-three never became ready"
-	cri logs "$hung_ctr" | grep "acpid stopped" >/dev/null || fail "vm-hung's user-data did not run"
-
-	say "kill -9 podvisor under three running VMs, restart it: nothing lost, no VM restarted"
-	declare -A before started
-	for c in "${ctrs[@]}"; do before[$c]=$(qemu_pid "$c"); started[$c]=$(field "$c" '{{.status.startedAt}}'); done
-	old_pid=$pid
-	kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-	! kill -0 "$old_pid" 2>/dev/null || fail "podvisor survived kill -9"
-	start_podvisor
-	[ "$pid" != "$old_pid" ] || fail "no new podvisor process"
-	for c in "${ctrs[@]}"; do
-		[ "$(qemu_pid "$c")" = "${before[$c]}" ] || fail "QEMU of ${c:0:13} was restarted"
-		[ "$(field "$c" '{{.status.state}} {{.status.startedAt}}')" = "CONTAINER_RUNNING ${started[$c]}" ] || fail "${c:0:13} changed across the restart"
-	done
-	[ "$(ask "$main_ip")" = demo-vm ] || fail "the pod IP stopped answering after the restart"
-	echo "  3 VMs: same QEMU PIDs, same start times; the pod IP still answers"
-
-	say "libvirtd restarted under the running VMs"
-	"$root/ci/libvirtd.sh" restart
-	for c in "${ctrs[@]}"; do
-		[ "$(qemu_pid "$c")" = "${before[$c]}" ] || fail "QEMU of ${c:0:13} changed after the libvirtd restart"
-	done
-	[ "$(field "$third_ctr" '{{.status.state}}')" = CONTAINER_RUNNING ] || fail "podvisor lost the VMs after the libvirtd restart"
-	[ "$(ask "$third_ip")" = vm-three ] || fail "vm-three does not answer after the libvirtd restart"
-	echo "  podvisor reconnected; no VM lost"
-
-	say "QEMU killed from outside: EXITED with a reason"
-	kill -9 "$(qemu_pid "$main_ctr")"
-	for _ in $(seq 1 100); do
-		[ "$(field "$main_ctr" '{{.status.state}}')" = CONTAINER_EXITED ] && break
-		sleep 0.2
-	done
-	state=$(field "$main_ctr" '{{.status.state}} {{.status.exitCode}} {{.status.reason}}: {{.status.message}}')
-	echo "  demo-vm: $state"
-	case "$state" in CONTAINER_EXITED\ 0\ *) fail "a killed VM must exit non-zero: $state" ;; CONTAINER_EXITED*) ;; *) fail "killed VM not noticed: $state" ;; esac
-
-	say "StopContainer of a guest that ignores ACPI: destroyed after the timeout"
-	t1=$(date +%s)
-	cri stop --timeout 6 "$hung_ctr" >/dev/null || fail "stop vm-hung"
-	took=$(($(date +%s) - t1))
-	state=$(field "$hung_ctr" '{{.status.state}} {{.status.exitCode}}: {{.status.message}}')
-	echo "  vm-hung after ${took}s: $state"
-	case "$state" in CONTAINER_EXITED\ 137:*grace*) ;; *) fail "want EXITED 137 after the grace period: $state" ;; esac
-	[ "$took" -ge 5 ] || fail "destroyed after ${took}s, before the 6 s grace period"
-fi
 
 say "stop (ACPI) and remove every pod; nothing may be left"
 for c in "${ctrs[@]}"; do

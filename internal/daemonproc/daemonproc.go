@@ -180,8 +180,19 @@ func Tail(path string, n int) string {
 }
 
 // Bin returns the path of a binary that make build put in the module's bin/
-// directory (found from the test's working directory upwards), or fails.
+// directory, or fails.
 func Bin(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(Root(t), "bin", name)
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s missing: run make build", p)
+	}
+	return p
+}
+
+// Root returns the module's root directory, found from the test's working
+// directory upwards.
+func Root(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -197,9 +208,5 @@ func Bin(t testing.TB, name string) string {
 		}
 		dir = parent
 	}
-	p := filepath.Join(dir, "bin", name)
-	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("%s missing: run make build", p)
-	}
-	return p
+	return dir
 }

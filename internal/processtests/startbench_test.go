@@ -45,7 +45,7 @@ func TestStartBench(t *testing.T) {
 	if os.Getenv("PODVISOR_BENCH_ROUNDS") == "1" {
 		rounds, bootRounds = 1, 1
 	}
-	b := newBenchNode(t, guest)
+	b := newLibvirtNode(t, guest, nodeOpts{name: "bench", subnet: 79})
 	load0 := loadavg()
 
 	var p1pv, p1raw []time.Duration
@@ -96,75 +96,11 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// benchNode is podvisor on libvirt in a network namespace of its own (the
-// "node") with a bridge + host-local CNI network, as ci/real-pod.sh runs it.
-type benchNode struct {
-	t        *testing.T
-	dir, ns  string
-	metrics  string
-	d        *daemonproc.Daemon
-	pods     []string
-	imageRef string
-}
-
-const benchImage = "virtlet.cloud/podvisor/testvm"
-
-func newBenchNode(t *testing.T, guest string) *benchNode {
-	t.Helper()
-	b := &benchNode{t: t, dir: t.TempDir(), ns: fmt.Sprintf("pvbench-%d", os.Getpid()), metrics: "127.0.0.1:9494"}
-	run(t, "ip", "netns", "add", b.ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", b.ns).Run() })
-	run(t, "ip", "netns", "exec", b.ns, "ip", "link", "set", "lo", "up")
-	cni, tr := filepath.Join(b.dir, "cni"), filepath.Join(b.dir, "translations")
-	for _, d := range []string{cni, tr} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "podvisor-bench", "plugins": [
-  {"type": "bridge", "bridge": "pvbench0", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.79.%d.0/24"}]],
-            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "%s"}}]}`, os.Getpid()%200+20, filepath.Join(b.dir, "ipam"))
-	writeFile(t, filepath.Join(cni, "10-bench.conflist"), conf)
-	// The operator's translation file may name a node file: no image
-	// server in the measured path.
-	writeFile(t, filepath.Join(tr, "images.yaml"), "translations:\n- name: podvisor/testvm\n  url: file://"+guest+"\n")
-	sock := filepath.Join(b.dir, "podvisor.sock")
-	b.d = daemonproc.Start(t, "/usr/bin/nsenter", sock, filepath.Join(b.dir, "podvisor.log"),
-		"--net=/run/netns/"+b.ns, daemonproc.Bin(t, "podvisor"),
-		"--hypervisor", "libvirt", "--network", "cni", "--cni-conf-dir", cni,
-		"--listen", "unix://"+sock, "--state-dir", filepath.Join(b.dir, "state"),
-		"--image-translations-dir", tr, "--metrics-addr", b.metrics)
-	t.Cleanup(b.removeAll)
-	r, err := b.d.Images.PullImage(daemonproc.Ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: benchImage}})
-	if err != nil {
-		t.Fatalf("PullImage %s: %v", benchImage, err)
-	}
-	b.imageRef = r.ImageRef
-	return b
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func writeFile(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // podvisorStart times a VM pod through the CRI: until StartContainer
 // returned (the domain runs), or, with boot, until the guest's ready marker
 // is in the CRI log, timed from StartContainer's call. It returns the
 // duration and the domain's name.
-func (b *benchNode) podvisorStart(name string, boot bool) (time.Duration, string) {
+func (b *libvirtNode) podvisorStart(name string, boot bool) (time.Duration, string) {
 	t := b.t
 	ctx := daemonproc.Ctx(t)
 	logs := filepath.Join(b.dir, "logs", name)
@@ -217,7 +153,7 @@ func domainOf(t *testing.T, info string) string {
 }
 
 // removeAll stops and removes every pod made so far.
-func (b *benchNode) removeAll() {
+func (b *libvirtNode) removeAll() {
 	ctx := daemonproc.Ctx(b.t)
 	for _, p := range b.pods {
 		if _, err := b.d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p}); err != nil {
@@ -234,22 +170,26 @@ func (b *benchNode) removeAll() {
 // carry the console's output in pieces (tag P) up to a line's end (tag F).
 func waitCRILog(t *testing.T, path, marker string, within time.Duration) {
 	t.Helper()
-	waitText(t, path, marker, within, func(b []byte) []byte {
-		var text []byte
-		for _, l := range bytes.Split(b, []byte("\n")) {
-			f := bytes.SplitN(l, []byte(" "), 4)
-			if len(f) < 3 {
-				continue
-			}
-			if len(f) == 4 {
-				text = append(text, f[3]...)
-			}
-			if string(f[2]) == "F" {
-				text = append(text, '\n')
-			}
+	waitText(t, path, marker, within, criText)
+}
+
+// criText is the console's text in a CRI log: the pieces (tag P) of each
+// line up to its end (tag F).
+func criText(b []byte) []byte {
+	var text []byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		f := bytes.SplitN(l, []byte(" "), 4)
+		if len(f) < 3 {
+			continue
 		}
-		return text
-	})
+		if len(f) == 4 {
+			text = append(text, f[3]...)
+		}
+		if string(f[2]) == "F" {
+			text = append(text, '\n')
+		}
+	}
+	return text
 }
 
 func waitFile(t *testing.T, path, marker string, within time.Duration) {
@@ -281,7 +221,7 @@ type benchDomain struct {
 
 // captureDomain keeps the running domain's inactive definition and copies
 // of its disks, before the pod is removed.
-func (b *benchNode) captureDomain(name string) *benchDomain {
+func (b *libvirtNode) captureDomain(name string) *benchDomain {
 	t := b.t
 	var dom libvirtxml.Domain
 	if err := dom.Unmarshal(run(t, "virsh", "-q", "dumpxml", "--inactive", name)); err != nil {
@@ -306,7 +246,7 @@ func (b *benchNode) captureDomain(name string) *benchDomain {
 // metadata, disks at copies made under dir, the console in dir, QEMU itself
 // as the emulator and libvirt's user-mode NIC in place of podvisor's tap
 // (podvisor-vmwrapper's NIC needs the pod's network namespace).
-func (b *benchNode) rawDomain(tmpl *benchDomain, name string) (string, string) {
+func (b *libvirtNode) rawDomain(tmpl *benchDomain, name string) (string, string) {
 	t := b.t
 	dir := filepath.Join(b.dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -361,7 +301,7 @@ func (b *benchNode) rawDomain(tmpl *benchDomain, name string) (string, string) {
 
 // rawStart times virsh define + virsh start of the template as a domain of
 // its own, disks copied beforehand; the domain is removed afterwards.
-func (b *benchNode) rawStart(tmpl *benchDomain, name string) time.Duration {
+func (b *libvirtNode) rawStart(tmpl *benchDomain, name string) time.Duration {
 	xmlPath, _ := b.rawDomain(tmpl, name)
 	start := time.Now()
 	run(b.t, "virsh", "-q", "define", xmlPath)
@@ -376,7 +316,7 @@ func (b *benchNode) rawStart(tmpl *benchDomain, name string) time.Duration {
 // vCPUs, disks and devices (libvirt's own command line, from virsh
 // domxml-to-native, needs libvirt's per-domain files), its serial console
 // to a file, and times it until the guest's ready marker.
-func (b *benchNode) plainQEMUBoot(tmpl *benchDomain, i int) time.Duration {
+func (b *libvirtNode) plainQEMUBoot(tmpl *benchDomain, i int) time.Duration {
 	t := b.t
 	xmlPath, console := b.rawDomain(tmpl, fmt.Sprintf("pvbench-qemu-%d", i))
 	var dom libvirtxml.Domain
@@ -422,7 +362,7 @@ func (b *benchNode) plainQEMUBoot(tmpl *benchDomain, i int) time.Duration {
 
 // stepMeans reads podvisor's step histograms (podvisor_vm_step_duration_
 // seconds) and returns each step's mean over the run.
-func (b *benchNode) stepMeans() map[string]time.Duration {
+func (b *libvirtNode) stepMeans() map[string]time.Duration {
 	t := b.t
 	body := run(t, "ip", "netns", "exec", b.ns, "busybox", "wget", "-q", "-O-", "http://"+b.metrics+"/metrics")
 	sums, counts := map[string]float64{}, map[string]float64{}
