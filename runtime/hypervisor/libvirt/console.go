@@ -16,21 +16,9 @@ import (
 // (<serial type='unix'><source mode='bind' path='...'/>), which QEMU serves.
 // One console per domain at a time.
 func (h *Hypervisor) Console(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	var x string
-	var active bool
-	err := h.withDomain(ctx, "opening the console of domain", name, func(d *lv.Domain) error {
-		var err error
-		if active, err = d.IsActive(); err != nil {
-			return err
-		}
-		x, err = d.GetXMLDesc(0)
-		return err
-	})
+	x, err := h.runningXML(ctx, "opening the console of domain", name)
 	if err != nil {
 		return nil, err
-	}
-	if !active {
-		return nil, fmt.Errorf("opening the console of domain %q: %w: the domain is not running", name, hypervisor.ErrInvalidState)
 	}
 	path, err := consoleSocket(x)
 	if err != nil {
@@ -88,4 +76,26 @@ func (c *console) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// runningXML returns the live XML of domain name, or ErrInvalidState when it
+// is not running; what says what the caller was doing, for the errors.
+func (h *Hypervisor) runningXML(ctx context.Context, what, name string) (string, error) {
+	var x string
+	var active bool
+	err := h.withDomain(ctx, what, name, func(d *lv.Domain) error {
+		var err error
+		if active, err = d.IsActive(); err != nil {
+			return err
+		}
+		x, err = d.GetXMLDesc(0)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if !active {
+		return "", fmt.Errorf("%s %q: %w: the domain is not running", what, name, hypervisor.ErrInvalidState)
+	}
+	return x, nil
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 
-	lv "libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/podvisor/podvisor/runtime/hypervisor"
@@ -16,21 +15,9 @@ import (
 // socket its <graphics type='vnc'> listens on (runtime/domain puts it in
 // the VM's directory). QEMU serves several clients at once.
 func (h *Hypervisor) Display(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	var x string
-	var active bool
-	err := h.withDomain(ctx, "opening the display of domain", name, func(d *lv.Domain) error {
-		var err error
-		if active, err = d.IsActive(); err != nil {
-			return err
-		}
-		x, err = d.GetXMLDesc(0)
-		return err
-	})
+	x, err := h.runningXML(ctx, "opening the display of domain", name)
 	if err != nil {
 		return nil, err
-	}
-	if !active {
-		return nil, fmt.Errorf("opening the display of domain %q: %w: the domain is not running", name, hypervisor.ErrInvalidState)
 	}
 	path, err := displaySocket(x)
 	if err != nil {
