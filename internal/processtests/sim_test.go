@@ -119,6 +119,14 @@ func (p *simPod) start(ctr string) {
 	}
 }
 
+// stop stops ctr with a 10 s grace, as kubelet would.
+func (p *simPod) stop(ctr string) {
+	p.t.Helper()
+	if _, err := p.d.Runtime.StopContainer(p.ctx(), &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 10}); err != nil {
+		p.t.Fatalf("StopContainer %s: %v", ctr, err)
+	}
+}
+
 func (p *simPod) status(ctr string) *runtimeapi.ContainerStatus {
 	p.t.Helper()
 	r, err := p.d.Runtime.ContainerStatus(p.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: ctr})
@@ -258,9 +266,7 @@ func TestSimStoppedContainerSurvivesKill9(t *testing.T) {
 	ctr := p.create(p.runPod())
 	p.start(ctr)
 	p.waitLog("ready")
-	if _, err := p.d.Runtime.StopContainer(p.ctx(), &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 10}); err != nil {
-		t.Fatalf("StopContainer: %v", err)
-	}
+	p.stop(ctr)
 	if st := p.wantState(ctr, runtimeapi.ContainerState_CONTAINER_EXITED); st.ExitCode != 0 {
 		t.Errorf("ACPI stop gave exit code %d, want 0", st.ExitCode)
 	}
@@ -269,17 +275,15 @@ func TestSimStoppedContainerSurvivesKill9(t *testing.T) {
 }
 
 // TestSimRemoveLeavesNothing stops and removes the container, the pod and
-// the image, with a kill -9 between the pod's stop and its removal; no file may be left in the VM
-// directories.
+// the image, with a kill -9 between the pod's stop and its removal; no file
+// may be left in the VM directories.
 func TestSimRemoveLeavesNothing(t *testing.T) {
 	p := startSim(t)
 	pod := p.runPod()
 	ctr := p.create(pod)
 	p.start(ctr)
 	rt := p.d.Runtime
-	if _, err := rt.StopContainer(p.ctx(), &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 10}); err != nil {
-		t.Fatalf("StopContainer: %v", err)
-	}
+	p.stop(ctr)
 	if _, err := rt.RemoveContainer(p.ctx(), &runtimeapi.RemoveContainerRequest{ContainerId: ctr}); err != nil {
 		t.Fatalf("RemoveContainer: %v", err)
 	}
