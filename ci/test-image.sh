@@ -74,7 +74,10 @@ run /bin/bash -c "$script" check "$version" ||
 	fail "the checks inside $ref failed (output above)"
 
 [ -s "$out/criproxy" ] || fail "criproxy not copied out of the image"
-if readelf -lW "$out/criproxy" | grep -q 'program interpreter'; then
+# The headers first, then grep: under pipefail, grep -q leaving early would
+# kill readelf with SIGPIPE and fail the pipeline, passing a dynamic binary.
+headers=$(readelf -lW "$out/criproxy") || fail "readelf of criproxy failed"
+if grep -q 'program interpreter' <<<"$headers"; then
 	fail "criproxy in $ref has an ELF interpreter (dynamically linked): build it with CGO_ENABLED=0"
 fi
 echo "test-image: ok: $ref runs podvisor $version; criproxy is static"
