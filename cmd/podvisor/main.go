@@ -27,15 +27,20 @@ func main() {
 	}
 }
 
-func run(args []string) error {
-	fs := flag.NewFlagSet("podvisor", flag.ContinueOnError)
-	var (
-		cfg        daemon.Config
-		configFile = fs.String("config", "", "YAML or JSON config file; flags given on the command line win")
-		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat  = fs.String("log-format", "text", "text or json")
-		version    = fs.Bool("version", false, "print the version and exit")
-	)
+// cliFlags are the flags that are not fields of daemon.Config.
+type cliFlags struct {
+	configFile, logLevel, logFormat, allowNets, cniBin *string
+	version                                            *bool
+}
+
+// defineFlags registers podvisor's flags on fs, into cfg and the result.
+func defineFlags(fs *flag.FlagSet, cfg *daemon.Config) cliFlags {
+	f := cliFlags{
+		configFile: fs.String("config", "", "YAML or JSON config file; flags given on the command line win"),
+		logLevel:   fs.String("log-level", "info", "debug, info, warn or error"),
+		logFormat:  fs.String("log-format", "text", "text or json"),
+		version:    fs.Bool("version", false, "print the version and exit"),
+	}
 	fs.StringVar(&cfg.Listen, "listen", "unix:///run/podvisor/podvisor.sock", "CRI endpoint (unix:///path)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/podvisor", "directory for metadata, VM disks and images")
 	fs.StringVar(&cfg.Hypervisor, "hypervisor", "libvirt", "sim (simulated, for tests) or libvirt")
@@ -44,7 +49,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.ImageTranslationsDir, "image-translations-dir", "", "directory of image translation configs (the virtlet-image-translations ConfigMap)")
 	fs.DurationVar(&cfg.ImagePullGiveUp, "image-pull-give-up", 0, "an image download that gets no new byte for this long fails (default 5m)")
 	fs.BoolVar(&cfg.ImageAllowUntranslated, "image-allow-untranslated", false, "download image names no translation matches as URLs, as Virtlet did (off: such names are refused)")
-	allowNets := fs.String("image-download-allow-networks", "", "CIDRs, comma-separated, that image downloads may reach although loopback, link-local, private or otherwise refused (e.g. 127.0.0.1/32 for a server on the node)")
+	f.allowNets = fs.String("image-download-allow-networks", "", "CIDRs, comma-separated, that image downloads may reach although loopback, link-local, private or otherwise refused (e.g. 127.0.0.1/32 for a server on the node)")
 	fs.BoolVar(&cfg.ImageDownloadAllowPrivate, "image-download-allow-private", false, "let image downloads reach private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
 	fs.BoolVar(&cfg.ImageDownloadAllowInsecureRedirects, "image-download-allow-insecure-redirects", false, "follow redirects to plain http on another host or port (off: redirects go to https or stay on the host and port)")
 	fs.StringVar(&cfg.ImageMaxSize, "image-max-size", daemon.DefaultImageMaxSize, "largest image file a download may bring, e.g. 64Gi or 500Mi; 0: no limit")
@@ -53,7 +58,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.KVM, "kvm", "auto", "auto (use KVM when it really works, else TCG), on or off")
 	fs.StringVar(&cfg.KVMProbeDir, "kvm-probe-dir", "", "directory for the KVM trial's files; libvirtd must see it at the same path (default <state-dir>/kvm-probe)")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory")
-	cniBin := fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
+	f.cniBin = fs.String("cni-bin-dir", "/opt/cni/bin,/usr/lib/cni", "CNI plugin directories, comma-separated")
 	fs.StringVar(&cfg.Emulator, "emulator", "", "QEMU wrapper (default: podvisor-vmwrapper next to podvisor)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "host:port for the Prometheus /metrics endpoint: loopback, or the node's IP for a Prometheus elsewhere (empty: off)")
 	fs.BoolVar(&cfg.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on --profiling-addr")
@@ -64,25 +69,32 @@ func run(args []string) error {
 	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's name: podvisor labels it "+daemon.LabelAccelerator+"=kvm|tcg (needs --kubeconfig and RBAC to patch nodes; empty: no label)")
 	fs.Int64Var(&cfg.ExecStdinLimit, "exec-stdin-limit", pod.DefaultExecStdinLimit, fmt.Sprintf("most bytes of stdin kubectl exec -i may send a VM's command; more fails the exec (at most %d, what one guest agent command carries)", pod.MaxExecStdinLimit))
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
+	return f
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("podvisor", flag.ContinueOnError)
+	var cfg daemon.Config
+	f := defineFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: podvisor takes only flags", fs.Args())
 	}
-	cfg.CNIBinDirs = strings.Split(*cniBin, ",")
-	if *allowNets != "" {
-		cfg.ImageDownloadAllowNetworks = strings.Split(*allowNets, ",")
+	cfg.CNIBinDirs = strings.Split(*f.cniBin, ",")
+	if *f.allowNets != "" {
+		cfg.ImageDownloadAllowNetworks = strings.Split(*f.allowNets, ",")
 	}
-	if *version {
+	if *f.version {
 		fmt.Println("podvisor", daemon.Version)
 		return nil
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	fileMetrics := ""
-	if *configFile != "" {
-		fileCfg, err := loadConfig(*configFile)
+	if *f.configFile != "" {
+		fileCfg, err := loadConfig(*f.configFile)
 		if err != nil {
 			return err
 		}
@@ -92,7 +104,7 @@ func run(args []string) error {
 	// The default metrics port may be another podvisor's (tests, two
 	// daemons on one machine): only an address asked for must bind.
 	cfg.MetricsBestEffort = !set["metrics-addr"] && fileMetrics == ""
-	log, err := newLogger(*logLevel, *logFormat)
+	log, err := newLogger(*f.logLevel, *f.logFormat)
 	if err != nil {
 		return err
 	}
@@ -101,6 +113,12 @@ func run(args []string) error {
 	// klog: into the same log, in the same format.
 	klog.SetSlogLogger(log)
 
+	return serve(cfg, log)
+}
+
+// serve runs the daemon until it fails or a signal asks it to stop; VMs
+// keep running either way.
+func serve(cfg daemon.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := daemon.New(ctx, cfg, log)
