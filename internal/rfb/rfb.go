@@ -39,11 +39,11 @@ var versionRE = regexp.MustCompile(`^RFB (\d{3})\.(\d{3})\n$`)
 // when conn is a net.Conn).
 func Handshake(ctx context.Context, conn io.ReadWriter) (ServerInit, error) {
 	if c, ok := conn.(net.Conn); ok {
-		if dl, ok := ctx.Deadline(); ok {
-			_ = c.SetDeadline(dl)
-			defer c.SetDeadline(time.Time{})
-		}
+		// Only once ctx is done, not at its deadline: a conn deadline of
+		// the same instant can fire first, and the error would not be the
+		// context's.
 		stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+		defer c.SetDeadline(time.Time{})
 		defer stop()
 	}
 	si, err := handshake(conn)
