@@ -96,6 +96,35 @@ func writeAtomic(path string, data []byte) error {
 	return nil
 }
 
+// readDomainFile reads one domain's record and parses its definition,
+// refusing a record that disagrees with its XML or repeats a domain.
+func (h *Hypervisor) readDomainFile(path string) (record, *definition, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return record{}, nil, fmt.Errorf("reading domain state %s: %w", path, err)
+	}
+	var df domainFile
+	if err := json.Unmarshal(data, &df); err != nil {
+		return record{}, nil, fmt.Errorf("reading domain state %s: %w", path, err)
+	}
+	if df.Version != recordVersion {
+		return record{}, nil, fmt.Errorf("reading domain state %s: version %d, want %d", path, df.Version, recordVersion)
+	}
+	rec := df.Domain
+	p, err := parseDefinition(rec.XML)
+	if err != nil {
+		return record{}, nil, fmt.Errorf("reading domain state %s: %w", path, err)
+	}
+	if p.name != rec.Name || p.uuid != rec.UUID {
+		return record{}, nil, fmt.Errorf("reading domain state %s: the XML names domain '%s' %s, the record '%s' %s",
+			path, p.name, p.uuid, rec.Name, rec.UUID)
+	}
+	if h.domains[rec.Name] != nil || h.byUUID[rec.UUID] != nil {
+		return record{}, nil, fmt.Errorf("reading domain state %s: domain '%s' (%s) is defined twice", path, rec.Name, rec.UUID)
+	}
+	return rec, p, nil
+}
+
 // load reads the state dir. Leftover temporary files are removed.
 func (h *Hypervisor) load() error {
 	dir := h.domainsDir()
@@ -128,28 +157,9 @@ func (h *Hypervisor) load() error {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		data, err := os.ReadFile(path)
+		rec, p, err := h.readDomainFile(path)
 		if err != nil {
-			return fmt.Errorf("reading domain state %s: %w", path, err)
-		}
-		var df domainFile
-		if err := json.Unmarshal(data, &df); err != nil {
-			return fmt.Errorf("reading domain state %s: %w", path, err)
-		}
-		if df.Version != recordVersion {
-			return fmt.Errorf("reading domain state %s: version %d, want %d", path, df.Version, recordVersion)
-		}
-		rec := df.Domain
-		p, err := parseDefinition(rec.XML)
-		if err != nil {
-			return fmt.Errorf("reading domain state %s: %w", path, err)
-		}
-		if p.name != rec.Name || p.uuid != rec.UUID {
-			return fmt.Errorf("reading domain state %s: the XML names domain '%s' %s, the record '%s' %s",
-				path, p.name, p.uuid, rec.Name, rec.UUID)
-		}
-		if h.domains[rec.Name] != nil || h.byUUID[rec.UUID] != nil {
-			return fmt.Errorf("reading domain state %s: domain '%s' (%s) is defined twice", path, rec.Name, rec.UUID)
+			return err
 		}
 		d := newDomain(rec, p.cfg, &h.mu)
 		if rec.Behavior != nil {
