@@ -63,8 +63,12 @@ func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
 		args = append(args, "--image-download-allow-networks", "127.0.0.1/32")
 	}
 	writeFile(t, filepath.Join(tr, "images.yaml"), "translations:\n- name: podvisor/testvm\n  url: "+url+"\n")
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Fatalf("nsenter (util-linux): %v", err)
+	}
 	sock := filepath.Join(b.dir, "podvisor.sock")
-	b.d = daemonproc.Start(t, "/usr/bin/nsenter", sock, filepath.Join(b.dir, "podvisor.log"), append(args,
+	b.d = daemonproc.Start(t, nsenter, sock, filepath.Join(b.dir, "podvisor.log"), append(args,
 		"--hypervisor", "libvirt", "--network", "cni", "--cni-conf-dir", cni,
 		"--listen", "unix://"+sock, "--state-dir", filepath.Join(b.dir, "state"),
 		"--image-translations-dir", tr, "--metrics-addr", b.metrics)...)

@@ -139,10 +139,7 @@ func (e *proxyEnv) wantState(id string, want runtimeapi.ContainerState) {
 // (crictl exec, the CRI's own client for it) and checks the output.
 func (e *proxyEnv) exec(ctr, word string) {
 	e.t.Helper()
-	crictl := os.Getenv("CRICTL")
-	if _, err := exec.LookPath(crictl); crictl == "" || err != nil {
-		e.t.Fatalf("CRICTL=%q is not crictl's path (ci/test-proxy.sh sets it): %v", crictl, err)
-	}
+	crictl := crictlPath(e.t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// An empty config file: crictl warns on stderr when it finds none.
@@ -161,15 +158,23 @@ func (e *proxyEnv) exec(ctr, word string) {
 
 func (e *proxyEnv) podIDs() []string {
 	e.t.Helper()
-	r, err := e.proxy.Runtime.ListPodSandbox(e.ctx(), &runtimeapi.ListPodSandboxRequest{})
+	ids, err := e.listPodIDs()
 	if err != nil {
 		e.t.Fatalf("ListPodSandbox: %v", err)
+	}
+	return ids
+}
+
+func (e *proxyEnv) listPodIDs() ([]string, error) {
+	r, err := e.proxy.Runtime.ListPodSandbox(e.ctx(), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return nil, err
 	}
 	var ids []string
 	for _, p := range r.Items {
 		ids = append(ids, p.Id)
 	}
-	return ids
+	return ids, nil
 }
 
 func (e *proxyEnv) containerIDs(filter *runtimeapi.ContainerFilter) []string {
@@ -356,18 +361,12 @@ func (e *proxyEnv) waitPods(what string, ids ...string) {
 	e.t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		r, err := e.proxy.Runtime.ListPodSandbox(e.ctx(), &runtimeapi.ListPodSandboxRequest{})
-		if err == nil {
-			var got []string
-			for _, p := range r.Items {
-				got = append(got, p.Id)
-			}
-			if !slices.ContainsFunc(ids, func(id string) bool { return !slices.Contains(got, id) }) {
-				return
-			}
+		got, err := e.listPodIDs()
+		if err == nil && !slices.ContainsFunc(ids, func(id string) bool { return !slices.Contains(got, id) }) {
+			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for %s (last list: %v, %v)", what, r, err)
+			e.t.Fatalf("timed out waiting for %s (last list: %v, %v)", what, got, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -184,7 +184,7 @@ func (n *libvirtNode) checkExec(t *testing.T, vm vmPod) {
 	}
 	// Streaming exec, as kubectl does it: the streaming server listens on
 	// the node namespace's loopback, so crictl runs there.
-	crictl := os.Getenv("CRICTL")
+	crictl := crictlPath(t)
 	cmd := n.inNode(crictl, "--runtime-endpoint", "unix://"+n.d.Sock, "--timeout", "120s", "exec", "-i", vm.ctr, "sh", "-c", "cat; hostname")
 	cmd.Stdin = strings.NewReader("from-stdin\n")
 	out, err := cmd.Output()

@@ -1,7 +1,6 @@
 package processtests
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -145,21 +144,10 @@ func (p *simPod) wantState(ctr string, want runtimeapi.ContainerState) *runtimea
 	return st
 }
 
-// waitLog waits until the container's CRI log holds s.
+// waitLog waits until the text of the container's CRI log holds s.
 func (p *simPod) waitLog(s string) {
 	p.t.Helper()
-	path := filepath.Join(p.logs, p.ctr.LogPath)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(path)
-		if bytes.Contains(b, []byte(s)) {
-			return
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%q is not in the container log %s after 30 s; the log ends:\n%s", s, path, daemonproc.Tail(path, 10))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitCRILog(p.t, filepath.Join(p.logs, p.ctr.LogPath), s, 30*time.Second)
 }
 
 func TestSimVersionNamesPodvisor(t *testing.T) {
@@ -243,13 +231,7 @@ func TestSimRunningVMSurvivesKill9(t *testing.T) {
 // CRI's own client for it.
 func (p *simPod) attachType(ctr, input string) {
 	p.t.Helper()
-	crictl := os.Getenv("CRICTL")
-	if crictl == "" {
-		p.t.Fatal("CRICTL (the path of crictl) is not set: make crictl-sim sets it")
-	}
-	if _, err := exec.LookPath(crictl); err != nil {
-		p.t.Fatalf("crictl: %v (make tools installs it)", err)
-	}
+	crictl := crictlPath(p.t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, crictl, "--runtime-endpoint", "unix://"+p.d.Sock, "attach", "-i", ctr)

@@ -2,6 +2,7 @@ package processtests
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,15 +142,16 @@ func (b *libvirtNode) podvisorStart(name string, boot bool) (time.Duration, stri
 	return took, domainOf(t, st.Info["info"])
 }
 
+// domainOf is the domain name in a container's verbose status info.
 func domainOf(t *testing.T, info string) string {
 	t.Helper()
-	const key = `"domain":"`
-	i := strings.Index(info, key)
-	if i < 0 {
-		t.Fatalf("no domain in the container's verbose info %q", info)
+	var v struct {
+		Domain string `json:"domain"`
 	}
-	rest := info[i+len(key):]
-	return rest[:strings.Index(rest, `"`)]
+	if err := json.Unmarshal([]byte(info), &v); err != nil || v.Domain == "" {
+		t.Fatalf("no domain in the container's verbose info %q: %v", info, err)
+	}
+	return v.Domain
 }
 
 // removeAll stops and removes every pod made so far.
