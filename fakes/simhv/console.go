@@ -16,14 +16,20 @@ const maxLine = 4096
 // Console opens the serial console of an active domain that has a serial
 // port or console device.
 func (h *Hypervisor) Console(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	if err := h.before(ctx, OpConsole, name); err != nil {
+	return openStream(ctx, h, OpConsole, name, func() (io.ReadWriteCloser, error) { return h.openConsole(name) })
+}
+
+// openStream opens a stream (console, display) between op's injected
+// faults; a fault after the opening closes what was opened.
+func openStream(ctx context.Context, h *Hypervisor, op Op, name string, open func() (io.ReadWriteCloser, error)) (io.ReadWriteCloser, error) {
+	if err := h.before(ctx, op, name); err != nil {
 		return nil, err
 	}
-	c, err := h.openConsole(name)
+	c, err := open()
 	if err != nil {
 		return nil, err
 	}
-	if err := h.after(ctx, OpConsole, name); err != nil {
+	if err := h.after(ctx, op, name); err != nil {
 		_ = c.Close()
 		return nil, err
 	}

@@ -25,18 +25,7 @@ const (
 // drops the client's messages. It sends no framebuffer updates. The
 // connection ends with the run, as QEMU's does when the VM stops.
 func (h *Hypervisor) Display(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	if err := h.before(ctx, OpDisplay, name); err != nil {
-		return nil, err
-	}
-	client, err := h.openDisplay(name)
-	if err != nil {
-		return nil, err
-	}
-	if err := h.after(ctx, OpDisplay, name); err != nil {
-		_ = client.Close()
-		return nil, err
-	}
-	return client, nil
+	return openStream(ctx, h, OpDisplay, name, func() (io.ReadWriteCloser, error) { return h.openDisplay(name) })
 }
 
 func (h *Hypervisor) openDisplay(name string) (net.Conn, error) {
