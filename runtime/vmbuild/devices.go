@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/podvisor/podvisor/runtime/annotations"
 	"github.com/podvisor/podvisor/runtime/domain"
@@ -19,7 +20,10 @@ import (
 func planDevices(sb *podtypes.Sandbox, c *podtypes.Container) (*volume.DevicePlan, error) {
 	devs := make([]volume.Device, 0, len(c.Config.Devices))
 	for _, d := range c.Config.Devices {
-		devs = append(devs, volume.Device{ContainerPath: d.ContainerPath, HostPath: d.HostPath})
+		// CRI permissions are cgroup device rules ("rwm"); no "w" is a
+		// read-only claim. Empty: kubelet's default, read-write.
+		ro := d.Permissions != "" && !strings.Contains(d.Permissions, "w")
+		devs = append(devs, volume.Device{ContainerPath: d.ContainerPath, HostPath: d.HostPath, ReadOnly: ro})
 	}
 	p, err := volume.PlanDevices(devs)
 	if err != nil {

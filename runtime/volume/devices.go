@@ -17,6 +17,9 @@ import (
 type Device struct {
 	ContainerPath string
 	HostPath      string
+	// ReadOnly: kubelet's permissions lack "w" (a claim or volume mounted
+	// readOnly).
+	ReadOnly bool
 }
 
 func (d Device) String() string {
@@ -71,6 +74,10 @@ func PlanDevices(devs []Device) (*DevicePlan, error) {
 		}
 		seen[d.ContainerPath] = true
 		if d.ContainerPath == "/" {
+			if d.ReadOnly {
+				errs = append(errs, fmt.Errorf("%s: a read-only volume cannot be the persistent root filesystem (podvisor writes the image to it, the guest its root)", d))
+				continue
+			}
 			dd := d
 			p.Root = &dd
 			continue
@@ -96,7 +103,7 @@ func diskSerial(p string) string {
 func (p *DevicePlan) VolumeDisks() []domain.Disk {
 	out := make([]domain.Disk, 0, len(p.Disks))
 	for _, d := range p.Disks {
-		out = append(out, domain.Disk{Path: d.HostPath, Format: domain.FormatRaw, Block: true, Serial: d.Serial})
+		out = append(out, domain.Disk{Path: d.HostPath, Format: domain.FormatRaw, Block: true, Serial: d.Serial, ReadOnly: d.ReadOnly})
 	}
 	return out
 }

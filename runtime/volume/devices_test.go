@@ -37,7 +37,9 @@ func TestPlanDevices(t *testing.T) {
 			{ContainerPath: "/dev/y", HostPath: "loop3"},
 			{ContainerPath: "/dev/z", HostPath: "/dev/loop5"},
 			{ContainerPath: "/dev/z", HostPath: "/dev/loop6"},
+			{ContainerPath: "/", HostPath: "/dev/loop7", ReadOnly: true},
 		}, wantErr: []string{
+			`volume device at "/" (host path "/dev/loop7"): a read-only volume cannot be the persistent root filesystem`,
 			`volume device at "dev/x" (host path "/dev/loop3"): the device path is not an absolute, clean path`,
 			`volume device at "/dev/../x"`,
 			`volume device at "/dev/a\nb"`,
@@ -80,11 +82,12 @@ func TestDiskSerialFitsTheDomain(t *testing.T) {
 	if s != diskSerial("/dev/testpvc") || s == diskSerial("/dev/testpvc2") || len(s) > 20 {
 		t.Errorf("serial %q: stable per path, distinct between paths, at most 20 characters", s)
 	}
-	p, err := PlanDevices([]Device{{ContainerPath: "/dev/testpvc", HostPath: "/dev/loop3"}})
+	p, err := PlanDevices([]Device{{ContainerPath: "/dev/testpvc", HostPath: "/dev/loop3"}, {ContainerPath: "/dev/ro", HostPath: "/dev/loop4", ReadOnly: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []domain.Disk{{Path: "/dev/loop3", Format: domain.FormatRaw, Block: true, Serial: s}}
+	want := []domain.Disk{{Path: "/dev/loop3", Format: domain.FormatRaw, Block: true, Serial: s},
+		{Path: "/dev/loop4", Format: domain.FormatRaw, Block: true, Serial: diskSerial("/dev/ro"), ReadOnly: true}}
 	if diff := cmp.Diff(want, p.VolumeDisks()); diff != "" {
 		t.Errorf("disks (-want +got):\n%s", diff)
 	}
