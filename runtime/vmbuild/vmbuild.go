@@ -57,8 +57,15 @@ type Config struct {
 	// secret, domain.KeyedUUIDFor); nil: the public derivation.
 	UUIDKey []byte
 	// NICs provides the network devices (nil: the VM gets no NIC).
-	NICs   NICProvider
-	Logger *slog.Logger
+	NICs NICProvider
+	// Cgroups, when set, places each VM in a cgroup below its pod's
+	// (CgroupPath) with its container's limits (Limits); the emulator
+	// wrapper joins it. Nil: libvirt's <cputune> holds the CPU limits.
+	Cgroups CgroupFS
+	// MaxVCPUs is the most vCPUs a VM can grow to in place (the node's
+	// CPUs, say); 0: no vCPU hot-plug.
+	MaxVCPUs int
+	Logger   *slog.Logger
 }
 
 // Assembler implements pod.VMAssembler.
@@ -165,6 +172,14 @@ func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podt
 		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
 		DisplaySocket: filepath.Join(c.Dir, DisplaySocketFile),
 		Emulator:      a.cfg.Emulator,
+		MaxVCPUs:      min(a.cfg.MaxVCPUs, annotations.MaxVCPUCount),
+	}
+	if a.cfg.Cgroups != nil {
+		p, err := CgroupPath(sb, c)
+		if err != nil {
+			return "", err
+		}
+		in.Cgroup = p
 	}
 	for _, d := range c.Config.Devices {
 		in.VolumeDisks = append(in.VolumeDisks, domain.Disk{Path: d.HostPath, Format: domain.FormatRaw, Block: true})
