@@ -105,24 +105,15 @@ func (a *Assembler) Release(_ context.Context, sb *podtypes.Sandbox, c *podtypes
 	return a.cfg.Cgroups.Remove(path)
 }
 
-// ResizeTarget is what the guest gets from new container resources.
-type ResizeTarget struct {
-	// VCPUs is the vCPU count; VCPUsFixed when VirtletVCPUCount fixes it.
-	VCPUs      int
-	VCPUsFixed bool
-	// MemoryBytes is the guest's RAM.
-	MemoryBytes int64
-}
-
 // Target validates new resources of c as CreateContainer would (a fixed
 // VirtletVCPUCount above the new CPU limit is an InvalidArgument naming
 // both) and says what the guest gets.
-func (a *Assembler) Target(sb *podtypes.Sandbox, c *podtypes.Container, res podtypes.Resources) (ResizeTarget, error) {
+func (a *Assembler) Target(sb *podtypes.Sandbox, c *podtypes.Container, res podtypes.Resources) (podtypes.ResizeTarget, error) {
 	cp := *c
 	cp.Config.Resources = res
 	vm, err := ParseVMConfig(sb, &cp)
 	if err != nil {
-		return ResizeTarget{}, err
+		return podtypes.ResizeTarget{}, err
 	}
-	return ResizeTarget{VCPUs: vm.VCPUCount, VCPUsFixed: vm.VCPUCountFixed, MemoryBytes: vm.MemoryBytes}, nil
+	return podtypes.ResizeTarget{VCPUs: vm.VCPUCount, VCPUsFixed: vm.VCPUCountFixed, MemoryBytes: vm.MemoryBytes}, nil
 }
