@@ -21,6 +21,12 @@ type testDomainSpec struct {
 	mac     string // with a MAC: a user-mode NIC (QEMU's DHCP server) in place of podvisor's tap
 	agent   bool   // the guest agent channel on dir/agent.sock; without, none (podvisor's domains always have one: this tests a domain that lacks it)
 	fss     []domain.Filesystem
+	// The container's resources (nil: a 256 MiB memory limit), the
+	// emulator ("" = libvirt's QEMU), the VM's cgroup and its most vCPUs.
+	res      *annotations.Resources
+	emulator string
+	cgroup   string
+	maxVCPUs int
 }
 
 // buildTestDomain returns the XML of a test domain built as podvisor builds
@@ -31,7 +37,11 @@ type testDomainSpec struct {
 // destroyed and undefined at the end of the test.
 func buildTestDomain(t *testing.T, h *Hypervisor, s testDomainSpec) string {
 	t.Helper()
-	vm, err := annotations.Parse(nil, annotations.Resources{MemoryLimitBytes: 256 << 20}, nil)
+	res := annotations.Resources{MemoryLimitBytes: 256 << 20}
+	if s.res != nil {
+		res = *s.res
+	}
+	vm, err := annotations.Parse(nil, res, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +49,7 @@ func buildTestDomain(t *testing.T, h *Hypervisor, s testDomainSpec) string {
 		Name: s.name, PodUID: "6f1e0c9a-1b2c-4d3e-8f40-5a6b7c8d9e0f", PodName: s.name, PodNamespace: "default", ContainerName: "vm",
 		DomainType: h.DomainType(), VM: vm, RootDisk: domain.Disk{Path: s.overlay, Format: domain.FormatQCOW2},
 		CloudInitISO: s.iso, Filesystems: s.fss, ConsoleSocket: filepath.Join(s.dir, "console.sock"),
+		Emulator: s.emulator, Cgroup: s.cgroup, MaxVCPUs: s.maxVCPUs,
 	}
 	if s.agent {
 		in.GuestAgentSocket = filepath.Join(s.dir, "agent.sock")
