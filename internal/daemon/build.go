@@ -211,6 +211,9 @@ func (d *Daemon) openManager(ctx context.Context, mx *metrics.Metrics, images im
 	overlay, writeISO := timedAssembly(mx)
 	vcfg := vmbuild.Config{DomainType: domainType, Emulator: nw.emulator, NICs: nw.nics, DataSource: dataSource, Logger: d.log,
 		Overlay: overlay, WriteISO: writeISO, UUIDKey: uuidKey}
+	if ks, ok := dataSource.(*kube.DataSource); ok {
+		vcfg.PodLimits = ks // the ephemeral-storage limit CRI does not carry
+	}
 	if cfg.Hypervisor == "libvirt" {
 		// Every VM in its pod's cgroup under its container's limits,
 		// growing in place up to the node's CPUs (docs/libvirt.md).
