@@ -513,7 +513,9 @@ func TestEphemeralStorage(t *testing.T) {
 				Overlay: func(_ context.Context, _, path string, minSize int64) (int64, error) {
 					return max(minSize, 2<<30), os.WriteFile(path, []byte("x"), 0o600)
 				},
-				WriteISO: func(_ context.Context, _ *cloudinit.Contents, path string) error { return os.WriteFile(path, nil, 0o600) },
+				WriteISO: func(_ context.Context, _ *cloudinit.Contents, path string) error {
+					return os.WriteFile(path, nil, 0o600)
+				},
 			})
 			_, err := a.Assemble(context.Background(), sb, c, img)
 			if tc.want == "" {

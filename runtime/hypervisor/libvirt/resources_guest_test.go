@@ -189,4 +189,3 @@ func buildWrapper(t *testing.T) string {
 	}
 	return out
 }
-
