@@ -79,15 +79,20 @@ func TestParseMountinfo(t *testing.T) {
 func fakeV1(t *testing.T) *FS {
 	root := t.TempDir()
 	fs := &FS{}
-	for _, ctrls := range [][]string{{"cpu", "cpuacct"}, {"memory"}, {"cpuset"}, {"devices"}} {
+	for _, ctrls := range [][]string{{"cpu", "cpuacct"}, {"memory"}, {"cpuset"}, {"devices"}, {"pids"}} {
 		dir := filepath.Join(root, strings.Join(ctrls, ","))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		fs.Hierarchies = append(fs.Hierarchies, Hierarchy{Mount: dir, Controllers: ctrls})
 	}
+	// kubelet's pod cgroup exists in cpuset (with its CPUs), not in pids.
+	pod := filepath.Join(root, "cpuset", "kubepods", "pod1")
+	if err := os.MkdirAll(pod, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for f, v := range map[string]string{"cpuset.cpus": "0-1\n", "cpuset.mems": "0\n"} {
-		if err := os.WriteFile(filepath.Join(root, "cpuset", f), []byte(v), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(pod, f), []byte(v), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,6 +116,9 @@ func TestCreateSetReadV1(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(fs.Hierarchies[3].Mount, path)); !os.IsNotExist(err) {
 		t.Errorf("the devices hierarchy got the VM's cgroup (%v): libvirt keeps QEMU's devices cgroup", err)
+	}
+	if _, err := os.Stat(filepath.Join(fs.Hierarchies[4].Mount, "kubepods")); !os.IsNotExist(err) {
+		t.Errorf("the pids hierarchy, where the pod has no cgroup, got one (%v): nobody would remove it", err)
 	}
 	// No limits: the kernel's defaults and no quota or memory limit.
 	if err := fs.Set(path, Limits{}); err != nil {

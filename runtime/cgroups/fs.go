@@ -150,7 +150,7 @@ func (fs *FS) limitHierarchy(ctrl string) (Hierarchy, bool) {
 // and sets its limits. Existing directories are reused.
 func (fs *FS) Create(path string, l Limits) error {
 	for _, h := range fs.joined() {
-		if err := mkdirCgroup(h, path); err != nil {
+		if _, err := fs.mkdirCgroup(h, path); err != nil {
 			return err
 		}
 	}
@@ -332,8 +332,12 @@ func (fs *FS) Join(path string, pid int) error {
 	}
 	var errs []error
 	for _, h := range fs.joined() {
-		if err := mkdirCgroup(h, path); err != nil {
+		made, err := fs.mkdirCgroup(h, path)
+		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if !made {
 			continue
 		}
 		if err := write(filepath.Join(h.Mount, path), "cgroup.procs", strconv.Itoa(pid)); err != nil {
@@ -355,9 +359,23 @@ func (fs *FS) joined() []Hierarchy {
 	return out
 }
 
-// mkdirCgroup makes path and its missing parents in h. A new v1 cpuset has
-// no CPUs or memory nodes, so it gets its parent's.
-func mkdirCgroup(h Hierarchy, path string) error {
+// mkdirCgroup makes path in h, and its missing parents in the hierarchies
+// that hold limits (cpu, memory; v2's). In the others a VM joins its pod
+// only where the pod's cgroup exists (kubelet made it): podvisor would
+// otherwise leave parents there that nobody removes. made says path is
+// there. A new v1 cpuset has no CPUs or memory nodes, so it gets its
+// parent's.
+func (fs *FS) mkdirCgroup(h Hierarchy, path string) (made bool, err error) {
+	limits := fs.V2 && h.Unified || h.has("cpu") || h.has("memory")
+	if parent := filepath.Join(h.Mount, filepath.Dir(path)); !limits {
+		if _, err := os.Stat(parent); errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+	}
+	return true, mkdirAll(h, path)
+}
+
+func mkdirAll(h Hierarchy, path string) error {
 	dir := h.Mount
 	for _, c := range strings.Split(strings.Trim(path, "/"), "/") {
 		if c == "" {

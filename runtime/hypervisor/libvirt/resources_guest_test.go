@@ -41,6 +41,27 @@ func TestLibvirtVMInPodCgroupResized(t *testing.T) {
 	}
 	res := annotations.Resources{MemoryLimitBytes: 256 << 20, CPUQuota: 100000, CPUPeriod: 100000}
 	limits := cgroups.Limits{CPUQuota: res.CPUQuota, CPUPeriod: res.CPUPeriod, MemoryBytes: res.MemoryLimitBytes + 160<<20}
+	// The pod's cgroup in every hierarchy, as kubelet makes it.
+	for _, h := range fs.Hierarchies {
+		if strings.Contains(","+strings.Join(h.Controllers, ",")+",", ",devices,") {
+			continue
+		}
+		dir := h.Mount
+		for _, c := range strings.Split(strings.Trim(parent, "/"), "/") {
+			up := dir
+			dir = filepath.Join(dir, c)
+			if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(up, f)); err == nil && !h.Unified {
+					if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
 	if err := fs.Create(parent, cgroups.Limits{}); err != nil {
 		t.Fatal(err)
 	}
