@@ -103,6 +103,13 @@
 // Stats of an active domain: CPUTime is 10% of each vCPU over guest time,
 // MemoryBytes and MemoryLimitBytes are the configured memory.
 //
+// # Resize
+//
+// Sizing, SetVCPUs and SetMemory (hypervisor.Resizer) change an active
+// domain's vCPUs and memory within the <vcpu> and <memory> it was defined
+// with (the guest starts with <vcpu current> and <currentMemory>); more is
+// refused as libvirt refuses it. They share the fault op OpResize.
+//
 // # Faults
 //
 // InjectFault(op, name, err, times) makes calls of op fail before they have

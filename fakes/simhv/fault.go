@@ -23,12 +23,13 @@ const (
 	OpConsole      Op = "Console"
 	OpDisplay      Op = "Display"
 	OpStats        Op = "Stats"
+	OpResize       Op = "Resize" // Sizing, SetVCPUs and SetMemory
 	OpAgentCommand Op = "AgentCommand"
 	OpClose        Op = "Close"
 )
 
 // Ops lists every Op.
-var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpAgentCommand, OpClose}
+var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpResize, OpAgentCommand, OpClose}
 
 // Forever as the times of a fault makes it permanent.
 const Forever = -1

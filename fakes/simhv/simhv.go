@@ -287,7 +287,8 @@ func (h *Hypervisor) start(name string) error {
 	rec.PID = pid
 	rec.StartedAt, rec.FinishedAt, rec.ExitCode = now, time.Time{}, 0
 	rec.Run = runState{
-		MemoryBytes: d.cfg.memoryBytes, VCPUs: d.cfg.vcpus,
+		MemoryBytes: d.cfg.curMemory, VCPUs: d.cfg.vcpus,
+		MaxMemoryBytes: d.cfg.memoryBytes, MaxVCPUs: d.cfg.maxVCPUs,
 		Agent: d.cfg.agent, Serial: d.cfg.serial, Display: d.cfg.display,
 		BootTime: boot, ResumedAt: now,
 	}
@@ -451,7 +452,7 @@ func (h *Hypervisor) Stats(ctx context.Context, name string) (hypervisor.Stats, 
 				Timestamp:        now,
 				CPUTime:          d.uptime(now) * time.Duration(r.VCPUs) / 10,
 				MemoryBytes:      r.MemoryBytes,
-				MemoryLimitBytes: r.MemoryBytes,
+				MemoryLimitBytes: max(r.MaxMemoryBytes, r.MemoryBytes),
 			}
 		}
 	}

@@ -419,6 +419,7 @@ var (
 	_ pod.Network          = (*fakenet.Network)(nil)
 	_ pod.NetworkCollector = (*fakenet.Network)(nil)
 	_ pod.VMAssembler      = (*vmbuild.Assembler)(nil)
+	_ pod.VMResources      = (*vmbuild.Assembler)(nil)
 )
 
 // wrapperPath finds the emulator wrapper: the configured path, else

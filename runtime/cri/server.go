@@ -35,6 +35,7 @@ type Lifecycle interface {
 	ListContainers(f pod.ContainerFilter) []*pod.Container
 	Stats(ctx context.Context, id string) (pod.Container, hypervisor.Stats, error)
 	ReopenContainerLog(ctx context.Context, id string) error
+	UpdateContainerResources(ctx context.Context, id string, res pod.Resources) error
 }
 
 // Image is an image as the CRI reports it.

@@ -19,6 +19,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/podvisor/podvisor/runtime/annotations"
+	"github.com/podvisor/podvisor/runtime/cgroups"
 )
 
 // Domain types: hardware virtualization, or QEMU's software emulation (TCG)
@@ -118,7 +119,21 @@ type Input struct {
 	QEMUEnv map[string]string
 	// QEMUArgs are extra QEMU command-line arguments (qemu:arg).
 	QEMUArgs []string
+	// Cgroup is the VM's cgroup (runtime/cgroups.VMPath) that the
+	// emulator wrapper joins ("" = none). With it the CPU limits are the
+	// cgroup's, not libvirt's <cputune>: libvirt then manages no cpu
+	// cgroup (qemu.conf cgroup_controllers, docs/libvirt.md).
+	Cgroup string
+	// MaxVCPUs is the most vCPUs the VM can have by hot-plug (in-place
+	// resize); 0 or below VM.VCPUCount means VM.VCPUCount. A <cpu>
+	// topology (VirtletLibvirtCPUSetting) fixes it at VM.VCPUCount.
+	MaxVCPUs int
 }
+
+// TCGTranslationCacheMiB bounds QEMU's TCG translation cache (its default
+// is 1 GiB, touched as the guest runs): a VM's memory must fit its cgroup.
+// Hardware virtualization has none.
+const TCGTranslationCacheMiB = 64
 
 // NameFor returns the domain name for a container ID: "pv-" and 16 hex
 // digits, short enough for libvirt's per-domain socket paths. Hex IDs (CRI
@@ -190,8 +205,7 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		Metadata:      meta,
 		Memory:        &libvirtxml.DomainMemory{Value: kib, Unit: "KiB"},
 		CurrentMemory: &libvirtxml.DomainCurrentMemory{Value: kib, Unit: "KiB"},
-		VCPU:          &libvirtxml.DomainVCPU{Placement: "static", Value: uint(vm.VCPUCount)},
-		CPUTune:       cpuTune(vm),
+		VCPU:          vcpus(in),
 		OS: &libvirtxml.DomainOS{
 			Type: &libvirtxml.DomainOSType{Arch: "x86_64", Machine: in.Machine, Type: "hvm"},
 		},
@@ -206,6 +220,12 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		OnCrash:    "destroy",
 		Devices:    devices(in),
 	}
+	if in.Cgroup == "" {
+		d.CPUTune = cpuTune(vm)
+	}
+	if in.DomainType == TypeQEMU {
+		d.Features.TCG = &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: TCGTranslationCacheMiB}}
+	}
 	if vm.SystemUUID != "" {
 		// The guest reads its identity from SMBIOS; libvirt requires the
 		// sysinfo UUID to equal the domain's.
@@ -215,22 +235,59 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		d.OS.SMBios = &libvirtxml.DomainSMBios{Mode: "sysinfo"}
 	}
 	qemuArgs := append(FilesystemArgs(in.Filesystems), in.QEMUArgs...)
-	if len(in.QEMUEnv) > 0 || len(qemuArgs) > 0 {
-		cl := &libvirtxml.DomainQEMUCommandline{}
-		for _, a := range qemuArgs {
-			cl.Args = append(cl.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
-		}
-		names := make([]string, 0, len(in.QEMUEnv))
-		for n := range in.QEMUEnv {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			cl.Envs = append(cl.Envs, libvirtxml.DomainQEMUCommandlineEnv{Name: n, Value: in.QEMUEnv[n]})
-		}
-		d.QEMUCommandline = cl
-	}
+	d.QEMUCommandline = qemuCommandline(in, qemuArgs)
 	return d, nil
+}
+
+// vcpus is the <vcpu> element: VM.VCPUCount online, up to MaxVCPUs.
+func vcpus(in Input) *libvirtxml.DomainVCPU {
+	n := in.VM.VCPUCount
+	v := &libvirtxml.DomainVCPU{Placement: "static", Value: uint(n)}
+	if in.MaxVCPUs > n && (in.VM.CPUSetting == nil || in.VM.CPUSetting.Topology == nil) {
+		v.Value, v.Current = uint(in.MaxVCPUs), uint(n)
+	}
+	return v
+}
+
+// MaxVCPUsOf reads the most vCPUs a domain can have and how many it has
+// now from its XML.
+func MaxVCPUsOf(d *libvirtxml.Domain) (current, maximum int) {
+	if d.VCPU == nil {
+		return 0, 0
+	}
+	maximum = int(d.VCPU.Value)
+	current = maximum
+	if d.VCPU.Current != 0 {
+		current = int(d.VCPU.Current)
+	}
+	return current, maximum
+}
+
+func qemuCommandline(in Input, qemuArgs []string) *libvirtxml.DomainQEMUCommandline {
+	env := in.QEMUEnv
+	if in.Cgroup != "" {
+		env = make(map[string]string, len(in.QEMUEnv)+1)
+		for k, v := range in.QEMUEnv {
+			env[k] = v
+		}
+		env[cgroups.EnvCgroup] = in.Cgroup
+	}
+	if len(env) == 0 && len(qemuArgs) == 0 {
+		return nil
+	}
+	cl := &libvirtxml.DomainQEMUCommandline{}
+	for _, a := range qemuArgs {
+		cl.Args = append(cl.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
+	}
+	names := make([]string, 0, len(env))
+	for n := range env {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		cl.Envs = append(cl.Envs, libvirtxml.DomainQEMUCommandlineEnv{Name: n, Value: env[n]})
+	}
+	return cl
 }
 
 // Marshal renders d as libvirt XML.
@@ -473,6 +530,12 @@ func (in Input) validateQEMU(bad badFunc) {
 		if hasControl(v) {
 			bad("QEMUEnv", "the value of %s has control characters", n)
 		}
+	}
+	if in.Cgroup != "" && (!strings.HasPrefix(in.Cgroup, "/") || hasControl(in.Cgroup) || strings.Contains(in.Cgroup, "..")) {
+		bad("Cgroup", "%q is not a cgroup path (runtime/cgroups.VMPath gives one)", in.Cgroup)
+	}
+	if in.MaxVCPUs < 0 || in.MaxVCPUs > annotations.MaxVCPUCount {
+		bad("MaxVCPUs", "%d is outside 0..%d", in.MaxVCPUs, annotations.MaxVCPUCount)
 	}
 	for i, a := range in.QEMUArgs {
 		if a == "" || hasControl(a) {

@@ -228,6 +228,17 @@ func goldenCases() []goldenCase {
 		{name: "resources-all_vcpu-2", ann: one(annotations.KeyVCPUCount, "2"),
 			res: annotations.Resources{MemoryLimitBytes: 2 << 30, CPUShares: 2048, CPUPeriod: 50000, CPUQuota: 100000}, ci: "nocloud"},
 		// Input variants: the seams the other packages fill.
+		// The VM's cgroup: the wrapper's PODVISOR_CGROUP, no <cputune>
+		// (the cgroup holds the limits), 2 of up to 4 vCPUs (hot-plug).
+		{name: "input-cgroup_vcpu-2-of-4", res: annotations.Resources{CPUShares: 1024, CPUPeriod: 100000, CPUQuota: 150000}, ci: "nocloud", tweak: func(in *Input) {
+			in.Cgroup = "/kubepods/burstable/pod0c9e/pv-0123456789abcdef"
+			in.MaxVCPUs = 4
+		}},
+		// A <cpu> topology fixes the vCPUs: no hot-plug.
+		{name: "input-max-vcpus_cpusetting-topology", ann: map[string]string{
+			annotations.KeyVCPUCount:         "2",
+			annotations.KeyLibvirtCPUSetting: "topology: {sockets: 1, cores: 2, threads: 1}\n",
+		}, ci: "nocloud", tweak: func(in *Input) { in.MaxVCPUs = 4 }},
 		{name: "input-nic-qemu-env", ci: "nocloud", tweak: func(in *Input) {
 			in.Emulator = "/usr/lib/podvisor/emulator"
 			in.QEMUEnv = map[string]string{"PODVISOR_NETNS": "/var/run/netns/cni-1234", "PODVISOR_TAP": "tap0"}

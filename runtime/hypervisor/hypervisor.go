@@ -202,3 +202,24 @@ type StateEvent struct {
 	// changed, so the watcher should re-read every domain it cares about.
 	Resync bool
 }
+
+// --- In-place resize (UpdateContainerResources) ---
+
+// Sizing is a running domain's vCPUs and memory, now and at most (the
+// most was fixed when the domain was defined: <vcpu>M</vcpu>, <memory>).
+type Sizing struct {
+	VCPUs, MaxVCPUs             int
+	MemoryBytes, MaxMemoryBytes int64
+}
+
+// Resizer is implemented by hypervisors that change a running domain's
+// vCPUs (hot-plug) and memory (the balloon) without restarting it.
+type Resizer interface {
+	// Sizing reports a running domain's vCPUs and memory.
+	Sizing(ctx context.Context, name string) (Sizing, error)
+	// SetVCPUs sets the running domain's vCPU count, at most MaxVCPUs.
+	SetVCPUs(ctx context.Context, name string, n int) error
+	// SetMemory sets the running domain's memory, at most MaxMemoryBytes.
+	// The guest gives memory back (balloon) after the call returns.
+	SetMemory(ctx context.Context, name string, bytes int64) error
+}

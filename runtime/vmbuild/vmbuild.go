@@ -41,6 +41,14 @@ type NICProvider interface {
 	NICs(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container) ([]libvirtxml.DomainInterface, map[string]string, error)
 }
 
+// PodLimits reads what CRI does not carry from the pod's spec;
+// kube.DataSource implements it.
+type PodLimits interface {
+	// EphemeralStorageLimit is the container's ephemeral-storage limit in
+	// bytes, 0 when it has none.
+	EphemeralStorageLimit(ctx context.Context, namespace, pod, container string) (int64, error)
+}
+
 // Config wires an Assembler.
 type Config struct {
 	// DomainType is domain.TypeKVM or domain.TypeQEMU.
@@ -60,8 +68,18 @@ type Config struct {
 	// secret, domain.KeyedUUIDFor); nil: the public derivation.
 	UUIDKey []byte
 	// NICs provides the network devices (nil: the VM gets no NIC).
-	NICs   NICProvider
-	Logger *slog.Logger
+	NICs NICProvider
+	// Cgroups, when set, places each VM in a cgroup below its pod's
+	// (CgroupPath) with its container's limits (Limits); the emulator
+	// wrapper joins it. Nil: libvirt's <cputune> holds the CPU limits.
+	Cgroups CgroupFS
+	// PodLimits reads the container's ephemeral-storage limit from the
+	// pod's spec (nil: not checked).
+	PodLimits PodLimits
+	// MaxVCPUs is the most vCPUs a VM can grow to in place (the node's
+	// CPUs, say); 0: no vCPU hot-plug.
+	MaxVCPUs int
+	Logger   *slog.Logger
 }
 
 // Assembler implements pod.VMAssembler.
@@ -120,11 +138,18 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 
 	root := domain.Disk{Path: filepath.Join(c.Dir, RootDiskFile), Format: domain.FormatQCOW2}
 	if devs.Root != nil {
+		// A persistent root volume is the user's PV, not ephemeral storage.
 		if root, err = a.persistentRoot(ctx, sb, devs.Root, vm, imagePath); err != nil {
 			return "", err
 		}
-	} else if _, err := a.cfg.Overlay(ctx, imagePath, root.Path, vm.RootVolumeSize); err != nil {
-		return "", fmt.Errorf("creating the root disk: %w", err)
+	} else {
+		size, err := a.cfg.Overlay(ctx, imagePath, root.Path, vm.RootVolumeSize)
+		if err != nil {
+			return "", fmt.Errorf("creating the root disk: %w", err)
+		}
+		if err := a.checkEphemeralStorage(ctx, sb, c, vm, size); err != nil {
+			return "", err
+		}
 	}
 
 	iso, err := a.writeCloudInit(ctx, sb, c, vm, vols, devs)
@@ -132,6 +157,36 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 		return "", err
 	}
 	return a.domainXML(ctx, sb, c, vm, vols, devs, root, iso)
+}
+
+// checkEphemeralStorage refuses a root disk that can grow beyond the
+// container's ephemeral-storage limit: kubelet would evict the pod once the
+// guest filled it. An API server that cannot answer only costs the check.
+func (a *Assembler) checkEphemeralStorage(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, size int64) error {
+	if a.cfg.PodLimits == nil {
+		return nil
+	}
+	limit, err := a.cfg.PodLimits.EphemeralStorageLimit(ctx, sb.Config.Namespace, sb.Config.Name, c.Config.Name)
+	if err != nil {
+		a.cfg.Logger.Warn("ephemeral-storage limit not checked: the pod's spec could not be read", "pod", sb.Config.Namespace+"/"+sb.Config.Name, "err", err)
+		return nil
+	}
+	if limit <= 0 || size <= limit {
+		return nil
+	}
+	what := fmt.Sprintf("the image's virtual size %d bytes (%d MiB)", size, size>>20)
+	if vm.RootVolumeSize > 0 {
+		what = fmt.Sprintf("%s %s (%d bytes, at least the image's size)", annotations.KeyRootVolumeSize, quantityOr(sb.Config.Annotations[annotations.KeyRootVolumeSize]), size)
+	}
+	return errdefs.InvalidArgumentf("pod %s/%s: the root volume, %s, is larger than container %q's ephemeral-storage limit %d bytes (%d MiB): raise the limit or lower %s",
+		sb.Config.Namespace, sb.Config.Name, what, c.Config.Name, limit, limit>>20, annotations.KeyRootVolumeSize)
+}
+
+func quantityOr(v string) string {
+	if v == "" {
+		return "(unset)"
+	}
+	return strings.TrimSpace(v)
 }
 
 // writeCloudInit writes the container's cloud-init drive, with the
@@ -186,6 +241,14 @@ func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podt
 		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
 		DisplaySocket: filepath.Join(c.Dir, DisplaySocketFile),
 		Emulator:      a.cfg.Emulator,
+		MaxVCPUs:      min(a.cfg.MaxVCPUs, annotations.MaxVCPUCount),
+	}
+	if a.cfg.Cgroups != nil {
+		p, err := CgroupPath(sb, c)
+		if err != nil {
+			return "", err
+		}
+		in.Cgroup = p
 	}
 	if a.cfg.NICs != nil {
 		nics, env, err := a.cfg.NICs.NICs(ctx, sb, c)

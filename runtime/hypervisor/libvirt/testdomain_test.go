@@ -24,6 +24,12 @@ type testDomainSpec struct {
 	root    *domain.Disk  // in place of overlay (a persistent root volume)
 	vols    []domain.Disk // volume disks after the root disk
 	virtio  bool          // VirtletDiskDriver virtio (default: scsi)
+	// The container's resources (nil: a 256 MiB memory limit), the
+	// emulator ("" = libvirt's QEMU), the VM's cgroup and its most vCPUs.
+	res      *annotations.Resources
+	emulator string
+	cgroup   string
+	maxVCPUs int
 }
 
 // buildTestDomain returns the XML of a test domain built as podvisor builds
@@ -38,7 +44,11 @@ func buildTestDomain(t *testing.T, h *Hypervisor, s testDomainSpec) string {
 	if s.virtio {
 		ann = map[string]string{annotations.KeyDiskDriver: string(annotations.DiskDriverVirtio)}
 	}
-	vm, err := annotations.Parse(ann, annotations.Resources{MemoryLimitBytes: 256 << 20}, nil)
+	res := annotations.Resources{MemoryLimitBytes: 256 << 20}
+	if s.res != nil {
+		res = *s.res
+	}
+	vm, err := annotations.Parse(ann, res, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +56,7 @@ func buildTestDomain(t *testing.T, h *Hypervisor, s testDomainSpec) string {
 		Name: s.name, PodUID: "6f1e0c9a-1b2c-4d3e-8f40-5a6b7c8d9e0f", PodName: s.name, PodNamespace: "default", ContainerName: "vm",
 		DomainType: h.DomainType(), VM: vm, RootDisk: domain.Disk{Path: s.overlay, Format: domain.FormatQCOW2},
 		VolumeDisks: s.vols, CloudInitISO: s.iso, Filesystems: s.fss, ConsoleSocket: filepath.Join(s.dir, "console.sock"),
+		Emulator: s.emulator, Cgroup: s.cgroup, MaxVCPUs: s.maxVCPUs,
 	}
 	if s.root != nil {
 		in.RootDisk = *s.root
