@@ -76,6 +76,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err := d.openManager(ctx, mx, images, nw, dataSource, domainType); err != nil {
 		return nil, err
 	}
+	mx.AddVMs(managerVMs{&d.manager}, info)
 	if err := d.openServers(mx, images, nw.ready); err != nil {
 		return nil, err
 	}
