@@ -20,50 +20,52 @@ import (
 // the verbs (Unimplemented), the primary included, adds nothing; when no
 // runtime has them the answer is Unimplemented.
 
-// runtimeDescriptors is one runtime's answer: its descriptors' keys by name.
-type runtimeDescriptors struct {
-	b    *backend
-	keys map[string][]string
+// runtimeMetrics is one runtime's answer: its descriptors (nil when it
+// has no metrics verbs) and, for ListPodSandboxMetrics, its pods' metrics.
+type runtimeMetrics struct {
+	b     *backend
+	descs []*runtimeapi.MetricDescriptor
+	pods  []*runtimeapi.PodSandboxMetrics
 }
 
 // ListMetricDescriptors is the union of the runtimes' descriptors.
 func (p *Proxy) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
-	merged, _, err := p.metricDescriptors(ctx, req)
+	answers, err := fanOut(ctx, p, "ListMetricDescriptors", func(ctx context.Context, b *backend) (runtimeMetrics, error) {
+		return descriptorsOf(ctx, b, req)
+	})
 	if err != nil {
 		return nil, err
+	}
+	merged, ok := mergeDescriptors(answers)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "ListMetricDescriptors: no runtime behind the proxy reports CRI metrics")
 	}
 	return &runtimeapi.ListMetricDescriptorsResponse{Descriptors: merged}, nil
 }
 
-// metricDescriptors asks every runtime for its descriptors and merges them.
-func (p *Proxy) metricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) ([]*runtimeapi.MetricDescriptor, []runtimeDescriptors, error) {
-	type answer struct {
-		b    *backend
-		resp *runtimeapi.ListMetricDescriptorsResponse
+// descriptorsOf asks one runtime for its descriptors; Unimplemented is no
+// descriptors.
+func descriptorsOf(ctx context.Context, b *backend, req *runtimeapi.ListMetricDescriptorsRequest) (runtimeMetrics, error) {
+	resp, err := b.rt.ListMetricDescriptors(ctx, clone(req))
+	if status.Code(err) == codes.Unimplemented {
+		return runtimeMetrics{b: b}, nil
 	}
-	answers, err := fanOut(ctx, p, "ListMetricDescriptors", func(ctx context.Context, b *backend) (answer, error) {
-		resp, err := b.rt.ListMetricDescriptors(ctx, clone(req))
-		if status.Code(err) == codes.Unimplemented {
-			return answer{b: b}, nil
-		}
-		if err == nil {
-			b.answered()
-		}
-		return answer{b, resp}, err
-	})
 	if err != nil {
-		return nil, nil, err
+		return runtimeMetrics{}, err
 	}
+	b.answered()
+	return runtimeMetrics{b: b, descs: resp.GetDescriptors()}, nil
+}
+
+// mergeDescriptors describes each name once: the first runtime's keys,
+// then keys only later ones have. False when no runtime has metrics.
+func mergeDescriptors(answers []runtimeMetrics) ([]*runtimeapi.MetricDescriptor, bool) {
 	var merged []*runtimeapi.MetricDescriptor
 	byName := map[string]*runtimeapi.MetricDescriptor{}
-	var per []runtimeDescriptors
+	some := false
 	for _, a := range answers {
-		if a.resp == nil {
-			continue
-		}
-		rd := runtimeDescriptors{b: a.b, keys: map[string][]string{}}
-		for _, d := range a.resp.GetDescriptors() {
-			rd.keys[d.GetName()] = d.GetLabelKeys()
+		some = some || a.descs != nil
+		for _, d := range a.descs {
 			m, ok := byName[d.GetName()]
 			if !ok {
 				m = &runtimeapi.MetricDescriptor{Name: d.GetName(), Help: d.GetHelp(), LabelKeys: slices.Clone(d.GetLabelKeys())}
@@ -77,20 +79,34 @@ func (p *Proxy) metricDescriptors(ctx context.Context, req *runtimeapi.ListMetri
 				}
 			}
 		}
-		per = append(per, rd)
 	}
-	if per == nil {
-		return nil, nil, status.Error(codes.Unimplemented, "ListMetricDescriptors: no runtime behind the proxy reports CRI metrics")
-	}
-	return merged, per, nil
+	return merged, some
 }
 
 // ListPodSandboxMetrics is the union of the runtimes' pod metrics, each
 // metric's label values in the order of the merged descriptor's keys.
 func (p *Proxy) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
-	merged, per, err := p.metricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
+	answers, err := fanOut(ctx, p, "ListPodSandboxMetrics", func(ctx context.Context, b *backend) (runtimeMetrics, error) {
+		r := clone(req)
+		b.inbound(r)
+		resp, err := b.rt.ListPodSandboxMetrics(ctx, r)
+		if status.Code(err) == codes.Unimplemented {
+			return runtimeMetrics{b: b}, nil
+		}
+		if err != nil {
+			return runtimeMetrics{}, err
+		}
+		b.outbound(resp)
+		rm, err := descriptorsOf(ctx, b, &runtimeapi.ListMetricDescriptorsRequest{})
+		rm.pods = resp.GetPodMetrics()
+		return rm, err
+	})
 	if err != nil {
 		return nil, err
+	}
+	merged, ok := mergeDescriptors(answers)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "ListPodSandboxMetrics: no runtime behind the proxy reports CRI metrics")
 	}
 	keys := map[string][]string{}
 	for _, d := range merged {
@@ -98,26 +114,19 @@ func (p *Proxy) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListP
 	}
 	out := &runtimeapi.ListPodSandboxMetricsResponse{}
 	seen := map[string]bool{}
-	for _, rd := range per {
-		r := clone(req)
-		rd.b.inbound(r)
-		resp, err := rd.b.rt.ListPodSandboxMetrics(ctx, r)
-		if err != nil {
-			if rd.b.primary {
-				return nil, rd.b.wrap(err)
-			}
-			p.log.Warn("ListPodSandboxMetrics: runtime left out of the result", "runtime", rd.b.name, "err", err)
-			continue
+	for _, a := range answers {
+		own := map[string][]string{}
+		for _, d := range a.descs {
+			own[d.GetName()] = d.GetLabelKeys()
 		}
-		rd.b.outbound(resp)
-		for _, pm := range resp.GetPodMetrics() {
+		for _, pm := range a.pods {
 			if seen[pm.GetPodSandboxId()] {
 				continue
 			}
 			seen[pm.GetPodSandboxId()] = true
-			relabel(pm.GetMetrics(), rd.keys, keys)
+			relabel(pm.GetMetrics(), own, keys)
 			for _, cm := range pm.GetContainerMetrics() {
-				relabel(cm.GetMetrics(), rd.keys, keys)
+				relabel(cm.GetMetrics(), own, keys)
 			}
 			out.PodMetrics = append(out.PodMetrics, pm)
 		}
