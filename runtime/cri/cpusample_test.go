@@ -13,18 +13,22 @@ func TestNanoCores(t *testing.T) {
 		id    string
 		at    time.Duration
 		usage uint64
-		want  uint64
+		want  int64 // -1: no rate
 	}{
-		{"first sample", "a", 0, 5e9, 0},
+		{"first sample", "a", 0, 5e9, -1},
 		{"half a core over 2 s", "a", 2 * time.Second, 6e9, 5e8},
 		{"same instant: the last rate", "a", 2 * time.Second, 6e9, 5e8},
-		{"another object is its own series", "b", 2 * time.Second, 1e9, 0},
+		{"another object is its own series", "b", 2 * time.Second, 1e9, -1},
 		{"two cores over 500 ms", "a", 2500 * time.Millisecond, 7e9, 2e9},
-		{"usage went down (VM restarted): start again", "a", 3 * time.Second, 1e8, 0},
+		{"usage went down (VM restarted): start again", "a", 3 * time.Second, 1e8, -1},
 		{"after the restart", "a", 4 * time.Second, 3e8, 2e8},
 	}
 	for _, s := range steps {
-		if got := c.nanoCores(s.id, t0.Add(s.at), s.usage); got != s.want {
+		got := int64(-1)
+		if v := c.nanoCores(s.id, t0.Add(s.at), s.usage); v != nil {
+			got = int64(v.Value)
+		}
+		if got != s.want {
 			t.Errorf("%s: nanoCores = %d, want %d", s.name, got, s.want)
 		}
 	}

@@ -137,7 +137,7 @@ func (s *Server) sandboxStats(ctx context.Context, sb pod.Sandbox) (*runtimeapi.
 	}
 	nano := s.cpu.nanoCores("sandbox/"+sb.ID, ts, cpu)
 	out.Linux.Cpu = &runtimeapi.CpuUsage{Timestamp: ts.UnixNano(),
-		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu}, UsageNanoCores: &runtimeapi.UInt64Value{Value: nano}}
+		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu}, UsageNanoCores: nano}
 	out.Linux.Memory = &runtimeapi.MemoryUsage{Timestamp: ts.UnixNano(),
 		WorkingSetBytes: &runtimeapi.UInt64Value{Value: mem}, UsageBytes: &runtimeapi.UInt64Value{Value: usage}}
 	return out, nil
@@ -155,7 +155,7 @@ func (s *Server) containerStatsToCRI(c pod.Container, st hypervisor.Stats) *runt
 			Annotations: c.Config.Annotations,
 		},
 		Cpu: &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu},
-			UsageNanoCores: &runtimeapi.UInt64Value{Value: s.cpu.nanoCores("container/"+c.ID, st.Timestamp, cpu)}},
+			UsageNanoCores: s.cpu.nanoCores("container/"+c.ID, st.Timestamp, cpu)},
 		Memory: &runtimeapi.MemoryUsage{
 			Timestamp:       ts,
 			WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryBytes},
