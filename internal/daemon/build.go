@@ -207,7 +207,7 @@ func (d *Daemon) openManager(ctx context.Context, mx *metrics.Metrics, images im
 		return err
 	}
 	overlay, writeISO := timedAssembly(mx)
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: nw.emulator, NICs: nw.nics, DataSource: dataSource, Logger: d.log,
+	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, TCGTranslationCacheMiB: d.cfg.TCGTranslationCacheMiB, Emulator: nw.emulator, NICs: nw.nics, DataSource: dataSource, Logger: d.log,
 		Overlay: overlay, WriteISO: writeISO, UUIDKey: uuidKey})
 	if err != nil {
 		return err

@@ -34,6 +34,8 @@ type nodeOpts struct {
 	name      string
 	subnet    int
 	httpImage bool
+	// args are more daemon flags.
+	args []string
 }
 
 func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
@@ -56,7 +58,7 @@ func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
 	// The operator's translation file may name a node file (no image
 	// server in a measured path), or the guest served on the node.
 	url := "file://" + guest
-	args := []string{"--net=/run/netns/" + b.ns, daemonproc.Bin(t, "podvisor")}
+	args := append([]string{"--net=/run/netns/" + b.ns, daemonproc.Bin(t, "podvisor")}, o.args...)
 	if o.httpImage {
 		b.serveGuest()
 		url = "http://127.0.0.1:8099/" + filepath.Base(guest)

@@ -29,6 +29,7 @@ type vmSample struct {
 // overheadRun is one round: n VMs booted together.
 type overheadRun struct {
 	n                    int
+	cacheMiB             uint // --tcg-translation-cache-mib (0: QEMU's default)
 	vms                  []vmSample
 	daemonKiB, lvdKiB    uint64 // after the VMs booted
 	daemon0KiB, lvd0KiB  uint64 // before
@@ -43,16 +44,22 @@ func TestOverheadBench(t *testing.T) {
 	if _, err := os.Stat(guest); err != nil {
 		t.Fatalf("the test guest: %v (ci/build-guest.sh builds it)", err)
 	}
-	b := newLibvirtNode(t, guest, nodeOpts{name: "ovh", subnet: 78})
 	load0 := loadavg()
 	var runs []overheadRun
 	sizes := []int{1, 10}
 	if os.Getenv("PODVISOR_BENCH_ROUNDS") == "1" {
 		sizes = []int{1, 2}
 	}
-	for _, n := range sizes {
-		runs = append(runs, b.overheadRound(n))
-		b.removeAll()
+	// QEMU's own translation cache size, then podvisor's default bound.
+	for i, cache := range []uint{0, tcgCacheMiB} {
+		b := newLibvirtNode(t, guest, nodeOpts{name: fmt.Sprintf("ovh%d", i), subnet: 78 - i,
+			args: []string{"--tcg-translation-cache-mib", fmt.Sprint(cache)}})
+		for _, n := range sizes {
+			r := b.overheadRound(n)
+			r.cacheMiB = cache
+			runs = append(runs, r)
+			b.removeAll()
+		}
 	}
 	md := overheadReport{runs: runs, load0: load0, load1: loadavg()}.markdown()
 	t.Log("\n" + md)
@@ -185,7 +192,7 @@ func (r overheadReport) markdown() string {
 	fmt.Fprintf(&b, "# Host memory per VM beyond its guest's RAM\n\n")
 	fmt.Fprintf(&b, "Written by `make bench` (`ci/bench-overhead.sh`, `internal/processtests` TestOverheadBench) on %s, %s, %d cores, TCG (no usable KVM). Load average %s at the start, %s at the end. VMs of the busybox test guest with %d MiB of RAM and 1 vCPU, booted together through podvisor's CRI on libvirt, the pod network on a bridge + host-local CNI; read %s after the last one printed its ready marker.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04Z"), host, numCPU(), r.load0, r.load1, guestMiB, r.runs[0].settleTook)
-	b.WriteString("| per VM (median over the VMs of the run), MiB | " + r.cols(func(o overheadRun) string { return fmt.Sprintf("%d VM(s)", o.n) }) + "\n")
+	b.WriteString("| per VM (median over the VMs of the run), MiB | " + r.cols(func(o overheadRun) string { return fmt.Sprintf("%d VM(s), %s", o.n, cacheName(o.cacheMiB)) }) + "\n")
 	b.WriteString("|---|" + strings.Repeat("---|", len(r.runs)) + "\n")
 	row := func(name string, f func(o overheadRun) uint64) {
 		b.WriteString("| " + name + " | " + r.cols(func(o overheadRun) string { return mib(f(o)) }) + "\n")
@@ -230,8 +237,8 @@ func (r overheadReport) cols(f func(o overheadRun) string) string {
 func (r overheadReport) raw(b *strings.Builder) {
 	b.WriteString("Raw numbers (MiB, VM by VM):\n\n")
 	for _, o := range r.runs {
-		fmt.Fprintf(b, "- %d VM(s), booted in %.1f s: QEMU RSS %s; PSS %s; guest RAM touched %s; TCG cache resident %s (mapped %s); ContainerStats working set %s (emulator RSS %s); podvisor RSS %s → %s, libvirtd RSS %s → %s\n",
-			o.n, o.bootTook.Seconds(),
+		fmt.Fprintf(b, "- %d VM(s), %s, booted in %.1f s: QEMU RSS %s; PSS %s; guest RAM touched %s; TCG cache resident %s (mapped %s); ContainerStats working set %s (emulator RSS %s); podvisor RSS %s → %s, libvirtd RSS %s → %s\n",
+			o.n, cacheName(o.cacheMiB), o.bootTook.Seconds(),
 			kibList(o.perVM(func(q qemuMemory) uint64 { return q.rss })), kibList(o.perVM(func(q qemuMemory) uint64 { return q.pss })),
 			kibList(o.perVM(func(q qemuMemory) uint64 { return q.ramRSS })), kibList(o.perVM(func(q qemuMemory) uint64 { return q.tbRSS })),
 			kibList(o.perVM(func(q qemuMemory) uint64 { return q.tbSize })),
@@ -246,4 +253,14 @@ func (r overheadRun) samples(f func(v vmSample) uint64) []uint64 {
 		out = append(out, f(v))
 	}
 	return out
+}
+
+// tcgCacheMiB is the bound the bench compares with QEMU's default.
+const tcgCacheMiB = 64
+
+func cacheName(mib uint) string {
+	if mib == 0 {
+		return "TCG cache QEMU's default"
+	}
+	return fmt.Sprintf("TCG cache %d MiB", mib)
 }

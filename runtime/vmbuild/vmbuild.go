@@ -47,6 +47,9 @@ type Config struct {
 	DomainType string
 	// Emulator is the QEMU binary or wrapper ("" = libvirt's default).
 	Emulator string
+	// TCGTranslationCacheMiB bounds TCG's translation cache (0: QEMU's
+	// default); see domain.Input.
+	TCGTranslationCacheMiB uint
 	// Overlay makes the root disk; default image.CreateOverlay.
 	Overlay func(ctx context.Context, base, path string, minSize int64) (int64, error)
 	// WriteISO writes the cloud-init drive; default cloudinit.WriteISO.
@@ -165,6 +168,8 @@ func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podt
 		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
 		DisplaySocket: filepath.Join(c.Dir, DisplaySocketFile),
 		Emulator:      a.cfg.Emulator,
+
+		TCGTranslationCacheMiB: a.cfg.TCGTranslationCacheMiB,
 	}
 	for _, d := range c.Config.Devices {
 		in.VolumeDisks = append(in.VolumeDisks, domain.Disk{Path: d.HostPath, Format: domain.FormatRaw, Block: true})
