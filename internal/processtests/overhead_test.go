@@ -223,8 +223,54 @@ func (r overheadReport) markdown() string {
 		return "missed"
 	}) + "\n\n")
 	r.raw(&b)
+	r.findings(&b)
+	b.WriteString(overheadMethod)
 	return b.String()
 }
+
+// findings compares the translation cache's bound with QEMU's default.
+func (r overheadReport) findings(b *strings.Builder) {
+	var def, cut *overheadRun
+	for i := range r.runs {
+		o := &r.runs[i]
+		if o.n != r.runs[len(r.runs)-1].n {
+			continue
+		}
+		if o.cacheMiB == 0 {
+			def = o
+		} else {
+			cut = o
+		}
+	}
+	if def == nil || cut == nil {
+		return
+	}
+	tb := func(o *overheadRun) uint64 { return medianKiB(o.perVM(func(q qemuMemory) uint64 { return q.tbRSS })) }
+	fmt.Fprintf(b, "\nWith %d VMs the translation cache holds %s MiB per VM with QEMU's default size (%s MiB mapped) and %s MiB bounded to %d MiB; the boots took %.1f s and %.1f s.\n",
+		def.n, mib(tb(def)), mib(medianKiB(def.perVM(func(q qemuMemory) uint64 { return q.tbSize }))), mib(tb(cut)), cut.cacheMiB, def.bootTook.Seconds(), cut.bootTook.Seconds())
+}
+
+const overheadMethod = `
+## Method
+
+- Each VM's memory is read from its QEMU process's /proc/PID/smaps: RSS
+  and PSS summed over the mappings; the guest's RAM is the anonymous
+  mapping of the guest's size (what the guest touched is its RSS); TCG's
+  translation cache is the anonymous executable mapping (QEMU's tb-size,
+  mapped whole and resident as far as translated code filled it).
+- "Beyond guest RAM" is QEMU's PSS less the guest RAM's and the cache's:
+  QEMU's own heap, device state, I/O buffers and its share of the shared
+  libraries (PSS splits a page shared by 10 QEMUs ten ways, so 10 VMs pay
+  less each than 1 does). A KVM node pays this and no translation cache.
+- podvisor's and libvirtd's share is their RSS growth from before the
+  VMs were made to after they booted and settled, divided by the number
+  of VMs; podvisor-vmwrapper execs QEMU and leaves no process.
+- The VMs boot together; the figures are read after the last one printed
+  its ready marker and the guests idled for the settle time. Medians are
+  over the VMs of a run; every VM's figure is listed above.
+- Both translation cache sizes ran in the same run, one after the other,
+  each on a podvisor started with --tcg-translation-cache-mib.
+`
 
 func (r overheadReport) cols(f func(o overheadRun) string) string {
 	var c []string
