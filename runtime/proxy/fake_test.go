@@ -385,3 +385,35 @@ func (f *fakeRuntime) ListPodSandboxMetrics(context.Context, *runtimeapi.ListPod
 	}
 	return &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: f.metrics.pods}, nil
 }
+
+// ListContainerStats reports each container with its creation sequence
+// as CPU time.
+func (f *fakeRuntime) ListContainerStats(_ context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+	f.record("ListContainerStats " + req.GetFilter().GetId() + "/" + req.GetFilter().GetPodSandboxId())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*runtimeapi.ContainerStats
+	for id, c := range f.containers {
+		fl := req.GetFilter()
+		if (fl.GetId() != "" && fl.GetId() != id) || (fl.GetPodSandboxId() != "" && fl.GetPodSandboxId() != c.PodSandboxId) {
+			continue
+		}
+		out = append(out, &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{Id: id},
+			Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 1}}})
+	}
+	return &runtimeapi.ListContainerStatsResponse{Stats: out}, nil
+}
+
+func (f *fakeRuntime) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	f.record("ListPodSandboxStats " + req.GetFilter().GetId())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*runtimeapi.PodSandboxStats
+	for id := range f.sandboxes {
+		if fid := req.GetFilter().GetId(); fid != "" && fid != id {
+			continue
+		}
+		out = append(out, &runtimeapi.PodSandboxStats{Attributes: &runtimeapi.PodSandboxAttributes{Id: id}})
+	}
+	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
+}

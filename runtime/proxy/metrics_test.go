@@ -86,3 +86,51 @@ func TestMetricsWithoutThePrimary(t *testing.T) {
 		t.Fatalf("ListPodSandboxMetrics = %v, %v; want podvisor's pod", ms, err)
 	}
 }
+
+// TestStatsListsMerge: both runtimes' containers and sandboxes, each
+// once, podvisor's under its prefix; a filter on a podvisor ID asks
+// podvisor only.
+func TestStatsListsMerge(t *testing.T) {
+	e := newEnv(t)
+	c := ctx(t)
+	pod := runPod(t, e, "web", "", nil)
+	vm := runPod(t, e, "vm", "podvisor", nil)
+	var want []string
+	for sb, img := range map[string]string{pod: "busybox", vm: "virtlet.cloud/cirros"} {
+		cr, err := e.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: sb,
+			Config: &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: img}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, cr.ContainerId)
+	}
+	cs, err := e.rt.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range cs.Stats {
+		got = append(got, s.Attributes.Id)
+	}
+	if d := cmp.Diff(sorted(want...), sorted(got...)); d != "" {
+		t.Errorf("ListContainerStats (-want +got):\n%s", d)
+	}
+	ps, err := e.rt.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, s := range ps.Stats {
+		got = append(got, s.Attributes.Id)
+	}
+	if d := cmp.Diff(sorted(pod, vm), sorted(got...)); d != "" {
+		t.Errorf("ListPodSandboxStats (-want +got):\n%s", d)
+	}
+	one, err := e.rt.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: vm}})
+	if err != nil || len(one.Stats) != 1 || one.Stats[0].Attributes.Id != vm {
+		t.Errorf("ListPodSandboxStats of %s = %v, %v", vm, one, err)
+	}
+	if e.primary.sawCall("ListPodSandboxStats " + vm) {
+		t.Error("a filter on a podvisor ID reached containerd")
+	}
+}
