@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podvisor/podvisor/internal/daemon"
+	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/pod"
 )
 
@@ -68,6 +69,7 @@ func defineFlags(fs *flag.FlagSet, cfg *daemon.Config) cliFlags {
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources and VirtletImageMapping image translations (empty: none)")
 	fs.StringVar(&cfg.ImageMappingNamespace, "image-mapping-namespace", "", "namespace whose VirtletImageMappings are watched (empty: all namespaces; needs --kubeconfig)")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's name: podvisor labels it "+daemon.LabelAccelerator+"=kvm|tcg (needs --kubeconfig and RBAC to patch nodes; empty: no label)")
+	fs.UintVar(&cfg.TCGTranslationCacheMiB, "tcg-translation-cache-mib", domain.DefaultTCGTranslationCacheMiB, "bound of the TCG translation cache of each VM on a node without KVM, in MiB (QEMU's tb-size; 0: QEMU's default, 1 GiB); KVM VMs have none; the VM's cgroup allows it beyond the guest's RAM")
 	fs.Int64Var(&cfg.ExecStdinLimit, "exec-stdin-limit", pod.DefaultExecStdinLimit, fmt.Sprintf("most bytes of stdin kubectl exec -i may send a VM's command; more fails the exec (at most %d, what one guest agent command carries)", pod.MaxExecStdinLimit))
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	return f
@@ -215,6 +217,10 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 	}
 	if !set["sim-boot-time"] && file.SimBootTime != 0 {
 		out.SimBootTime = file.SimBootTime
+	}
+	out.TCGTranslationCacheMiB = flags.TCGTranslationCacheMiB
+	if !set["tcg-translation-cache-mib"] && file.TCGTranslationCacheMiB != 0 {
+		out.TCGTranslationCacheMiB = file.TCGTranslationCacheMiB
 	}
 	if !set["exec-stdin-limit"] && file.ExecStdinLimit != 0 {
 		out.ExecStdinLimit = file.ExecStdinLimit

@@ -37,6 +37,8 @@ type nodeOpts struct {
 	// secondNet adds a second bridge network, "<name>-b" on bridge
 	// pv<name>1 and 10.<subnet>.<x+1>.0/24, that pods name by annotation.
 	secondNet bool
+	// args are more daemon flags.
+	args []string
 }
 
 func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
@@ -66,7 +68,7 @@ func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
 	// The operator's translation file may name a node file (no image
 	// server in a measured path), or the guest served on the node.
 	url := "file://" + guest
-	args := []string{"--net=/run/netns/" + b.ns, daemonproc.Bin(t, "podvisor")}
+	args := append([]string{"--net=/run/netns/" + b.ns, daemonproc.Bin(t, "podvisor")}, o.args...)
 	if o.httpImage {
 		b.serveGuest()
 		url = "http://127.0.0.1:8099/" + filepath.Base(guest)

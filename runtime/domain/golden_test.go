@@ -187,6 +187,9 @@ func goldenCases() []goldenCase {
 	cases := []goldenCase{
 		{name: "default", ci: "nocloud"},
 		{name: "default_qemu", ci: "nocloud", dtype: TypeQEMU},
+		// TCG's translation cache bounded; a KVM domain has none to bound.
+		{name: "tcg-tb-cache-128", ci: "nocloud", dtype: TypeQEMU, tweak: func(in *Input) { in.TCGTranslationCacheMiB = 128 }},
+		{name: "kvm-ignores-tb-cache", ci: "nocloud", tweak: func(in *Input) { in.TCGTranslationCacheMiB = 128 }},
 		// Each domain-affecting annotation with each allowed value.
 		{name: "vcpu-1", ann: one(annotations.KeyVCPUCount, "1"), ci: "nocloud"},
 		{name: "vcpu-4", ann: one(annotations.KeyVCPUCount, "4"), ci: "nocloud"},

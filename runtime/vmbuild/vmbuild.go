@@ -55,6 +55,9 @@ type Config struct {
 	DomainType string
 	// Emulator is the QEMU binary or wrapper ("" = libvirt's default).
 	Emulator string
+	// TCGTranslationCacheMiB bounds TCG's translation cache (0: QEMU's
+	// default); see domain.Input.
+	TCGTranslationCacheMiB uint
 	// Overlay makes the root disk; default image.CreateOverlay.
 	Overlay func(ctx context.Context, base, path string, minSize int64) (int64, error)
 	// PrepareRoot readies a persistent root volume (a device at "/");
@@ -225,23 +228,24 @@ func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c 
 // domainXML builds the container's domain around its root disk and drive.
 func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, devs *volume.DevicePlan, root domain.Disk, iso string) (string, error) {
 	in := domain.Input{
-		Name:          c.DomainName,
-		PodUID:        sb.Config.UID,
-		PodName:       sb.Config.Name,
-		PodNamespace:  sb.Config.Namespace,
-		ContainerName: c.Config.Name,
-		Attempt:       c.Config.Attempt,
-		UUIDKey:       a.cfg.UUIDKey,
-		DomainType:    a.cfg.DomainType,
-		VM:            vm,
-		RootDisk:      root,
-		VolumeDisks:   devs.VolumeDisks(),
-		Filesystems:   vols.Filesystems(),
-		CloudInitISO:  iso,
-		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
-		DisplaySocket: filepath.Join(c.Dir, DisplaySocketFile),
-		Emulator:      a.cfg.Emulator,
-		MaxVCPUs:      min(a.cfg.MaxVCPUs, annotations.MaxVCPUCount),
+		Name:                   c.DomainName,
+		PodUID:                 sb.Config.UID,
+		PodName:                sb.Config.Name,
+		PodNamespace:           sb.Config.Namespace,
+		ContainerName:          c.Config.Name,
+		Attempt:                c.Config.Attempt,
+		UUIDKey:                a.cfg.UUIDKey,
+		DomainType:             a.cfg.DomainType,
+		VM:                     vm,
+		RootDisk:               root,
+		VolumeDisks:            devs.VolumeDisks(),
+		Filesystems:            vols.Filesystems(),
+		CloudInitISO:           iso,
+		ConsoleSocket:          filepath.Join(c.Dir, ConsoleSocketFile),
+		DisplaySocket:          filepath.Join(c.Dir, DisplaySocketFile),
+		Emulator:               a.cfg.Emulator,
+		MaxVCPUs:               min(a.cfg.MaxVCPUs, annotations.MaxVCPUCount),
+		TCGTranslationCacheMiB: a.cfg.TCGTranslationCacheMiB,
 	}
 	if a.cfg.Cgroups != nil {
 		p, err := CgroupPath(sb, c)

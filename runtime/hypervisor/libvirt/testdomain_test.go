@@ -56,7 +56,7 @@ func buildTestDomain(t *testing.T, h *Hypervisor, s testDomainSpec) string {
 		Name: s.name, PodUID: "6f1e0c9a-1b2c-4d3e-8f40-5a6b7c8d9e0f", PodName: s.name, PodNamespace: "default", ContainerName: "vm",
 		DomainType: h.DomainType(), VM: vm, RootDisk: domain.Disk{Path: s.overlay, Format: domain.FormatQCOW2},
 		VolumeDisks: s.vols, CloudInitISO: s.iso, Filesystems: s.fss, ConsoleSocket: filepath.Join(s.dir, "console.sock"),
-		Emulator: s.emulator, Cgroup: s.cgroup, MaxVCPUs: s.maxVCPUs,
+		Emulator: s.emulator, Cgroup: s.cgroup, MaxVCPUs: s.maxVCPUs, TCGTranslationCacheMiB: domain.DefaultTCGTranslationCacheMiB,
 	}
 	if s.root != nil {
 		in.RootDisk = *s.root
