@@ -26,10 +26,10 @@ func sources(t *testing.T) ([]File, map[string][]byte) {
 	t.Helper()
 	dir := t.TempDir()
 	contents := map[string][]byte{
-		MemberDomain:       []byte("<domain type='qemu'><name>pv-0123456789abcdef</name></domain>"),
-		MemberMemory:       bytes.Repeat([]byte("memory state "), 50000),
-		MemberRoot:         append([]byte("QFI\xfb"), bytes.Repeat([]byte{0}, 70000)...),
-		MemberCloudInit:    []byte("CD001 cidata"),
+		MemberDomain:        []byte("<domain type='qemu'><name>pv-0123456789abcdef</name></domain>"),
+		MemberMemory:        bytes.Repeat([]byte("memory state "), 50000),
+		MemberRoot:          append([]byte("QFI\xfb"), bytes.Repeat([]byte{0}, 70000)...),
+		MemberCloudInit:     []byte("CD001 cidata"),
 		DiskPrefix + "data": []byte("a disk podvisor made"),
 	}
 	var files []File
