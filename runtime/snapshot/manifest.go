@@ -61,11 +61,11 @@ type Manifest struct {
 	Podvisor string `json:"podvisor"`
 	// Hypervisor names the hypervisor and its version ("libvirt 9.0.0").
 	Hypervisor string `json:"hypervisor"`
-	// DomainType is the domain type the memory state was made under
-	// ("kvm" or "qemu"): a memory state does not cross between them.
-	DomainType string    `json:"domainType,omitempty"`
-	Pod        Pod       `json:"pod"`
-	Container  Container `json:"container"`
+	// Accelerator is what the memory state was made under ("kvm", "tcg"
+	// or "sim"): a memory state does not cross between them.
+	Accelerator string    `json:"accelerator,omitempty"`
+	Pod         Pod       `json:"pod"`
+	Container   Container `json:"container"`
 	// BaseImage is the image the root overlay is backed by. It is not in
 	// the archive: the restoring node must have it pulled.
 	BaseImage BaseImage `json:"baseImage"`
@@ -92,6 +92,8 @@ type Container struct {
 	ID    string `json:"id"`
 	Name  string `json:"name"`
 	Image string `json:"image"`
+	// Dir was the container's directory on the checkpointed node.
+	Dir string `json:"dir,omitempty"`
 	// Config is the container's configuration as podvisor recorded it
 	// (runtime/podtypes.ContainerConfig), for a restore that has none.
 	Config json.RawMessage `json:"config,omitempty"`
@@ -110,6 +112,9 @@ type Member struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+	// Source is where a disk was on the checkpointed node, for the
+	// restore to find it in the domain definition.
+	Source string `json:"source,omitempty"`
 }
 
 // Member returns the named member, if the manifest lists it.

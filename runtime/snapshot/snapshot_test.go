@@ -45,14 +45,14 @@ func sources(t *testing.T) ([]File, map[string][]byte) {
 
 func testManifest() *Manifest {
 	return &Manifest{
-		Kind:       KindMemory,
-		CreatedAt:  time.Date(2026, 12, 3, 17, 0, 0, 0, time.UTC),
-		Podvisor:   "0.1.0",
-		Hypervisor: "libvirt 9.0.0",
-		DomainType: "qemu",
-		Pod:        Pod{Name: "vm", Namespace: "default", UID: "uid-1", IPs: []string{"10.1.0.5"}},
-		Container:  Container{ID: "c1", Name: "vm", Image: "cirros"},
-		BaseImage:  BaseImage{Ref: "sha256:" + strings.Repeat("ab", 32), Name: "cirros"},
+		Kind:        KindMemory,
+		CreatedAt:   time.Date(2026, 12, 3, 17, 0, 0, 0, time.UTC),
+		Podvisor:    "0.1.0",
+		Hypervisor:  "libvirt 9.0.0",
+		Accelerator: "tcg",
+		Pod:         Pod{Name: "vm", Namespace: "default", UID: "uid-1", IPs: []string{"10.1.0.5"}},
+		Container:   Container{ID: "c1", Name: "vm", Image: "cirros"},
+		BaseImage:   BaseImage{Ref: "sha256:" + strings.Repeat("ab", 32), Name: "cirros"},
 	}
 }
 

@@ -31,6 +31,8 @@ var createTemp = func(dir, pattern string) (tempFile, error) { return os.CreateT
 type File struct {
 	Name string
 	Path string
+	// Source, for a disk, is its path in the domain definition.
+	Source string
 }
 
 // Write writes an archive of files to target. m's Format, Version and
@@ -49,6 +51,7 @@ func Write(ctx context.Context, target string, m *Manifest, files []File) (err e
 		if err != nil {
 			return fmt.Errorf("checkpoint %s: %w", target, err)
 		}
+		mem.Source = f.Source
 		m.Members = append(m.Members, mem)
 	}
 	if err := m.validate(); err != nil {
