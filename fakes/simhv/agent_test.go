@@ -33,6 +33,7 @@ func TestAgentCommand(t *testing.T) {
 			`{"name":"guest-fsfreeze-status","enabled":true,"success-response":true},` +
 			`{"name":"guest-fsfreeze-thaw","enabled":true,"success-response":true},` +
 			`{"name":"guest-info","enabled":true,"success-response":true},` +
+			`{"name":"guest-network-get-interfaces","enabled":true,"success-response":true},` +
 			`{"name":"guest-ping","enabled":true,"success-response":true},` +
 			`{"name":"guest-set-time","enabled":true,"success-response":true},` +
 			`{"name":"guest-sync","enabled":true,"success-response":true}]}}`},

@@ -6,9 +6,14 @@ import (
 	"time"
 )
 
+// GuestMAC is the hardware address of the simulated guest's one NIC, as
+// guest-network-get-interfaces reports it.
+const GuestMAC = "52:54:00:00:00:01"
+
 // guestState answers the agent commands that change the guest's clock
 // and file systems: guest-set-time (the time is recorded, see GuestTimeSet)
-// and the guest-fsfreeze-* trio over one simulated file system.
+// and the guest-fsfreeze-* trio over one simulated file system; and
+// guest-network-get-interfaces: lo and eth0.
 func (h *Hypervisor) guestState(d *domain, cmd string, raw json.RawMessage) (string, bool, error) {
 	switch cmd {
 	case "guest-set-time":
@@ -26,6 +31,8 @@ func (h *Hypervisor) guestState(d *domain, cmd string, raw json.RawMessage) (str
 		}
 		d.timeSet = append(d.timeSet, at)
 		return `{"return":{}}`, false, nil
+	case "guest-network-get-interfaces":
+		return `{"return":[{"name":"lo","hardware-address":"00:00:00:00:00:00"},{"name":"eth0","hardware-address":"` + GuestMAC + `"}]}`, false, nil
 	case "guest-fsfreeze-freeze":
 		if d.frozen {
 			return agentError(cmd, "GenericError", "Command guest-fsfreeze-freeze has been disabled: the agent is in frozen state")

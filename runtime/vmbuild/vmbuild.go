@@ -49,6 +49,9 @@ type Config struct {
 	Emulator string
 	// Overlay makes the root disk; default image.CreateOverlay.
 	Overlay func(ctx context.Context, base, path string, minSize int64) (int64, error)
+	// Rebase points a restored root overlay at this node's base image;
+	// default image.RebaseOverlay.
+	Rebase func(ctx context.Context, overlay, base string) error
 	// WriteISO writes the cloud-init drive; default cloudinit.WriteISO.
 	WriteISO func(ctx context.Context, c *cloudinit.Contents, path string) error
 	// DataSource reads ConfigMaps and Secrets (nil: none configured).
