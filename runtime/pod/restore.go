@@ -250,6 +250,10 @@ func (m *Manager) startRestored(ctx context.Context, c *Container) error {
 			defer m.wg.Done()
 			gctx, cancel := context.WithTimeout(m.bgctx, m.cfg.OpTimeout)
 			defer cancel()
+			if err := m.waitAgent(gctx, c.DomainName); err != nil {
+				m.log.Error("restored VM: its guest agent did not answer after boot; it keeps the checkpointed pod's address", "container", c.ID, "err", err)
+				return
+			}
 			m.configureRestored(gctx, c)
 		}()
 		return nil
@@ -272,4 +276,19 @@ func (m *Manager) startRestored(ctx context.Context, c *Container) error {
 	defer cancel()
 	m.configureRestored(gctx, c)
 	return nil
+}
+
+// waitAgent waits for a booting guest's agent to answer guest-ping.
+func (m *Manager) waitAgent(ctx context.Context, domain string) error {
+	for {
+		_, err := m.agentCall(ctx, domain, map[string]any{"execute": "guest-ping"})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-m.clock.After(time.Second):
+		}
+	}
 }
