@@ -130,11 +130,11 @@ func (n *libvirtNode) checkDiskFull(t *testing.T, vm vmPod, from int) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", dir)
+	run(t, "mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir)
 	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
 	err := n.checkpoint(vm.ctr, filepath.Join(dir, "vm.tar"))
 	if err == nil || !strings.Contains(err.Error(), "no space left") {
-		t.Errorf("checkpoint onto a 64 MiB tmpfs: %v, want an error saying there is no space", err)
+		t.Errorf("checkpoint onto a 8 MiB tmpfs: %v, want an error saying there is no space", err)
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("the failed checkpoint left %d entries, e.g. %s", len(left), left[0].Name())

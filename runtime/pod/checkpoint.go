@@ -253,6 +253,9 @@ func (m *Manager) checkpointMemory(ctx context.Context, c *Container, target, st
 		if errors.Is(err, hypervisor.ErrNotSavable) {
 			return errdefs.FailedPreconditionf("checkpoint of container %s: %w (ask for a disk-only checkpoint: option or annotation %s=%s)", c.ID, err, OptionMode, ModeDiskOnly)
 		}
+		if strings.Contains(strings.ToLower(err.Error()), "no space left") {
+			return fmt.Errorf("checkpoint of container %s: saving its VM beside %s: %w (%v); the VM runs on", c.ID, target, snapshot.ErrNoSpace, err)
+		}
 		return fmt.Errorf("checkpoint of container %s: saving its VM: %w", c.ID, err)
 	}
 	werr := m.archiveSaved(ctx, saver, target, staging, mem, man, disks)
