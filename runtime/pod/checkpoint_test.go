@@ -25,11 +25,18 @@ var baseRef = "sha256:" + strings.Repeat("a", 64)
 
 // refImages resolves refs too (a restore looks its base image up by ref);
 // with gone set, nothing is pulled.
-type refImages struct{ gone *atomic.Bool }
+// "img-checkpoint" is the pulled file archive names.
+type refImages struct {
+	gone    *atomic.Bool
+	archive string
+}
 
 func (r refImages) Resolve(ctx context.Context, name string) (string, string, error) {
 	if r.gone != nil && r.gone.Load() {
 		return "", "", errdefs.NotFoundf("image %q not found", name)
+	}
+	if name == "img-checkpoint" && r.archive != "" {
+		return r.archive, "sha256:" + strings.Repeat("c", 64), nil
 	}
 	if name == baseRef {
 		return "/images/img-cirros", baseRef, nil
@@ -53,8 +60,12 @@ func (restoringAssembler) AssembleRestore(_ context.Context, sb *pod.Sandbox, c 
 }
 
 func checkpointEnv(t *testing.T, gone *atomic.Bool) *env {
+	return checkpointEnvWith(t, refImages{gone: gone})
+}
+
+func checkpointEnvWith(t *testing.T, images refImages) *env {
 	return newEnv(t, envOpt{cfg: func(c *pod.Config) {
-		c.Images = refImages{gone}
+		c.Images = images
 		c.Assembler = restoringAssembler{c.Assembler.(*testAssembler)}
 	}})
 }
@@ -337,15 +348,22 @@ func TestRestoreRefusals(t *testing.T) {
 	other.assertNothingLeft()
 }
 
-// CRI-O's convention: a container whose image is a checkpoint archive is
-// restored from it into the sandbox kubelet made.
+// CRI-O's convention: a container whose image is a checkpoint archive (its
+// path, or an image whose pulled file is one) is restored from it into the
+// sandbox kubelet made.
 func TestCreateContainerFromArchive(t *testing.T) {
 	t.Parallel()
 	e := checkpointEnv(t, nil)
 	_, archive := checkpointed(t, e, pod.CheckpointOptions{})
-	other := checkpointEnv(t, nil)
+	for _, image := range []string{archive, "img-checkpoint"} {
+		createFromArchive(t, archive, image)
+	}
+}
+
+func createFromArchive(t *testing.T, archive, image string) {
+	other := checkpointEnvWith(t, refImages{archive: archive})
 	sb := other.run("copy")
-	id, err := other.m.CreateContainer(context.Background(), sb, pod.ContainerConfig{Name: "vm", Image: archive})
+	id, err := other.m.CreateContainer(context.Background(), sb, pod.ContainerConfig{Name: "vm", Image: image})
 	if err != nil {
 		t.Fatalf("CreateContainer: %v", err)
 	}

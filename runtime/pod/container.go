@@ -63,8 +63,8 @@ func (m *Manager) createContainer(ctx context.Context, sandboxID string, cfg Con
 			return "", fmt.Errorf("undefining the exited VM %s of container %s: %w", old.DomainName, old.ID, err)
 		}
 	}
-	if archive == "" && IsCheckpointArchive(cfg.Image) {
-		archive = cfg.Image
+	if archive == "" {
+		archive = m.archiveImage(ctx, cfg.Image)
 	}
 	if archive != "" {
 		return m.restoreVM(ctx, sb, cfg, archive)

@@ -55,6 +55,20 @@ func IsCheckpointArchive(image string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
+// archiveImage returns the checkpoint archive a container's image names:
+// the image itself when it is a local archive's path, or the pulled image
+// file when it is an archive (a translation whose URL serves one, e.g.
+// file:///var/lib/kubelet/checkpoints/...); "" otherwise.
+func (m *Manager) archiveImage(ctx context.Context, image string) string {
+	if IsCheckpointArchive(image) {
+		return image
+	}
+	if path, _, err := m.cfg.Images.Resolve(ctx, image); err == nil && snapshot.IsArchive(path) {
+		return path
+	}
+	return ""
+}
+
 // RestorePod makes a new sandbox from req.Sandbox and in it the
 // checkpoint's container, CREATED: StartContainer resumes the saved VM.
 // The archive is verified before anything is made; on error nothing made
@@ -64,7 +78,7 @@ func (m *Manager) RestorePod(ctx context.Context, req RestoreRequest) (string, [
 	if err != nil {
 		return "", nil, err
 	}
-	cfg, err := restoreConfig(man, req.Containers)
+	cfg, err := restoreConfig(man, req.Containers, false)
 	if err != nil {
 		return "", nil, err
 	}
@@ -104,7 +118,8 @@ func (m *Manager) sandboxesOf(uid string, attempt uint32) []string {
 // restoreConfig picks the container configuration: the checkpoint's, or
 // the one restore-time configuration, which must name the checkpoint's
 // container and its image.
-func restoreConfig(man *snapshot.Manifest, given []ContainerConfig) (ContainerConfig, error) {
+// fromImage says the configuration's image is the checkpoint itself.
+func restoreConfig(man *snapshot.Manifest, given []ContainerConfig, fromImage bool) (ContainerConfig, error) {
 	var saved ContainerConfig
 	if err := json.Unmarshal(man.Container.Config, &saved); err != nil || saved.Name == "" {
 		return ContainerConfig{}, errdefs.InvalidArgumentf("checkpoint of %s/%s: the container's recorded configuration is unreadable (%v)", man.Pod.Namespace, man.Pod.Name, err)
@@ -121,7 +136,7 @@ func restoreConfig(man *snapshot.Manifest, given []ContainerConfig) (ContainerCo
 		return ContainerConfig{}, errdefs.InvalidArgumentf("restore: container configs name %v: the checkpoint holds exactly one container, %q", names, man.Container.Name)
 	}
 	cfg := given[0]
-	if cfg.Image != "" && cfg.Image != man.Container.Image && cfg.Image != man.BaseImage.Ref && !IsCheckpointArchive(cfg.Image) {
+	if cfg.Image != "" && cfg.Image != man.Container.Image && cfg.Image != man.BaseImage.Ref && !IsCheckpointArchive(cfg.Image) && !fromImage {
 		return ContainerConfig{}, errdefs.InvalidArgumentf("restore: container %q asks for image %q, the checkpoint's is %q (%s)", cfg.Name, cfg.Image, man.Container.Image, man.BaseImage.Ref)
 	}
 	cfg.Image = man.Container.Image
@@ -160,7 +175,7 @@ func (m *Manager) restoreVM(callerCtx context.Context, sb *Sandbox, cfg Containe
 	if err != nil {
 		return "", err
 	}
-	if cfg, err = restoreConfig(man, []ContainerConfig{cfg}); err != nil {
+	if cfg, err = restoreConfig(man, []ContainerConfig{cfg}, cfg.Image != man.Container.Image); err != nil {
 		return "", err
 	}
 	imagePath, imageRef, err := m.restoreImage(ctx, man)

@@ -192,3 +192,15 @@ func ReadManifest(archive string) (*Manifest, error) {
 	}
 	return m, nil
 }
+
+// IsArchive reports whether the file at path looks like a checkpoint
+// archive: a tar whose first member is the manifest. It reads one block.
+func IsArchive(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	hdr, err := tar.NewReader(f).Next()
+	return err == nil && hdr.Name == ManifestName && hdr.Typeflag == tar.TypeReg
+}
