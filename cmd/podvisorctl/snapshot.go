@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path"
@@ -10,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/podvisor/podvisor/deploy"
 )
 
 // kubeletCheckpoints is where kubelet's checkpoint API writes archives.
@@ -89,15 +93,17 @@ func (a *app) restoreCmd() *cobra.Command {
 		Use:   "restore ARCHIVE",
 		Short: "Restore a checkpoint archive as a new VM pod on the node that holds it",
 		Long: `Creates a pod on --node whose image is the checkpoint archive ARCHIVE (a file
-in /var/lib/kubelet/checkpoints there, as podvisorctl snapshot printed it):
+in /var/lib/kubelet/checkpoints there, as podvisorctl snapshot printed it).
+kubelet's archive names hold a time no image name may, so the archive is
+first hard-linked beside itself as restore-<hash>.tar (in the node's
+podvisor pod), and the pod's image is
 
-  image: virtlet.cloud/checkpoint/ARCHIVE
+  image: virtlet.cloud/checkpoint/restore-<hash>.tar
 
-podvisor's image translations map that name to the file (the operator's
-translation: regexp checkpoint/(.+) to file:///var/lib/kubelet/checkpoints/$1;
-see docs/snapshots.md); podvisor finds a checkpoint where the image's file
-is one, and restores it: the guest continues where it was, with the new
-pod's address. The checkpoint's base image must be pulled on the node.
+deploy/image-translations.yaml maps that name to the file
+(file:///var/lib/kubelet/checkpoints/...; docs/snapshots.md); podvisor finds
+a checkpoint where the image's file is one, and restores it: the guest
+continues where it was, with the new pod's address. The checkpoint's base image must be pulled on the node.
 --from POD copies the checkpointed pod's annotations, RuntimeClass,
 container name and resources (it may still exist, or use the same spec).`,
 		Example: `  podvisorctl restore checkpoint-cirros-vm_default-cirros-vm-2026-12-03T17:00:00Z.tar --node node-1 --from cirros-vm
@@ -133,7 +139,8 @@ func (a *app) restore(ctx context.Context, archive string, o restoreOpts) error 
 	if err != nil {
 		return err
 	}
-	p, err := a.restoredPod(ctx, k, file, o)
+	image := restoreImageFile(file)
+	p, err := a.restoredPod(ctx, k, image, o)
 	if err != nil {
 		return err
 	}
@@ -144,6 +151,17 @@ func (a *app) restore(ctx context.Context, archive string, o restoreOpts) error 
 	if o.dryRun {
 		fmt.Fprintln(a.stdout, string(b))
 		return nil
+	}
+	// kubelet's archive names hold a time (capitals, colons) no image
+	// reference may: a hard link beside it gets a name one can.
+	pv, err := a.podvisorPod(ctx, k, o.node)
+	if err != nil {
+		return err
+	}
+	link := []string{"exec", "-n", a.podvisorNamespace, pv, "-c", deploy.LibvirtContainer, "--",
+		"ln", "-f", path.Join(kubeletCheckpoints, file), path.Join(kubeletCheckpoints, image)}
+	if _, err := k.output(ctx, link...); err != nil {
+		return fmt.Errorf("naming the archive %s for its image on node %s: %w", file, o.node, err)
 	}
 	c := k.command(ctx, []string{"create", "-f", "-", "-o", "name"})
 	var stderr bytes.Buffer
@@ -166,6 +184,13 @@ func checkpointFile(archive string) (string, error) {
 		return "", fmt.Errorf("archive %q: want a checkpoint archive's file name (*.tar)", archive)
 	}
 	return file, nil
+}
+
+// restoreImageFile is the archive's name as an image can name it:
+// restore-<12 hex digits of its name's SHA-256>.tar.
+func restoreImageFile(file string) string {
+	sum := sha256.Sum256([]byte(file))
+	return "restore-" + hex.EncodeToString(sum[:6]) + ".tar"
 }
 
 // newPod is the pod restore creates.
@@ -192,11 +217,11 @@ type newContainer struct {
 	Resources map[string]any `json:"resources,omitempty"`
 }
 
-func (a *app) restoredPod(ctx context.Context, k *kubectl, file string, o restoreOpts) (*newPod, error) {
+func (a *app) restoredPod(ctx context.Context, k *kubectl, image string, o restoreOpts) (*newPod, error) {
 	p := &newPod{APIVersion: "v1", Kind: "Pod"}
 	p.Metadata.Name, p.Metadata.Namespace = o.name, a.namespace
 	p.Spec.NodeName = o.node
-	c := newContainer{Name: o.container, Image: checkpointImagePrefix + file, Stdin: true, TTY: true}
+	c := newContainer{Name: o.container, Image: checkpointImagePrefix + image, Stdin: true, TTY: true}
 	p.Metadata.Annotations = map[string]string{targetRuntimeAnnotation: "virtlet.cloud"}
 	if o.from != "" {
 		out, err := k.output(ctx, append(append([]string{"get", "pod", o.from}, a.namespaceArgs()...), "-o", "json")...)
@@ -223,21 +248,8 @@ func (a *app) restoredPod(ctx context.Context, k *kubectl, file string, o restor
 		}
 	}
 	if p.Metadata.Name == "" {
-		p.Metadata.Name = "restored-" + podOfArchive(file)
+		p.Metadata.Name = "restored-" + strings.TrimSuffix(strings.TrimPrefix(image, "restore-"), ".tar")
 	}
 	p.Spec.Containers = []newContainer{c}
 	return p, nil
-}
-
-// podOfArchive reads the pod's name from kubelet's archive name,
-// checkpoint-<pod>_<namespace>-<container>-<time>.tar.
-func podOfArchive(file string) string {
-	s := strings.TrimSuffix(strings.TrimPrefix(file, "checkpoint-"), ".tar")
-	if i := strings.Index(s, "_"); i > 0 {
-		return s[:i]
-	}
-	if len(s) > 40 {
-		s = s[:40]
-	}
-	return strings.Trim(strings.ToLower(s), "-.")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -104,12 +105,22 @@ func TestSnapshotAndRestore(t *testing.T) {
 // archive's name under virtlet.cloud/checkpoint/, the original's settings.
 func TestRestoreCreatesThePod(t *testing.T) {
 	archive := "checkpoint-cirros-vm_default-cirros-vm-2026-12-03T17:00:00Z.tar"
+	image := restoreImageFile(archive)
+	if !regexp.MustCompile(`^restore-[0-9a-f]{12}\.tar$`).MatchString(image) {
+		t.Fatalf("the archive's image name %q is not one an image reference may hold", image)
+	}
 	f := newFake(t)
 	f.on("get pod cirros-vm -o json", cirrosVM.json())
+	f.on("get pods -n kube-system -l "+podSel+" --field-selector spec.nodeName=node-2 -o json", list(podvisor2))
+	ln := "exec -n kube-system podvisor-fghij -c libvirt -- ln -f /var/lib/kubelet/checkpoints/" + archive + " /var/lib/kubelet/checkpoints/" + image
+	f.on(ln, "")
 	f.add(fakeResponse{Args: "create -f - -o name", EchoStdin: true})
 	r := f.run("restore", "/var/lib/kubelet/checkpoints/"+archive, "--node", "node-2", "--from", "cirros-vm")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if calls := f.calls(); len(calls) != 4 || calls[2] != "kubectl "+ln {
+		t.Errorf("calls %q, want the hard link made in the node's podvisor pod before the pod", calls)
 	}
 	var p newPod
 	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
@@ -117,7 +128,7 @@ func TestRestoreCreatesThePod(t *testing.T) {
 	}
 	c := p.Spec.Containers[0]
 	if p.Metadata.Name != "restored-cirros-vm" || p.Spec.NodeName != "node-2" || c.Name != "cirros-vm" ||
-		c.Image != "virtlet.cloud/checkpoint/"+archive || !c.Stdin || !c.TTY || p.Metadata.Annotations["kubernetes.io/target-runtime"] != "virtlet.cloud" {
+		c.Image != "virtlet.cloud/checkpoint/"+image || !c.Stdin || !c.TTY || p.Metadata.Annotations["kubernetes.io/target-runtime"] != "virtlet.cloud" {
 		t.Errorf("pod = %+v", p)
 	}
 	f2 := newFake(t)
