@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"github.com/podvisor/podvisor/internal/version"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -216,6 +217,7 @@ func (d *Daemon) openManager(ctx context.Context, mx *metrics.Metrics, images im
 		StateDir: cfg.StateDir, Logger: d.log, ExecStdinLimit: cfg.ExecStdinLimit,
 		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
 		ObserveStep: mx.ObserveStep,
+		Version:     version.String(),
 	})
 	if err != nil {
 		return fmt.Errorf("recovering state: %w", err)

@@ -13,7 +13,6 @@ import (
 
 	"libvirt.org/go/libvirtxml"
 
-	"github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/hypervisor"
 	"github.com/podvisor/podvisor/runtime/snapshot"
@@ -164,7 +163,7 @@ func (m *Manager) manifestFor(ctx context.Context, sb *Sandbox, c *Container, no
 	}
 	return &snapshot.Manifest{
 		CreatedAt:   m.clock.Now().UTC(),
-		Podvisor:    version.String(),
+		Podvisor:    m.cfg.Version,
 		Hypervisor:  info.Name + " " + info.Version,
 		Accelerator: info.Accelerator,
 		Pod: snapshot.Pod{Name: sb.Config.Name, Namespace: sb.Config.Namespace, UID: sb.Config.UID, Attempt: sb.Config.Attempt,
