@@ -240,6 +240,8 @@ data:
     translations:
     - name: podvisor/testvm
       url: http://127.0.0.1:8099/podvisor-test-guest.qcow2
+    - regexp: '^checkpoint/([a-z0-9][a-z0-9._-]*\.tar)$'
+      url: file:///var/lib/kubelet/checkpoints/\$1
 YAML
 }
 

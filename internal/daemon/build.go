@@ -15,6 +15,7 @@ import (
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
+	"github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/cgroups"
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
@@ -233,6 +234,7 @@ func (d *Daemon) openManager(ctx context.Context, mx *metrics.Metrics, images im
 		StateDir: cfg.StateDir, Logger: d.log, ExecStdinLimit: cfg.ExecStdinLimit,
 		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
 		ObserveStep: mx.ObserveStep,
+		Version:     version.String(),
 	})
 	if err != nil {
 		return fmt.Errorf("recovering state: %w", err)

@@ -270,3 +270,32 @@ type InterfaceStats struct {
 	TxBytes, TxPackets  uint64
 	TxErrors, TxDropped uint64
 }
+
+// ReasonSaved: shut off because its state was saved to a file (Saver).
+const ReasonSaved Reason = "saved"
+
+// ErrNotSavable is returned (wrapped) by Saver.Save when the domain's
+// state cannot be saved as it is, for example while the guest has a 9p
+// share mounted (QEMU cannot migrate a mounted virtio-9p export). The
+// domain keeps running.
+var ErrNotSavable = errdefs.Sentinel(errdefs.ErrFailedPrecondition, "the domain's state cannot be saved")
+
+// Saver is implemented by hypervisors that save a running domain's memory
+// and device state to a file and start a domain from such a file again:
+// podvisor's checkpoints (runtime/pod) are built on it. It is optional; a
+// hypervisor without it has no checkpoints.
+type Saver interface {
+	// Save writes the state of the running domain to path (a new file)
+	// and stops the domain: shut off, ReasonSaved. On error the domain
+	// keeps running and path is removed.
+	Save(ctx context.Context, name, path string) error
+	// Restore starts a domain from the state saved at path, with
+	// domainXML as its definition: the same virtual hardware as the saved
+	// domain, while its name, UUID, file paths and emulator environment
+	// may differ. A defined domain of that name is started from it (it
+	// stays defined); otherwise the domain is transient. It runs on
+	// return. The file is left alone.
+	Restore(ctx context.Context, path, domainXML string) error
+	// SavedXML returns the domain definition stored in the file at path.
+	SavedXML(ctx context.Context, path string) (string, error)
+}

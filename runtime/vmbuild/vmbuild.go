@@ -63,6 +63,9 @@ type Config struct {
 	// PrepareRoot readies a persistent root volume (a device at "/");
 	// default volume.PrepareRoot.
 	PrepareRoot func(ctx context.Context, dev string, img volume.RootImage) (volume.RootDecision, error)
+	// Rebase points a restored root overlay at this node's base image;
+	// default image.RebaseOverlay.
+	Rebase func(ctx context.Context, overlay, base string) error
 	// WriteISO writes the cloud-init drive; default cloudinit.WriteISO.
 	WriteISO func(ctx context.Context, c *cloudinit.Contents, path string) error
 	// DataSource reads ConfigMaps and Secrets (nil: none configured).
