@@ -161,8 +161,10 @@ var _ = Describe("podvisor block volumes on a one-node Kubernetes [Disruptive] [
 			first := pods[0]
 			waitConsole(ctx, ns, first.Name, "PODVISOR-GUEST: ready", "podvisor: linked /dev/testpvc to /dev/vdb", "cloud-config: mounted /dev/testpvc on /mnt")
 			token := fmt.Sprintf("%s-%d", mark, time.Now().UnixNano())
-			By("the first pod writes on its root disk and on the block volume mounted at /mnt")
-			vmExec(ctx, ns, first.Name, "mkdir -p /mnt/root-disk && mount -t vfat /dev/vda /mnt/root-disk && echo "+token+" >/mnt/root-disk/persist.txt && umount /mnt/root-disk && echo "+token+" >/mnt/data.txt && sync")
+			By("the first pod writes on its root disk and in a file on the block volume mounted at /mnt")
+			// The test guest's root file system is its initramfs: it
+			// writes on its root disk itself, in the last sector.
+			vmExec(ctx, ns, first.Name, "s=$(($(cat /sys/block/vda/size)-1)) && echo "+token+" | dd of=/dev/vda bs=512 seek=$s conv=fsync 2>/dev/null && echo "+token+" >/mnt/data.txt && sync")
 
 			By("deleting pod " + first.Name)
 			Expect(client.CoreV1().Pods(ns).Delete(ctx, first.Name, metav1.DeleteOptions{})).To(Succeed())
@@ -174,7 +176,7 @@ var _ = Describe("podvisor block volumes on a one-node Kubernetes [Disruptive] [
 			second := runningPods(ctx, ns, "app="+sts, 1)[0]
 			waitConsole(ctx, ns, second.Name, "PODVISOR-GUEST: ready", "cloud-config: mounted /dev/testpvc on /mnt")
 			By("the new pod reads what the first left")
-			got := vmExec(ctx, ns, second.Name, "mkdir -p /mnt/root-disk && mount -o ro -t vfat /dev/vda /mnt/root-disk && cat /mnt/root-disk/persist.txt && cat /mnt/data.txt")
+			got := vmExec(ctx, ns, second.Name, "s=$(($(cat /sys/block/vda/size)-1)) && dd if=/dev/vda bs=512 skip=$s count=1 2>/dev/null | head -n1 && cat /mnt/data.txt")
 			Expect(strings.Fields(got)).To(Equal([]string{token, token}))
 		})
 	})

@@ -44,9 +44,10 @@ func loopDevice(t *testing.T, size int64) string {
 // TestPersistentRootInGuest boots the test guest from a loop device as a
 // persistent root volume (devicePath "/"): volume.PrepareRoot writes the
 // image after its marker, the guest sees exactly the slice after it and
-// writes a file on its root disk, the domain is destroyed, and a second
+// writes on its root disk (in the image's last sector: the guest's root
+// file system is its initramfs), the domain is destroyed, and a second
 // domain on the same device — prepared again, with another image named —
-// boots what the first left and reads the file. With it, a block volume
+// boots what the first left and reads it. With it, a block volume
 // at /dev/testpvc: its disk serial and the cloud-init bootcmd of
 // volume.DevicePlan.GuestLinks make /dev/testpvc in the guest a link to
 // that disk, through which the guest writes what the host reads on the
@@ -116,13 +117,21 @@ func TestPersistentRootInGuest(t *testing.T) {
 	// First pod: the image is written, the guest leaves a file on its root.
 	first := fmt.Sprintf("podvisor-ci-root1-%d", os.Getpid())
 	boot(first, true, volume.RootImage{Path: base, Format: format, Size: size})
-	guestExec(t, h, first, "sh", "-c", "mkdir -p /mnt/root && mount -t vfat /dev/vda /mnt/root && echo left-by-the-first-pod >/mnt/root/persist.txt && umount /mnt/root && sync")
+	// The test guest's root file system is its initramfs: it writes on
+	// its root disk itself, in the image's last sector (free space of its
+	// FAT), which a second write of the image would zero.
+	sector := strconv.FormatInt(size/512-1, 10)
+	guestExec(t, h, first, "sh", "-c", "echo left-by-the-first-pod | dd of=/dev/vda bs=512 seek="+sector+" conv=fsync 2>/dev/null")
 	if got := guestExec(t, h, first, "readlink", "-f", "/dev/testpvc"); strings.TrimSpace(got) != "/dev/vdb" {
 		t.Errorf("/dev/testpvc in the first guest leads to %q, want /dev/vdb", got)
 	}
 	guestExec(t, h, first, "sh", "-c", "echo through-the-link | dd of=/dev/testpvc conv=fsync 2>/dev/null")
 	if err := h.Destroy(ctx, first); err != nil {
 		t.Fatalf("Destroy: %v", err)
+	}
+	// The second domain has the same UUID (buildTestDomain's pod).
+	if err := h.Undefine(ctx, first); err != nil {
+		t.Fatalf("Undefine: %v", err)
 	}
 	head := make([]byte, len("through-the-link"))
 	f, err := os.Open(dataDev)
@@ -142,7 +151,7 @@ func TestPersistentRootInGuest(t *testing.T) {
 	}
 	second := fmt.Sprintf("podvisor-ci-root2-%d", os.Getpid())
 	boot(second, false, volume.RootImage{Path: other, Format: "raw", Size: 1 << 20})
-	got := guestExec(t, h, second, "sh", "-c", "mkdir -p /mnt/root && mount -o ro -t vfat /dev/sda /mnt/root && cat /mnt/root/persist.txt")
+	got := guestExec(t, h, second, "sh", "-c", "dd if=/dev/sda bs=512 skip="+sector+" count=1 2>/dev/null | head -n1")
 	if strings.TrimSpace(got) != "left-by-the-first-pod" {
 		t.Errorf("the second pod reads %q from its root, want what the first left", got)
 	}
