@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/podvisor/podvisor/runtime/annotations"
 	"github.com/podvisor/podvisor/runtime/cgroups"
+	"github.com/podvisor/podvisor/runtime/errdefs"
 )
 
 // TestLibvirtVMInPodCgroupResized: a VM started through podvisor-vmwrapper
@@ -126,7 +128,12 @@ func TestLibvirtVMInPodCgroupResized(t *testing.T) {
 		t.Error("SetVCPUs 3 of at most 2 succeeded")
 	}
 	if err := h.SetVCPUs(ctx, name, 1); err != nil {
-		t.Fatalf("SetVCPUs 1 (unplug): %v", err)
+		// libvirt waits 5 s for the guest to eject the vCPU; a slow TCG
+		// guest may take longer, and the unplug then completes on its own.
+		if !errors.Is(err, errdefs.ErrUnavailable) {
+			t.Fatalf("SetVCPUs 1 (unplug): %v", err)
+		}
+		t.Logf("SetVCPUs 1: %v; waiting for the guest", err)
 	}
 	waitGuest(t, "1 CPU again", func() (bool, string) {
 		n, _ := guestSize(t, h, name)
