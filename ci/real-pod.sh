@@ -8,7 +8,10 @@
 #                         internal/processtests TestRealPod (three VMs,
 #                         exec, kill -9 of podvisor and a libvirtd restart
 #                         under them, QEMU killed from outside, a guest that
-#                         ignores ACPI, file modes, no leak at the end)
+#                         ignores ACPI, file modes, no leak at the end) and
+#                         TestRealCheckpoint (a counting VM checkpointed,
+#                         restored on the same and on a second podvisor;
+#                         a full disk and bad archives refused)
 #
 # Everything network-facing stays inside namespaces this script creates:
 # podvisor runs in a "node" network namespace of its own, so the CNI bridge,
@@ -138,10 +141,10 @@ if ! "$root/ci/libvirtd.sh" status 2>/dev/null | grep '^libvirtd: running' >/dev
 "$root/ci/build-guest.sh" "$guest_dir"
 [ -f "$guest_dir/podvisor-test-guest.qcow2" ] || fail "no test guest in $guest_dir"
 if [ "$mode" = test ]; then
-	say "internal/processtests TestRealPod"
+	say "internal/processtests TestRealPod TestRealCheckpoint"
 	cd "$root"
 	PODVISOR_REALPOD_TESTS=1 PODVISOR_GUEST_DIR=$guest_dir CRICTL=$crictl \
-		go test -count=1 -timeout 30m -v -run '^TestRealPod$' ./internal/processtests/
+		go test -count=1 -timeout 40m -v -run "${REALPOD_RUN:-^(TestRealPod|TestRealCheckpoint)\$}" ./internal/processtests/
 	exit
 fi
 

@@ -30,6 +30,11 @@ type agent struct {
 	shutdown func(mode string) error
 	// now is the clock of guest-get-time.
 	now func() time.Time
+	// setTime sets the clock for guest-set-time; freeze and thaw freeze
+	// and thaw the file systems for guest-fsfreeze-* and return how many.
+	setTime      func(time.Time) error
+	freeze, thaw func() (int, error)
+	frozen       bool
 }
 
 type process struct {
@@ -47,6 +52,9 @@ func newAgent() *agent {
 		// fuzz run of this code on a host must never.
 		shutdown: func(string) error { return errors.New("shutdown is disabled outside the guest agent") },
 		now:      time.Now,
+		setTime:  func(time.Time) error { return errors.New("setting the clock is disabled outside the guest agent") },
+		freeze:   func() (int, error) { return 0, errors.New("freezing is disabled outside the guest agent") },
+		thaw:     func() (int, error) { return 0, nil },
 	}
 }
 
@@ -156,8 +164,9 @@ func encode(id json.RawMessage, ret any, e *agentErr, delimited bool) []byte {
 }
 
 var commands = []string{
-	"guest-exec", "guest-exec-status", "guest-get-osinfo", "guest-get-time", "guest-info",
-	"guest-network-get-interfaces", "guest-ping", "guest-shutdown", "guest-sync", "guest-sync-delimited",
+	"guest-exec", "guest-exec-status", "guest-fsfreeze-freeze", "guest-fsfreeze-status", "guest-fsfreeze-thaw",
+	"guest-get-osinfo", "guest-get-time", "guest-info",
+	"guest-network-get-interfaces", "guest-ping", "guest-set-time", "guest-shutdown", "guest-sync", "guest-sync-delimited",
 }
 
 func (a *agent) dispatch(req request) (any, error) {
@@ -214,6 +223,9 @@ func (a *agent) dispatch(req request) (any, error) {
 		return osInfo(), nil
 	case "guest-network-get-interfaces":
 		return interfaces()
+	}
+	if ret, err, ok := a.dispatchState(req.Execute, args); ok {
+		return ret, err
 	}
 	return nil, &agentErr{Class: "CommandNotFound", Desc: fmt.Sprintf("The command %s has not been found", req.Execute)}
 }

@@ -450,7 +450,7 @@ func TestPluginName(t *testing.T) {
 func TestEveryVerbHasHelp(t *testing.T) {
 	a := &app{}
 	root := a.rootCmd("podvisorctl")
-	want := []string{"completion", "console", "diag", "gen", "install", "list", "ssh", "version", "virsh", "vnc"}
+	want := []string{"completion", "console", "diag", "gen", "install", "list", "restore", "snapshot", "ssh", "version", "virsh", "vnc"}
 	var got []string
 	for _, c := range root.Commands() {
 		if c.Name() == "help" {

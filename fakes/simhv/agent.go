@@ -28,7 +28,8 @@ func (e *AgentError) Error() string {
 	return fmt.Sprintf("internal error: unable to execute QEMU agent command '%s': %s", e.Command, e.Desc)
 }
 
-var agentCommands = []string{"guest-exec", "guest-exec-status", "guest-info", "guest-ping", "guest-sync"}
+var agentCommands = []string{"guest-exec", "guest-exec-status", "guest-fsfreeze-freeze", "guest-fsfreeze-status", "guest-fsfreeze-thaw",
+	"guest-info", "guest-network-get-interfaces", "guest-ping", "guest-set-time", "guest-sync"}
 
 // AgentCommand answers QEMU guest agent commands for a booted domain whose
 // XML has the org.qemu.guest_agent.0 virtio channel: guest-ping,
@@ -117,6 +118,8 @@ func (h *Hypervisor) agent(name, command string) (reply string, wait bool, err e
 		return h.guestExec(d, req.Arguments)
 	case "guest-exec-status":
 		return h.guestExecStatus(d, req.Arguments)
+	case "guest-set-time", "guest-network-get-interfaces", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw", "guest-fsfreeze-status":
+		return h.guestState(d, req.Execute, req.Arguments)
 	default:
 		return agentError(req.Execute, "CommandNotFound", fmt.Sprintf("The command %s has not been found", req.Execute))
 	}

@@ -29,8 +29,13 @@ func TestAgentCommand(t *testing.T) {
 		{name: "info", command: `{"execute":"guest-info"}`, wantReply: `{"return":{"version":"` + AgentVersion + `","supported_commands":[` +
 			`{"name":"guest-exec","enabled":true,"success-response":true},` +
 			`{"name":"guest-exec-status","enabled":true,"success-response":true},` +
+			`{"name":"guest-fsfreeze-freeze","enabled":true,"success-response":true},` +
+			`{"name":"guest-fsfreeze-status","enabled":true,"success-response":true},` +
+			`{"name":"guest-fsfreeze-thaw","enabled":true,"success-response":true},` +
 			`{"name":"guest-info","enabled":true,"success-response":true},` +
+			`{"name":"guest-network-get-interfaces","enabled":true,"success-response":true},` +
 			`{"name":"guest-ping","enabled":true,"success-response":true},` +
+			`{"name":"guest-set-time","enabled":true,"success-response":true},` +
 			`{"name":"guest-sync","enabled":true,"success-response":true}]}}`},
 		{name: "unknown command", command: `{"execute":"guest-shutdown"}`, wantReply: `{"error":{"class":"CommandNotFound","desc":"The command guest-shutdown has not been found"}}`, wantClass: "CommandNotFound"},
 		{name: "exec of a missing program", command: `{"execute":"guest-exec","arguments":{"path":"/usr/bin/nope"}}`, wantClass: "GenericError"},

@@ -25,6 +25,12 @@ type config struct {
 	agent       bool // has the guest agent channel
 	serial      bool // has a serial port or console
 	display     bool // has a VNC display
+	disks       []simDisk
+}
+
+// simDisk is a disk of the definition, for Stats.
+type simDisk struct {
+	target, path string
 }
 
 // definition is a validated domain definition.
@@ -96,6 +102,9 @@ func parseDefinition(doc string) (*definition, error) {
 		return nil, err
 	}
 	if dom.Devices != nil {
+		for _, disk := range dom.Devices.Disks {
+			p.cfg.disks = append(p.cfg.disks, simDisk{target: disk.Target.Dev, path: diskSource(disk)})
+		}
 		p.cfg.serial = len(dom.Devices.Serials) > 0 || len(dom.Devices.Consoles) > 0
 		for _, g := range dom.Devices.Graphics {
 			p.cfg.display = p.cfg.display || g.VNC != nil

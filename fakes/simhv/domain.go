@@ -101,6 +101,12 @@ type domain struct {
 
 	execs       map[int]*execProc // guest-exec processes of this run
 	nextExecPID int
+
+	// What the agent was told in this run (GuestState).
+	timeSet    []time.Time
+	ipCommands [][]string
+	frozen     bool
+	freezes    int
 }
 
 func newDomain(rec record, cfg config, mu *sync.Mutex) *domain {
@@ -153,6 +159,7 @@ func (d *domain) newRun() {
 	d.console = nil
 	d.closeDisplaysLocked()
 	d.execs = nil
+	d.timeSet, d.ipCommands, d.frozen, d.freezes = nil, nil, false, 0
 	d.cond.Broadcast()
 }
 

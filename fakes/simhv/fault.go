@@ -26,10 +26,14 @@ const (
 	OpResize       Op = "Resize" // Sizing, SetVCPUs and SetMemory
 	OpAgentCommand Op = "AgentCommand"
 	OpClose        Op = "Close"
+	// The hypervisor.Saver methods.
+	OpSave     Op = "Save"
+	OpRestore  Op = "Restore"
+	OpSavedXML Op = "SavedXML"
 )
 
 // Ops lists every Op.
-var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpResize, OpAgentCommand, OpClose}
+var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpResize, OpAgentCommand, OpClose, OpSave, OpRestore, OpSavedXML}
 
 // Forever as the times of a fault makes it permanent.
 const Forever = -1

@@ -3,6 +3,7 @@ package simhv
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -85,7 +86,10 @@ func TestFaultOnEveryOp(t *testing.T) {
 			_, err := f.hv.AgentCommand(f.ctx, "vm", `{"execute":"guest-ping"}`, time.Second)
 			return err
 		},
-		OpClose: func() error { return f.hv.Close() },
+		OpSave:     func() error { return f.hv.Save(f.ctx, "vm", filepath.Join(t.TempDir(), "vm.save")) },
+		OpRestore:  func() error { return f.hv.Restore(f.ctx, filepath.Join(t.TempDir(), "vm.save"), domainXML(t, "vm")) },
+		OpSavedXML: func() error { _, err := f.hv.SavedXML(f.ctx, filepath.Join(t.TempDir(), "vm.save")); return err },
+		OpClose:    func() error { return f.hv.Close() },
 	}
 	if len(calls) != len(Ops) {
 		t.Fatalf("test covers %d ops, Ops has %d", len(calls), len(Ops))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
+	"github.com/podvisor/podvisor/internal/version"
 	"github.com/podvisor/podvisor/runtime/cgroups"
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
@@ -79,6 +80,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err := d.openManager(ctx, mx, images, nw, dataSource, domainType); err != nil {
 		return nil, err
 	}
+	mx.AddVMs(managerVMs{&d.manager}, info)
 	if err := d.openServers(mx, images, nw.ready); err != nil {
 		return nil, err
 	}
@@ -209,7 +211,7 @@ func (d *Daemon) openManager(ctx context.Context, mx *metrics.Metrics, images im
 		return err
 	}
 	overlay, writeISO := timedAssembly(mx)
-	vcfg := vmbuild.Config{DomainType: domainType, Emulator: nw.emulator, NICs: nw.nics, DataSource: dataSource, Logger: d.log,
+	vcfg := vmbuild.Config{DomainType: domainType, TCGTranslationCacheMiB: d.cfg.TCGTranslationCacheMiB, Emulator: nw.emulator, NICs: nw.nics, DataSource: dataSource, Logger: d.log,
 		Overlay: overlay, WriteISO: writeISO, UUIDKey: uuidKey}
 	if ks, ok := dataSource.(*kube.DataSource); ok {
 		vcfg.PodLimits = ks // the ephemeral-storage limit CRI does not carry
@@ -232,6 +234,7 @@ func (d *Daemon) openManager(ctx context.Context, mx *metrics.Metrics, images im
 		StateDir: cfg.StateDir, Logger: d.log, ExecStdinLimit: cfg.ExecStdinLimit,
 		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
 		ObserveStep: mx.ObserveStep,
+		Version:     version.String(),
 	})
 	if err != nil {
 		return fmt.Errorf("recovering state: %w", err)

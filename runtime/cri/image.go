@@ -56,6 +56,9 @@ func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 	if name == "" {
 		return nil, errdefs.InvalidArgumentf("ImageStatus: image.image is required")
 	}
+	if ci, err := checkpointImage(name); ci != nil || err != nil {
+		return &runtimeapi.ImageStatusResponse{Image: ci}, err
+	}
 	img, err := s.cfg.Images.Status(ctx, name)
 	if err != nil {
 		return nil, err
@@ -71,6 +74,12 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	name := req.GetImage().GetImage()
 	if name == "" {
 		return nil, errdefs.InvalidArgumentf("PullImage: image.image is required")
+	}
+	if ci, err := checkpointImage(name); ci != nil || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return &runtimeapi.PullImageResponse{ImageRef: ci.Id}, nil
 	}
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
 	ref, err := s.cfg.Images.Pull(ctx, ns, name)

@@ -1,8 +1,6 @@
 package cri
 
 import (
-	"context"
-
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -10,37 +8,7 @@ import (
 // The verbs below are not built yet. Each answers codes.Unimplemented with
 // what is missing, so kubelet and users see why.
 
-// CheckpointContainer would snapshot the VM.
-func (s *Server) CheckpointContainer(context.Context, *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
-	return nil, unimplemented("CheckpointContainer: VM snapshots are not built yet")
-}
-
-// CheckpointPod would snapshot the pod's VM.
-func (s *Server) CheckpointPod(context.Context, *runtimeapi.CheckpointPodRequest) (*runtimeapi.CheckpointPodResponse, error) {
-	return nil, unimplemented("CheckpointPod: VM snapshots are not built yet")
-}
-
-// RestorePod would restore a VM snapshot.
-func (s *Server) RestorePod(context.Context, *runtimeapi.RestorePodRequest) (*runtimeapi.RestorePodResponse, error) {
-	return nil, unimplemented("RestorePod: VM snapshots are not built yet")
-}
-
 // GetContainerEvents: kubelet falls back to polling (generic PLEG).
 func (s *Server) GetContainerEvents(*runtimeapi.GetEventsRequest, grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
 	return unimplemented("GetContainerEvents: podvisor does not stream container events yet; kubelet's polling (generic PLEG) sees every change")
-}
-
-// ListMetricDescriptors: the Prometheus endpoint is not built yet.
-func (s *Server) ListMetricDescriptors(context.Context, *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
-	return nil, unimplemented("ListMetricDescriptors: podvisor does not export CRI pod metrics yet; use ContainerStats")
-}
-
-// ListPodSandboxMetrics: the Prometheus endpoint is not built yet.
-func (s *Server) ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
-	return nil, unimplemented("ListPodSandboxMetrics: podvisor does not export CRI pod metrics yet; use ContainerStats")
-}
-
-// StreamPodSandboxMetrics: see ListPodSandboxMetrics.
-func (s *Server) StreamPodSandboxMetrics(*runtimeapi.StreamPodSandboxMetricsRequest, grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
-	return unimplemented("StreamPodSandboxMetrics: podvisor does not export CRI pod metrics yet; use ContainerStats")
 }

@@ -57,6 +57,11 @@ type Disk struct {
 	// Serial, when set, lets the guest find the disk by ID
 	// (/dev/disk/by-id/...); letters, digits, '-', '_' and '.', at most 20.
 	Serial string
+	// Offset and Size, when Size is set, give the guest only those bytes
+	// of a raw Path (a libvirt storage slice): a persistent root volume
+	// keeps its marker before Offset, out of the guest's sight. Both are
+	// multiples of 512.
+	Offset, Size uint64
 }
 
 // Input is everything Build needs for one VM.
@@ -123,12 +128,30 @@ type Input struct {
 	// resize); 0 or below VM.VCPUCount means VM.VCPUCount. A <cpu>
 	// topology (VirtletLibvirtCPUSetting) fixes it at VM.VCPUCount.
 	MaxVCPUs int
+	// TCGTranslationCacheMiB bounds TCG's translation cache of a TypeQEMU
+	// domain (<features><tcg><tb-cache>, QEMU's -accel tcg,tb-size); 0 is
+	// QEMU's default (1 GiB, resident as far as the guest's code filled
+	// it). KVM domains have no such cache: ignored for TypeKVM.
+	TCGTranslationCacheMiB uint
 }
 
-// TCGTranslationCacheMiB bounds QEMU's TCG translation cache (its default
-// is 1 GiB, touched as the guest runs): a VM's memory must fit its cgroup.
+// tcgFeature is the TCG translation cache's bound, for TypeQEMU only.
+func tcgFeature(in Input) *libvirtxml.DomainFeatureTCG {
+	if in.DomainType != TypeQEMU || in.TCGTranslationCacheMiB == 0 {
+		return nil
+	}
+	return &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: in.TCGTranslationCacheMiB}}
+}
+
+// DefaultTCGTranslationCacheMiB is podvisor's default bound of QEMU's TCG
+// translation cache (QEMU's own is 1 GiB, touched as the guest runs): a
+// VM's memory must fit its cgroup (--tcg-translation-cache-mib).
 // Hardware virtualization has none.
-const TCGTranslationCacheMiB = 64
+const DefaultTCGTranslationCacheMiB = 64
+
+// QEMUDefaultTCGTranslationCacheMiB is QEMU's own bound, what a domain
+// without <tb-cache> gets.
+const QEMUDefaultTCGTranslationCacheMiB = 1024
 
 // NameFor returns the domain name for a container ID: "pv-" and 16 hex
 // digits, short enough for libvirt's per-domain socket paths. Hex IDs (CRI
@@ -207,6 +230,7 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		Features: &libvirtxml.DomainFeatureList{
 			ACPI: &libvirtxml.DomainFeature{},
 			APIC: &libvirtxml.DomainFeatureAPIC{},
+			TCG:  tcgFeature(in),
 		},
 		CPU:        cpuFor(vm),
 		Clock:      &libvirtxml.DomainClock{Offset: "utc"},
@@ -217,9 +241,6 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 	}
 	if in.Cgroup == "" {
 		d.CPUTune = cpuTune(vm)
-	}
-	if in.DomainType == TypeQEMU {
-		d.Features.TCG = &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: TCGTranslationCacheMiB}}
 	}
 	if vm.SystemUUID != "" {
 		// The guest reads its identity from SMBIOS; libvirt requires the
@@ -480,6 +501,7 @@ func (in Input) validateDevices(bad badFunc) {
 		if !validSerial(d.Serial) {
 			bad(field+".Serial", "%q is not at most 20 letters, digits, '-', '_', '.'", d.Serial)
 		}
+		checkSlice(bad, field, d)
 	}
 	checkDisk("RootDisk", in.RootDisk)
 	for i, d := range in.VolumeDisks {
@@ -579,6 +601,20 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkSlice checks a disk's storage slice: raw only, sector-aligned, no
+// offset without a size.
+func checkSlice(bad badFunc, field string, d Disk) {
+	switch {
+	case d.Size == 0 && d.Offset != 0:
+		bad(field+".Offset", "%d without a Size", d.Offset)
+	case d.Size == 0:
+	case d.Format != FormatRaw:
+		bad(field+".Size", "a slice of a %s disk: only raw disks take one", d.Format)
+	case d.Offset%512 != 0 || d.Size%512 != 0:
+		bad(field+".Size", "offset %d and size %d are not multiples of 512", d.Offset, d.Size)
+	}
 }
 
 func validSerial(s string) bool {

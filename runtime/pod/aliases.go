@@ -43,3 +43,6 @@ func labelsMatch(labels, selector map[string]string) bool {
 	}
 	return true
 }
+
+// Restore is what a container made from a checkpoint needs to start.
+type Restore = podtypes.Restore

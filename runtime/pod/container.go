@@ -23,6 +23,13 @@ func DomainName(containerID string) string { return domain.NameFor(containerID) 
 // VM per pod: while a container of the sandbox is created or running, a
 // second one is refused.
 func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg ContainerConfig) (string, error) {
+	return m.createContainer(ctx, sandboxID, cfg, "")
+}
+
+// createContainer is CreateContainer; with archive, or an image that names
+// a checkpoint archive, the VM is restored from it (RestorePod, CRI-O's
+// convention).
+func (m *Manager) createContainer(ctx context.Context, sandboxID string, cfg ContainerConfig, archive string) (string, error) {
 	if cfg.Name == "" {
 		return "", errdefs.InvalidArgumentf("container config: metadata.name is required")
 	}
@@ -55,6 +62,12 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg Con
 		if err := m.hv.Undefine(ctx, old.DomainName); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 			return "", fmt.Errorf("undefining the exited VM %s of container %s: %w", old.DomainName, old.ID, err)
 		}
+	}
+	if archive == "" {
+		archive = m.archiveImage(ctx, cfg.Image)
+	}
+	if archive != "" {
+		return m.restoreVM(ctx, sb, cfg, archive)
 	}
 	return m.createVM(ctx, sb, cfg)
 }
@@ -175,7 +188,11 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 		return errdefs.FailedPreconditionf("container %s is %s: only a created container can be started", id, c.State)
 	}
 	log := m.log.With("pod", c.SandboxID, "container", id, "domain", c.DomainName)
-	if err := m.startDomain(ctx, c, log); err != nil {
+	start := func() error { return m.startDomain(ctx, c, log) }
+	if c.Restore != nil {
+		start = func() error { return m.startRestored(ctx, c) }
+	}
+	if err := start(); err != nil {
 		cp := *c
 		m.markExited(&cp, m.clock.Now(), 128, "StartError", err.Error())
 		if perr := m.putContainer(&cp); perr != nil {
@@ -186,6 +203,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	cp := *c
 	cp.State = ContainerRunning
 	cp.StartedAt = m.clock.Now()
+	cp.Restore = nil
 	if err := m.putContainer(&cp); err != nil {
 		return err
 	}

@@ -69,6 +69,8 @@ type Config struct {
 	// Failpoints makes named steps fail (tests; PODVISOR_FAILPOINTS in the
 	// daemon). Nil: none.
 	Failpoints *failpoint.Points
+	// Version is podvisor's version, recorded in checkpoints.
+	Version string
 	// ObserveStep is told how long each step of making a VM pod took
 	// ("network", "assemble", "define", "start"; the daemon's metrics).
 	// Nil: nobody.

@@ -74,7 +74,7 @@ func TestUpdateContainerResourcesResizesInPlace(t *testing.T) {
 	}
 	c := e.state(id)
 	path := "/podvisor/" + c.DomainName
-	overhead := vmbuild.MemoryOverheadBytes("qemu")
+	overhead := vmbuild.MemoryOverheadBytes("qemu", 0)
 	if got, want := cg.limits[path], (cgroups.Limits{CPUQuota: 100000, CPUPeriod: 100000, MemoryBytes: 256<<20 + overhead}); got != want {
 		t.Fatalf("the VM's cgroup at start: %+v; want %+v", got, want)
 	}

@@ -209,6 +209,18 @@ type Container struct {
 	Dir string `json:"dir"`
 	// UnclaimedSince: as for Sandbox, for CreateContainer.
 	UnclaimedSince time.Time `json:"unclaimedSince,omitzero"`
+	// Restore is set on a container made from a checkpoint until it has
+	// started: StartContainer resumes the saved VM instead of booting it.
+	Restore *Restore `json:"restore,omitempty"`
+}
+
+// Restore is what StartContainer needs of a container's checkpoint.
+type Restore struct {
+	// Archive is the checkpoint the container was made from.
+	Archive string `json:"archive"`
+	// MemoryFile is the saved VM state in the container's directory;
+	// empty for a disk-only checkpoint, which boots.
+	MemoryFile string `json:"memoryFile,omitempty"`
 }
 
 // SandboxFilter selects sandboxes; zero fields match everything.

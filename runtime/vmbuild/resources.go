@@ -20,13 +20,16 @@ import (
 const QEMUMemoryOverheadBytes = 96 << 20
 
 // MemoryOverheadBytes is QEMUMemoryOverheadBytes plus, under TCG, QEMU's
-// translation cache (domain.TCGTranslationCacheMiB), which a KVM node
-// does not pay.
-func MemoryOverheadBytes(domainType string) int64 {
-	if domainType == domain.TypeQEMU {
-		return QEMUMemoryOverheadBytes + domain.TCGTranslationCacheMiB<<20
+// translation cache (tbCacheMiB, 0: QEMU's default), which a KVM node does
+// not pay.
+func MemoryOverheadBytes(domainType string, tbCacheMiB uint) int64 {
+	if domainType != domain.TypeQEMU {
+		return QEMUMemoryOverheadBytes
 	}
-	return QEMUMemoryOverheadBytes
+	if tbCacheMiB == 0 {
+		tbCacheMiB = domain.QEMUDefaultTCGTranslationCacheMiB
+	}
+	return QEMUMemoryOverheadBytes + int64(tbCacheMiB)<<20
 }
 
 // CgroupFS makes, limits and removes cgroups; cgroups.FS implements it.
@@ -38,12 +41,12 @@ type CgroupFS interface {
 
 // Limits are the cgroup limits of a VM: the container's CPU limits as
 // they are, its memory limit (the guest's RAM) plus QEMU's overhead.
-func Limits(vm *annotations.VMConfig, domainType string) cgroups.Limits {
+func Limits(vm *annotations.VMConfig, domainType string, tbCacheMiB uint) cgroups.Limits {
 	return cgroups.Limits{
 		CPUShares:   vm.CPUShares,
 		CPUQuota:    vm.CPUQuota,
 		CPUPeriod:   vm.CPUPeriod,
-		MemoryBytes: vm.MemoryBytes + MemoryOverheadBytes(domainType),
+		MemoryBytes: vm.MemoryBytes + MemoryOverheadBytes(domainType, tbCacheMiB),
 	}
 }
 
@@ -82,7 +85,7 @@ func (a *Assembler) SetLimits(sb *podtypes.Sandbox, c *podtypes.Container, res p
 	if err != nil {
 		return err
 	}
-	l := Limits(vm, a.cfg.DomainType)
+	l := Limits(vm, a.cfg.DomainType, a.cfg.TCGTranslationCacheMiB)
 	set := a.cfg.Cgroups.Set
 	if create {
 		set = a.cfg.Cgroups.Create
