@@ -14,7 +14,9 @@ import (
 
 	"github.com/podvisor/podvisor/runtime/annotations"
 	"github.com/podvisor/podvisor/runtime/cgroups"
+	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/vmbuild"
 )
 
 // TestLibvirtVMInPodCgroupResized: a VM started through podvisor-vmwrapper
@@ -42,7 +44,8 @@ func TestLibvirtVMInPodCgroupResized(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := annotations.Resources{MemoryLimitBytes: 256 << 20, CPUQuota: 100000, CPUPeriod: 100000}
-	limits := cgroups.Limits{CPUQuota: res.CPUQuota, CPUPeriod: res.CPUPeriod, MemoryBytes: res.MemoryLimitBytes + 160<<20}
+	limits := cgroups.Limits{CPUQuota: res.CPUQuota, CPUPeriod: res.CPUPeriod,
+		MemoryBytes: res.MemoryLimitBytes + vmbuild.MemoryOverheadBytes(h.DomainType(), domain.DefaultTCGTranslationCacheMiB)}
 	// The pod's cgroup in every hierarchy, as kubelet makes it.
 	for _, h := range fs.Hierarchies {
 		if strings.Contains(","+strings.Join(h.Controllers, ",")+",", ",devices,") {
