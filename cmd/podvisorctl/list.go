@@ -229,6 +229,17 @@ func describeVM(p *podJSON, containerID string) listedVM {
 		v.Domain = domainName(containerID)
 	}
 	var problems []string
+	// The CPU limit, rounded up, gives the vCPUs without the annotation
+	// and bounds them with it.
+	limitCPUs := int64(0)
+	if len(p.Spec.Containers) > 0 {
+		if q, ok := p.Spec.Containers[0].Resources.Limits["cpu"]; ok {
+			if n, err := quantityBytes(q); err == nil && n > 0 {
+				limitCPUs = min(n, 255)
+				v.VCPUs = int(limitCPUs)
+			}
+		}
+	}
 	if s, ok := p.Metadata.Annotations[vcpuAnnotation]; ok {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 || n > 255 {
@@ -236,6 +247,9 @@ func describeVM(p *podJSON, containerID string) listedVM {
 			problems = append(problems, fmt.Sprintf("annotation %s: %q is not an integer from 1 to 255", vcpuAnnotation, s))
 		} else {
 			v.VCPUs = n
+			if limitCPUs > 0 && int64(n) > limitCPUs {
+				problems = append(problems, fmt.Sprintf("annotation %s: %d vCPUs are more than the CPU limit allows (at most %d)", vcpuAnnotation, n, limitCPUs))
+			}
 		}
 	}
 	if len(p.Spec.Containers) > 0 {

@@ -22,6 +22,10 @@ import (
 	"github.com/podvisor/podvisor/runtime/cgroups"
 )
 
+// EnvTCGThread is vmenv.EnvTCGThread (vmenv's tests check they agree;
+// vmenv cannot be imported here, its tests import this package).
+const EnvTCGThread = "PODVISOR_TCG_THREAD"
+
 // Domain types: hardware virtualization, or QEMU's software emulation (TCG)
 // where /dev/kvm does not work.
 const (
@@ -259,10 +263,21 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 func vcpus(in Input) *libvirtxml.DomainVCPU {
 	n := in.VM.VCPUCount
 	v := &libvirtxml.DomainVCPU{Placement: "static", Value: uint(n)}
-	if in.MaxVCPUs > n && (in.VM.CPUSetting == nil || in.VM.CPUSetting.Topology == nil) {
+	if hotplug(in) {
 		v.Value, v.Current = uint(in.MaxVCPUs), uint(n)
 	}
 	return v
+}
+
+// hotplug says the domain can gain vCPUs: MaxVCPUs above the count, no
+// fixed <cpu> topology, and under TCG the emulator wrapper, which runs
+// single-threaded TCG (EnvTCGThread: QEMU aborts hot-plugging a
+// vCPU into multi-threaded TCG once its translation cache is in use).
+func hotplug(in Input) bool {
+	if in.MaxVCPUs <= in.VM.VCPUCount || in.VM.CPUSetting != nil && in.VM.CPUSetting.Topology != nil {
+		return false
+	}
+	return in.DomainType != TypeQEMU || in.Emulator != ""
 }
 
 // MaxVCPUsOf reads the most vCPUs a domain can have and how many it has
@@ -280,13 +295,15 @@ func MaxVCPUsOf(d *libvirtxml.Domain) (current, maximum int) {
 }
 
 func qemuCommandline(in Input, qemuArgs []string) *libvirtxml.DomainQEMUCommandline {
-	env := in.QEMUEnv
+	env := make(map[string]string, len(in.QEMUEnv)+2)
+	for k, v := range in.QEMUEnv {
+		env[k] = v
+	}
 	if in.Cgroup != "" {
-		env = make(map[string]string, len(in.QEMUEnv)+1)
-		for k, v := range in.QEMUEnv {
-			env[k] = v
-		}
 		env[cgroups.EnvCgroup] = in.Cgroup
+	}
+	if in.DomainType == TypeQEMU && hotplug(in) {
+		env[EnvTCGThread] = "single"
 	}
 	if len(env) == 0 && len(qemuArgs) == 0 {
 		return nil

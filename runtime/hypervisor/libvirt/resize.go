@@ -34,8 +34,9 @@ func (h *Hypervisor) Sizing(ctx context.Context, name string) (hypervisor.Sizing
 }
 
 // SetVCPUs hot-plugs or unplugs vCPUs of the running domain. Unplugging
-// needs the guest's cooperation (ACPI eject); libvirt waits a few seconds
-// for it and reports a timeout otherwise.
+// needs the guest's cooperation (ACPI eject); libvirt waits 5 s for it and
+// reports a timeout otherwise (errdefs.ErrUnavailable: the unplug goes on,
+// and a retry finds it done).
 func (h *Hypervisor) SetVCPUs(ctx context.Context, name string, n int) error {
 	if n < 1 {
 		return fmt.Errorf("setting the vCPUs of domain %q: %d is fewer than 1", name, n)

@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/podvisor/podvisor/runtime/annotations"
 	"github.com/podvisor/podvisor/runtime/cgroups"
+	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/errdefs"
+	"github.com/podvisor/podvisor/runtime/vmbuild"
 )
 
 // TestLibvirtVMInPodCgroupResized: a VM started through podvisor-vmwrapper
@@ -40,7 +44,8 @@ func TestLibvirtVMInPodCgroupResized(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := annotations.Resources{MemoryLimitBytes: 256 << 20, CPUQuota: 100000, CPUPeriod: 100000}
-	limits := cgroups.Limits{CPUQuota: res.CPUQuota, CPUPeriod: res.CPUPeriod, MemoryBytes: res.MemoryLimitBytes + 160<<20}
+	limits := cgroups.Limits{CPUQuota: res.CPUQuota, CPUPeriod: res.CPUPeriod,
+		MemoryBytes: res.MemoryLimitBytes + vmbuild.MemoryOverheadBytes(h.DomainType(), domain.DefaultTCGTranslationCacheMiB)}
 	// The pod's cgroup in every hierarchy, as kubelet makes it.
 	for _, h := range fs.Hierarchies {
 		if strings.Contains(","+strings.Join(h.Controllers, ",")+",", ",devices,") {
@@ -126,7 +131,12 @@ func TestLibvirtVMInPodCgroupResized(t *testing.T) {
 		t.Error("SetVCPUs 3 of at most 2 succeeded")
 	}
 	if err := h.SetVCPUs(ctx, name, 1); err != nil {
-		t.Fatalf("SetVCPUs 1 (unplug): %v", err)
+		// libvirt waits 5 s for the guest to eject the vCPU; a slow TCG
+		// guest may take longer, and the unplug then completes on its own.
+		if !errors.Is(err, errdefs.ErrUnavailable) {
+			t.Fatalf("SetVCPUs 1 (unplug): %v", err)
+		}
+		t.Logf("SetVCPUs 1: %v; waiting for the guest", err)
 	}
 	waitGuest(t, "1 CPU again", func() (bool, string) {
 		n, _ := guestSize(t, h, name)
