@@ -142,6 +142,13 @@ func (n *libvirtNode) ssh(t *testing.T, vm cloudVM, cmd string) string {
 }
 
 func (n *libvirtNode) checkCloudVM(t *testing.T, vm cloudVM) {
+	defer func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(vm.logPath)
+			lines := strings.Split(string(criText(data)), "\n")
+			t.Logf("the VM's console ends:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	}()
 	waitCRILog(t, vm.logPath, cloudInitDone, bootWithin)
 	if got := strings.TrimSpace(n.ssh(t, vm, "hostname")); got != vm.name {
 		t.Errorf("ssh hostname: %q, want the pod's %q", got, vm.name)
@@ -291,6 +298,11 @@ var goldenChecks = []struct{ what, cmd, want string }{
 }
 
 func (g *goldenVM) check(t *testing.T) {
+	defer func() {
+		if t.Failed() {
+			t.Logf("%s's console ends:\n%s", g.name, daemonproc.Tail(filepath.Join(g.dir, "console.log"), 60))
+		}
+	}()
 	waitFile(t, filepath.Join(g.dir, "console.log"), cloudInitDone, bootWithin)
 	qga, err := dialQGA(filepath.Join(g.dir, "qga.sock"), time.Now().Add(3*time.Minute))
 	if err != nil {
