@@ -30,7 +30,7 @@ ACTIONLINT_VERSION := v1.7.12
 # Every shell script: *.sh and the ones without the suffix.
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') deploy/image/podvisor-vms-emulator kind/virsh .ci/run
 
-.PHONY: all build image test demo lint bench fuzz deps tools unit scale-smoke crictl-sim domain-xml libvirt-it real-pod proxy-it conformance critest-podvisor e2e clean
+.PHONY: all build image test demo lint bench fuzz deps tools unit scale-smoke crictl-sim domain-xml libvirt-it real-pod cloud-image-it proxy-it conformance critest-podvisor e2e clean
 
 all: build
 
@@ -93,6 +93,11 @@ libvirt-it:
 
 real-pod: build tools
 	ci/real-pod.sh test
+
+# A Debian 12 cloud image (its own cloud-init, sshd, qemu-guest-agent) booted
+# through our CRI on libvirt + CNI, and with the golden cloud-init drives.
+cloud-image-it: build tools
+	ci/cloud-image.sh
 
 proxy-it: build tools
 	ci/test-proxy.sh $(CRICTL)

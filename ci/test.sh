@@ -42,6 +42,9 @@ ci/libvirtd.sh start
 make --no-print-directory libvirt-it
 KEEP_LIBVIRTD=1 make --no-print-directory real-pod
 
+step "a real Debian 12 cloud image through the CRI, and the golden cloud-init drives in it (ci/cloud-image.sh)"
+KEEP_LIBVIRTD=1 make --no-print-directory cloud-image-it
+
 step "criproxy in front of real containerd (ci/test-proxy.sh)"
 make --no-print-directory proxy-it
 

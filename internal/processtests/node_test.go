@@ -39,6 +39,9 @@ type nodeOpts struct {
 	secondNet bool
 	// args are more daemon flags.
 	args []string
+	// image is the translation's name (default podvisor/testvm):
+	// virtlet.cloud/<image> is pulled.
+	image string
 }
 
 func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
@@ -74,7 +77,10 @@ func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
 		url = "http://127.0.0.1:8099/" + filepath.Base(guest)
 		args = append(args, "--image-download-allow-networks", "127.0.0.1/32")
 	}
-	writeFile(t, filepath.Join(tr, "images.yaml"), "translations:\n- name: podvisor/testvm\n  url: "+url+"\n")
+	if o.image == "" {
+		o.image = "podvisor/testvm"
+	}
+	writeFile(t, filepath.Join(tr, "images.yaml"), "translations:\n- name: "+o.image+"\n  url: "+url+"\n")
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		t.Fatalf("nsenter (util-linux): %v", err)
@@ -85,9 +91,10 @@ func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
 		"--listen", "unix://"+sock, "--state-dir", filepath.Join(b.dir, "state"),
 		"--image-translations-dir", tr, "--metrics-addr", b.metrics)...)
 	t.Cleanup(b.removeAll)
-	r, err := b.d.Images.PullImage(daemonproc.Ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: benchImage}})
+	image := "virtlet.cloud/" + o.image
+	r, err := b.d.Images.PullImage(daemonproc.Ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}})
 	if err != nil {
-		t.Fatalf("PullImage %s: %v", benchImage, err)
+		t.Fatalf("PullImage %s: %v", image, err)
 	}
 	b.imageRef = r.ImageRef
 	return b

@@ -30,6 +30,9 @@ func TestGenerateErrors(t *testing.T) {
 			[]string{"pod ns/vm", "sysctl kernel.msgmax", "on one line"}},
 		{"empty sysctl value", with(func(in *Input) { in.Sysctls = []Sysctl{{Name: "kernel.msgmax"}} }), nil,
 			[]string{"sysctl kernel.msgmax", "non-empty"}},
+		{"DNS option with a space", with(func(in *Input) {
+			in.DNS = &DNSConfig{Servers: []string{"10.96.0.10"}, Options: []string{"ndots:5", "x; reboot"}}
+		}), nil, []string{"pod ns/vm", "dns_config.options", `"x; reboot"`, "ndots:5"}},
 		{"bad image type", with(func(in *Input) { in.Type = "iso" }), nil,
 			[]string{"pod ns/vm", "VirtletCloudInitImageType", `"iso"`, "nocloud", "configdrive"}},
 		{"bad network version", with(func(in *Input) { in.NetworkConfigVersion = 3 }), nil,

@@ -384,6 +384,9 @@ func (g *generator) scriptUserData(script, scriptFrom string) []byte {
 	if len(in.Sysctls) > 0 {
 		g.warn("%d sysctls are not set in the guest: user-data is a script from %s", len(in.Sysctls), scriptFrom)
 	}
+	if in.DNS != nil && len(in.DNS.Options) > 0 {
+		g.warn("DNS options %s are not set in the guest: user-data is a script from %s", strings.Join(in.DNS.Options, " "), scriptFrom)
+	}
 	if len(in.Mounts) > 0 && !strings.Contains(script, MountScriptPlaceholder) {
 		g.warn("volume mounts are not set up in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
 	}
@@ -436,6 +439,11 @@ func (g *generator) cloudConfig(ctx context.Context, base map[string]any) ([]byt
 			bc = append(bc, c)
 		}
 		base["bootcmd"] = Merge(base["bootcmd"], bc)
+	}
+	if bc, err := g.dnsOptionsCmd(); err != nil {
+		return nil, err
+	} else if bc != nil {
+		base["bootcmd"] = Merge(base["bootcmd"], []any{bc})
 	}
 	if len(extraFiles) > 0 {
 		base["write_files"] = Merge(base["write_files"], extraFiles)
@@ -637,4 +645,41 @@ func sysctlConf(sysctls []Sysctl) (string, error) {
 		b.WriteString(sc.Name + " = " + sc.Value + "\n")
 	}
 	return b.String(), nil
+}
+
+// dnsOptionRE is one resolv.conf option as kubelet passes them ("ndots:5",
+// "edns0", "timeout:2").
+var dnsOptionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
+
+// resolvOptionsScript puts "options ARGS" into resolv.conf at every boot.
+// Network config (v1, v2, network_data.json) has no field for options, and
+// cloud-init's resolv_conf module does not run on Debian or Ubuntu. With
+// resolvconf (Debian's ifupdown images) the line goes to its tail file, so
+// every regeneration keeps it; a plain file is edited in place; a file
+// owned by another manager (systemd-resolved's stub) is left alone, with a
+// line on the console. The options come as arguments, never inside the
+// script.
+const resolvOptionsScript = `opts="options $*"
+if command -v resolvconf >/dev/null && [ -d /etc/resolvconf/resolv.conf.d ]; then
+  printf '%s\n' "$opts" >/etc/resolvconf/resolv.conf.d/tail && resolvconf -u
+elif [ -L /etc/resolv.conf ]; then
+  echo "podvisor: /etc/resolv.conf -> $(readlink /etc/resolv.conf) is managed: DNS options $* not set" >/dev/console
+else
+  { grep -v '^options ' /etc/resolv.conf 2>/dev/null; printf '%s\n' "$opts"; } >/etc/resolv.conf.podvisor && mv /etc/resolv.conf.podvisor /etc/resolv.conf
+fi`
+
+// dnsOptionsCmd is the bootcmd entry that sets the pod's DNS options (CRI
+// dns_config.options), or nil when it has none.
+func (g *generator) dnsOptionsCmd() (any, error) {
+	if g.in.DNS == nil || len(g.in.DNS.Options) == 0 {
+		return nil, nil
+	}
+	cmd := []any{"sh", "-c", resolvOptionsScript, "podvisor-dns-options"}
+	for _, o := range g.in.DNS.Options {
+		if !dnsOptionRE.MatchString(o) {
+			return nil, fmt.Errorf("%s: dns_config.options: %q: accepted resolv.conf options such as ndots:5 or edns0 (letters, digits, '_', '.', ':', '-')", g.in.podRef(), o)
+		}
+		cmd = append(cmd, o)
+	}
+	return cmd, nil
 }

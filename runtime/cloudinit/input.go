@@ -129,8 +129,8 @@ type Route struct {
 type DNSConfig struct {
 	Servers  []string
 	Searches []string
-	// Options (e.g. "ndots:5") cannot be expressed in cloud-init network
-	// config; they are kept for the caller and ignored here.
+	// Options (e.g. "ndots:5") have no field in cloud-init network config:
+	// a bootcmd entry writes them into resolv.conf (dnsOptionsCmd).
 	Options []string
 }
 
