@@ -15,3 +15,13 @@ ci/build-guest.sh "$guest_dir" >/dev/null
 mkdir -p docs/bench
 PODVISOR_BENCH_START=1 PODVISOR_GUEST_DIR=$guest_dir PODVISOR_BENCH_OUT=$PWD/docs/bench/start.md \
 	go test -count=1 -timeout 40m -v -run '^TestStartBench$' ./internal/processtests/
+
+# P3: bursts of VM pods through kubelet on the e2e node (conformance/e2e "a
+# burst of VM pods"), appended to start.md as its own section.
+if [ "${PODVISOR_BENCH_BURST:-10,20}" != 0 ]; then
+	part=$(mktemp /tmp/podvisor-burst.XXXXXX.md)
+	PODVISOR_BENCH_BURST=${PODVISOR_BENCH_BURST:-10,20} PODVISOR_BENCH_OUT=$part \
+		E2E_TIMEOUT=${E2E_TIMEOUT:-90m} ci/e2e.sh -ginkgo.focus='a burst of VM pods'
+	cat "$part" >>docs/bench/start.md
+	rm -f "$part"
+fi

@@ -93,7 +93,7 @@ cni_net=podvisor-e2e
 cni_state=/var/lib/cni
 made_cni_state=0
 [ -e "$cni_state" ] || made_cni_state=1
-for p in "$cni_state/networks/$cni_net" "$cni_state/results/$cni_net"-*; do
+for p in "$cni_state/networks/$cni_net" "$cni_state/networks/$cni_net-b" "$cni_state/results/$cni_net"-*; do
 	[ -e "$p" ] && die "$p exists: the e2e node's CNI network uses it (a previous run's leftovers? remove it after checking)"
 done
 
@@ -190,6 +190,7 @@ in_node env PATH="$work/bin:$PATH" KUBECONFIG="$work/pki/admin.kubeconfig" \
 	PODVISOR_E2E_CONTAINERD_SOCKET=/run/containerd/containerd.sock \
 	PODVISOR_E2E_CTR="$ctrdbin/ctr" \
 	PODVISOR_E2E_NEXT_IMAGE="$next_ref" \
+	PODVISOR_E2E_METRICS_URL="http://$node_ip:9474/metrics" \
 	"$work/e2e.test" -test.v -test.timeout "${E2E_TIMEOUT:-45m}" -ginkgo.v "$@" || suite_rc=$?
 
 say "uninstall: kubectl delete -k, deploy/uninstall/node-uninstall.yaml; the node restored"

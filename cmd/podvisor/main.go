@@ -29,17 +29,18 @@ func main() {
 
 // cliFlags are the flags that are not fields of daemon.Config.
 type cliFlags struct {
-	configFile, logLevel, logFormat, allowNets, cniBin *string
-	version                                            *bool
+	configFile, logLevel, logFormat, allowNets, cniBin, virtletConfig *string
+	version                                                           *bool
 }
 
 // defineFlags registers podvisor's flags on fs, into cfg and the result.
 func defineFlags(fs *flag.FlagSet, cfg *daemon.Config) cliFlags {
 	f := cliFlags{
-		configFile: fs.String("config", "", "YAML or JSON config file; flags given on the command line win"),
-		logLevel:   fs.String("log-level", "info", "debug, info, warn or error"),
-		logFormat:  fs.String("log-format", "text", "text or json"),
-		version:    fs.Bool("version", false, "print the version and exit"),
+		configFile:    fs.String("config", "", "YAML or JSON config file; flags given on the command line win"),
+		logLevel:      fs.String("log-level", "info", "debug, info, warn or error"),
+		logFormat:     fs.String("log-format", "text", "text or json"),
+		version:       fs.Bool("version", false, "print the version and exit"),
+		virtletConfig: fs.String("virtlet-config-dir", "", "directory of Virtlet's virtlet-config ConfigMap (one file per key): the keys with a podvisor equivalent (disable_kvm, loglevel, ...) apply unless a flag or the config file says otherwise, the others are logged as warnings (empty: none)"),
 	}
 	fs.StringVar(&cfg.Listen, "listen", "unix:///run/podvisor/podvisor.sock", "CRI endpoint (unix:///path)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/podvisor", "directory for metadata, VM disks and images")
@@ -94,13 +95,18 @@ func run(args []string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	fileMetrics := ""
+	var fileCfg daemon.Config
 	if *f.configFile != "" {
-		fileCfg, err := loadConfig(*f.configFile)
-		if err != nil {
+		var err error
+		if fileCfg, err = loadConfig(*f.configFile); err != nil {
 			return err
 		}
 		fileMetrics = fileCfg.MetricsAddr
 		cfg = merge(fileCfg, cfg, set)
+	}
+	notes, err := applyVirtletConfig(*f.virtletConfig, &cfg, fileCfg, set, f.logLevel)
+	if err != nil {
+		return err
 	}
 	// The default metrics port may be another podvisor's (tests, two
 	// daemons on one machine): only an address asked for must bind.
@@ -110,6 +116,12 @@ func run(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	for _, m := range notes.Info {
+		log.Info(m)
+	}
+	for _, m := range notes.Warn {
+		log.Warn(m)
+	}
 	// The streaming libraries (attach, exec, port-forward) log through
 	// klog: into the same log, in the same format.
 	klog.SetSlogLogger(log)

@@ -36,6 +36,9 @@ type nodeOpts struct {
 	httpImage bool
 	// args are more daemon flags.
 	args []string
+	// secondNet adds a second bridge network, "<name>-b" on bridge
+	// pv<name>1 and 10.<subnet>.<x+1>.0/24, that pods name by annotation.
+	secondNet bool
 }
 
 func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
@@ -55,6 +58,13 @@ func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.%d.%d.0/24"}]],
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "%s"}}]}`, o.name, o.name, o.subnet, os.Getpid()%200+20, filepath.Join(b.dir, "ipam"))
 	writeFile(t, filepath.Join(cni, "10-"+o.name+".conflist"), conf)
+	if o.secondNet {
+		conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "%s-b", "plugins": [
+  {"type": "bridge", "bridge": "pv%s1", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.%d.%d.0/24"}]], "dataDir": "%s"}}]}`,
+			o.name, o.name, o.subnet, os.Getpid()%200+21, filepath.Join(b.dir, "ipam"))
+		writeFile(t, filepath.Join(cni, "90-"+o.name+"-b.conflist"), conf)
+	}
 	// The operator's translation file may name a node file (no image
 	// server in a measured path), or the guest served on the node.
 	url := "file://" + guest

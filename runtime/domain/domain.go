@@ -56,6 +56,11 @@ type Disk struct {
 	// Serial, when set, lets the guest find the disk by ID
 	// (/dev/disk/by-id/...); letters, digits, '-', '_' and '.', at most 20.
 	Serial string
+	// Offset and Size, when Size is set, give the guest only those bytes
+	// of a raw Path (a libvirt storage slice): a persistent root volume
+	// keeps its marker before Offset, out of the guest's sight. Both are
+	// multiples of 512.
+	Offset, Size uint64
 }
 
 // Input is everything Build needs for one VM.
@@ -437,6 +442,7 @@ func (in Input) validateDevices(bad badFunc) {
 		if !validSerial(d.Serial) {
 			bad(field+".Serial", "%q is not at most 20 letters, digits, '-', '_', '.'", d.Serial)
 		}
+		checkSlice(bad, field, d)
 	}
 	checkDisk("RootDisk", in.RootDisk)
 	for i, d := range in.VolumeDisks {
@@ -530,6 +536,20 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkSlice checks a disk's storage slice: raw only, sector-aligned, no
+// offset without a size.
+func checkSlice(bad badFunc, field string, d Disk) {
+	switch {
+	case d.Size == 0 && d.Offset != 0:
+		bad(field+".Offset", "%d without a Size", d.Offset)
+	case d.Size == 0:
+	case d.Format != FormatRaw:
+		bad(field+".Size", "a slice of a %s disk: only raw disks take one", d.Format)
+	case d.Offset%512 != 0 || d.Size%512 != 0:
+		bad(field+".Size", "offset %d and size %d are not multiples of 512", d.Offset, d.Size)
+	}
 }
 
 func validSerial(s string) bool {

@@ -253,6 +253,13 @@ func goldenCases() []goldenCase {
 		{name: "input-block-root", ci: "nocloud", tweak: func(in *Input) {
 			in.RootDisk = Disk{Path: "/dev/mapper/pvc-root", Format: FormatRaw, Block: true}
 		}},
+		// A persistent root volume: the guest sees the bytes after the
+		// marker (runtime/volume's RootHeaderSize).
+		{name: "input-block-root-slice", ann: one(annotations.KeyDiskDriver, "virtio"), ci: "nocloud", tweak: func(in *Input) {
+			in.RootDisk = Disk{Path: "/var/lib/kubelet/pods/u/volumeDevices/kubernetes.io~local-volume/pv-root", Format: FormatRaw, Block: true,
+				Offset: 1 << 20, Size: 63 << 20}
+			in.VolumeDisks = []Disk{{Path: "/dev/loop7", Format: FormatRaw, Block: true, Serial: "podvisor-1a2b3c4d"}}
+		}},
 		{name: "input-console-pty-nolog", ci: "nocloud", tweak: func(in *Input) {
 			in.ConsoleSocket, in.ConsoleLog = "", ""
 		}},

@@ -52,6 +52,9 @@ type Config struct {
 	TCGTranslationCacheMiB uint
 	// Overlay makes the root disk; default image.CreateOverlay.
 	Overlay func(ctx context.Context, base, path string, minSize int64) (int64, error)
+	// PrepareRoot readies a persistent root volume (a device at "/");
+	// default volume.PrepareRoot.
+	PrepareRoot func(ctx context.Context, dev string, img volume.RootImage) (volume.RootDecision, error)
 	// WriteISO writes the cloud-init drive; default cloudinit.WriteISO.
 	WriteISO func(ctx context.Context, c *cloudinit.Contents, path string) error
 	// DataSource reads ConfigMaps and Secrets (nil: none configured).
@@ -77,6 +80,9 @@ func New(cfg Config) (*Assembler, error) {
 	if cfg.Overlay == nil {
 		cfg.Overlay = image.CreateOverlay
 	}
+	if cfg.PrepareRoot == nil {
+		cfg.PrepareRoot = volume.PrepareRoot
+	}
 	if cfg.WriteISO == nil {
 		cfg.WriteISO = cloudinit.WriteISO
 	}
@@ -100,6 +106,10 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 	if err != nil {
 		return "", err
 	}
+	devs, err := planDevices(sb, c)
+	if err != nil {
+		return "", err
+	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return "", fmt.Errorf("creating VM directory %s: %w", c.Dir, err)
 	}
@@ -111,21 +121,25 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 		}
 	}()
 
-	root := filepath.Join(c.Dir, RootDiskFile)
-	if _, err := a.cfg.Overlay(ctx, imagePath, root, vm.RootVolumeSize); err != nil {
+	root := domain.Disk{Path: filepath.Join(c.Dir, RootDiskFile), Format: domain.FormatQCOW2}
+	if devs.Root != nil {
+		if root, err = a.persistentRoot(ctx, sb, devs.Root, vm, imagePath); err != nil {
+			return "", err
+		}
+	} else if _, err := a.cfg.Overlay(ctx, imagePath, root.Path, vm.RootVolumeSize); err != nil {
 		return "", fmt.Errorf("creating the root disk: %w", err)
 	}
 
-	iso, err := a.writeCloudInit(ctx, sb, c, vm, vols)
+	iso, err := a.writeCloudInit(ctx, sb, c, vm, vols, devs)
 	if err != nil {
 		return "", err
 	}
-	return a.domainXML(ctx, sb, c, vm, vols, root, iso)
+	return a.domainXML(ctx, sb, c, vm, vols, devs, root, iso)
 }
 
 // writeCloudInit writes the container's cloud-init drive, with the
 // volumes' mounts and files, into its directory and returns its path.
-func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan) (string, error) {
+func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, devs *volume.DevicePlan) (string, error) {
 	ciIn := cloudInitInput(sb, c, vm)
 	var owner *volume.Owner
 	if vm.Chown9pfsMounts {
@@ -133,6 +147,12 @@ func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c 
 	}
 	guest := vols.Guest(owner)
 	ciIn.Mounts, ciIn.MountScript, ciIn.RunCmd = guest.Mounts, guest.MountScript, guest.RunCmd
+	// The block volumes' device links: at every boot, before the mounts;
+	// and in a user-data script's mount script, before its mounts.
+	ciIn.BootCmd = devs.GuestLinks()
+	if len(ciIn.BootCmd) > 0 {
+		ciIn.MountScript = strings.TrimSuffix(ciIn.BootCmd[0], "\n") + "\n" + ciIn.MountScript
+	}
 	// The volumes' files first, then the mount script: write_files order.
 	ciIn.Files = append(ciIn.Files, vols.GuestFiles()...)
 	ciIn.Files = append(ciIn.Files, guest.Files...)
@@ -151,7 +171,7 @@ func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c 
 }
 
 // domainXML builds the container's domain around its root disk and drive.
-func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, root, iso string) (string, error) {
+func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, devs *volume.DevicePlan, root domain.Disk, iso string) (string, error) {
 	in := domain.Input{
 		Name:          c.DomainName,
 		PodUID:        sb.Config.UID,
@@ -162,7 +182,8 @@ func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podt
 		UUIDKey:       a.cfg.UUIDKey,
 		DomainType:    a.cfg.DomainType,
 		VM:            vm,
-		RootDisk:      domain.Disk{Path: root, Format: domain.FormatQCOW2},
+		RootDisk:      root,
+		VolumeDisks:   devs.VolumeDisks(),
 		Filesystems:   vols.Filesystems(),
 		CloudInitISO:  iso,
 		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
@@ -170,9 +191,6 @@ func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podt
 		Emulator:      a.cfg.Emulator,
 
 		TCGTranslationCacheMiB: a.cfg.TCGTranslationCacheMiB,
-	}
-	for _, d := range c.Config.Devices {
-		in.VolumeDisks = append(in.VolumeDisks, domain.Disk{Path: d.HostPath, Format: domain.FormatRaw, Block: true})
 	}
 	if a.cfg.NICs != nil {
 		nics, env, err := a.cfg.NICs.NICs(ctx, sb, c)
