@@ -35,6 +35,7 @@
 #                      PODVISOR-GUEST: ip=<addr>              each followed by this)
 #                      PODVISOR-GUEST: agent=/dev/vportNpM   (when the channel exists)
 #                      PODVISOR-GUEST: ready
+#  - onlines hot-plugged vCPUs (in-place resize) within a second
 #  - keeps a root shell on ttyS0 (respawned)
 set -euo pipefail
 
@@ -238,6 +239,15 @@ if [ -n "$userdata" ] && [ -f "$userdata" ] && [ "$(head -c 13 "$userdata")" = "
 fi
 # The guest agent waits for its virtio port (a minute at most).
 podvisor-guest-agent agent &
+
+# vCPUs hot-plugged by an in-place resize arrive offline and no udev here
+# onlines them: the guest does, once a second.
+( while true; do
+	for f in /sys/devices/system/cpu/cpu[0-9]*/online; do
+		[ "$(cat "$f" 2>/dev/null)" = 0 ] && echo 1 >"$f" 2>/dev/null
+	done
+	sleep 1
+done ) >/dev/null 2>&1 &
 
 # Port 8080 answers the hostname at once; port 80 serves it over HTTP.
 ( while true; do nc -ll -p 8080 -e /bin/hostname; sleep 1; done ) >/dev/null 2>&1 &

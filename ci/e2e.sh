@@ -93,7 +93,7 @@ cni_net=podvisor-e2e
 cni_state=/var/lib/cni
 made_cni_state=0
 [ -e "$cni_state" ] || made_cni_state=1
-for p in "$cni_state/networks/$cni_net" "$cni_state/results/$cni_net"-*; do
+for p in "$cni_state/networks/$cni_net" "$cni_state/networks/$cni_net-b" "$cni_state/results/$cni_net"-*; do
 	[ -e "$p" ] && die "$p exists: the e2e node's CNI network uses it (a previous run's leftovers? remove it after checking)"
 done
 

@@ -28,7 +28,9 @@ die() { log "$*"; exit 1; }
 # wrapper can enter the pod's network namespace (it then leaves QEMU only
 # CAP_DAC_OVERRIDE, CAP_FOWNER and CAP_NET_ADMIN); no private mount
 # namespace so that paths under the pod's directories are visible; /dev/net/tun
-# added to libvirt's default device ACL.
+# added to libvirt's default device ACL; libvirt manages only the devices
+# cgroup (the ACL): podvisor-vmwrapper puts QEMU in its pod's cgroup for the
+# others, where libvirt's per-vCPU cgroups would take its threads out of it.
 managed_block() {
 	cat <<BLOCK
 $begin_marker
@@ -36,6 +38,7 @@ user = "root"
 group = "root"
 clear_emulator_capabilities = 0
 namespaces = [ ]
+cgroup_controllers = [ "devices" ]
 cgroup_device_acl = [
     "/dev/null", "/dev/full", "/dev/zero",
     "/dev/random", "/dev/urandom",
@@ -54,7 +57,7 @@ apply_qemu_conf() {
 	local outside
 	outside="$(awk -v b="$begin_marker" -v e="$end_marker" '
 		$0 == b {inb=1; next} $0 == e {inb=0; next}
-		!inb && /^[[:space:]]*(user|group|clear_emulator_capabilities|namespaces|cgroup_device_acl)[[:space:]]*=/ {print NR": "$0}
+		!inb && /^[[:space:]]*(user|group|clear_emulator_capabilities|namespaces|cgroup_controllers|cgroup_device_acl)[[:space:]]*=/ {print NR": "$0}
 	' "$qemu_conf")"
 	if [ -n "$outside" ]; then
 		die "$qemu_conf sets keys that podvisor manages outside its block; comment them out:

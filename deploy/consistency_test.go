@@ -26,6 +26,7 @@ import (
 	"github.com/podvisor/podvisor/runtime/image"
 	"github.com/podvisor/podvisor/runtime/kube"
 	"github.com/podvisor/podvisor/runtime/proxy"
+	"github.com/podvisor/podvisor/runtime/vmbuild"
 )
 
 // objects decodes every built-in document of the given files.
@@ -407,9 +408,9 @@ func checkRBAC(t *testing.T, objs map[string]any, sa *corev1.ServiceAccount) {
 			}
 		}
 	}
-	want := map[string]bool{"/configmaps/get": true, "/nodes/patch": true}
+	want := map[string]bool{"/configmaps/get": true, "/pods/get": true, "/nodes/patch": true}
 	if diff := cmp.Diff(want, cluster); diff != "" {
-		t.Errorf("cluster-wide grants of %s/%s (-want +got): only get of ConfigMaps and the patch of its Node's accelerator label; Secrets are granted per namespace\n%s", sa.Namespace, sa.Name, diff)
+		t.Errorf("cluster-wide grants of %s/%s (-want +got): only get of ConfigMaps and Pods (a VM's ephemeral-storage limit) and the patch of its Node's accelerator label; Secrets are granted per namespace\n%s", sa.Namespace, sa.Name, diff)
 	}
 	wantOwn := map[string]bool{"virtlet.k8s/virtletimagemappings/get": true, "virtlet.k8s/virtletimagemappings/list": true, "virtlet.k8s/virtletimagemappings/watch": true}
 	if diff := cmp.Diff(wantOwn, inOwn); diff != "" {
@@ -509,6 +510,9 @@ func TestRuntimeClassMatchesCriproxy(t *testing.T) {
 	// Without --handler or a config file a runtime's handler is its name.
 	if _, ok := fa["handler"]; ok {
 		t.Fatalf("the unit adds handlers; update this test")
+	}
+	if got := rc.Overhead; got == nil || got.PodFixed.Memory().Value() != vmbuild.QEMUMemoryOverheadBytes {
+		t.Errorf("RuntimeClass overhead %+v: want podFixed memory %d (vmbuild.QEMUMemoryOverheadBytes, what the VM's cgroup allows QEMU beyond the guest's RAM)", got, vmbuild.QEMUMemoryOverheadBytes)
 	}
 	if rc.Handler != rt.Name || rt.Name != proxy.DefaultVirtletRuntime {
 		t.Errorf("RuntimeClass handler %q, criproxy routes handler %q (runtime %q; Virtlet annotations go to %q)", rc.Handler, rt.Name, rt.Name, proxy.DefaultVirtletRuntime)

@@ -63,6 +63,14 @@ cat >/etc/cni/net.d/10-podvisor-e2e.conflist <<JSON
             "routes": [{"dst": "0.0.0.0/0"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
+# A second network that VM pods name by annotation (Multus's
+# k8s.v1.cni.cncf.io/networks): podvisor finds it by name in the same
+# directory; the 90- file never sorts first, so it is nobody's default.
+cat >/etc/cni/net.d/90-$cni_net-b.conflist <<JSON
+{"cniVersion": "1.0.0", "name": "$cni_net-b", "plugins": [
+  {"type": "bridge", "bridge": "pve2e1", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.240.89.0/24"}]]}}]}
+JSON
 # containerd 2.x: config version 3, the CRI plugin split into
 # io.containerd.cri.v1.images / .runtime and io.containerd.grpc.v1.cri.
 cat >"$work/containerd.toml" <<TOML

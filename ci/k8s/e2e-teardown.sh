@@ -61,13 +61,14 @@ cleanup() {
 	rmdir /sys/fs/cgroup/*/podvisor-vms 2>/dev/null
 	ip netns del "$netns" 2>/dev/null
 	ip link del pve2e0 2>/dev/null
+	ip link del pve2e1 2>/dev/null
 	for p in "${node_paths[@]}"; do rm -rf "$p"; done
 	if [ -n "${cni_state:-}" ]; then
-		rm -rf "$cni_state/networks/$cni_net" "$cni_state/results/$cni_net"-*
+		rm -rf "$cni_state/networks/$cni_net" "$cni_state/networks/$cni_net-b" "$cni_state/results/$cni_net"-*
 		[ "$made_cni_state" = 1 ] && rmdir "$cni_state"/* "$cni_state" 2>/dev/null
 	fi
 	rm -f /run/containerd/containerd.sock.ttrpc
-	rm -f /etc/cni/net.d/10-podvisor-e2e.conflist
+	rm -f /etc/cni/net.d/10-podvisor-e2e.conflist /etc/cni/net.d/90-podvisor-e2e-b.conflist
 	rmdir /etc/cni 2>/dev/null
 	[ "$made_root_shared" = 1 ] && mount --make-private /
 	if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi

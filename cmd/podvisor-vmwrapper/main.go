@@ -4,7 +4,9 @@
 // <qemu:env> sets PODVISOR_NETNS and PODVISOR_NICS, it enters that network
 // namespace and executes the real QEMU with a tap NIC per entry appended.
 // Without them (libvirt's capability probes: -help, -version, QMP) it
-// executes QEMU unchanged. Either way QEMU runs in a mount namespace of its
+// executes QEMU unchanged. When PODVISOR_CGROUP names the VM's cgroup it
+// joins it first, so QEMU runs in its pod's cgroup under the container's
+// limits. Either way QEMU runs in a mount namespace of its
 // own where /sys and the writable files of /proc are read-only, with only
 // the capabilities in vmenv.QEMUCapabilities. See docs/networking.md and
 // docs/libvirt.md.
@@ -19,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podvisor/podvisor/runtime/cgroups"
 	"github.com/podvisor/podvisor/runtime/network/vmenv"
 )
 
@@ -31,7 +34,7 @@ func main() {
 
 // run executes the real emulator; it returns only when that fails.
 func run(args, environ []string) error {
-	var netnsPath, nicSpec string
+	var netnsPath, nicSpec, cgroup string
 	qemu := vmenv.DefaultQEMU
 	env := make([]string, 0, len(environ))
 	for _, kv := range environ {
@@ -41,6 +44,8 @@ func run(args, environ []string) error {
 			netnsPath = v
 		case vmenv.EnvNICs:
 			nicSpec = v
+		case cgroups.EnvCgroup:
+			cgroup = v
 		case vmenv.EnvQEMU:
 			if v != "" {
 				qemu = v
@@ -51,6 +56,11 @@ func run(args, environ []string) error {
 		}
 	}
 	argv := append([]string{qemu}, args[1:]...)
+	if cgroup != "" {
+		if err := joinCgroup(cgroup); err != nil {
+			return err
+		}
+	}
 	if netnsPath == "" && nicSpec == "" {
 		return execQEMU(qemu, argv, env)
 	}
@@ -65,6 +75,21 @@ func run(args, environ []string) error {
 		return err
 	}
 	return execQEMU(qemu, append(argv, vmenv.QEMUArgs(nics)...), env)
+}
+
+// joinCgroup moves the wrapper, and so QEMU and every thread it makes,
+// into the VM's cgroup below its pod's (podvisor made it and set its
+// limits). libvirt placed the process in its devices cgroup only
+// (qemu.conf cgroup_controllers), which it keeps.
+func joinCgroup(path string) error {
+	fs, err := cgroups.Detect()
+	if err == nil {
+		err = fs.Join(path, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("joining the VM's cgroup %s=%s: %w", cgroups.EnvCgroup, path, err)
+	}
+	return nil
 }
 
 // enterNetNS moves the calling thread into the network namespace at path.

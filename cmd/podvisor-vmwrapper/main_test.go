@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvisor/podvisor/runtime/cgroups"
 	"github.com/podvisor/podvisor/runtime/network/vmenv"
 )
 
@@ -52,6 +53,7 @@ for a in "$@"; do echo "arg=$a"; done
 env | grep '^PODVISOR_' | sed 's/^/env=/'
 while read -r k v; do case "$k" in Cap*) echo "cap=$k$v" ;; esac; done </proc/$$/status
 echo "mntns=$(readlink /proc/self/ns/mnt)"
+while read -r l; do echo "cgroup=$l"; done </proc/self/cgroup
 for p in /proc/sys/kernel/core_pattern /proc/sysrq-trigger /sys/fs/cgroup /sys/kernel; do
 	if [ -w "$p" ]; then echo "writable=$p"; fi
 done
@@ -69,6 +71,8 @@ type result struct {
 	env   []string
 	caps  map[string]uint64 // CapBnd etc. from /proc/PID/status
 	mntns string
+	// cgroups are the lines of QEMU's /proc/self/cgroup.
+	cgroups []string
 	// writable are the kernel files QEMU could write.
 	writable []string
 }
@@ -92,6 +96,8 @@ func runWrapper(t *testing.T, env []string, args ...string) (result, string, err
 			r.env = append(r.env, v)
 		case "mntns":
 			r.mntns = v
+		case "cgroup":
+			r.cgroups = append(r.cgroups, v)
 		case "writable":
 			r.writable = append(r.writable, v)
 		case "cap":
@@ -270,5 +276,56 @@ func TestFailures(t *testing.T) {
 				t.Errorf("QEMU ran despite the failure")
 			}
 		})
+	}
+}
+
+// With PODVISOR_CGROUP, QEMU runs in that cgroup in every hierarchy but
+// devices (libvirt's), and does not see the variable. Needs root and a
+// writable cgroup filesystem: the cgroup is real, made and removed here.
+func TestJoinsTheVMCgroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a cgroup")
+	}
+	fs, err := cgroups.Detect()
+	if err != nil {
+		t.Skip(err)
+	}
+	path := fmt.Sprintf("/podvisor-wrapper-test-%d", os.Getpid())
+	if err := fs.Create(path, cgroups.Limits{MemoryBytes: 512 << 20}); err != nil {
+		t.Skipf("cannot make a cgroup here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := fs.Remove(path); err != nil {
+			t.Error(err)
+		}
+	})
+	r, stderr, err := runWrapper(t, []string{vmenv.EnvQEMU + "=" + fakeQEMU(t), cgroups.EnvCgroup + "=" + path}, "-version")
+	if err != nil {
+		t.Fatalf("wrapper: %v\n%s", err, stderr)
+	}
+	if len(r.env) != 0 {
+		t.Errorf("QEMU saw %v", r.env)
+	}
+	joined := 0
+	for _, l := range r.cgroups {
+		// hierarchy-ID:controllers:path
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 {
+			t.Fatalf("cgroup line %q", l)
+		}
+		in := parts[2] == path
+		if strings.Contains(","+parts[1]+",", ",devices,") {
+			if in {
+				t.Errorf("QEMU joined the devices hierarchy (%s): that one is libvirt's", l)
+			}
+			continue
+		}
+		if !in {
+			t.Errorf("QEMU is in %s; want %s", l, path)
+		}
+		joined++
+	}
+	if joined == 0 {
+		t.Errorf("QEMU's cgroups %v: none is %s", r.cgroups, path)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podvisor/podvisor/internal/daemon"
+	"github.com/podvisor/podvisor/runtime/domain"
 	"github.com/podvisor/podvisor/runtime/pod"
 )
 
@@ -29,17 +30,18 @@ func main() {
 
 // cliFlags are the flags that are not fields of daemon.Config.
 type cliFlags struct {
-	configFile, logLevel, logFormat, allowNets, cniBin *string
-	version                                            *bool
+	configFile, logLevel, logFormat, allowNets, cniBin, virtletConfig *string
+	version                                                           *bool
 }
 
 // defineFlags registers podvisor's flags on fs, into cfg and the result.
 func defineFlags(fs *flag.FlagSet, cfg *daemon.Config) cliFlags {
 	f := cliFlags{
-		configFile: fs.String("config", "", "YAML or JSON config file; flags given on the command line win"),
-		logLevel:   fs.String("log-level", "info", "debug, info, warn or error"),
-		logFormat:  fs.String("log-format", "text", "text or json"),
-		version:    fs.Bool("version", false, "print the version and exit"),
+		configFile:    fs.String("config", "", "YAML or JSON config file; flags given on the command line win"),
+		logLevel:      fs.String("log-level", "info", "debug, info, warn or error"),
+		logFormat:     fs.String("log-format", "text", "text or json"),
+		version:       fs.Bool("version", false, "print the version and exit"),
+		virtletConfig: fs.String("virtlet-config-dir", "", "directory of Virtlet's virtlet-config ConfigMap (one file per key): the keys with a podvisor equivalent (disable_kvm, loglevel, ...) apply unless a flag or the config file says otherwise, the others are logged as warnings (empty: none)"),
 	}
 	fs.StringVar(&cfg.Listen, "listen", "unix:///run/podvisor/podvisor.sock", "CRI endpoint (unix:///path)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/podvisor", "directory for metadata, VM disks and images")
@@ -67,6 +69,7 @@ func defineFlags(fs *flag.FlagSet, cfg *daemon.Config) cliFlags {
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of a Kubernetes client for ConfigMap/Secret cloud-init data sources and VirtletImageMapping image translations (empty: none)")
 	fs.StringVar(&cfg.ImageMappingNamespace, "image-mapping-namespace", "", "namespace whose VirtletImageMappings are watched (empty: all namespaces; needs --kubeconfig)")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's name: podvisor labels it "+daemon.LabelAccelerator+"=kvm|tcg (needs --kubeconfig and RBAC to patch nodes; empty: no label)")
+	fs.UintVar(&cfg.TCGTranslationCacheMiB, "tcg-translation-cache-mib", domain.DefaultTCGTranslationCacheMiB, "bound of the TCG translation cache of each VM on a node without KVM, in MiB (QEMU's tb-size; 0: QEMU's default, 1 GiB); KVM VMs have none; the VM's cgroup allows it beyond the guest's RAM")
 	fs.Int64Var(&cfg.ExecStdinLimit, "exec-stdin-limit", pod.DefaultExecStdinLimit, fmt.Sprintf("most bytes of stdin kubectl exec -i may send a VM's command; more fails the exec (at most %d, what one guest agent command carries)", pod.MaxExecStdinLimit))
 	fs.StringVar(&cfg.CgroupDriver, "cgroup-driver", "cgroupfs", "cgroup driver reported to kubelet: cgroupfs or systemd")
 	return f
@@ -93,13 +96,18 @@ func run(args []string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	fileMetrics := ""
+	var fileCfg daemon.Config
 	if *f.configFile != "" {
-		fileCfg, err := loadConfig(*f.configFile)
-		if err != nil {
+		var err error
+		if fileCfg, err = loadConfig(*f.configFile); err != nil {
 			return err
 		}
 		fileMetrics = fileCfg.MetricsAddr
 		cfg = merge(fileCfg, cfg, set)
+	}
+	notes, err := applyVirtletConfig(*f.virtletConfig, &cfg, fileCfg, set, f.logLevel)
+	if err != nil {
+		return err
 	}
 	// The default metrics port may be another podvisor's (tests, two
 	// daemons on one machine): only an address asked for must bind.
@@ -109,6 +117,12 @@ func run(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	for _, m := range notes.Info {
+		log.Info(m)
+	}
+	for _, m := range notes.Warn {
+		log.Warn(m)
+	}
 	// The streaming libraries (attach, exec, port-forward) log through
 	// klog: into the same log, in the same format.
 	klog.SetSlogLogger(log)
@@ -203,6 +217,10 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 	}
 	if !set["sim-boot-time"] && file.SimBootTime != 0 {
 		out.SimBootTime = file.SimBootTime
+	}
+	out.TCGTranslationCacheMiB = flags.TCGTranslationCacheMiB
+	if !set["tcg-translation-cache-mib"] && file.TCGTranslationCacheMiB != 0 {
+		out.TCGTranslationCacheMiB = file.TCGTranslationCacheMiB
 	}
 	if !set["exec-stdin-limit"] && file.ExecStdinLimit != 0 {
 		out.ExecStdinLimit = file.ExecStdinLimit

@@ -28,6 +28,8 @@ func TestMergeKeepsEveryFileField(t *testing.T) {
 			f.SetInt(int64(time.Minute))
 		case f.Kind() == reflect.Int64:
 			f.SetInt(12345)
+		case f.Kind() == reflect.Uint:
+			f.SetUint(77)
 		case f.Kind() == reflect.Uint32: // os.FileMode
 			f.SetUint(0o640)
 		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:

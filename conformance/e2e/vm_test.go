@@ -155,6 +155,29 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			}
 		})
 
+		It("reports a VM's CPU, memory and writable layer in kubelet's summary API (what kubectl top and eviction read)", func(ctx context.Context) {
+			Expect(vmPods).NotTo(BeEmpty(), "the Deployment spec did not get its pods running")
+			p := vmPods[0]
+			Eventually(func(g Gomega) {
+				raw, err := client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", cfg.node, "proxy", "stats", "summary").DoRaw(ctx)
+				g.Expect(err).NotTo(HaveOccurred())
+				var sum summary
+				g.Expect(json.Unmarshal(raw, &sum)).To(Succeed())
+				ps, ok := sum.pod(ns, p.Name)
+				g.Expect(ok).To(BeTrue(), "pod %s not in the summary", p.Name)
+				GinkgoWriter.Printf("summary of %s: %+v\n", p.Name, ps)
+				g.Expect(ps.Containers).To(HaveLen(1))
+				c := ps.Containers[0]
+				g.Expect(c.Name).To(Equal("vm"))
+				g.Expect(c.CPU.UsageCoreNanoSeconds).To(BeNumerically(">", 0))
+				g.Expect(c.CPU.UsageNanoCores).To(BeNumerically(">", 0))
+				g.Expect(c.Memory.WorkingSetBytes).To(BeNumerically(">", 0))
+				g.Expect(c.Memory.WorkingSetBytes).To(BeNumerically("<=", 256<<20))
+				g.Expect(c.Rootfs.UsedBytes).To(BeNumerically(">", 0), "the root overlay's bytes")
+				g.Expect(ps.EphemeralStorage.UsedBytes).To(BeNumerically(">=", c.Rootfs.UsedBytes))
+			}).WithContext(ctx).WithTimeout(3 * time.Minute).WithPolling(10 * time.Second).Should(Succeed())
+		})
+
 		It("reaches the serial console with kubectl attach", func(ctx context.Context) {
 			Expect(vmPods).NotTo(BeEmpty(), "the Deployment spec did not get its pods running")
 			p := vmPods[0]
@@ -422,3 +445,40 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			fmt.Fprintf(GinkgoWriter, "no leak: %d sandboxes, %d VMs gone\n", len(fps), len(fps))
 		})
 	})
+
+// summary is the part of kubelet's /stats/summary the stats spec reads.
+type summary struct {
+	Pods []podStats `json:"pods"`
+}
+
+type podStats struct {
+	PodRef struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"podRef"`
+	Containers []struct {
+		Name string `json:"name"`
+		CPU  struct {
+			UsageNanoCores       uint64 `json:"usageNanoCores"`
+			UsageCoreNanoSeconds uint64 `json:"usageCoreNanoSeconds"`
+		} `json:"cpu"`
+		Memory struct {
+			WorkingSetBytes uint64 `json:"workingSetBytes"`
+		} `json:"memory"`
+		Rootfs struct {
+			UsedBytes uint64 `json:"usedBytes"`
+		} `json:"rootfs"`
+	} `json:"containers"`
+	EphemeralStorage struct {
+		UsedBytes uint64 `json:"usedBytes"`
+	} `json:"ephemeral-storage"`
+}
+
+func (s summary) pod(ns, name string) (podStats, bool) {
+	for _, p := range s.Pods {
+		if p.PodRef.Namespace == ns && p.PodRef.Name == name {
+			return p, true
+		}
+	}
+	return podStats{}, false
+}

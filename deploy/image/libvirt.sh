@@ -17,7 +17,7 @@ tmp="$(mktemp)"
 awk -v b="$begin" -v e="$end" '$0 == b {skip=1; next} $0 == e {skip=0; next} !skip {print}' "$conf" >"$tmp"
 cat "$tmp" >"$conf"
 rm -f "$tmp"
-if grep -nE '^[[:space:]]*(user|group|clear_emulator_capabilities|namespaces|cgroup_device_acl)[[:space:]]*=' "$conf"; then
+if grep -nE '^[[:space:]]*(user|group|clear_emulator_capabilities|namespaces|cgroup_controllers|cgroup_device_acl)[[:space:]]*=' "$conf"; then
 	echo "libvirt.sh: $conf sets keys podvisor manages (above); remove them from the image" >&2
 	exit 1
 fi
@@ -27,6 +27,7 @@ user = "root"
 group = "root"
 clear_emulator_capabilities = 0
 namespaces = [ ]
+cgroup_controllers = [ "devices" ]
 cgroup_device_acl = [
     "/dev/null", "/dev/full", "/dev/zero",
     "/dev/random", "/dev/urandom",

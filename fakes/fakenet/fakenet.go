@@ -16,6 +16,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
@@ -152,6 +153,12 @@ func (n *Network) Setup(ctx context.Context, sb *podtypes.Sandbox) (*podtypes.Ne
 	defer n.mu.Unlock()
 	if n.failSetup != nil {
 		return nil, fmt.Errorf("fake CNI ADD: %w", n.failSetup)
+	}
+	for _, k := range []string{"k8s.v1.cni.cncf.io/networks", "cni"} {
+		if _, ok := sb.Config.Annotations[k]; ok {
+			// Not silently eth0 alone: the pod asked for more.
+			return nil, errdefs.Unimplementedf("annotation %s: the simulated network (--network fake) has no extra networks; run podvisor with --network cni", k)
+		}
 	}
 	addr, ok := n.allocated[sb.ID]
 	if !ok {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/podvisor/podvisor/runtime/errdefs"
 	"github.com/podvisor/podvisor/runtime/podtypes"
 )
 
@@ -91,5 +93,22 @@ func TestRoundRobin(t *testing.T) {
 	want := []string{"a=10.9.0.2", "b=10.9.0.3", "c=10.9.0.4", "d=10.9.0.5", "e=10.9.0.6", "f=10.9.0.2"}
 	if !slices.Equal(got, want) {
 		t.Errorf("allocations %v, want %v", got, want)
+	}
+}
+
+// A pod asking for extra networks is refused, not given eth0 alone.
+func TestRefusesExtraNetworks(t *testing.T) {
+	n, err := New("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"k8s.v1.cni.cncf.io/networks", "cni"} {
+		sb := &podtypes.Sandbox{ID: "x", Config: podtypes.SandboxConfig{Annotations: map[string]string{k: "net-b"}}}
+		if _, err := n.Setup(context.Background(), sb); !errors.Is(err, errdefs.ErrUnimplemented) || !strings.Contains(err.Error(), "annotation "+k) {
+			t.Errorf("%s: Setup = %v, want Unimplemented naming the annotation", k, err)
+		}
+	}
+	if got := n.Allocated(); len(got) != 0 {
+		t.Errorf("allocated %v", got)
 	}
 }

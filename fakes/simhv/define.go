@@ -18,11 +18,19 @@ const AgentChannel = "org.qemu.guest_agent.0"
 
 // config is what the simulation uses from a definition.
 type config struct {
-	memoryBytes uint64
-	vcpus       int
+	memoryBytes uint64 // <memory>: the most; the guest starts with currentMemory
+	curMemory   uint64
+	vcpus       int // online at start (<vcpu current>)
+	maxVCPUs    int
 	agent       bool // has the guest agent channel
 	serial      bool // has a serial port or console
 	display     bool // has a VNC display
+	disks       []simDisk
+}
+
+// simDisk is a disk of the definition, for Stats.
+type simDisk struct {
+	target, path string
 }
 
 // definition is a validated domain definition.
@@ -66,7 +74,12 @@ func parseDefinition(doc string) (*definition, error) {
 	if err != nil {
 		return nil, errdefs.InvalidArgumentf("invalid argument: <memory> of domain '%s': %v", dom.Name, err)
 	}
-	p.cfg.memoryBytes = mem
+	p.cfg.memoryBytes, p.cfg.curMemory = mem, mem
+	if cm := dom.CurrentMemory; cm != nil && cm.Value > 0 {
+		if cur, err := scaleMemory(uint64(cm.Value), cm.Unit); err == nil && cur < mem {
+			p.cfg.curMemory = cur
+		}
+	}
 	if dom.UUID != "" {
 		id, ok := parseUUID(dom.UUID)
 		if !ok {
@@ -75,14 +88,23 @@ func parseDefinition(doc string) (*definition, error) {
 		dom.UUID = id
 		p.uuid = id
 	}
-	p.cfg.vcpus = 1
+	p.cfg.vcpus, p.cfg.maxVCPUs = 1, 1
 	if dom.VCPU != nil && dom.VCPU.Value > 0 {
-		p.cfg.vcpus = int(dom.VCPU.Value)
+		p.cfg.vcpus, p.cfg.maxVCPUs = int(dom.VCPU.Value), int(dom.VCPU.Value)
+		if c := int(dom.VCPU.Current); c > 0 {
+			if c > p.cfg.maxVCPUs {
+				return nil, errdefs.InvalidArgumentf("unsupported configuration: requested vcpus is greater than max allowable vcpus for the live domain: %d > %d", c, p.cfg.maxVCPUs)
+			}
+			p.cfg.vcpus = c
+		}
 	}
 	if err := checkDisks(&dom); err != nil {
 		return nil, err
 	}
 	if dom.Devices != nil {
+		for _, disk := range dom.Devices.Disks {
+			p.cfg.disks = append(p.cfg.disks, simDisk{target: disk.Target.Dev, path: diskSource(disk)})
+		}
 		p.cfg.serial = len(dom.Devices.Serials) > 0 || len(dom.Devices.Consoles) > 0
 		for _, g := range dom.Devices.Graphics {
 			p.cfg.display = p.cfg.display || g.VNC != nil

@@ -154,7 +154,7 @@ func TestDefineAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if stats.MemoryBytes != tt.wantMem || stats.MemoryLimitBytes != tt.wantMem {
+			if stats.MemoryBytes != tt.wantMem/4 || stats.MemoryLimitBytes != tt.wantMem {
 				t.Errorf("memory %d/%d, want %d", stats.MemoryBytes, stats.MemoryLimitBytes, tt.wantMem)
 			}
 			f.clock.Advance(10 * 1e9)
@@ -203,8 +203,8 @@ func TestRedefineUpdatesDefinition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.MemoryBytes != 512<<20 {
-		t.Errorf("running domain memory %d, want the started 512 MiB", stats.MemoryBytes)
+	if stats.MemoryLimitBytes != 512<<20 {
+		t.Errorf("running domain memory %d, want the started 512 MiB", stats.MemoryLimitBytes)
 	}
 	if err := f.hv.Destroy(f.ctx, "vm"); err != nil {
 		t.Fatal(err)
@@ -212,8 +212,8 @@ func TestRedefineUpdatesDefinition(t *testing.T) {
 	if err := f.hv.Start(f.ctx, "vm"); err != nil {
 		t.Fatal(err)
 	}
-	if stats, err = f.hv.Stats(f.ctx, "vm"); err != nil || stats.MemoryBytes != 1024<<20 {
-		t.Errorf("after restart memory %d (%v), want 1 GiB", stats.MemoryBytes, err)
+	if stats, err = f.hv.Stats(f.ctx, "vm"); err != nil || stats.MemoryLimitBytes != 1024<<20 {
+		t.Errorf("after restart memory %d (%v), want 1 GiB", stats.MemoryLimitBytes, err)
 	}
 	if got := f.hv.DefinedXML("vm"); len(got) != 2 || got[0] != first || got[1] != second {
 		t.Errorf("DefinedXML = %d documents, want the two defined in order", len(got))

@@ -100,8 +100,21 @@
 //
 // # Stats
 //
-// Stats of an active domain: CPUTime is 10% of each vCPU over guest time,
-// MemoryBytes and MemoryLimitBytes are the configured memory.
+// Stats of an active domain are functions of guest time, so they grow
+// while the guest runs and stand still while it is paused: CPUTime is 10%
+// of each vCPU; the working set (MemoryBytes) is a quarter of the
+// configured memory (MemoryLimitBytes), usage half of it, as if the guest's
+// balloon reported them; each disk of the definition reads 4 KiB and
+// writes 1 KiB per millisecond of CPU time, and reports what its file
+// holds on the host (st_blocks * 512) as its allocation; one NIC, eth0,
+// receives 1500 and sends 1000 bytes per guest second.
+//
+// # Resize
+//
+// Sizing, SetVCPUs and SetMemory (hypervisor.Resizer) change an active
+// domain's vCPUs and memory within the <vcpu> and <memory> it was defined
+// with (the guest starts with <vcpu current> and <currentMemory>); more is
+// refused as libvirt refuses it. They share the fault op OpResize.
 //
 // # Faults
 //

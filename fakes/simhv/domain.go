@@ -32,12 +32,15 @@ type record struct {
 // runState is the configuration the domain was started with and the guest's
 // clock. Guest time (uptime) runs only while the domain is not paused.
 type runState struct {
-	MemoryBytes uint64        `json:"memoryBytes,omitempty"`
-	VCPUs       int           `json:"vcpus,omitempty"`
-	Agent       bool          `json:"agent,omitempty"`
-	Serial      bool          `json:"serial,omitempty"`
-	Display     bool          `json:"display,omitempty"`
-	BootTime    time.Duration `json:"bootTime,omitempty"`
+	MemoryBytes uint64 `json:"memoryBytes,omitempty"`
+	VCPUs       int    `json:"vcpus,omitempty"`
+	// The most a resize may give (the definition's <memory> and <vcpu>).
+	MaxMemoryBytes uint64        `json:"maxMemoryBytes,omitempty"`
+	MaxVCPUs       int           `json:"maxVCPUs,omitempty"`
+	Agent          bool          `json:"agent,omitempty"`
+	Serial         bool          `json:"serial,omitempty"`
+	Display        bool          `json:"display,omitempty"`
+	BootTime       time.Duration `json:"bootTime,omitempty"`
 	// UptimeBase is the guest time accumulated before ResumedAt.
 	UptimeBase time.Duration `json:"uptimeBase,omitempty"`
 	// ResumedAt is when the guest last started or resumed; zero while

@@ -23,6 +23,7 @@ const (
 	OpConsole      Op = "Console"
 	OpDisplay      Op = "Display"
 	OpStats        Op = "Stats"
+	OpResize       Op = "Resize" // Sizing, SetVCPUs and SetMemory
 	OpAgentCommand Op = "AgentCommand"
 	OpClose        Op = "Close"
 	// The hypervisor.Saver methods.
@@ -32,7 +33,7 @@ const (
 )
 
 // Ops lists every Op.
-var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpAgentCommand, OpClose, OpSave, OpRestore, OpSavedXML}
+var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpResize, OpAgentCommand, OpClose, OpSave, OpRestore, OpSavedXML}
 
 // Forever as the times of a fault makes it permanent.
 const Forever = -1

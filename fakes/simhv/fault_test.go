@@ -81,6 +81,7 @@ func TestFaultOnEveryOp(t *testing.T) {
 		OpConsole:  func() error { _, err := f.hv.Console(f.ctx, "vm"); return err },
 		OpDisplay:  func() error { _, err := f.hv.Display(f.ctx, "vm"); return err },
 		OpStats:    func() error { _, err := f.hv.Stats(f.ctx, "vm"); return err },
+		OpResize:   func() error { _, err := f.hv.Sizing(f.ctx, "vm"); return err },
 		OpAgentCommand: func() error {
 			_, err := f.hv.AgentCommand(f.ctx, "vm", `{"execute":"guest-ping"}`, time.Second)
 			return err

@@ -3,8 +3,10 @@ package simhv
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/podvisor/podvisor/fakes/clock"
@@ -287,7 +289,8 @@ func (h *Hypervisor) start(name string) error {
 	rec.PID = pid
 	rec.StartedAt, rec.FinishedAt, rec.ExitCode = now, time.Time{}, 0
 	rec.Run = runState{
-		MemoryBytes: d.cfg.memoryBytes, VCPUs: d.cfg.vcpus,
+		MemoryBytes: d.cfg.curMemory, VCPUs: d.cfg.vcpus,
+		MaxMemoryBytes: d.cfg.memoryBytes, MaxVCPUs: d.cfg.maxVCPUs,
 		Agent: d.cfg.agent, Serial: d.cfg.serial, Display: d.cfg.display,
 		BootTime: boot, ResumedAt: now,
 	}
@@ -432,8 +435,8 @@ func (h *Hypervisor) XML(ctx context.Context, name string) (string, error) {
 	return x, h.after(ctx, OpXML, name)
 }
 
-// Stats reports CPU and memory of an active domain. The guest uses 10% of
-// each vCPU while it runs.
+// Stats reports CPU, memory, disks and a NIC of an active domain, as
+// functions of guest time (doc.go, Stats).
 func (h *Hypervisor) Stats(ctx context.Context, name string) (hypervisor.Stats, error) {
 	if err := h.before(ctx, OpStats, name); err != nil {
 		return hypervisor.Stats{}, err
@@ -441,25 +444,56 @@ func (h *Hypervisor) Stats(ctx context.Context, name string) (hypervisor.Stats, 
 	h.mu.Lock()
 	d, err := h.lookupLocked(name)
 	var st hypervisor.Stats
+	var disks []simDisk
 	if err == nil {
 		if !d.active() {
 			err = fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
 		} else {
 			now := h.clock.Now()
-			r := d.rec.Run
-			st = hypervisor.Stats{
-				Timestamp:        now,
-				CPUTime:          d.uptime(now) * time.Duration(r.VCPUs) / 10,
-				MemoryBytes:      r.MemoryBytes,
-				MemoryLimitBytes: r.MemoryBytes,
-			}
+			st = simStats(now, d.uptime(now), d.rec.Run)
+			disks = d.cfg.disks
 		}
 	}
 	h.mu.Unlock()
 	if err != nil {
 		return hypervisor.Stats{}, err
 	}
+	for _, dk := range disks {
+		st.Disks = append(st.Disks, simDiskStats(dk, st.CPUTime))
+	}
 	return st, h.after(ctx, OpStats, name)
+}
+
+// simStats: the guest uses 10% of each vCPU while it runs; a quarter of
+// its RAM is its working set, half is in use (the rest of it page cache),
+// and the emulator's RSS is half the RAM and 20 MiB; eth0 receives 1500
+// and sends 1000 bytes per guest second in 100-byte packets.
+func simStats(now time.Time, up time.Duration, r runState) hypervisor.Stats {
+	ms := uint64(up.Milliseconds())
+	return hypervisor.Stats{
+		Timestamp:        now,
+		CPUTime:          up * time.Duration(r.VCPUs) / 10,
+		MemoryBytes:      r.MemoryBytes / 4,
+		MemoryLimitBytes: max(r.MaxMemoryBytes, r.MemoryBytes),
+		Memory: hypervisor.MemoryStats{FromGuest: true, WorkingSetBytes: r.MemoryBytes / 4, UsageBytes: r.MemoryBytes / 2,
+			CacheBytes: r.MemoryBytes / 4, RSSBytes: r.MemoryBytes/2 + 20<<20},
+		Interfaces: []hypervisor.InterfaceStats{{Name: "eth0",
+			RxBytes: ms * 3 / 2, RxPackets: ms * 3 / 200, TxBytes: ms, TxPackets: ms / 100}},
+	}
+}
+
+// simDiskStats: each disk reads 4 KiB and writes 1 KiB per millisecond of
+// CPU time, in 4 KiB operations; its allocation is what its file holds.
+func simDiskStats(dk simDisk, cpu time.Duration) hypervisor.DiskStats {
+	ms := uint64(cpu.Milliseconds())
+	ds := hypervisor.DiskStats{Target: dk.target, Path: dk.path,
+		ReadBytes: ms << 12, ReadOps: ms, WriteBytes: ms << 10, WriteOps: ms / 4}
+	if fi, err := os.Stat(dk.path); err == nil {
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ds.AllocatedBytes = uint64(sys.Blocks) * 512
+		}
+	}
+	return ds
 }
 
 // Close stops the simulation: timers stop, nothing more is persisted, open

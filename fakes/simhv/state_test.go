@@ -2,6 +2,7 @@ package simhv
 
 import (
 	"errors"
+	"github.com/google/go-cmp/cmp"
 	"testing"
 	"time"
 
@@ -241,9 +242,22 @@ func TestStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 10 s of guest time on 2 vCPUs at 10% each.
-	if st.CPUTime != 2*time.Second || st.MemoryBytes != 512<<20 || !st.Timestamp.Equal(f.clock.Now()) {
-		t.Errorf("Stats = %+v, want 2s CPU, 512 MiB, now", st)
+	// 10 s of guest time on 2 vCPUs at 10% each; the hour paused counts
+	// for nothing.
+	want := hypervisor.Stats{Timestamp: f.clock.Now(), CPUTime: 2 * time.Second,
+		MemoryBytes: 128 << 20, MemoryLimitBytes: 512 << 20,
+		Memory: hypervisor.MemoryStats{FromGuest: true, WorkingSetBytes: 128 << 20, UsageBytes: 256 << 20, CacheBytes: 128 << 20, RSSBytes: 276 << 20},
+		Disks: []hypervisor.DiskStats{{Target: "vda", Path: "/var/lib/podvisor/vm.qcow2",
+			ReadBytes: 2000 << 12, ReadOps: 2000, WriteBytes: 2000 << 10, WriteOps: 500}},
+		Interfaces: []hypervisor.InterfaceStats{{Name: "eth0", RxBytes: 15000, RxPackets: 150, TxBytes: 10000, TxPackets: 100}},
+	}
+	if d := cmp.Diff(want, st); d != "" {
+		t.Errorf("Stats (-want +got):\n%s", d)
+	}
+	f.clock.Advance(time.Second)
+	later, err := f.hv.Stats(f.ctx, "vm")
+	if err != nil || later.CPUTime <= st.CPUTime || later.Interfaces[0].RxBytes <= st.Interfaces[0].RxBytes || later.Disks[0].WriteBytes <= st.Disks[0].WriteBytes {
+		t.Errorf("a second later: CPU, network and disk counters did not grow: %+v (%v)", later, err)
 	}
 	if err := f.hv.Destroy(f.ctx, "vm"); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"runtime"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"github.com/podvisor/podvisor/fakes/fakenet"
 	"github.com/podvisor/podvisor/fakes/simhv"
 	"github.com/podvisor/podvisor/internal/version"
+	"github.com/podvisor/podvisor/runtime/cgroups"
 	"github.com/podvisor/podvisor/runtime/cloudinit"
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/domain"
@@ -77,6 +80,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err erro
 	if err := d.openManager(ctx, mx, images, nw, dataSource, domainType); err != nil {
 		return nil, err
 	}
+	mx.AddVMs(managerVMs{&d.manager}, info)
 	if err := d.openServers(mx, images, nw.ready); err != nil {
 		return nil, err
 	}
@@ -207,13 +211,26 @@ func (d *Daemon) openManager(ctx context.Context, mx *metrics.Metrics, images im
 		return err
 	}
 	overlay, writeISO := timedAssembly(mx)
-	asm, err := vmbuild.New(vmbuild.Config{DomainType: domainType, Emulator: nw.emulator, NICs: nw.nics, DataSource: dataSource, Logger: d.log,
-		Overlay: overlay, WriteISO: writeISO, UUIDKey: uuidKey})
+	vcfg := vmbuild.Config{DomainType: domainType, TCGTranslationCacheMiB: d.cfg.TCGTranslationCacheMiB, Emulator: nw.emulator, NICs: nw.nics, DataSource: dataSource, Logger: d.log,
+		Overlay: overlay, WriteISO: writeISO, UUIDKey: uuidKey}
+	if ks, ok := dataSource.(*kube.DataSource); ok {
+		vcfg.PodLimits = ks // the ephemeral-storage limit CRI does not carry
+	}
+	if cfg.Hypervisor == "libvirt" {
+		// Every VM in its pod's cgroup under its container's limits,
+		// growing in place up to the node's CPUs (docs/libvirt.md).
+		fs, err := cgroups.Detect()
+		if err != nil {
+			return fmt.Errorf("placing VMs in their pods' cgroups: %w", err)
+		}
+		vcfg.Cgroups, vcfg.MaxVCPUs = fs, runtime.NumCPU()
+	}
+	asm, err := vmbuild.New(vcfg)
 	if err != nil {
 		return err
 	}
 	d.manager, err = pod.New(ctx, pod.Config{
-		Hypervisor: d.hv, Store: d.db, Network: nw.netw, Images: images, Assembler: asm,
+		Hypervisor: d.hv, Store: d.db, Network: nw.netw, Images: images, Assembler: asm, Resources: asm,
 		StateDir: cfg.StateDir, Logger: d.log, ExecStdinLimit: cfg.ExecStdinLimit,
 		Failpoints:  failpoint.Parse(os.Getenv(failpoint.EnvVar)),
 		ObserveStep: mx.ObserveStep,

@@ -143,6 +143,10 @@ type Config struct {
 	// send a VM's command (0: pod.DefaultExecStdinLimit, 1 MiB; at most
 	// pod.MaxExecStdinLimit); more fails the exec with an error.
 	ExecStdinLimit int64 `json:"execStdinLimit"`
+	// TCGTranslationCacheMiB bounds the translation cache of each VM
+	// that runs on TCG (no KVM), in MiB: QEMU's tb-size (0: QEMU's
+	// default, 1 GiB). docs/bench/overhead.md measures what it costs.
+	TCGTranslationCacheMiB uint `json:"tcgTranslationCacheMiB"`
 	// NodeName is this node's Node object, which podvisor labels with its
 	// accelerator (LabelAccelerator, AnnotationAcceleratorReason); ""
 	// labels nothing. Needs Kubeconfig and RBAC to patch nodes.
@@ -419,6 +423,7 @@ var (
 	_ pod.Network          = (*fakenet.Network)(nil)
 	_ pod.NetworkCollector = (*fakenet.Network)(nil)
 	_ pod.VMAssembler      = (*vmbuild.Assembler)(nil)
+	_ pod.VMResources      = (*vmbuild.Assembler)(nil)
 )
 
 // wrapperPath finds the emulator wrapper: the configured path, else

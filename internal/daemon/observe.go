@@ -28,6 +28,31 @@ func (c managerCounts) ContainerCounts() map[string]int {
 	return (*c.m).ContainerCounts()
 }
 
+// managerVMs reads the running VMs' stats at scrape time.
+type managerVMs struct{ m **pod.Manager }
+
+func (v managerVMs) VMs(ctx context.Context) []metrics.VM {
+	m := *v.m
+	if m == nil {
+		return nil
+	}
+	running := pod.ContainerRunning
+	var out []metrics.VM
+	for _, c := range m.ListContainers(pod.ContainerFilter{State: &running}) {
+		sb, err := m.PodSandbox(c.SandboxID)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		_, st, err := m.Stats(ctx, c.ID)
+		if err != nil || st.MemoryLimitBytes == 0 {
+			continue // gone or stopped meanwhile, or the hypervisor failed: no sample
+		}
+		out = append(out, metrics.VM{Namespace: sb.Config.Namespace, Pod: sb.Config.Name, UID: sb.Config.UID,
+			Container: c.Config.Name, Stats: st})
+	}
+	return out
+}
+
 // timedAssembly returns vmbuild's root disk and cloud-init drive steps,
 // each reporting its duration to the metrics.
 func timedAssembly(mx *metrics.Metrics) (

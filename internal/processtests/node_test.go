@@ -34,6 +34,11 @@ type nodeOpts struct {
 	name      string
 	subnet    int
 	httpImage bool
+	// secondNet adds a second bridge network, "<name>-b" on bridge
+	// pv<name>1 and 10.<subnet>.<x+1>.0/24, that pods name by annotation.
+	secondNet bool
+	// args are more daemon flags.
+	args []string
 }
 
 func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
@@ -53,10 +58,17 @@ func newLibvirtNode(t *testing.T, guest string, o nodeOpts) *libvirtNode {
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.%d.%d.0/24"}]],
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "%s"}}]}`, o.name, o.name, o.subnet, os.Getpid()%200+20, filepath.Join(b.dir, "ipam"))
 	writeFile(t, filepath.Join(cni, "10-"+o.name+".conflist"), conf)
+	if o.secondNet {
+		conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "%s-b", "plugins": [
+  {"type": "bridge", "bridge": "pv%s1", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.%d.%d.0/24"}]], "dataDir": "%s"}}]}`,
+			o.name, o.name, o.subnet, os.Getpid()%200+21, filepath.Join(b.dir, "ipam"))
+		writeFile(t, filepath.Join(cni, "90-"+o.name+"-b.conflist"), conf)
+	}
 	// The operator's translation file may name a node file (no image
 	// server in a measured path), or the guest served on the node.
 	url := "file://" + guest
-	args := []string{"--net=/run/netns/" + b.ns, daemonproc.Bin(t, "podvisor")}
+	args := append([]string{"--net=/run/netns/" + b.ns, daemonproc.Bin(t, "podvisor")}, o.args...)
 	if o.httpImage {
 		b.serveGuest()
 		url = "http://127.0.0.1:8099/" + filepath.Base(guest)

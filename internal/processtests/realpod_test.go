@@ -20,6 +20,8 @@ import (
 type vmPod struct {
 	name, pod, ctr, ip, domain string
 	logPath                    string
+	// extraIPs are the CRI's additional_ips (extra networks).
+	extraIPs []string
 }
 
 // TestRealPod: VM pods through podvisor's CRI on real libvirt and QEMU with
@@ -32,7 +34,7 @@ func TestRealPod(t *testing.T) {
 	if _, err := os.Stat(guest); err != nil {
 		t.Fatalf("the test guest: %v (ci/build-guest.sh builds it)", err)
 	}
-	n := newLibvirtNode(t, guest, nodeOpts{name: "real", subnet: 77, httpImage: true})
+	n := newLibvirtNode(t, guest, nodeOpts{name: "real", subnet: 77, httpImage: true, secondNet: true})
 	var demo, hung, third vmPod
 	steps := []struct {
 		name string
@@ -52,13 +54,13 @@ func TestRealPod(t *testing.T) {
 		}},
 		{"the state directory gives other local users nothing", func(t *testing.T) { n.checkModes(t) }},
 		{"exec through the guest agent: output, stdin, exit codes", func(t *testing.T) { n.checkExec(t, demo) }},
-		{"two more VMs, one ignoring ACPI", func(t *testing.T) {
+		{"two more VMs, one ignoring ACPI, one with a second network (Multus's annotation)", func(t *testing.T) {
 			hung = n.runVM(t, "vm-hung", `#!/bin/sh\nkillall acpid\necho acpid stopped\n`)
-			third = n.runVM(t, "vm-three", "")
+			third = n.runVMWith(t, "vm-three", "", map[string]string{"k8s.v1.cni.cncf.io/networks": "real-b"})
 			if log := n.waitReady(t, hung); !strings.Contains(log, "acpid stopped") {
 				t.Errorf("vm-hung's user-data did not run")
 			}
-			n.waitReady(t, third)
+			n.checkSecondNetwork(t, third)
 		}},
 		{"kill -9 of podvisor under three VMs: nothing lost, no VM restarted", func(t *testing.T) {
 			n.checkSurvives(t, []vmPod{demo, hung, third}, n.d.Kill9Restart)
@@ -87,6 +89,12 @@ func TestRealPod(t *testing.T) {
 
 func (n *libvirtNode) runVM(t *testing.T, name, script string) vmPod {
 	t.Helper()
+	return n.runVMWith(t, name, script, nil)
+}
+
+// runVMWith is runVM with more pod annotations.
+func (n *libvirtNode) runVMWith(t *testing.T, name, script string, ann map[string]string) vmPod {
+	t.Helper()
 	if script == "" {
 		script = `#!/bin/sh\necho user-data script ran\n`
 	}
@@ -100,6 +108,9 @@ func (n *libvirtNode) runVM(t *testing.T, name, script string) vmPod {
 		Annotations: map[string]string{"kubernetes.io/target-runtime": "virtlet.cloud", "VirtletDiskDriver": "virtio",
 			"VirtletCloudInitUserDataScript": script},
 		DnsConfig: &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"default.svc.cluster.local"}},
+	}
+	for k, v := range ann {
+		sb.Annotations[k] = v
 	}
 	cc := &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: benchImage}, LogPath: "vm_0.log",
@@ -122,8 +133,33 @@ func (n *libvirtNode) runVM(t *testing.T, name, script string) vmPod {
 		t.Fatalf("StartContainer %s: %v", name, err)
 	}
 	cs := n.status(t, rc.ContainerId, true)
-	return vmPod{name: name, pod: rp.PodSandboxId, ctr: rc.ContainerId, ip: st.Status.GetNetwork().GetIp(),
+	vm := vmPod{name: name, pod: rp.PodSandboxId, ctr: rc.ContainerId, ip: st.Status.GetNetwork().GetIp(),
 		domain: domainOf(t, cs.Info["info"]), logPath: filepath.Join(logs, "vm_0.log")}
+	for _, ip := range st.Status.GetNetwork().GetAdditionalIps() {
+		vm.extraIPs = append(vm.extraIPs, ip.GetIp())
+	}
+	return vm
+}
+
+// checkSecondNetwork: a VM pod with one extra network has its address in
+// the CRI's additional_ips, the guest configured both NICs from the
+// cloud-init network-config (the agent prints one ip= line per NIC) and
+// answers on both addresses from the node.
+func (n *libvirtNode) checkSecondNetwork(t *testing.T, vm vmPod) {
+	t.Helper()
+	prefix := fmt.Sprintf("10.77.%d.", os.Getpid()%200+21)
+	if len(vm.extraIPs) != 1 || !strings.HasPrefix(vm.extraIPs[0], prefix) {
+		t.Fatalf("%s: additional_ips %v, want one address of the second network (%s0/24)", vm.name, vm.extraIPs, prefix)
+	}
+	log := n.waitReady(t, vm)
+	for _, ip := range []string{vm.ip, vm.extraIPs[0]} {
+		if !strings.Contains(log, "PODVISOR-GUEST: net=static ip="+ip) {
+			t.Errorf("%s's console lacks \"net=static ip=%s\":\n%s", vm.name, ip, log)
+		}
+		if got := n.ask(t, ip); got != vm.name {
+			t.Errorf("%s:8080 answered %q, want %s", ip, got, vm.name)
+		}
+	}
 }
 
 func (n *libvirtNode) status(t *testing.T, ctr string, verbose bool) *runtimeapi.ContainerStatusResponse {
@@ -290,6 +326,11 @@ func (n *libvirtNode) checkCleanup(t *testing.T, vms []vmPod) {
 	}
 	if left, _ := os.ReadDir(filepath.Join(n.dir, "state", "vms")); len(left) != 0 {
 		t.Errorf("VM files (disks, drives) left: %d entries", len(left))
+	}
+	// host-local keeps one file per address it holds, on both networks.
+	held, _ := filepath.Glob(filepath.Join(n.dir, "ipam", "*", "10.*"))
+	if len(held) > 0 {
+		t.Errorf("IPAM still holds %v", held)
 	}
 	if out, _ := n.inNode("ip", "-o", "link", "show", "type", "veth").Output(); strings.TrimSpace(string(out)) != "" {
 		t.Errorf("veth interfaces left in the node namespace:\n%s", out)

@@ -166,9 +166,12 @@ type CloudInit struct {
 
 // VMConfig is everything the annotations, resources and env say about one VM.
 type VMConfig struct {
-	VCPUCount  int
-	DiskDriver DiskDriver
-	CPUModel   CPUModel
+	VCPUCount int
+	// VCPUCountFixed: VirtletVCPUCount gave the count, so a new CPU limit
+	// (in-place resize) changes the vCPUs' time, not their number.
+	VCPUCountFixed bool
+	DiskDriver     DiskDriver
+	CPUModel       CPUModel
 	// CPUSetting replaces the whole <cpu> element when not nil.
 	CPUSetting *libvirtxml.DomainCPU
 	// MemoryBytes is the guest RAM, a whole number of MiB.
@@ -216,7 +219,11 @@ func Parse(podAnnotations map[string]string, res Resources, env []EnvVar) (*VMCo
 	p := &parser{ann: podAnnotations}
 	c := &VMConfig{}
 
-	c.VCPUCount = p.vcpuCount()
+	// The resources bound the vCPU count, so they are read first; their
+	// errors are reported after the annotations', as ever.
+	rp := &parser{ann: podAnnotations}
+	rp.resources(c, res)
+	c.VCPUCount, c.VCPUCountFixed = p.vcpuCount(c)
 	c.DiskDriver = DiskDriver(p.enum(KeyDiskDriver, string(DiskDriverSCSI), false, string(DiskDriverSCSI), string(DiskDriverVirtio)))
 	c.CPUModel = CPUModel(p.enum(KeyCPUModel, "", false, "", string(CPUModelHostModel)))
 	c.CPUSetting = p.cpuSetting(c.VCPUCount)
@@ -248,7 +255,7 @@ func Parse(podAnnotations map[string]string, res Resources, env []EnvVar) (*VMCo
 	ci.FilesFromDataSource = p.dataSource(KeyFilesFromDataSource, false)
 	ci.ForceDHCPNetworkConfig = p.boolean(KeyForceDHCPNetworkConfig)
 
-	p.resources(c, res)
+	p.errs = append(p.errs, rp.errs...)
 	c.Env = p.env(env)
 
 	for k := range podAnnotations {
@@ -264,17 +271,51 @@ func Parse(podAnnotations map[string]string, res Resources, env []EnvVar) (*VMCo
 	return c, nil
 }
 
-func (p *parser) vcpuCount() int {
+// vcpuCount is VirtletVCPUCount, which the container's CPU limit bounds;
+// without the annotation a CPU limit gives the count (CPUsOfLimit) and
+// DefaultVCPUCount otherwise. fixed reports the annotation was given.
+func (p *parser) vcpuCount(c *VMConfig) (n int, fixed bool) {
+	limit := CPUsOfLimit(c.CPUQuota, c.CPUPeriod)
 	v, ok := p.ann[KeyVCPUCount]
 	if !ok || strings.TrimSpace(v) == "" {
-		return DefaultVCPUCount
+		if limit > 0 {
+			return limit, false
+		}
+		return DefaultVCPUCount, false
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n < 1 || n > MaxVCPUCount {
 		p.fail(KeyVCPUCount, v, fmt.Sprintf("an integer from 1 to %d (default %d)", MaxVCPUCount, DefaultVCPUCount), nil)
-		return DefaultVCPUCount
+		return DefaultVCPUCount, true
 	}
-	return n
+	if limit > 0 && n > limit {
+		p.fail(KeyVCPUCount, v, fmt.Sprintf("at most %d", limit), CPULimitError(n, c.CPUQuota, c.CPUPeriod))
+	}
+	return n, true
+}
+
+// CPUsOfLimit is how many vCPUs a CPU limit allows: quota/period rounded
+// up (a limit of 1.5 CPUs gives 2 vCPUs sharing 1.5 CPUs of time), at
+// most MaxVCPUCount; 0 when there is no limit. period 0 is kubelet's
+// 100000 µs.
+func CPUsOfLimit(quota, period int64) int {
+	if quota <= 0 {
+		return 0
+	}
+	if period <= 0 {
+		period = 100000
+	}
+	n := (quota + period - 1) / period
+	return int(min(n, MaxVCPUCount))
+}
+
+// CPULimitError says that n vCPUs are more than the CPU limit allows.
+func CPULimitError(n int, quota, period int64) error {
+	if period <= 0 {
+		period = 100000
+	}
+	return fmt.Errorf("%d vCPUs are more than the container's CPU limit allows (%s %d / %s %d = %.3g CPUs, so at most %d vCPUs): lower %s or raise the limit",
+		n, FieldCPUQuota, quota, FieldCPUPeriod, period, float64(quota)/float64(period), CPUsOfLimit(quota, period), KeyVCPUCount)
 }
 
 // enum returns the annotation's value if it is one of allowed (the first

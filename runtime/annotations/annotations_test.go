@@ -339,3 +339,43 @@ func TestParseQuantity(t *testing.T) {
 		}
 	}
 }
+
+// The CPU limit bounds the vCPUs: without VirtletVCPUCount it gives their
+// number (rounded up), with it a count above the limit is refused naming
+// both.
+func TestVCPUCountAndTheCPULimit(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		ann          map[string]string
+		quota, per   int64
+		want         int
+		fixed        bool
+		errSubstring string
+	}{
+		{name: "no limit, no annotation", want: DefaultVCPUCount},
+		{name: "limit 2 CPUs", quota: 200000, per: 100000, want: 2},
+		{name: "limit 1.5 CPUs rounds up", quota: 150000, per: 100000, want: 2},
+		{name: "limit 0.1 CPU", quota: 10000, want: 1},
+		{name: "huge limit capped", quota: 1 << 40, per: 100000, want: MaxVCPUCount},
+		{name: "annotation within the limit", ann: map[string]string{KeyVCPUCount: "2"}, quota: 300000, per: 100000, want: 2, fixed: true},
+		{name: "annotation without a limit", ann: map[string]string{KeyVCPUCount: "4"}, want: 4, fixed: true},
+		{name: "annotation above the limit", ann: map[string]string{KeyVCPUCount: "4"}, quota: 150000, per: 100000,
+			errSubstring: `annotation VirtletVCPUCount: invalid value "4": 4 vCPUs are more than the container's CPU limit allows (resources cpu_quota 150000 / resources cpu_period 100000 = 1.5 CPUs, so at most 2 vCPUs)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(tc.ann, Resources{CPUQuota: tc.quota, CPUPeriod: tc.per}, nil)
+			if tc.errSubstring != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errSubstring) {
+					t.Fatalf("err = %v; want one with %q", err, tc.errSubstring)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.VCPUCount != tc.want || c.VCPUCountFixed != tc.fixed {
+				t.Errorf("VCPUCount %d fixed %v; want %d fixed %v", c.VCPUCount, c.VCPUCountFixed, tc.want, tc.fixed)
+			}
+		})
+	}
+}

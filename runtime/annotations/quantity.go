@@ -134,3 +134,7 @@ func allDigits(s string) bool {
 	}
 	return s != ""
 }
+
+// ParseQuantity parses a Kubernetes quantity of bytes ("10Gi", "20G",
+// "1e9"), as resources.limits carry them.
+func ParseQuantity(s string) (int64, error) { return parseQuantity(s) }

@@ -387,6 +387,9 @@ func (g *generator) scriptUserData(script, scriptFrom string) []byte {
 	if len(in.Mounts) > 0 && !strings.Contains(script, MountScriptPlaceholder) {
 		g.warn("volume mounts are not set up in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
 	}
+	if len(in.BootCmd) > 0 && !strings.Contains(script, MountScriptPlaceholder) {
+		g.warn("block volumes are not linked at their device paths in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
+	}
 	return []byte(strings.ReplaceAll(script, MountScriptPlaceholder, in.MountScript))
 }
 
@@ -424,6 +427,13 @@ func (g *generator) cloudConfig(ctx context.Context, base map[string]any) ([]byt
 		var bc []any
 		for _, sc := range in.Sysctls {
 			bc = append(bc, []any{"sysctl", "-w", sc.Name + "=" + sc.Value})
+		}
+		base["bootcmd"] = Merge(base["bootcmd"], bc)
+	}
+	if len(in.BootCmd) > 0 {
+		var bc []any
+		for _, c := range in.BootCmd {
+			bc = append(bc, c)
 		}
 		base["bootcmd"] = Merge(base["bootcmd"], bc)
 	}

@@ -215,6 +215,23 @@ var goldenCases = []struct {
 			{Name: "kernel.domainname", Value: "it's $(reboot) ; `x`"},
 		}
 	})},
+	// Block volumes' device links (runtime/volume's GuestLinks, golden
+	// there): bootcmd after the user's and the sysctls', before the
+	// user's mounts of the device path run.
+	{"block_links_bootcmd_merge", with(func(in *Input) {
+		in.UserData = map[string]any{
+			"bootcmd": []any{"echo from-user"},
+			"mounts":  []any{[]any{"/dev/testpvc", "/mnt"}},
+		}
+		in.Sysctls = []Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}}
+		in.BootCmd = []string{"(\npodvisor_link() { :; }\nrc=0\npodvisor_link 'podvisor-0c1b9d1e' '/dev/testpvc' || rc=1\nexit $rc\n)\n"}
+	})},
+	// A user-data script without @virtlet-mount-script@ gets no links: a
+	// warning says so.
+	{"block_links_script", with(func(in *Input) {
+		in.UserDataScript = "#!/bin/sh\necho hello\n"
+		in.BootCmd = []string{"(\nexit 0\n)\n"}
+	})},
 	{"sysctls_configdrive", with(func(in *Input) {
 		in.Type = ConfigDrive
 		in.Sysctls = []Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}}
@@ -438,9 +455,16 @@ func checkWellFormed(t *testing.T, in Input, c *Contents) {
 				t.Errorf("%s has no write_files entry for %s with %q", ud, SysctlConfPath, conf)
 			}
 			bc, _ := u["bootcmd"].([]any)
-			if len(bc) < len(in.Sysctls) {
-				t.Fatalf("bootcmd has %d entries, want at least the %d sysctls", len(bc), len(in.Sysctls))
+			if len(bc) < len(in.Sysctls)+len(in.BootCmd) {
+				t.Fatalf("bootcmd has %d entries, want at least the %d sysctls and %d more", len(bc), len(in.Sysctls), len(in.BootCmd))
 			}
+			// The sysctls, then Input.BootCmd's entries.
+			for i, c := range in.BootCmd {
+				if got := bc[len(bc)-len(in.BootCmd)+i]; got != c {
+					t.Errorf("bootcmd entry %d from Input.BootCmd: %q, want %q", i, got, c)
+				}
+			}
+			bc = bc[:len(bc)-len(in.BootCmd)]
 			tail := bc[len(bc)-len(in.Sysctls):]
 			for i, sc := range in.Sysctls {
 				want := []any{"sysctl", "-w", sc.Name + "=" + sc.Value}

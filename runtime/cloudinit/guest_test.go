@@ -70,6 +70,7 @@ func TestGuestCloudInitReadsDrive(t *testing.T) {
 		{"hostname", "vm.ns", "vm-host", nil},
 		{"userdata_script", "vm.ns", "vm", nil},
 		{"volumes_9p_merge", "vm.ns", "vm", nil},
+		{"block_links_bootcmd_merge", "vm.ns", "vm", nil},
 		{"network_dhcp_forced_configdrive", "vm.ns", "vm", nil},
 	}
 	cases := map[string]Input{}

@@ -184,6 +184,9 @@ type Input struct {
 	// and written to SysctlConfPath for the guest's own tools. The caller
 	// validates them and gives them in a stable order.
 	Sysctls []Sysctl
+	// BootCmd entries are appended to user-data `bootcmd`, after the
+	// sysctls' (the block volumes' device links of the volume package).
+	BootCmd []string
 	// MountScript replaces "@virtlet-mount-script@" in UserDataScript.
 	MountScript string
 

@@ -113,14 +113,36 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	return resp, nil
 }
 
-// UpdateContainerResources is not supported for VMs yet.
-func (s *Server) UpdateContainerResources(context.Context, *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
-	return nil, unimplemented("UpdateContainerResources: podvisor cannot resize a VM's CPU or memory in place yet; recreate the pod with new resources")
+// UpdateContainerResources resizes the VM in place (kubelet's in-place
+// pod resize): its CPU limit and memory limit; the other Linux resources
+// (cpuset, hugepages, unified, OOM score) have no VM meaning and are
+// ignored, as they are at CreateContainer.
+func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, errdefs.InvalidArgumentf("UpdateContainerResources: container_id is required")
+	}
+	r := req.GetLinux()
+	if r == nil {
+		return nil, errdefs.InvalidArgumentf("UpdateContainerResources: linux resources are required (podvisor's VMs are Linux containers to kubelet)")
+	}
+	res := resourcesFromCRI(r)
+	if err := s.cfg.Lifecycle.UpdateContainerResources(ctx, req.GetContainerId(), res); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
 
-// UpdatePodSandboxResources is not supported for VMs yet.
-func (s *Server) UpdatePodSandboxResources(context.Context, *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
-	return nil, unimplemented("UpdatePodSandboxResources: podvisor cannot resize a VM pod in place yet; recreate the pod with new resources")
+// UpdatePodSandboxResources is kubelet's notice that it has resized the
+// pod's cgroup (which it owns); the VM's own limits change with
+// UpdateContainerResources, so there is nothing more to do.
+func (s *Server) UpdatePodSandboxResources(_ context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, errdefs.InvalidArgumentf("UpdatePodSandboxResources: pod_sandbox_id is required")
+	}
+	if _, err := s.cfg.Lifecycle.PodSandbox(req.GetPodSandboxId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil
 }
 
 // ReopenContainerLog reopens the console log after rotation.

@@ -74,14 +74,18 @@ func containerConfigFromCRI(c *runtimeapi.ContainerConfig) pod.ContainerConfig {
 		out.Devices = append(out.Devices, pod.Device{ContainerPath: d.GetContainerPath(), HostPath: d.GetHostPath(), Permissions: d.GetPermissions()})
 	}
 	if r := c.GetLinux().GetResources(); r != nil {
-		out.Resources = pod.Resources{
-			MemoryLimitBytes: r.GetMemoryLimitInBytes(),
-			CPUShares:        r.GetCpuShares(),
-			CPUPeriod:        r.GetCpuPeriod(),
-			CPUQuota:         r.GetCpuQuota(),
-		}
+		out.Resources = resourcesFromCRI(r)
 	}
 	return out
+}
+
+func resourcesFromCRI(r *runtimeapi.LinuxContainerResources) pod.Resources {
+	return pod.Resources{
+		MemoryLimitBytes: r.GetMemoryLimitInBytes(),
+		CPUShares:        r.GetCpuShares(),
+		CPUPeriod:        r.GetCpuPeriod(),
+		CPUQuota:         r.GetCpuQuota(),
+	}
 }
 
 func sandboxMetadataToCRI(c pod.SandboxConfig) *runtimeapi.PodSandboxMetadata {

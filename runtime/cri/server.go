@@ -35,6 +35,7 @@ type Lifecycle interface {
 	ListContainers(f pod.ContainerFilter) []*pod.Container
 	Stats(ctx context.Context, id string) (pod.Container, hypervisor.Stats, error)
 	ReopenContainerLog(ctx context.Context, id string) error
+	UpdateContainerResources(ctx context.Context, id string, res pod.Resources) error
 }
 
 // Image is an image as the CRI reports it.
@@ -94,6 +95,7 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
+	cpu        *cpuSamples
 	containers *encodedList[pod.Container]
 	sandboxes  *encodedList[pod.Sandbox]
 }
@@ -109,7 +111,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.CgroupDriver == "" {
 		cfg.CgroupDriver = "cgroupfs"
 	}
-	return &Server{cfg: cfg, log: cfg.Logger,
+	return &Server{cfg: cfg, log: cfg.Logger, cpu: newCPUSamples(),
 		containers: newEncodedList(func(c *pod.Container) string { return c.ID },
 			func(c *pod.Container) proto.Message { return containerToCRI(c) }),
 		sandboxes: newEncodedList(func(sb *pod.Sandbox) string { return sb.ID },

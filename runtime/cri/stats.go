@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -21,7 +22,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.ContainerStatsResponse{Stats: containerStatsToCRI(c, st)}, nil
+	return &runtimeapi.ContainerStatsResponse{Stats: s.containerStatsToCRI(c, st)}, nil
 }
 
 // ListContainerStats reports stats of the containers matching the filter.
@@ -53,7 +54,7 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, containerStatsToCRI(c, st))
+		out = append(out, s.containerStatsToCRI(c, st))
 	}
 	return out, nil
 }
@@ -114,8 +115,8 @@ func (s *Server) sandboxStats(ctx context.Context, sb pod.Sandbox) (*runtimeapi.
 		},
 		Linux: &runtimeapi.LinuxPodSandboxStats{},
 	}
-	var cpu, mem uint64
-	var ts int64
+	var cpu, mem, usage uint64
+	ts := time.Now()
 	for _, c := range s.cfg.Lifecycle.ListContainers(pod.ContainerFilter{SandboxID: sb.ID}) {
 		c, st, err := s.cfg.Lifecycle.Stats(ctx, c.ID)
 		if isNotFound(err) {
@@ -124,19 +125,28 @@ func (s *Server) sandboxStats(ctx context.Context, sb pod.Sandbox) (*runtimeapi.
 		if err != nil {
 			return nil, err
 		}
-		cs := containerStatsToCRI(c, st)
-		out.Linux.Containers = append(out.Linux.Containers, cs)
+		out.Linux.Containers = append(out.Linux.Containers, s.containerStatsToCRI(c, st))
 		cpu += uint64(st.CPUTime)
 		mem += st.MemoryBytes
-		ts = st.Timestamp.UnixNano()
+		usage += st.Memory.UsageBytes
+		ts = st.Timestamp
+		if len(st.Interfaces) > 0 {
+			// One VM per pod: its emulator's namespace is the pod's.
+			out.Linux.Network = networkToCRI(st)
+		}
 	}
-	out.Linux.Cpu = &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu}}
-	out.Linux.Memory = &runtimeapi.MemoryUsage{Timestamp: ts, WorkingSetBytes: &runtimeapi.UInt64Value{Value: mem}}
+	nano := s.cpu.nanoCores("sandbox/"+sb.ID, ts, cpu)
+	out.Linux.Cpu = &runtimeapi.CpuUsage{Timestamp: ts.UnixNano(),
+		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu}, UsageNanoCores: nano}
+	out.Linux.Memory = &runtimeapi.MemoryUsage{Timestamp: ts.UnixNano(),
+		WorkingSetBytes: &runtimeapi.UInt64Value{Value: mem}, UsageBytes: &runtimeapi.UInt64Value{Value: usage}}
 	return out, nil
 }
 
-func containerStatsToCRI(c pod.Container, st hypervisor.Stats) *runtimeapi.ContainerStats {
+func (s *Server) containerStatsToCRI(c pod.Container, st hypervisor.Stats) *runtimeapi.ContainerStats {
 	ts := st.Timestamp.UnixNano()
+	cpu := uint64(st.CPUTime)
+	m := st.Memory
 	return &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{
 			Id:          c.ID,
@@ -144,14 +154,54 @@ func containerStatsToCRI(c pod.Container, st hypervisor.Stats) *runtimeapi.Conta
 			Labels:      c.Config.Labels,
 			Annotations: c.Config.Annotations,
 		},
-		Cpu: &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: uint64(st.CPUTime)}},
+		Cpu: &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu},
+			UsageNanoCores: s.cpu.nanoCores("container/"+c.ID, st.Timestamp, cpu)},
 		Memory: &runtimeapi.MemoryUsage{
 			Timestamp:       ts,
 			WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryBytes},
-			UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryBytes},
+			UsageBytes:      &runtimeapi.UInt64Value{Value: m.UsageBytes},
+			RssBytes:        &runtimeapi.UInt64Value{Value: m.RSSBytes},
+			AvailableBytes:  available(st),
 		},
-		WritableLayer: &runtimeapi.FilesystemUsage{Timestamp: ts, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: c.Dir}},
+		WritableLayer: &runtimeapi.FilesystemUsage{Timestamp: ts, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: c.Dir},
+			UsedBytes: &runtimeapi.UInt64Value{Value: writableLayerBytes(st)}},
 	}
+}
+
+// writableLayerBytes is what the root overlay (the domain's first disk)
+// takes on the host: what the guest wrote to its root disk.
+func writableLayerBytes(st hypervisor.Stats) uint64 {
+	if len(st.Disks) == 0 {
+		return 0
+	}
+	return st.Disks[0].AllocatedBytes
+}
+
+// available is the guest's RAM less its working set, as cAdvisor's
+// available is the limit less the working set (nil without a limit).
+func available(st hypervisor.Stats) *runtimeapi.UInt64Value {
+	if st.MemoryLimitBytes == 0 {
+		return nil
+	}
+	return &runtimeapi.UInt64Value{Value: st.MemoryLimitBytes - min(st.MemoryLimitBytes, st.MemoryBytes)}
+}
+
+// defaultInterface is the pod's interface kubelet reports as the pod's
+// network (its CNI interface, as for container pods).
+const defaultInterface = "eth0"
+
+func networkToCRI(st hypervisor.Stats) *runtimeapi.NetworkUsage {
+	n := &runtimeapi.NetworkUsage{Timestamp: st.Timestamp.UnixNano()}
+	for _, i := range st.Interfaces {
+		is := &runtimeapi.NetworkInterfaceUsage{Name: i.Name,
+			RxBytes: &runtimeapi.UInt64Value{Value: i.RxBytes}, RxErrors: &runtimeapi.UInt64Value{Value: i.RxErrors},
+			TxBytes: &runtimeapi.UInt64Value{Value: i.TxBytes}, TxErrors: &runtimeapi.UInt64Value{Value: i.TxErrors}}
+		n.Interfaces = append(n.Interfaces, is)
+		if i.Name == defaultInterface || n.DefaultInterface == nil {
+			n.DefaultInterface = is
+		}
+	}
+	return n
 }
 
 // isNotFound: the object went away between the list and the stats call.

@@ -51,6 +51,11 @@ func disks(in Input) ([]libvirtxml.DomainDisk, []libvirtxml.DomainController) {
 		} else {
 			dd.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: d.Path}}
 		}
+		if d.Size != 0 {
+			dd.Source.Slices = &libvirtxml.DomainDiskSlices{Slices: []libvirtxml.DomainDiskSlice{
+				{Type: "storage", Offset: uint(d.Offset), Size: uint(d.Size)},
+			}}
+		}
 		if d.ReadOnly {
 			dd.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
 		} else {

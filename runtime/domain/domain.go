@@ -19,6 +19,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/podvisor/podvisor/runtime/annotations"
+	"github.com/podvisor/podvisor/runtime/cgroups"
 )
 
 // Domain types: hardware virtualization, or QEMU's software emulation (TCG)
@@ -56,6 +57,11 @@ type Disk struct {
 	// Serial, when set, lets the guest find the disk by ID
 	// (/dev/disk/by-id/...); letters, digits, '-', '_' and '.', at most 20.
 	Serial string
+	// Offset and Size, when Size is set, give the guest only those bytes
+	// of a raw Path (a libvirt storage slice): a persistent root volume
+	// keeps its marker before Offset, out of the guest's sight. Both are
+	// multiples of 512.
+	Offset, Size uint64
 }
 
 // Input is everything Build needs for one VM.
@@ -113,7 +119,39 @@ type Input struct {
 	QEMUEnv map[string]string
 	// QEMUArgs are extra QEMU command-line arguments (qemu:arg).
 	QEMUArgs []string
+	// Cgroup is the VM's cgroup (runtime/cgroups.VMPath) that the
+	// emulator wrapper joins ("" = none). With it the CPU limits are the
+	// cgroup's, not libvirt's <cputune>: libvirt then manages no cpu
+	// cgroup (qemu.conf cgroup_controllers, docs/libvirt.md).
+	Cgroup string
+	// MaxVCPUs is the most vCPUs the VM can have by hot-plug (in-place
+	// resize); 0 or below VM.VCPUCount means VM.VCPUCount. A <cpu>
+	// topology (VirtletLibvirtCPUSetting) fixes it at VM.VCPUCount.
+	MaxVCPUs int
+	// TCGTranslationCacheMiB bounds TCG's translation cache of a TypeQEMU
+	// domain (<features><tcg><tb-cache>, QEMU's -accel tcg,tb-size); 0 is
+	// QEMU's default (1 GiB, resident as far as the guest's code filled
+	// it). KVM domains have no such cache: ignored for TypeKVM.
+	TCGTranslationCacheMiB uint
 }
+
+// tcgFeature is the TCG translation cache's bound, for TypeQEMU only.
+func tcgFeature(in Input) *libvirtxml.DomainFeatureTCG {
+	if in.DomainType != TypeQEMU || in.TCGTranslationCacheMiB == 0 {
+		return nil
+	}
+	return &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: in.TCGTranslationCacheMiB}}
+}
+
+// DefaultTCGTranslationCacheMiB is podvisor's default bound of QEMU's TCG
+// translation cache (QEMU's own is 1 GiB, touched as the guest runs): a
+// VM's memory must fit its cgroup (--tcg-translation-cache-mib).
+// Hardware virtualization has none.
+const DefaultTCGTranslationCacheMiB = 64
+
+// QEMUDefaultTCGTranslationCacheMiB is QEMU's own bound, what a domain
+// without <tb-cache> gets.
+const QEMUDefaultTCGTranslationCacheMiB = 1024
 
 // NameFor returns the domain name for a container ID: "pv-" and 16 hex
 // digits, short enough for libvirt's per-domain socket paths. Hex IDs (CRI
@@ -185,14 +223,14 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		Metadata:      meta,
 		Memory:        &libvirtxml.DomainMemory{Value: kib, Unit: "KiB"},
 		CurrentMemory: &libvirtxml.DomainCurrentMemory{Value: kib, Unit: "KiB"},
-		VCPU:          &libvirtxml.DomainVCPU{Placement: "static", Value: uint(vm.VCPUCount)},
-		CPUTune:       cpuTune(vm),
+		VCPU:          vcpus(in),
 		OS: &libvirtxml.DomainOS{
 			Type: &libvirtxml.DomainOSType{Arch: "x86_64", Machine: in.Machine, Type: "hvm"},
 		},
 		Features: &libvirtxml.DomainFeatureList{
 			ACPI: &libvirtxml.DomainFeature{},
 			APIC: &libvirtxml.DomainFeatureAPIC{},
+			TCG:  tcgFeature(in),
 		},
 		CPU:        cpuFor(vm),
 		Clock:      &libvirtxml.DomainClock{Offset: "utc"},
@@ -200,6 +238,9 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		OnReboot:   "restart",
 		OnCrash:    "destroy",
 		Devices:    devices(in),
+	}
+	if in.Cgroup == "" {
+		d.CPUTune = cpuTune(vm)
 	}
 	if vm.SystemUUID != "" {
 		// The guest reads its identity from SMBIOS; libvirt requires the
@@ -210,22 +251,59 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 		d.OS.SMBios = &libvirtxml.DomainSMBios{Mode: "sysinfo"}
 	}
 	qemuArgs := append(FilesystemArgs(in.Filesystems), in.QEMUArgs...)
-	if len(in.QEMUEnv) > 0 || len(qemuArgs) > 0 {
-		cl := &libvirtxml.DomainQEMUCommandline{}
-		for _, a := range qemuArgs {
-			cl.Args = append(cl.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
-		}
-		names := make([]string, 0, len(in.QEMUEnv))
-		for n := range in.QEMUEnv {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			cl.Envs = append(cl.Envs, libvirtxml.DomainQEMUCommandlineEnv{Name: n, Value: in.QEMUEnv[n]})
-		}
-		d.QEMUCommandline = cl
-	}
+	d.QEMUCommandline = qemuCommandline(in, qemuArgs)
 	return d, nil
+}
+
+// vcpus is the <vcpu> element: VM.VCPUCount online, up to MaxVCPUs.
+func vcpus(in Input) *libvirtxml.DomainVCPU {
+	n := in.VM.VCPUCount
+	v := &libvirtxml.DomainVCPU{Placement: "static", Value: uint(n)}
+	if in.MaxVCPUs > n && (in.VM.CPUSetting == nil || in.VM.CPUSetting.Topology == nil) {
+		v.Value, v.Current = uint(in.MaxVCPUs), uint(n)
+	}
+	return v
+}
+
+// MaxVCPUsOf reads the most vCPUs a domain can have and how many it has
+// now from its XML.
+func MaxVCPUsOf(d *libvirtxml.Domain) (current, maximum int) {
+	if d.VCPU == nil {
+		return 0, 0
+	}
+	maximum = int(d.VCPU.Value)
+	current = maximum
+	if d.VCPU.Current != 0 {
+		current = int(d.VCPU.Current)
+	}
+	return current, maximum
+}
+
+func qemuCommandline(in Input, qemuArgs []string) *libvirtxml.DomainQEMUCommandline {
+	env := in.QEMUEnv
+	if in.Cgroup != "" {
+		env = make(map[string]string, len(in.QEMUEnv)+1)
+		for k, v := range in.QEMUEnv {
+			env[k] = v
+		}
+		env[cgroups.EnvCgroup] = in.Cgroup
+	}
+	if len(env) == 0 && len(qemuArgs) == 0 {
+		return nil
+	}
+	cl := &libvirtxml.DomainQEMUCommandline{}
+	for _, a := range qemuArgs {
+		cl.Args = append(cl.Args, libvirtxml.DomainQEMUCommandlineArg{Value: a})
+	}
+	names := make([]string, 0, len(env))
+	for n := range env {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		cl.Envs = append(cl.Envs, libvirtxml.DomainQEMUCommandlineEnv{Name: n, Value: env[n]})
+	}
+	return cl
 }
 
 // Marshal renders d as libvirt XML.
@@ -423,6 +501,7 @@ func (in Input) validateDevices(bad badFunc) {
 		if !validSerial(d.Serial) {
 			bad(field+".Serial", "%q is not at most 20 letters, digits, '-', '_', '.'", d.Serial)
 		}
+		checkSlice(bad, field, d)
 	}
 	checkDisk("RootDisk", in.RootDisk)
 	for i, d := range in.VolumeDisks {
@@ -467,6 +546,12 @@ func (in Input) validateQEMU(bad badFunc) {
 		if hasControl(v) {
 			bad("QEMUEnv", "the value of %s has control characters", n)
 		}
+	}
+	if in.Cgroup != "" && (!strings.HasPrefix(in.Cgroup, "/") || hasControl(in.Cgroup) || strings.Contains(in.Cgroup, "..")) {
+		bad("Cgroup", "%q is not a cgroup path (runtime/cgroups.VMPath gives one)", in.Cgroup)
+	}
+	if in.MaxVCPUs < 0 || in.MaxVCPUs > annotations.MaxVCPUCount {
+		bad("MaxVCPUs", "%d is outside 0..%d", in.MaxVCPUs, annotations.MaxVCPUCount)
 	}
 	for i, a := range in.QEMUArgs {
 		if a == "" || hasControl(a) {
@@ -516,6 +601,20 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkSlice checks a disk's storage slice: raw only, sector-aligned, no
+// offset without a size.
+func checkSlice(bad badFunc, field string, d Disk) {
+	switch {
+	case d.Size == 0 && d.Offset != 0:
+		bad(field+".Offset", "%d without a Size", d.Offset)
+	case d.Size == 0:
+	case d.Format != FormatRaw:
+		bad(field+".Size", "a slice of a %s disk: only raw disks take one", d.Format)
+	case d.Offset%512 != 0 || d.Size%512 != 0:
+		bad(field+".Size", "offset %d and size %d are not multiples of 512", d.Offset, d.Size)
+	}
 }
 
 func validSerial(s string) bool {

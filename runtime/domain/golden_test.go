@@ -187,6 +187,9 @@ func goldenCases() []goldenCase {
 	cases := []goldenCase{
 		{name: "default", ci: "nocloud"},
 		{name: "default_qemu", ci: "nocloud", dtype: TypeQEMU},
+		// TCG's translation cache bounded; a KVM domain has none to bound.
+		{name: "tcg-tb-cache-128", ci: "nocloud", dtype: TypeQEMU, tweak: func(in *Input) { in.TCGTranslationCacheMiB = 128 }},
+		{name: "kvm-ignores-tb-cache", ci: "nocloud", tweak: func(in *Input) { in.TCGTranslationCacheMiB = 128 }},
 		// Each domain-affecting annotation with each allowed value.
 		{name: "vcpu-1", ann: one(annotations.KeyVCPUCount, "1"), ci: "nocloud"},
 		{name: "vcpu-4", ann: one(annotations.KeyVCPUCount, "4"), ci: "nocloud"},
@@ -228,6 +231,17 @@ func goldenCases() []goldenCase {
 		{name: "resources-all_vcpu-2", ann: one(annotations.KeyVCPUCount, "2"),
 			res: annotations.Resources{MemoryLimitBytes: 2 << 30, CPUShares: 2048, CPUPeriod: 50000, CPUQuota: 100000}, ci: "nocloud"},
 		// Input variants: the seams the other packages fill.
+		// The VM's cgroup: the wrapper's PODVISOR_CGROUP, no <cputune>
+		// (the cgroup holds the limits), 2 of up to 4 vCPUs (hot-plug).
+		{name: "input-cgroup_vcpu-2-of-4", res: annotations.Resources{CPUShares: 1024, CPUPeriod: 100000, CPUQuota: 150000}, ci: "nocloud", tweak: func(in *Input) {
+			in.Cgroup = "/kubepods/burstable/pod0c9e/pv-0123456789abcdef"
+			in.MaxVCPUs = 4
+		}},
+		// A <cpu> topology fixes the vCPUs: no hot-plug.
+		{name: "input-max-vcpus_cpusetting-topology", ann: map[string]string{
+			annotations.KeyVCPUCount:         "2",
+			annotations.KeyLibvirtCPUSetting: "topology: {sockets: 1, cores: 2, threads: 1}\n",
+		}, ci: "nocloud", tweak: func(in *Input) { in.MaxVCPUs = 4 }},
 		{name: "input-nic-qemu-env", ci: "nocloud", tweak: func(in *Input) {
 			in.Emulator = "/usr/lib/podvisor/emulator"
 			in.QEMUEnv = map[string]string{"PODVISOR_NETNS": "/var/run/netns/cni-1234", "PODVISOR_TAP": "tap0"}
@@ -249,6 +263,13 @@ func goldenCases() []goldenCase {
 		}},
 		{name: "input-block-root", ci: "nocloud", tweak: func(in *Input) {
 			in.RootDisk = Disk{Path: "/dev/mapper/pvc-root", Format: FormatRaw, Block: true}
+		}},
+		// A persistent root volume: the guest sees the bytes after the
+		// marker (runtime/volume's RootHeaderSize).
+		{name: "input-block-root-slice", ann: one(annotations.KeyDiskDriver, "virtio"), ci: "nocloud", tweak: func(in *Input) {
+			in.RootDisk = Disk{Path: "/var/lib/kubelet/pods/u/volumeDevices/kubernetes.io~local-volume/pv-root", Format: FormatRaw, Block: true,
+				Offset: 1 << 20, Size: 63 << 20}
+			in.VolumeDisks = []Disk{{Path: "/dev/loop7", Format: FormatRaw, Block: true, Serial: "podvisor-1a2b3c4d"}}
 		}},
 		{name: "input-console-pty-nolog", ci: "nocloud", tweak: func(in *Input) {
 			in.ConsoleSocket, in.ConsoleLog = "", ""

@@ -93,11 +93,14 @@ type Stats struct {
 	Timestamp time.Time
 	// CPUTime is the total CPU time consumed by the domain.
 	CPUTime time.Duration
-	// MemoryBytes is the memory currently used by the guest (RSS of the
-	// emulator where the guest balloon is not reporting).
+	// MemoryBytes is the guest's working set: Memory.WorkingSetBytes.
 	MemoryBytes uint64
 	// MemoryLimitBytes is the guest's configured memory.
 	MemoryLimitBytes uint64
+	// Memory, Disks and Interfaces: see "Detailed stats" below.
+	Memory     MemoryStats
+	Disks      []DiskStats
+	Interfaces []InterfaceStats
 }
 
 // The Node label and annotation podvisor sets (--node-name) to say which
@@ -201,6 +204,71 @@ type StateEvent struct {
 	// Resync says notices were lost: the state of any domain may have
 	// changed, so the watcher should re-read every domain it cares about.
 	Resync bool
+}
+
+// --- In-place resize (UpdateContainerResources) ---
+
+// Sizing is a running domain's vCPUs and memory, now and at most (the
+// most was fixed when the domain was defined: <vcpu>M</vcpu>, <memory>).
+type Sizing struct {
+	VCPUs, MaxVCPUs             int
+	MemoryBytes, MaxMemoryBytes int64
+}
+
+// Resizer is implemented by hypervisors that change a running domain's
+// vCPUs (hot-plug) and memory (the balloon) without restarting it.
+type Resizer interface {
+	// Sizing reports a running domain's vCPUs and memory.
+	Sizing(ctx context.Context, name string) (Sizing, error)
+	// SetVCPUs sets the running domain's vCPU count, at most MaxVCPUs.
+	SetVCPUs(ctx context.Context, name string, n int) error
+	// SetMemory sets the running domain's memory, at most MaxMemoryBytes.
+	// The guest gives memory back (balloon) after the call returns.
+	SetMemory(ctx context.Context, name string, bytes int64) error
+}
+
+// Detailed stats: what Stats carries beyond CPU time, for the CRI's stats
+// and metrics verbs and the per-VM Prometheus metrics.
+
+// MemoryStats is a domain's memory as the guest and the host see it.
+type MemoryStats struct {
+	// FromGuest says the guest's balloon driver reported its statistics;
+	// without them WorkingSetBytes and UsageBytes are the emulator's RSS.
+	FromGuest bool
+	// WorkingSetBytes is what the guest uses and cannot drop: its RAM less
+	// what it reports usable (free memory and reclaimable caches).
+	WorkingSetBytes uint64
+	// UsageBytes is what the guest uses including its page cache: its RAM
+	// less its free memory.
+	UsageBytes uint64
+	// CacheBytes is the guest's page cache (0 when not reported).
+	CacheBytes uint64
+	// RSSBytes is the emulator process's resident memory on the host.
+	RSSBytes uint64
+}
+
+// DiskStats is one disk's I/O and the host bytes its image holds.
+type DiskStats struct {
+	// Target is the guest's device name ("vda").
+	Target string
+	// Path is the host file behind it ("" for a network disk).
+	Path string
+	// ReadBytes, WriteBytes, ReadOps and WriteOps count the guest's I/O.
+	ReadBytes, WriteBytes, ReadOps, WriteOps uint64
+	// AllocatedBytes is the space the image file takes on the host
+	// (st_blocks * 512): for a qcow2 overlay, what the guest wrote.
+	AllocatedBytes uint64
+}
+
+// InterfaceStats is one network interface's counters, seen from the
+// host side of the VM: the interfaces of the pod's network namespace, in
+// which the emulator runs.
+type InterfaceStats struct {
+	Name                string
+	RxBytes, RxPackets  uint64
+	RxErrors, RxDropped uint64
+	TxBytes, TxPackets  uint64
+	TxErrors, TxDropped uint64
 }
 
 // ReasonSaved: shut off because its state was saved to a file (Saver).

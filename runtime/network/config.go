@@ -119,3 +119,33 @@ func loadConfFile(f string) (*libcni.NetworkConfigList, error) {
 	}
 	return list, nil
 }
+
+// findConfList returns the valid network configuration in dir whose network
+// name is name; with several, the first by file name (as loadConfList
+// picks). Not found is an error listing the names there are.
+func findConfList(dir, name string) (*libcni.NetworkConfigList, string, error) {
+	files, err := libcni.ConfFiles(dir, []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		return nil, "", fmt.Errorf("listing CNI configurations in %s: %w", dir, err)
+	}
+	sort.Strings(files)
+	var names []string
+	for _, f := range files {
+		list, err := loadConfFile(f)
+		if err != nil {
+			continue
+		}
+		if list.Name == name {
+			return list, f, nil
+		}
+		names = append(names, list.Name)
+	}
+	there := "there is none"
+	if len(names) > 0 {
+		there = "there are " + strings.Join(names, ", ")
+	}
+	return nil, "", fmt.Errorf("%w: no CNI network configuration named %q in %s (%s)", errNoNetwork, name, dir, there)
+}
+
+// errNoNetwork is wrapped by findConfList when no configuration has the name.
+var errNoNetwork = errors.New("unknown network")

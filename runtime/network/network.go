@@ -19,6 +19,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
+	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"libvirt.org/go/libvirtxml"
@@ -44,6 +45,10 @@ type state struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	// Moved records what was taken from eth0 for the VM.
 	Moved *moved `json:"moved,omitempty"`
+	// Extra are the networks beyond eth0 that the pod's annotations
+	// named, in order; each is recorded before its CNI ADD. Records
+	// written before podvisor had extra networks have none.
+	Extra []*extraState `json:"extra,omitempty"`
 }
 
 // Network implements pod.Network (with its optional NetworkCollector and
@@ -53,7 +58,7 @@ type Network struct {
 	cni *libcni.CNIConfig
 
 	mu   sync.Mutex
-	dhcp map[string]*dhcpServer // by sandbox ID
+	dhcp map[string][]*dhcpServer // by sandbox ID, one per NIC
 }
 
 // New returns a Network. It does not require a CNI configuration to exist
@@ -66,7 +71,7 @@ func New(cfg Config) (*Network, error) {
 	return &Network{
 		cfg:  cfg,
 		cni:  libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil),
-		dhcp: map[string]*dhcpServer{},
+		dhcp: map[string][]*dhcpServer{},
 	}, nil
 }
 
@@ -142,11 +147,12 @@ func (n *Network) stateOf(sb *podtypes.Sandbox) (*state, error) {
 	return n.readState(sb.ID)
 }
 
-func runtimeConf(sb *podtypes.Sandbox, netnsPath string) *libcni.RuntimeConf {
-	rt := &libcni.RuntimeConf{
+// runtimeConfFor is the CNI runtime configuration of interface ifname.
+func runtimeConfFor(sb *podtypes.Sandbox, netnsPath, ifname string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{
 		ContainerID: sb.ID,
 		NetNS:       netnsPath,
-		IfName:      podIfName,
+		IfName:      ifname,
 		Args: [][2]string{
 			{"IgnoreUnknown", "1"},
 			{"K8S_POD_NAMESPACE", sb.Config.Namespace},
@@ -155,6 +161,11 @@ func runtimeConf(sb *podtypes.Sandbox, netnsPath string) *libcni.RuntimeConf {
 			{"K8S_POD_UID", sb.Config.UID},
 		},
 	}
+}
+
+// runtimeConf is the CNI runtime configuration of eth0's network.
+func runtimeConf(sb *podtypes.Sandbox, netnsPath string) *libcni.RuntimeConf {
+	rt := runtimeConfFor(sb, netnsPath, podIfName)
 	var pms []map[string]any
 	for _, pm := range sb.Config.PortMappings {
 		if pm.HostPort <= 0 {
@@ -176,11 +187,12 @@ func runtimeConf(sb *podtypes.Sandbox, netnsPath string) *libcni.RuntimeConf {
 	return rt
 }
 
-// Setup creates the pod's network namespace, runs CNI ADD in it, bridges
-// eth0 to the VM's tap and starts the DHCP server that gives the guest the
-// pod's address. On error it undoes what it did.
+// Setup creates the pod's network namespace, runs CNI ADD in it for eth0's
+// network and for every network the pod's annotations add, bridges each
+// CNI interface to a tap for the VM and starts the DHCP servers that give
+// the guest the addresses. On error it undoes what it did.
 func (n *Network) Setup(ctx context.Context, sb *podtypes.Sandbox) (_ *podtypes.NetworkStatus, err error) {
-	list, confFile, err := loadConfList(n.cfg.ConfDir)
+	plan, err := n.planNetworks(sb)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +200,7 @@ func (n *Network) Setup(ctx context.Context, sb *podtypes.Sandbox) (_ *podtypes.
 	if _, err := os.Lstat(path); err == nil {
 		return nil, fmt.Errorf("network namespace %s exists already (another sandbox whose ID starts like %s?)", path, sb.ID)
 	}
-	st := &state{Version: stateVersion, SandboxID: sb.ID, NetNS: path, ConfList: list.Bytes}
+	st := &state{Version: stateVersion, SandboxID: sb.ID, NetNS: path, ConfList: plan.primary.list.Bytes}
 	if err := n.writeState(st); err != nil {
 		return nil, err
 	}
@@ -202,61 +214,117 @@ func (n *Network) Setup(ctx context.Context, sb *podtypes.Sandbox) (_ *podtypes.
 	if err := createNetNS(path); err != nil {
 		return nil, err
 	}
-	res, err := n.cni.AddNetworkList(ctx, list, runtimeConf(sb, path))
-	if err != nil {
-		return nil, fmt.Errorf("CNI ADD of network %q (%s): %w", list.Name, confFile, err)
-	}
-	cur, err := types100.NewResultFromResult(res)
-	if err != nil {
-		return nil, fmt.Errorf("converting the result of CNI network %q: %w", list.Name, err)
-	}
-	if st.Result, err = json.Marshal(cur); err != nil {
-		return nil, fmt.Errorf("encoding the CNI result: %w", err)
-	}
-	st.Moved = &moved{}
-	perr := plumb(path, st.Moved)
-	if err := n.writeState(st); err != nil {
+	if err := n.addPrimary(ctx, sb, st, plan.primary); err != nil {
 		return nil, err
 	}
-	if perr != nil {
-		return nil, fmt.Errorf("joining the pod interface to the VM's tap: %w", perr)
+	for i, x := range plan.extra {
+		if err := n.addExtra(ctx, sb, st, i+1, x, plan.annotation); err != nil {
+			return nil, err
+		}
 	}
-	status, l, err := statusOf(sb, st, cur)
+	status, leases, err := statusOfAll(sb, st)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.startDHCP(sb.ID, path, l); err != nil {
+	if err := n.startDHCP(sb.ID, path, leases); err != nil {
 		return nil, err
 	}
 	if status.Opaque, err = json.Marshal(st); err != nil {
 		return nil, fmt.Errorf("encoding the network state: %w", err)
 	}
-	n.cfg.Logger.Info("pod network ready", "pod", sb.ID, "netns", path, "network", list.Name, "ip", l.IP.String(), "vmMAC", l.MAC.String())
+	n.cfg.Logger.Info("pod network ready", "pod", sb.ID, "netns", path, "network", plan.primary.list.Name,
+		"ip", leases[0].IP.String(), "vmMAC", leases[0].MAC.String(), "extraNetworks", len(st.Extra), "ips", status.IPs())
 	return status, nil
 }
 
-func (n *Network) startDHCP(sandboxID, netnsPath string, l *lease) error {
+// addPrimary runs CNI ADD for eth0 and joins it to the VM's first tap.
+func (n *Network) addPrimary(ctx context.Context, sb *podtypes.Sandbox, st *state, p plannedNet) error {
+	res, err := n.cni.AddNetworkList(ctx, p.list, runtimeConf(sb, st.NetNS))
+	if err != nil {
+		return fmt.Errorf("CNI ADD of network %q (%s): %w", p.list.Name, p.file, err)
+	}
+	if st.Result, err = encodeResult(p.list.Name, res); err != nil {
+		return err
+	}
+	st.Moved = &moved{}
+	perr := plumb(st.NetNS, linksFor(0, podIfName), st.Moved)
+	if err := n.writeState(st); err != nil {
+		return err
+	}
+	if perr != nil {
+		return fmt.Errorf("joining the pod interface to the VM's tap: %w", perr)
+	}
+	return nil
+}
+
+func encodeResult(network string, res cnitypes.Result) (json.RawMessage, error) {
+	cur, err := types100.NewResultFromResult(res)
+	if err != nil {
+		return nil, fmt.Errorf("converting the result of CNI network %q: %w", network, err)
+	}
+	data, err := json.Marshal(cur)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the result of CNI network %q: %w", network, err)
+	}
+	return data, nil
+}
+
+func (n *Network) startDHCP(sandboxID, netnsPath string, leases []*lease) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, ok := n.dhcp[sandboxID]; ok {
 		return nil
 	}
-	srv, err := startDHCP(netnsPath, bridgeName, l, n.cfg.Logger.With("pod", sandboxID))
-	if err != nil {
-		return err
+	var srvs []*dhcpServer
+	for i, l := range leases {
+		ls := linksFor(i, "")
+		srv, err := startDHCP(netnsPath, ls.bridge, l, n.cfg.Logger.With("pod", sandboxID, "bridge", ls.bridge))
+		if err != nil {
+			for _, s := range srvs {
+				s.stop()
+			}
+			return err
+		}
+		srvs = append(srvs, srv)
 	}
-	n.dhcp[sandboxID] = srv
+	n.dhcp[sandboxID] = srvs
 	return nil
 }
 
 func (n *Network) stopDHCP(sandboxID string) {
 	n.mu.Lock()
-	srv := n.dhcp[sandboxID]
+	srvs := n.dhcp[sandboxID]
 	delete(n.dhcp, sandboxID)
 	n.mu.Unlock()
-	if srv != nil {
+	for _, srv := range srvs {
 		srv.stop()
 	}
+}
+
+// statusOfAll is the pod's network status and the leases of the VM's
+// NICs (eth0's first) from a complete state.
+func statusOfAll(sb *podtypes.Sandbox, st *state) (*podtypes.NetworkStatus, []*lease, error) {
+	if st.Moved == nil || len(st.Result) == 0 {
+		return nil, nil, fmt.Errorf("the network state is incomplete (no CNI result or VM MAC)")
+	}
+	var res types100.Result
+	if err := json.Unmarshal(st.Result, &res); err != nil {
+		return nil, nil, fmt.Errorf("decoding the cached CNI result: %w", err)
+	}
+	status, l, err := statusOf(sb, st, &res)
+	if err != nil {
+		return nil, nil, err
+	}
+	leases := []*lease{l}
+	for i, x := range st.Extra {
+		ifc, xl, err := x.status(i+1, l)
+		if err != nil {
+			return nil, nil, err
+		}
+		status.Interfaces = append(status.Interfaces, ifc)
+		leases = append(leases, xl)
+	}
+	return status, leases, nil
 }
 
 // statusOf converts the CNI result into the pod's network status and the
@@ -336,9 +404,10 @@ func statusOf(sb *podtypes.Sandbox, st *state, res *types100.Result) (*podtypes.
 	return &podtypes.NetworkStatus{NetNS: st.NetNS, Interfaces: []podtypes.Interface{ifc}}, l, nil
 }
 
-// NICs implements vmbuild.NICProvider: the VM's NIC is not a libvirt
-// interface but the tap in the pod's namespace, which the emulator wrapper
-// hands to QEMU; so it returns no interfaces and the wrapper's environment.
+// NICs implements vmbuild.NICProvider: the VM's NICs are not libvirt
+// interfaces but the taps in the pod's namespace, which the emulator
+// wrapper hands to QEMU; so it returns no interfaces and the wrapper's
+// environment: eth0's tap first, then one per extra network.
 func (n *Network) NICs(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container) ([]libvirtxml.DomainInterface, map[string]string, error) {
 	if sb.Network == nil || len(sb.Network.Opaque) == 0 {
 		return nil, nil, fmt.Errorf("sandbox %s has no pod network set up by podvisor's CNI network", sb.ID)
@@ -347,24 +416,32 @@ func (n *Network) NICs(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Co
 	if err != nil {
 		return nil, nil, err
 	}
-	if st.Moved == nil || st.Moved.MAC == "" {
-		return nil, nil, fmt.Errorf("sandbox %s: the network state has no VM MAC", sb.ID)
+	recs := []*moved{st.Moved}
+	for _, x := range st.Extra {
+		recs = append(recs, x.Moved)
 	}
-	mac, err := net.ParseMAC(st.Moved.MAC)
-	if err != nil {
-		return nil, nil, fmt.Errorf("sandbox %s: VM MAC %q: %w", sb.ID, st.Moved.MAC, err)
+	var nics []vmenv.NIC
+	for i, rec := range recs {
+		if rec == nil || rec.MAC == "" {
+			return nil, nil, fmt.Errorf("sandbox %s: the network state has no VM MAC for NIC %d", sb.ID, i)
+		}
+		mac, err := net.ParseMAC(rec.MAC)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sandbox %s: VM MAC %q of NIC %d: %w", sb.ID, rec.MAC, i, err)
+		}
+		nics = append(nics, vmenv.NIC{Tap: linksFor(i, "").tap, MAC: mac})
 	}
 	env := map[string]string{
 		vmenv.EnvNetNS: st.NetNS,
-		vmenv.EnvNICs:  vmenv.EncodeNICs([]vmenv.NIC{{Tap: tapName, MAC: mac}}),
+		vmenv.EnvNICs:  vmenv.EncodeNICs(nics),
 	}
 	return nil, env, nil
 }
 
-// Resume restarts the DHCP server of a ready sandbox after podvisor
-// restarted (the namespace, bridge and tap outlive podvisor; the server
-// does not). It fails when the namespace or its links are gone. Calling it
-// for a sandbox whose server runs is harmless.
+// Resume restarts the DHCP servers of a ready sandbox after podvisor
+// restarted (the namespace, bridges and taps outlive podvisor; the servers
+// do not). It fails when the namespace or its links are gone. Calling it
+// for a sandbox whose servers run is harmless.
 func (n *Network) Resume(ctx context.Context, sb *podtypes.Sandbox) error {
 	if sb.Network == nil || len(sb.Network.Opaque) == 0 {
 		return fmt.Errorf("sandbox %s has no pod network to resume", sb.ID)
@@ -373,24 +450,19 @@ func (n *Network) Resume(ctx context.Context, sb *podtypes.Sandbox) error {
 	if err != nil {
 		return err
 	}
-	if st.Moved == nil || len(st.Result) == 0 {
-		return fmt.Errorf("sandbox %s: the network state is incomplete (no CNI result or VM MAC)", sb.ID)
-	}
 	if !netnsExists(st.NetNS) {
 		return fmt.Errorf("sandbox %s: network namespace %s is gone", sb.ID, st.NetNS)
 	}
-	if err := bridgeReady(st.NetNS); err != nil {
-		return fmt.Errorf("sandbox %s: in network namespace %s: %w", sb.ID, st.NetNS, err)
-	}
-	var res types100.Result
-	if err := json.Unmarshal(st.Result, &res); err != nil {
-		return fmt.Errorf("sandbox %s: decoding the cached CNI result: %w", sb.ID, err)
-	}
-	_, l, err := statusOf(sb, st, &res)
+	_, leases, err := statusOfAll(sb, st)
 	if err != nil {
 		return fmt.Errorf("sandbox %s: %w", sb.ID, err)
 	}
-	return n.startDHCP(sb.ID, st.NetNS, l)
+	for i := range leases {
+		if err := bridgeReady(st.NetNS, linksFor(i, "")); err != nil {
+			return fmt.Errorf("sandbox %s: in network namespace %s: %w", sb.ID, st.NetNS, err)
+		}
+	}
+	return n.startDHCP(sb.ID, st.NetNS, leases)
 }
 
 // Teardown stops the DHCP server, gives eth0 back its address and MAC,
@@ -412,33 +484,60 @@ func (n *Network) teardown(ctx context.Context, sb *podtypes.Sandbox, st *state)
 		path = st.NetNS
 	}
 	exists := netnsExists(path)
-	if exists {
-		var rec *moved
-		if st != nil {
-			rec = st.Moved
-		}
-		if err := restore(path, rec); err != nil {
-			return fmt.Errorf("restoring %s in %s before CNI DEL: %w", podIfName, path, err)
+	nsArg := path
+	if !exists {
+		nsArg = "" // gone (e.g. a reboot): plugins release what they hold outside it
+	}
+	// Extra networks first, last added first; every one is tried, so one
+	// failing DEL does not keep the others' addresses.
+	var errs []error
+	if st != nil {
+		for i := len(st.Extra) - 1; i >= 0; i-- {
+			x := st.Extra[i]
+			ls := linksFor(i+1, x.IfName)
+			if err := n.delOne(ctx, sb, path, exists, ls, x.Moved, x.ConfList, x.runtimeConf(sb, nsArg)); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
+	var rec *moved
+	var conf json.RawMessage
 	if st != nil {
-		list, err := libcni.ConfListFromBytes(st.ConfList)
-		if err != nil {
-			return fmt.Errorf("reading the CNI configuration saved for sandbox %s: %w", sb.ID, err)
-		}
-		nsArg := path
-		if !exists {
-			nsArg = "" // gone (e.g. a reboot): plugins release what they hold outside it
-		}
-		if err := n.cni.DelNetworkList(ctx, list, runtimeConf(sb, nsArg)); err != nil {
-			return fmt.Errorf("CNI DEL of network %q for sandbox %s: %w", list.Name, sb.ID, err)
-		}
+		rec, conf = st.Moved, st.ConfList
+	}
+	if err := n.delOne(ctx, sb, path, exists, linksFor(0, podIfName), rec, conf, runtimeConf(sb, nsArg)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	if err := removeNetNS(path); err != nil {
 		return err
 	}
 	if err := os.Remove(n.statePath(sb.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing the network state of sandbox %s: %w", sb.ID, err)
+	}
+	return nil
+}
+
+// delOne gives one CNI interface back what plumb took (so DEL finds it as
+// ADD left it) and runs CNI DEL with the saved configuration; with no
+// configuration (ADD never started) there is nothing to delete.
+func (n *Network) delOne(ctx context.Context, sb *podtypes.Sandbox, path string, exists bool, ls linkSet, rec *moved, conf json.RawMessage, rt *libcni.RuntimeConf) error {
+	if exists {
+		if err := restore(path, ls, rec); err != nil {
+			return fmt.Errorf("restoring %s in %s before CNI DEL: %w", ls.pod, path, err)
+		}
+	}
+	if len(conf) == 0 {
+		return nil
+	}
+	list, err := libcni.ConfListFromBytes(conf)
+	if err != nil {
+		return fmt.Errorf("reading the CNI configuration saved for sandbox %s (%s): %w", sb.ID, ls.pod, err)
+	}
+	if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
+		return fmt.Errorf("CNI DEL of network %q (%s) for sandbox %s: %w", list.Name, ls.pod, sb.ID, err)
 	}
 	return nil
 }

@@ -265,6 +265,12 @@ func (e *env) checkGone(t *testing.T, id, path, ip string) {
 // VM's tap. It returns the environment udhcpc gave its script on "bound".
 func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, string, error) {
 	t.Helper()
+	return runDHCPClientOn(t, podNS, bridgeName, mac, tries)
+}
+
+// runDHCPClientOn is runDHCPClient on another bridge of the pod's namespace.
+func runDHCPClientOn(t *testing.T, podNS, bridge, mac string, tries int) (string, string, error) {
+	t.Helper()
 	dir := t.TempDir()
 	clientNS := filepath.Join(dir, "client-ns")
 	if err := createNetNS(clientNS); err != nil {
@@ -280,7 +286,7 @@ func runDHCPClient(t *testing.T, podNS, mac string, tries int) (string, string, 
 	k := vethSeq.Add(1)
 	portName, guestName := fmt.Sprintf("vmtest%d", k), fmt.Sprintf("vm%d", k)
 	err = ns.WithNetNSPath(podNS, func(ns.NetNS) error {
-		br, err := netlink.LinkByName(bridgeName)
+		br, err := netlink.LinkByName(bridge)
 		if err != nil {
 			return err
 		}
@@ -352,7 +358,13 @@ done
 // and the client's namespace, configured with the lease.
 func dhcpClient(t *testing.T, podNS, mac string) (map[string]string, string) {
 	t.Helper()
-	out, clientNS, err := runDHCPClient(t, podNS, mac, 10)
+	return dhcpClientOn(t, podNS, bridgeName, mac)
+}
+
+// dhcpClientOn is dhcpClient on another bridge of the pod's namespace.
+func dhcpClientOn(t *testing.T, podNS, bridge, mac string) (map[string]string, string) {
+	t.Helper()
+	out, clientNS, err := runDHCPClientOn(t, podNS, bridge, mac, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

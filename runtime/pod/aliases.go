@@ -19,6 +19,7 @@ type (
 	Mount           = podtypes.Mount
 	Device          = podtypes.Device
 	Resources       = podtypes.Resources
+	ResizeTarget    = podtypes.ResizeTarget
 	ContainerConfig = podtypes.ContainerConfig
 	Container       = podtypes.Container
 	SandboxFilter   = podtypes.SandboxFilter

@@ -188,7 +188,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 		return errdefs.FailedPreconditionf("container %s is %s: only a created container can be started", id, c.State)
 	}
 	log := m.log.With("pod", c.SandboxID, "container", id, "domain", c.DomainName)
-	start := func() error { return m.startDomain(ctx, c.DomainName, log) }
+	start := func() error { return m.startDomain(ctx, c, log) }
 	if c.Restore != nil {
 		start = func() error { return m.startRestored(ctx, c) }
 	}
@@ -212,11 +212,29 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	return nil
 }
 
-// startDomain starts the VM; if the call then fails, the VM is destroyed so
-// that the container's EXITED state is the truth.
-func (m *Manager) startDomain(ctx context.Context, name string, log *slog.Logger) error {
+// startDomain makes the VM's cgroup and starts the VM; if the call then
+// fails, the VM is destroyed and its cgroup removed so that the
+// container's EXITED state is the truth.
+func (m *Manager) startDomain(ctx context.Context, c *Container, log *slog.Logger) (err error) {
+	name := c.DomainName
 	if err := m.cfg.Failpoints.Eval(FailStartBeforeStart); err != nil {
 		return err
+	}
+	if r := m.cfg.Resources; r != nil {
+		sb := m.getSandbox(c.SandboxID)
+		if sb == nil {
+			return errdefs.NotFoundf("sandbox %s of container %s not found", c.SandboxID, c.ID)
+		}
+		if err := r.PrepareStart(ctx, sb, c); err != nil {
+			return fmt.Errorf("preparing the VM's cgroup: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				if rerr := r.Release(context.WithoutCancel(ctx), sb, c); rerr != nil {
+					log.Error("removing the cgroup of a VM whose start failed", "err", rerr)
+				}
+			}
+		}()
 	}
 	if err := m.timed("start", func() error { return m.hv.Start(ctx, name) }); err != nil {
 		return err
@@ -359,6 +377,13 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}
 	if err := m.hv.Undefine(ctx, c.DomainName); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 		return fmt.Errorf("undefining the VM of container %s: %w", id, err)
+	}
+	if r := m.cfg.Resources; r != nil {
+		if sb := m.getSandbox(c.SandboxID); sb != nil {
+			if err := r.Release(ctx, sb, c); err != nil {
+				return fmt.Errorf("removing the cgroup of container %s: %w", id, err)
+			}
+		}
 	}
 	if err := removeDir(c.Dir); err != nil {
 		return fmt.Errorf("removing the disks of container %s: %w", id, err)

@@ -32,6 +32,22 @@ type VMAssembler interface {
 	Assemble(ctx context.Context, sb *Sandbox, c *Container, imagePath string) (domainXML string, err error)
 }
 
+// VMResources places each VM in its pod's cgroup under its container's
+// limits and checks new limits for an in-place resize; vmbuild.Assembler
+// implements it. Optional: without it VMs get no cgroup of their own and
+// cannot be resized.
+type VMResources interface {
+	// PrepareStart makes the VM's cgroup with c's limits before it starts.
+	PrepareStart(ctx context.Context, sb *Sandbox, c *Container) error
+	// SetLimits writes the limits res gives the VM's cgroup.
+	SetLimits(sb *Sandbox, c *Container, res Resources, create bool) error
+	// Release removes the VM's cgroup once its emulator is gone.
+	Release(ctx context.Context, sb *Sandbox, c *Container) error
+	// Target validates res for c, as CreateContainer would, and says
+	// what the guest gets.
+	Target(sb *Sandbox, c *Container, res Resources) (ResizeTarget, error)
+}
+
 // Clock tells the time and times the waits (stop grace, monitor
 // intervals), so tests can pass a fake clock and advance it instead of
 // sleeping. fakes/clock.Fake satisfies it.

@@ -34,6 +34,8 @@ type Config struct {
 	Network    Network
 	Images     Images
 	Assembler  VMAssembler
+	// Resources gives VMs their cgroups and checks resizes (nil: none).
+	Resources VMResources
 	// StateDir holds per-container directories (disks, drives, sockets).
 	StateDir string
 	Clock    Clock

@@ -41,11 +41,13 @@ func (testImages) Resolve(_ context.Context, name string) (string, string, error
 type testAssembler struct {
 	mu   sync.Mutex
 	fail error
+	// maxVCPUs > 1 gives the domain 1 of that many vCPUs (hot-plug).
+	maxVCPUs int
 }
 
 func (a *testAssembler) Assemble(_ context.Context, sb *pod.Sandbox, c *pod.Container, imagePath string) (string, error) {
 	a.mu.Lock()
-	fail := a.fail
+	fail, maxVCPUs := a.fail, a.maxVCPUs
 	a.mu.Unlock()
 	if fail != nil {
 		return "", fail
@@ -75,6 +77,9 @@ func (a *testAssembler) Assemble(_ context.Context, sb *pod.Sandbox, c *pod.Cont
 				Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: simhv.AgentChannel}},
 			}},
 		},
+	}
+	if maxVCPUs > 1 {
+		d.VCPU = &libvirtxml.DomainVCPU{Value: uint(maxVCPUs), Current: 1}
 	}
 	return d.Marshal()
 }

@@ -257,7 +257,7 @@ const restoredGuestTimeout = time.Minute
 // network set through the guest agent.
 func (m *Manager) startRestored(ctx context.Context, c *Container) error {
 	if c.Restore.MemoryFile == "" {
-		if err := m.startDomain(ctx, c.DomainName, m.log); err != nil {
+		if err := m.startDomain(ctx, c, m.log); err != nil {
 			return err
 		}
 		m.wg.Add(1)

@@ -161,6 +161,16 @@ type Resources struct {
 	CPUQuota         int64 `json:"cpuQuota,omitempty"`
 }
 
+// ResizeTarget is what a VM's guest gets from container resources.
+type ResizeTarget struct {
+	// VCPUs is the vCPU count; VCPUsFixed when VirtletVCPUCount fixes it
+	// (a new CPU limit then changes only the vCPUs' time).
+	VCPUs      int
+	VCPUsFixed bool
+	// MemoryBytes is the guest's RAM.
+	MemoryBytes int64
+}
+
 // ContainerConfig is what kubelet asked for in CreateContainer.
 type ContainerConfig struct {
 	Name        string            `json:"name"`

@@ -36,6 +36,9 @@ type fakeRuntime struct {
 	calls      []string // method and main argument, e.g. "PodSandboxStatus s1"
 	runtimeCfg *runtimeapi.RuntimeConfig
 	evc        chan *runtimeapi.ContainerEventResponse
+	// metrics, when set, are the runtime's CRI metrics (else the verbs
+	// are Unimplemented).
+	metrics *fakeMetrics
 
 	sock string
 	srv  *grpc.Server
@@ -358,4 +361,59 @@ func (f *fakeRuntime) RemoveImage(_ context.Context, req *runtimeapi.RemoveImage
 func (f *fakeRuntime) ImageFsInfo(context.Context, *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
 	return &runtimeapi.ImageFsInfoResponse{ImageFilesystems: []*runtimeapi.FilesystemUsage{
 		{FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: "/var/lib/" + f.name}, UsedBytes: &runtimeapi.UInt64Value{Value: 7}}}}, nil
+}
+
+type fakeMetrics struct {
+	descs []*runtimeapi.MetricDescriptor
+	pods  []*runtimeapi.PodSandboxMetrics
+}
+
+func (f *fakeRuntime) ListMetricDescriptors(context.Context, *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.metrics == nil {
+		return nil, status.Error(codes.Unimplemented, "no metrics")
+	}
+	return &runtimeapi.ListMetricDescriptorsResponse{Descriptors: f.metrics.descs}, nil
+}
+
+func (f *fakeRuntime) ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.metrics == nil {
+		return nil, status.Error(codes.Unimplemented, "no metrics")
+	}
+	return &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: f.metrics.pods}, nil
+}
+
+// ListContainerStats reports each container with its creation sequence
+// as CPU time.
+func (f *fakeRuntime) ListContainerStats(_ context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+	f.record("ListContainerStats " + req.GetFilter().GetId() + "/" + req.GetFilter().GetPodSandboxId())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*runtimeapi.ContainerStats
+	for id, c := range f.containers {
+		fl := req.GetFilter()
+		if (fl.GetId() != "" && fl.GetId() != id) || (fl.GetPodSandboxId() != "" && fl.GetPodSandboxId() != c.PodSandboxId) {
+			continue
+		}
+		out = append(out, &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{Id: id},
+			Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 1}}})
+	}
+	return &runtimeapi.ListContainerStatsResponse{Stats: out}, nil
+}
+
+func (f *fakeRuntime) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	f.record("ListPodSandboxStats " + req.GetFilter().GetId())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*runtimeapi.PodSandboxStats
+	for id := range f.sandboxes {
+		if fid := req.GetFilter().GetId(); fid != "" && fid != id {
+			continue
+		}
+		out = append(out, &runtimeapi.PodSandboxStats{Attributes: &runtimeapi.PodSandboxAttributes{Id: id}})
+	}
+	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
 }

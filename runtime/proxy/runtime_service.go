@@ -293,40 +293,6 @@ func (p *Proxy) RestorePod(ctx context.Context, req *runtimeapi.RestorePodReques
 	return forward(ctx, b, req, b.rt.RestorePod)
 }
 
-// ListMetricDescriptors merges the runtimes' descriptors; the first
-// runtime to describe a metric name wins.
-func (p *Proxy) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
-	items, err := listAll(ctx, p, "ListMetricDescriptors", req,
-		func(b *backend) unary[*runtimeapi.ListMetricDescriptorsRequest, *runtimeapi.ListMetricDescriptorsResponse] {
-			return b.rt.ListMetricDescriptors
-		},
-		(*runtimeapi.ListMetricDescriptorsResponse).GetDescriptors)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var out []*runtimeapi.MetricDescriptor
-	for _, d := range items {
-		if !seen[d.GetName()] {
-			seen[d.GetName()] = true
-			out = append(out, d)
-		}
-	}
-	return &runtimeapi.ListMetricDescriptorsResponse{Descriptors: out}, nil
-}
-
-func (p *Proxy) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
-	items, err := listAll(ctx, p, "ListPodSandboxMetrics", req,
-		func(b *backend) unary[*runtimeapi.ListPodSandboxMetricsRequest, *runtimeapi.ListPodSandboxMetricsResponse] {
-			return b.rt.ListPodSandboxMetrics
-		},
-		(*runtimeapi.ListPodSandboxMetricsResponse).GetPodMetrics)
-	if err != nil {
-		return nil, err
-	}
-	return &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: items}, nil
-}
-
 func (p *Proxy) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, s grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
 	return relay(s.Context(), p, "StreamPodSandboxMetrics", p.all, req,
 		func(b *backend) opener[*runtimeapi.StreamPodSandboxMetricsRequest, runtimeapi.StreamPodSandboxMetricsResponse] {

@@ -41,14 +41,28 @@ type NICProvider interface {
 	NICs(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container) ([]libvirtxml.DomainInterface, map[string]string, error)
 }
 
+// PodLimits reads what CRI does not carry from the pod's spec;
+// kube.DataSource implements it.
+type PodLimits interface {
+	// EphemeralStorageLimit is the container's ephemeral-storage limit in
+	// bytes, 0 when it has none.
+	EphemeralStorageLimit(ctx context.Context, namespace, pod, container string) (int64, error)
+}
+
 // Config wires an Assembler.
 type Config struct {
 	// DomainType is domain.TypeKVM or domain.TypeQEMU.
 	DomainType string
 	// Emulator is the QEMU binary or wrapper ("" = libvirt's default).
 	Emulator string
+	// TCGTranslationCacheMiB bounds TCG's translation cache (0: QEMU's
+	// default); see domain.Input.
+	TCGTranslationCacheMiB uint
 	// Overlay makes the root disk; default image.CreateOverlay.
 	Overlay func(ctx context.Context, base, path string, minSize int64) (int64, error)
+	// PrepareRoot readies a persistent root volume (a device at "/");
+	// default volume.PrepareRoot.
+	PrepareRoot func(ctx context.Context, dev string, img volume.RootImage) (volume.RootDecision, error)
 	// Rebase points a restored root overlay at this node's base image;
 	// default image.RebaseOverlay.
 	Rebase func(ctx context.Context, overlay, base string) error
@@ -60,8 +74,18 @@ type Config struct {
 	// secret, domain.KeyedUUIDFor); nil: the public derivation.
 	UUIDKey []byte
 	// NICs provides the network devices (nil: the VM gets no NIC).
-	NICs   NICProvider
-	Logger *slog.Logger
+	NICs NICProvider
+	// Cgroups, when set, places each VM in a cgroup below its pod's
+	// (CgroupPath) with its container's limits (Limits); the emulator
+	// wrapper joins it. Nil: libvirt's <cputune> holds the CPU limits.
+	Cgroups CgroupFS
+	// PodLimits reads the container's ephemeral-storage limit from the
+	// pod's spec (nil: not checked).
+	PodLimits PodLimits
+	// MaxVCPUs is the most vCPUs a VM can grow to in place (the node's
+	// CPUs, say); 0: no vCPU hot-plug.
+	MaxVCPUs int
+	Logger   *slog.Logger
 }
 
 // Assembler implements pod.VMAssembler.
@@ -76,6 +100,9 @@ func New(cfg Config) (*Assembler, error) {
 	}
 	if cfg.Overlay == nil {
 		cfg.Overlay = image.CreateOverlay
+	}
+	if cfg.PrepareRoot == nil {
+		cfg.PrepareRoot = volume.PrepareRoot
 	}
 	if cfg.WriteISO == nil {
 		cfg.WriteISO = cloudinit.WriteISO
@@ -100,6 +127,10 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 	if err != nil {
 		return "", err
 	}
+	devs, err := planDevices(sb, c)
+	if err != nil {
+		return "", err
+	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return "", fmt.Errorf("creating VM directory %s: %w", c.Dir, err)
 	}
@@ -111,21 +142,62 @@ func (a *Assembler) Assemble(ctx context.Context, sb *podtypes.Sandbox, c *podty
 		}
 	}()
 
-	root := filepath.Join(c.Dir, RootDiskFile)
-	if _, err := a.cfg.Overlay(ctx, imagePath, root, vm.RootVolumeSize); err != nil {
-		return "", fmt.Errorf("creating the root disk: %w", err)
+	root := domain.Disk{Path: filepath.Join(c.Dir, RootDiskFile), Format: domain.FormatQCOW2}
+	if devs.Root != nil {
+		// A persistent root volume is the user's PV, not ephemeral storage.
+		if root, err = a.persistentRoot(ctx, sb, devs.Root, vm, imagePath); err != nil {
+			return "", err
+		}
+	} else {
+		size, err := a.cfg.Overlay(ctx, imagePath, root.Path, vm.RootVolumeSize)
+		if err != nil {
+			return "", fmt.Errorf("creating the root disk: %w", err)
+		}
+		if err := a.checkEphemeralStorage(ctx, sb, c, vm, size); err != nil {
+			return "", err
+		}
 	}
 
-	iso, err := a.writeCloudInit(ctx, sb, c, vm, vols)
+	iso, err := a.writeCloudInit(ctx, sb, c, vm, vols, devs)
 	if err != nil {
 		return "", err
 	}
-	return a.domainXML(ctx, sb, c, vm, vols, root, iso)
+	return a.domainXML(ctx, sb, c, vm, vols, devs, root, iso)
+}
+
+// checkEphemeralStorage refuses a root disk that can grow beyond the
+// container's ephemeral-storage limit: kubelet would evict the pod once the
+// guest filled it. An API server that cannot answer only costs the check.
+func (a *Assembler) checkEphemeralStorage(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, size int64) error {
+	if a.cfg.PodLimits == nil {
+		return nil
+	}
+	limit, err := a.cfg.PodLimits.EphemeralStorageLimit(ctx, sb.Config.Namespace, sb.Config.Name, c.Config.Name)
+	if err != nil {
+		a.cfg.Logger.Warn("ephemeral-storage limit not checked: the pod's spec could not be read", "pod", sb.Config.Namespace+"/"+sb.Config.Name, "err", err)
+		return nil
+	}
+	if limit <= 0 || size <= limit {
+		return nil
+	}
+	what := fmt.Sprintf("the image's virtual size %d bytes (%d MiB)", size, size>>20)
+	if vm.RootVolumeSize > 0 {
+		what = fmt.Sprintf("%s %s (%d bytes, at least the image's size)", annotations.KeyRootVolumeSize, quantityOr(sb.Config.Annotations[annotations.KeyRootVolumeSize]), size)
+	}
+	return errdefs.InvalidArgumentf("pod %s/%s: the root volume, %s, is larger than container %q's ephemeral-storage limit %d bytes (%d MiB): raise the limit or lower %s",
+		sb.Config.Namespace, sb.Config.Name, what, c.Config.Name, limit, limit>>20, annotations.KeyRootVolumeSize)
+}
+
+func quantityOr(v string) string {
+	if v == "" {
+		return "(unset)"
+	}
+	return strings.TrimSpace(v)
 }
 
 // writeCloudInit writes the container's cloud-init drive, with the
 // volumes' mounts and files, into its directory and returns its path.
-func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan) (string, error) {
+func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, devs *volume.DevicePlan) (string, error) {
 	ciIn := cloudInitInput(sb, c, vm)
 	var owner *volume.Owner
 	if vm.Chown9pfsMounts {
@@ -133,6 +205,12 @@ func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c 
 	}
 	guest := vols.Guest(owner)
 	ciIn.Mounts, ciIn.MountScript, ciIn.RunCmd = guest.Mounts, guest.MountScript, guest.RunCmd
+	// The block volumes' device links: at every boot, before the mounts;
+	// and in a user-data script's mount script, before its mounts.
+	ciIn.BootCmd = devs.GuestLinks()
+	if len(ciIn.BootCmd) > 0 {
+		ciIn.MountScript = strings.TrimSuffix(ciIn.BootCmd[0], "\n") + "\n" + ciIn.MountScript
+	}
 	// The volumes' files first, then the mount script: write_files order.
 	ciIn.Files = append(ciIn.Files, vols.GuestFiles()...)
 	ciIn.Files = append(ciIn.Files, guest.Files...)
@@ -151,26 +229,33 @@ func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c 
 }
 
 // domainXML builds the container's domain around its root disk and drive.
-func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, root, iso string) (string, error) {
+func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, devs *volume.DevicePlan, root domain.Disk, iso string) (string, error) {
 	in := domain.Input{
-		Name:          c.DomainName,
-		PodUID:        sb.Config.UID,
-		PodName:       sb.Config.Name,
-		PodNamespace:  sb.Config.Namespace,
-		ContainerName: c.Config.Name,
-		Attempt:       c.Config.Attempt,
-		UUIDKey:       a.cfg.UUIDKey,
-		DomainType:    a.cfg.DomainType,
-		VM:            vm,
-		RootDisk:      domain.Disk{Path: root, Format: domain.FormatQCOW2},
-		Filesystems:   vols.Filesystems(),
-		CloudInitISO:  iso,
-		ConsoleSocket: filepath.Join(c.Dir, ConsoleSocketFile),
-		DisplaySocket: filepath.Join(c.Dir, DisplaySocketFile),
-		Emulator:      a.cfg.Emulator,
+		Name:                   c.DomainName,
+		PodUID:                 sb.Config.UID,
+		PodName:                sb.Config.Name,
+		PodNamespace:           sb.Config.Namespace,
+		ContainerName:          c.Config.Name,
+		Attempt:                c.Config.Attempt,
+		UUIDKey:                a.cfg.UUIDKey,
+		DomainType:             a.cfg.DomainType,
+		VM:                     vm,
+		RootDisk:               root,
+		VolumeDisks:            devs.VolumeDisks(),
+		Filesystems:            vols.Filesystems(),
+		CloudInitISO:           iso,
+		ConsoleSocket:          filepath.Join(c.Dir, ConsoleSocketFile),
+		DisplaySocket:          filepath.Join(c.Dir, DisplaySocketFile),
+		Emulator:               a.cfg.Emulator,
+		MaxVCPUs:               min(a.cfg.MaxVCPUs, annotations.MaxVCPUCount),
+		TCGTranslationCacheMiB: a.cfg.TCGTranslationCacheMiB,
 	}
-	for _, d := range c.Config.Devices {
-		in.VolumeDisks = append(in.VolumeDisks, domain.Disk{Path: d.HostPath, Format: domain.FormatRaw, Block: true})
+	if a.cfg.Cgroups != nil {
+		p, err := CgroupPath(sb, c)
+		if err != nil {
+			return "", err
+		}
+		in.Cgroup = p
 	}
 	if a.cfg.NICs != nil {
 		nics, env, err := a.cfg.NICs.NICs(ctx, sb, c)

@@ -479,3 +479,57 @@ func TestAssembleSysctlsWithAScriptWarns(t *testing.T) {
 		t.Errorf("log lacks the warning:\n%s", log.String())
 	}
 }
+
+type fixedLimit struct {
+	limit int64
+	err   error
+}
+
+func (f fixedLimit) EphemeralStorageLimit(context.Context, string, string, string) (int64, error) {
+	return f.limit, f.err
+}
+
+// A root volume larger than the container's ephemeral-storage limit is
+// refused naming both, and nothing is left; within it, or when the limit
+// cannot be read, the VM is made.
+func TestEphemeralStorage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ann    map[string]string
+		limits fixedLimit
+		want   string
+	}{
+		{name: "ann-over", ann: map[string]string{"VirtletRootVolumeSize": "2Gi"}, limits: fixedLimit{limit: 1 << 30},
+			want: `the root volume, VirtletRootVolumeSize 2Gi (2147483648 bytes, at least the image's size), is larger than container "vm"'s ephemeral-storage limit 1073741824 bytes (1024 MiB)`},
+		{name: "image-over", limits: fixedLimit{limit: 1 << 20},
+			want: `the root volume, the image's virtual size 2147483648 bytes (2048 MiB), is larger than container "vm"'s ephemeral-storage limit 1048576 bytes (1 MiB)`},
+		{name: "within", ann: map[string]string{"VirtletRootVolumeSize": "2Gi"}, limits: fixedLimit{limit: 4 << 30}},
+		{name: "none", ann: map[string]string{"VirtletRootVolumeSize": "2Gi"}},
+		{name: "unread", ann: map[string]string{"VirtletRootVolumeSize": "2Gi"}, limits: fixedLimit{err: errors.New("connection refused")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb, c, img := fixture(t, tc.ann)
+			a, _ := New(Config{DomainType: domain.TypeQEMU, PodLimits: tc.limits,
+				Overlay: func(_ context.Context, _, path string, minSize int64) (int64, error) {
+					return max(minSize, 2<<30), os.WriteFile(path, []byte("x"), 0o600)
+				},
+				WriteISO: func(_ context.Context, _ *cloudinit.Contents, path string) error {
+					return os.WriteFile(path, nil, 0o600)
+				},
+			})
+			_, err := a.Assemble(context.Background(), sb, c, img)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want InvalidArgument with %q", err, tc.want)
+			}
+			if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+				t.Errorf("the refused VM's directory is left: %v", err)
+			}
+		})
+	}
+}

@@ -149,6 +149,10 @@ func PlanMounts(mounts []Mount, stat func(string) (fs.FileInfo, error)) (*Plan, 
 			p.Skipped = append(p.Skipped, Skip{Mount: m, Reason: why, Expected: true})
 			continue
 		}
+		if err := virtletFlexVolume(m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if k := fileVolumeKind(m.HostPath); k != "" {
 			if err := checkGuestPath(m.ContainerPath, false); err != nil {
 				errs = append(errs, fmt.Errorf("volume %s: %w", m, err))

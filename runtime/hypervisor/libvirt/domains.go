@@ -216,57 +216,6 @@ func (h *Hypervisor) XML(ctx context.Context, name string) (string, error) {
 	return x, err
 }
 
-// Stats reports CPU time and memory of a running domain.
-func (h *Hypervisor) Stats(ctx context.Context, name string) (hypervisor.Stats, error) {
-	var s hypervisor.Stats
-	err := h.withDomain(ctx, "reading stats of domain", name, func(d *lv.Domain) error {
-		info, err := d.GetInfo()
-		if err != nil {
-			return err
-		}
-		if info.State != lv.DOMAIN_RUNNING && info.State != lv.DOMAIN_PAUSED && info.State != lv.DOMAIN_BLOCKED {
-			return fmt.Errorf("%w: the domain is not running", hypervisor.ErrInvalidState)
-		}
-		s.Timestamp = time.Now()
-		s.CPUTime = time.Duration(info.CpuTime)
-		// The cgroup figure (GetCPUStats) counts the emulator's threads too.
-		if cs, err := d.GetCPUStats(-1, 1, 0); err == nil && len(cs) == 1 && cs[0].CpuTimeSet {
-			s.CPUTime = time.Duration(cs[0].CpuTime)
-		}
-		s.MemoryLimitBytes = info.MaxMem * 1024
-		s.MemoryBytes = info.Memory * 1024
-		if ms, err := d.MemoryStats(uint32(lv.DOMAIN_MEMORY_STAT_NR), 0); err == nil {
-			s.MemoryBytes = memoryUsed(ms, s.MemoryBytes)
-		}
-		return nil
-	})
-	return s, err
-}
-
-// memoryUsed prefers the balloon's view (available - unused), then the
-// emulator's RSS, then fallback (all in bytes).
-func memoryUsed(ms []lv.DomainMemoryStat, fallback uint64) uint64 {
-	var avail, unused, rss uint64
-	var haveAvail, haveUnused, haveRSS bool
-	for _, m := range ms {
-		switch lv.DomainMemoryStatTags(m.Tag) {
-		case lv.DOMAIN_MEMORY_STAT_AVAILABLE:
-			avail, haveAvail = m.Val, true
-		case lv.DOMAIN_MEMORY_STAT_UNUSED:
-			unused, haveUnused = m.Val, true
-		case lv.DOMAIN_MEMORY_STAT_RSS:
-			rss, haveRSS = m.Val, true
-		}
-	}
-	switch {
-	case haveAvail && haveUnused && avail >= unused:
-		return (avail - unused) * 1024
-	case haveRSS:
-		return rss * 1024
-	}
-	return fallback
-}
-
 // AgentCommand sends a guest agent command and returns its JSON reply.
 // A domain without an agent channel gives ErrUnimplemented; an agent that
 // does not answer within timeout gives errdefs.ErrUnavailable.

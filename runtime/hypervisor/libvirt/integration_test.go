@@ -111,6 +111,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 // domain XML, and returns the XML and the console socket path.
 func testDomain(t *testing.T, h *Hypervisor, name string) string {
 	t.Helper()
+	return testDomainWith(t, h, name, nil)
+}
+
+// testDomainWith is testDomain with the spec changed by tweak.
+func testDomainWith(t *testing.T, h *Hypervisor, name string, tweak func(*testDomainSpec)) string {
+	t.Helper()
 	needTool(t, "qemu-img")
 	needTool(t, "genisoimage")
 	base := testGuest(t)
@@ -129,7 +135,11 @@ func testDomain(t *testing.T, h *Hypervisor, name string) string {
 	iso := filepath.Join(dir, "seed.iso")
 	run(t, "genisoimage", "-quiet", "-o", iso, "-V", "cidata", "-J", "-r", seed)
 
-	return buildTestDomain(t, h, testDomainSpec{name: name, dir: dir, overlay: overlay, iso: iso})
+	spec := testDomainSpec{name: name, dir: dir, overlay: overlay, iso: iso}
+	if tweak != nil {
+		tweak(&spec)
+	}
+	return buildTestDomain(t, h, spec)
 }
 
 func run(t *testing.T, name string, args ...string) {

@@ -21,6 +21,15 @@ type testDomainSpec struct {
 	mac     string // with a MAC: a user-mode NIC (QEMU's DHCP server) in place of podvisor's tap
 	agent   bool   // the guest agent channel on dir/agent.sock; without, none (podvisor's domains always have one: this tests a domain that lacks it)
 	fss     []domain.Filesystem
+	root    *domain.Disk  // in place of overlay (a persistent root volume)
+	vols    []domain.Disk // volume disks after the root disk
+	virtio  bool          // VirtletDiskDriver virtio (default: scsi)
+	// The container's resources (nil: a 256 MiB memory limit), the
+	// emulator ("" = libvirt's QEMU), the VM's cgroup and its most vCPUs.
+	res      *annotations.Resources
+	emulator string
+	cgroup   string
+	maxVCPUs int
 }
 
 // buildTestDomain returns the XML of a test domain built as podvisor builds
@@ -31,14 +40,26 @@ type testDomainSpec struct {
 // destroyed and undefined at the end of the test.
 func buildTestDomain(t *testing.T, h *Hypervisor, s testDomainSpec) string {
 	t.Helper()
-	vm, err := annotations.Parse(nil, annotations.Resources{MemoryLimitBytes: 256 << 20}, nil)
+	var ann map[string]string
+	if s.virtio {
+		ann = map[string]string{annotations.KeyDiskDriver: string(annotations.DiskDriverVirtio)}
+	}
+	res := annotations.Resources{MemoryLimitBytes: 256 << 20}
+	if s.res != nil {
+		res = *s.res
+	}
+	vm, err := annotations.Parse(ann, res, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := domain.Input{
 		Name: s.name, PodUID: "6f1e0c9a-1b2c-4d3e-8f40-5a6b7c8d9e0f", PodName: s.name, PodNamespace: "default", ContainerName: "vm",
 		DomainType: h.DomainType(), VM: vm, RootDisk: domain.Disk{Path: s.overlay, Format: domain.FormatQCOW2},
-		CloudInitISO: s.iso, Filesystems: s.fss, ConsoleSocket: filepath.Join(s.dir, "console.sock"),
+		VolumeDisks: s.vols, CloudInitISO: s.iso, Filesystems: s.fss, ConsoleSocket: filepath.Join(s.dir, "console.sock"),
+		Emulator: s.emulator, Cgroup: s.cgroup, MaxVCPUs: s.maxVCPUs, TCGTranslationCacheMiB: domain.DefaultTCGTranslationCacheMiB,
+	}
+	if s.root != nil {
+		in.RootDisk = *s.root
 	}
 	if s.agent {
 		in.GuestAgentSocket = filepath.Join(s.dir, "agent.sock")

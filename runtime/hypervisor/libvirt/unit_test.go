@@ -272,23 +272,46 @@ func TestDisplaySocket(t *testing.T) {
 	}
 }
 
-func TestMemoryUsed(t *testing.T) {
-	stat := func(tag lv.DomainMemoryStatTags, v uint64) lv.DomainMemoryStat {
-		return lv.DomainMemoryStat{Tag: int32(tag), Val: v}
-	}
+func TestMemoryStats(t *testing.T) {
+	fallback := hypervisor.MemoryStats{WorkingSetBytes: 7, UsageBytes: 7}
 	tests := []struct {
 		name string
-		ms   []lv.DomainMemoryStat
-		want uint64
+		b    lv.DomainStatsBalloon
+		want hypervisor.MemoryStats
 	}{
-		{"balloon", []lv.DomainMemoryStat{stat(lv.DOMAIN_MEMORY_STAT_AVAILABLE, 1000), stat(lv.DOMAIN_MEMORY_STAT_UNUSED, 400), stat(lv.DOMAIN_MEMORY_STAT_RSS, 900)}, 600 * 1024},
-		{"rss only", []lv.DomainMemoryStat{stat(lv.DOMAIN_MEMORY_STAT_RSS, 900)}, 900 * 1024},
-		{"nothing", nil, 7},
+		{"guest reports usable", lv.DomainStatsBalloon{AvailableSet: true, Available: 1000, UnusedSet: true, Unused: 400, UsableSet: true, Usable: 700, RssSet: true, Rss: 900, DiskCachesSet: true, DiskCaches: 250},
+			hypervisor.MemoryStats{FromGuest: true, WorkingSetBytes: 300 << 10, UsageBytes: 600 << 10, CacheBytes: 250 << 10, RSSBytes: 900 << 10}},
+		{"guest without usable", lv.DomainStatsBalloon{AvailableSet: true, Available: 1000, UnusedSet: true, Unused: 400, RssSet: true, Rss: 900},
+			hypervisor.MemoryStats{FromGuest: true, WorkingSetBytes: 600 << 10, UsageBytes: 600 << 10, RSSBytes: 900 << 10}},
+		{"rss only", lv.DomainStatsBalloon{RssSet: true, Rss: 900},
+			hypervisor.MemoryStats{WorkingSetBytes: 900 << 10, UsageBytes: 900 << 10, RSSBytes: 900 << 10}},
+		{"unused above available", lv.DomainStatsBalloon{AvailableSet: true, Available: 10, UnusedSet: true, Unused: 400}, fallback},
+		{"nothing", lv.DomainStatsBalloon{}, fallback},
 	}
 	for _, tc := range tests {
-		if got := memoryUsed(tc.ms, 7); got != tc.want {
-			t.Errorf("%s: memoryUsed = %d, want %d", tc.name, got, tc.want)
+		if got := memoryStats(&tc.b, fallback); got != tc.want {
+			t.Errorf("%s: memoryStats = %+v, want %+v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestAllocatedBytes(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "overlay")
+	if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := allocatedBytes(p); got < 1<<20 {
+		t.Errorf("allocatedBytes of a 1 MiB written file = %d, want at least 1 MiB", got)
+	}
+	sparse := filepath.Join(t.TempDir(), "sparse")
+	if err := os.WriteFile(sparse, nil, 0o600); err != nil || os.Truncate(sparse, 1<<30) != nil {
+		t.Fatal("making a sparse file")
+	}
+	if got := allocatedBytes(sparse); got >= 1<<20 {
+		t.Errorf("allocatedBytes of an empty 1 GiB sparse file = %d, want what it holds (near 0)", got)
+	}
+	if got := allocatedBytes(filepath.Join(t.TempDir(), "missing")); got != 0 {
+		t.Errorf("allocatedBytes of a missing file = %d", got)
 	}
 }
 

@@ -1,0 +1,152 @@
+package libvirt
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/podvisor/podvisor/runtime/cloudinit"
+	"github.com/podvisor/podvisor/runtime/domain"
+	"github.com/podvisor/podvisor/runtime/image"
+	"github.com/podvisor/podvisor/runtime/volume"
+)
+
+// loopDevice attaches a sparse file of size bytes to a free loop device:
+// a block PV as a local PV on a loop device gives it. Detached at the end.
+func loopDevice(t *testing.T, size int64) string {
+	t.Helper()
+	needTool(t, "losetup")
+	f := filepath.Join(t.TempDir(), "pv.img")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", f).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
+
+// TestPersistentRootInGuest boots the test guest from a loop device as a
+// persistent root volume (devicePath "/"): volume.PrepareRoot writes the
+// image after its marker, the guest sees exactly the slice after it and
+// writes a file on its root disk, the domain is destroyed, and a second
+// domain on the same device — prepared again, with another image named —
+// boots what the first left and reads the file. With it, a block volume
+// at /dev/testpvc: its disk serial and the cloud-init bootcmd of
+// volume.DevicePlan.GuestLinks make /dev/testpvc in the guest a link to
+// that disk, through which the guest writes what the host reads on the
+// device (virtio-blk's sysfs serial in the first domain, the SCSI disk's
+// VPD page in the second: the test guest has no udev).
+func TestPersistentRootInGuest(t *testing.T) {
+	h := cloudInitTestHypervisor(t)
+	ctx := context.Background()
+	base := testGuest(t)
+	size, format, err := image.VirtualSize(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootDev := loopDevice(t, size+volume.RootHeaderSize+8<<20)
+	dataDev := loopDevice(t, 16<<20)
+	plan, err := volume.PlanDevices([]volume.Device{{ContainerPath: "/dev/testpvc", HostPath: dataDev}, {ContainerPath: "/", HostPath: rootDev}})
+	if err != nil || plan.Root == nil {
+		t.Fatalf("PlanDevices: %v, %+v", err, plan)
+	}
+
+	boot := func(name string, virtio bool, img volume.RootImage) {
+		t.Helper()
+		d, err := volume.PrepareRoot(ctx, plan.Root.HostPath, img)
+		if err != nil {
+			t.Fatalf("PrepareRoot: %v", err)
+		}
+		t.Logf("%s: %+v", name, d)
+		c, err := cloudinit.Generate(ctx, cloudinit.Input{PodName: name, PodNamespace: "default", Hostname: "ci-root", BootCmd: plan.GuestLinks()}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		iso := filepath.Join(dir, "cloud-init.iso")
+		if err := cloudinit.WriteISO(ctx, c, iso); err != nil {
+			t.Fatal(err)
+		}
+		root := domain.Disk{Path: rootDev, Format: domain.FormatRaw, Block: true, Offset: d.Offset, Size: d.Size}
+		x := buildTestDomain(t, h, testDomainSpec{name: name, dir: dir, iso: iso, agent: true, root: &root, vols: plan.VolumeDisks(), virtio: virtio})
+		if _, err := h.Define(ctx, x); err != nil {
+			t.Fatalf("Define: %v", err)
+		}
+		if err := h.Start(ctx, name); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		con, err := h.Console(ctx, name)
+		if err != nil {
+			t.Fatalf("Console: %v", err)
+		}
+		defer con.Close()
+		out := readConsole(con)
+		out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
+		if !strings.Contains(out.String(), "podvisor: linked /dev/testpvc to ") {
+			t.Errorf("%s: the console does not show /dev/testpvc linked:\n%s", name, out.String())
+		}
+		rootName := "sda"
+		if virtio {
+			rootName = "vda"
+		}
+		if got := strings.TrimSpace(guestExec(t, h, name, "cat", "/sys/block/"+rootName+"/size")); got != strconv.FormatUint(d.Size/512, 10) {
+			t.Errorf("%s: the guest's root disk has %s sectors, want the slice's %d", name, got, d.Size/512)
+		}
+	}
+
+	// First pod: the image is written, the guest leaves a file on its root.
+	first := fmt.Sprintf("podvisor-ci-root1-%d", os.Getpid())
+	boot(first, true, volume.RootImage{Path: base, Format: format, Size: size})
+	guestExec(t, h, first, "sh", "-c", "mkdir -p /mnt/root && mount -t vfat /dev/vda /mnt/root && echo left-by-the-first-pod >/mnt/root/persist.txt && umount /mnt/root && sync")
+	if got := guestExec(t, h, first, "readlink", "-f", "/dev/testpvc"); strings.TrimSpace(got) != "/dev/vdb" {
+		t.Errorf("/dev/testpvc in the first guest leads to %q, want /dev/vdb", got)
+	}
+	guestExec(t, h, first, "sh", "-c", "echo through-the-link | dd of=/dev/testpvc conv=fsync 2>/dev/null")
+	if err := h.Destroy(ctx, first); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	head := make([]byte, len("through-the-link"))
+	f, err := os.Open(dataDev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(head, 0)
+	f.Close()
+	if err != nil || string(head) != "through-the-link" {
+		t.Errorf("the block volume holds %q (%v), want what the guest wrote through /dev/testpvc", head, err)
+	}
+
+	// Second pod, another image named: the volume is booted as left.
+	other := filepath.Join(t.TempDir(), "other.raw")
+	if err := os.WriteFile(other, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second := fmt.Sprintf("podvisor-ci-root2-%d", os.Getpid())
+	boot(second, false, volume.RootImage{Path: other, Format: "raw", Size: 1 << 20})
+	got := guestExec(t, h, second, "sh", "-c", "mkdir -p /mnt/root && mount -o ro -t vfat /dev/sda /mnt/root && cat /mnt/root/persist.txt")
+	if strings.TrimSpace(got) != "left-by-the-first-pod" {
+		t.Errorf("the second pod reads %q from its root, want what the first left", got)
+	}
+	if got := guestExec(t, h, second, "readlink", "-f", "/dev/testpvc"); strings.TrimSpace(got) != "/dev/sdb" {
+		t.Errorf("/dev/testpvc in the second guest leads to %q, want /dev/sdb", got)
+	}
+}
