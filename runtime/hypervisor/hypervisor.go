@@ -294,7 +294,8 @@ type Saver interface {
 	// domain, while its name, UUID, file paths and emulator environment
 	// may differ. A defined domain of that name is started from it (it
 	// stays defined); otherwise the domain is transient. It runs on
-	// return. The file is left alone.
+	// return. The file's own record of the domain may be rewritten to the
+	// new name and UUID; its state is left alone.
 	Restore(ctx context.Context, path, domainXML string) error
 	// SavedXML returns the domain definition stored in the file at path.
 	SavedXML(ctx context.Context, path string) (string, error)

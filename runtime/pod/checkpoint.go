@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"libvirt.org/go/libvirtxml"
@@ -252,8 +253,8 @@ func (m *Manager) checkpointMemory(ctx context.Context, c *Container, target, st
 		if errors.Is(err, hypervisor.ErrNotSavable) {
 			return errdefs.FailedPreconditionf("checkpoint of container %s: %w (ask for a disk-only checkpoint: option or annotation %s=%s)", c.ID, err, OptionMode, ModeDiskOnly)
 		}
-		if strings.Contains(strings.ToLower(err.Error()), "no space left") {
-			return fmt.Errorf("checkpoint of container %s: saving its VM beside %s: %w (%v); the VM runs on", c.ID, target, snapshot.ErrNoSpace, err)
+		if hint := m.spaceHint(ctx, c.DomainName, staging, err); hint != "" {
+			return fmt.Errorf("checkpoint of container %s: saving its VM beside %s: %w (%s: %v); the VM runs on", c.ID, target, snapshot.ErrNoSpace, hint, err)
 		}
 		return fmt.Errorf("checkpoint of container %s: saving its VM: %w", c.ID, err)
 	}
@@ -401,4 +402,31 @@ func (m *Manager) CheckpointOptionsOf(containerID string) (CheckpointOptions, er
 		return CheckpointOptions{}, nil
 	}
 	return ParseCheckpointOptions(sb.Config.Annotations, true)
+}
+
+// spaceHint says why a failed save was likely for want of space: the
+// error says so, or the target's file system has less free than the VM's
+// memory (libvirt does not always pass the ENOSPC on). "" otherwise.
+func (m *Manager) spaceHint(ctx context.Context, domainName, dir string, err error) string {
+	var st syscall.Statfs_t
+	if serr := syscall.Statfs(dir, &st); serr != nil {
+		return ""
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if strings.Contains(strings.ToLower(err.Error()), "no space left") {
+		return fmt.Sprintf("%d MiB free", free>>20)
+	}
+	x, xerr := m.hv.XML(ctx, domainName)
+	var d libvirtxml.Domain
+	if xerr != nil || d.Unmarshal(x) != nil || d.Memory == nil {
+		return ""
+	}
+	need := uint64(d.Memory.Value) << 10 // KiB, as runtime/domain writes it
+	if d.Memory.Unit != "" && d.Memory.Unit != "KiB" && d.Memory.Unit != "k" {
+		return ""
+	}
+	if free < need {
+		return fmt.Sprintf("%d MiB free, the VM's state takes up to its %d MiB of memory", free>>20, need>>20)
+	}
+	return ""
 }

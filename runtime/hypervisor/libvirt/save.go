@@ -48,14 +48,33 @@ func (h *Hypervisor) Save(ctx context.Context, name, path string) error {
 
 // Restore starts a domain from the state saved at path with domainXML as
 // its definition (virDomainRestoreFlags; libvirt checks that the hardware
-// matches the saved domain's). It runs on return.
+// matches the saved domain's). libvirt restores a save file only into the
+// UUID it was saved from: for another name or UUID the definition inside
+// the file is rewritten first (retargetSaveFile), so the file then names
+// the new domain. It runs on return.
 func (h *Hypervisor) Restore(ctx context.Context, path, domainXML string) error {
 	var dom libvirtxml.Domain
 	if err := dom.Unmarshal(domainXML); err != nil {
 		return fmt.Errorf("restoring a domain: %w: the domain XML does not parse: %w", errdefs.ErrInvalidArgument, err)
 	}
+	saved, err := h.SavedXML(ctx, path)
+	if err != nil {
+		return err
+	}
+	var old libvirtxml.Domain
+	if err := old.Unmarshal(saved); err != nil {
+		return fmt.Errorf("restoring domain %q: the saved definition does not parse: %w", dom.Name, err)
+	}
+	if old.UUID != dom.UUID || old.Name != dom.Name {
+		if dom.UUID == "" {
+			return fmt.Errorf("restoring domain %q as another: %w: the new definition needs a <uuid>", dom.Name, errdefs.ErrInvalidArgument)
+		}
+		if err := retargetSaveFile(path, old.Name, old.UUID, dom.Name, dom.UUID); err != nil {
+			return err
+		}
+	}
 	at := time.Now()
-	err := h.do(ctx, func(c *lv.Connect) error {
+	err = h.do(ctx, func(c *lv.Connect) error {
 		return c.DomainRestoreFlags(path, domainXML, lv.DOMAIN_SAVE_RUNNING)
 	})
 	if err != nil {
