@@ -73,7 +73,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 		return nil, errdefs.InvalidArgumentf("PullImage: image.image is required")
 	}
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
-	ref, err := s.cfg.Images.Pull(ctx, ns, name)
+	ref, err := s.cfg.Images.Pull(ctx, ns, name, req.GetAuth())
 	if err != nil {
 		return nil, err
 	}
