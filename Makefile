@@ -30,7 +30,7 @@ ACTIONLINT_VERSION := v1.7.12
 # Every shell script: *.sh and the ones without the suffix.
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') deploy/image/podvisor-vms-emulator kind/virsh .ci/run
 
-.PHONY: all build image test demo lint bench fuzz deps tools unit scale-smoke crictl-sim domain-xml libvirt-it real-pod cloud-image-it proxy-it conformance critest-podvisor e2e clean
+.PHONY: all build image test demo lint bench fuzz deps tools unit scale-smoke crictl-sim domain-xml registry-tests libvirt-it real-pod cloud-image-it proxy-it conformance critest-podvisor e2e clean
 
 all: build
 
@@ -87,6 +87,11 @@ domain-xml:
 # restarted between the steps of a pod's lifecycle (internal/processtests).
 crictl-sim: build tools
 	PODVISOR_PROCESS_TESTS=1 CRICTL=$(CRICTL) go test -race -count=1 -timeout 10m ./internal/processtests/
+
+# OCI containerDisk pulls against Debian's docker-registry on loopback
+# (each test starts its own and kills it by PID), images pushed with skopeo.
+registry-tests:
+	PODVISOR_REGISTRY_TESTS=1 go test -race -count=1 -timeout 10m -run '^TestRegistry' ./runtime/image/
 
 libvirt-it:
 	ci/test-libvirt.sh

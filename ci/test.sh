@@ -36,6 +36,9 @@ make --no-print-directory crictl-sim
 step "scale smoke: TestScale with 50 pods on bin/podvisor --hypervisor sim (make bench runs 500 and records)"
 make --no-print-directory scale-smoke
 
+step "OCI pulls from docker-registry on loopback, pushed with skopeo (make registry-tests)"
+make --no-print-directory registry-tests
+
 step "real libvirt + QEMU"
 if ! ci/libvirtd.sh status 2>/dev/null | grep '^libvirtd: running' >/dev/null; then started+=(ci/libvirtd.sh); fi
 ci/libvirtd.sh start

@@ -30,8 +30,8 @@ func main() {
 
 // cliFlags are the flags that are not fields of daemon.Config.
 type cliFlags struct {
-	configFile, logLevel, logFormat, allowNets, cniBin, virtletConfig *string
-	version                                                           *bool
+	configFile, logLevel, logFormat, allowNets, cniBin, virtletConfig, insecureRegs, regCAs *string
+	version                                                                                 *bool
 }
 
 // defineFlags registers podvisor's flags on fs, into cfg and the result.
@@ -52,6 +52,8 @@ func defineFlags(fs *flag.FlagSet, cfg *daemon.Config) cliFlags {
 	fs.DurationVar(&cfg.ImagePullGiveUp, "image-pull-give-up", 0, "an image download that gets no new byte for this long fails (default 5m)")
 	fs.BoolVar(&cfg.ImageAllowUntranslated, "image-allow-untranslated", false, "download image names no translation matches as URLs, as Virtlet did (off: such names are refused)")
 	f.allowNets = fs.String("image-download-allow-networks", "", "CIDRs, comma-separated, that image downloads may reach although loopback, link-local, private or otherwise refused (e.g. 127.0.0.1/32 for a server on the node)")
+	f.insecureRegs = fs.String("image-insecure-registries", "", "OCI registries (host[:port], comma-separated) reached over plain http or unverified TLS (off: https only, verified)")
+	f.regCAs = fs.String("image-registry-ca-files", "", "PEM files, comma-separated, of CAs trusted for OCI registries besides the system's")
 	fs.BoolVar(&cfg.ImageDownloadAllowPrivate, "image-download-allow-private", false, "let image downloads reach private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
 	fs.BoolVar(&cfg.ImageDownloadAllowInsecureRedirects, "image-download-allow-insecure-redirects", false, "follow redirects to plain http on another host or port (off: redirects go to https or stay on the host and port)")
 	fs.StringVar(&cfg.ImageMaxSize, "image-max-size", daemon.DefaultImageMaxSize, "largest image file a download may bring, e.g. 64Gi or 500Mi; 0: no limit")
@@ -88,6 +90,12 @@ func run(args []string) error {
 	cfg.CNIBinDirs = strings.Split(*f.cniBin, ",")
 	if *f.allowNets != "" {
 		cfg.ImageDownloadAllowNetworks = strings.Split(*f.allowNets, ",")
+	}
+	if *f.insecureRegs != "" {
+		cfg.ImageInsecureRegistries = strings.Split(*f.insecureRegs, ",")
+	}
+	if *f.regCAs != "" {
+		cfg.ImageRegistryCAFiles = strings.Split(*f.regCAs, ",")
 	}
 	if *f.version {
 		fmt.Println("podvisor", daemon.Version)
@@ -212,6 +220,15 @@ func merge(file, flags daemon.Config, set map[string]bool) daemon.Config {
 	if set["image-download-allow-networks"] {
 		out.ImageDownloadAllowNetworks = flags.ImageDownloadAllowNetworks
 	}
+	out.ImageInsecureRegistries = file.ImageInsecureRegistries
+	if set["image-insecure-registries"] {
+		out.ImageInsecureRegistries = flags.ImageInsecureRegistries
+	}
+	out.ImageRegistryCAFiles = file.ImageRegistryCAFiles
+	if set["image-registry-ca-files"] {
+		out.ImageRegistryCAFiles = flags.ImageRegistryCAFiles
+	}
+	out.ImageRegistryMirrors = file.ImageRegistryMirrors
 	if !set["cni-bin-dir"] && len(file.CNIBinDirs) > 0 {
 		out.CNIBinDirs = file.CNIBinDirs
 	}

@@ -34,6 +34,8 @@ func TestMergeKeepsEveryFileField(t *testing.T) {
 			f.SetUint(0o640)
 		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
 			f.Set(reflect.ValueOf([]string{"file-" + sf.Name}))
+		case f.Type() == reflect.TypeFor[map[string][]string]():
+			f.Set(reflect.ValueOf(map[string][]string{"file-" + sf.Name: {"mirror"}}))
 		default:
 			t.Fatalf("Config.%s has type %s: teach this test how to fill it", sf.Name, f.Type())
 		}

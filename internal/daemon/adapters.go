@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/podvisor/podvisor/runtime/cri"
 	"github.com/podvisor/podvisor/runtime/image"
 )
@@ -13,9 +15,15 @@ type imageService struct {
 	store *image.Store
 }
 
-func (s imageService) Pull(ctx context.Context, namespace, name string) (string, error) {
-	ref, err := s.store.PullIn(ctx, namespace, name)
-	return ref, err
+func (s imageService) Pull(ctx context.Context, namespace, name string, auth *runtimeapi.AuthConfig) (string, error) {
+	var a *image.Auth
+	if auth != nil {
+		a = &image.Auth{
+			Username: auth.GetUsername(), Password: auth.GetPassword(), Auth: auth.GetAuth(),
+			IdentityToken: auth.GetIdentityToken(), RegistryToken: auth.GetRegistryToken(),
+		}
+	}
+	return s.store.PullImage(ctx, namespace, name, a)
 }
 
 func (s imageService) List(ctx context.Context) ([]cri.Image, error) {

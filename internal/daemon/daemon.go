@@ -88,6 +88,15 @@ type Config struct {
 	// ImageDownloadAllowInsecureRedirects lets downloads follow redirects
 	// to plain http on another host or port.
 	ImageDownloadAllowInsecureRedirects bool `json:"imageDownloadAllowInsecureRedirects"`
+	// ImageInsecureRegistries are OCI registries (host[:port]) reached
+	// over plain http or unverified TLS.
+	ImageInsecureRegistries []string `json:"imageInsecureRegistries"`
+	// ImageRegistryCAFiles are PEM files of CAs trusted for OCI
+	// registries besides the system's.
+	ImageRegistryCAFiles []string `json:"imageRegistryCAFiles"`
+	// ImageRegistryMirrors maps a registry to mirrors tried first
+	// (config file only).
+	ImageRegistryMirrors map[string][]string `json:"imageRegistryMirrors"`
 	// ImageMaxSize is the largest image file a download may bring, a
 	// quantity like 64Gi (the default) or 500Mi; "0" removes the limit.
 	ImageMaxSize string `json:"imageMaxSize"`

@@ -79,5 +79,21 @@ func (c *Config) downloadOptions() []image.Option {
 		image.WithAllowPrivate(c.ImageDownloadAllowPrivate),
 		image.WithInsecureRedirects(c.ImageDownloadAllowInsecureRedirects),
 		image.WithMaxImageSize(c.imageMaxBytes),
+		image.WithRegistries(image.Registries{
+			Insecure: trimmed(c.ImageInsecureRegistries),
+			CAFiles:  trimmed(c.ImageRegistryCAFiles),
+			Mirrors:  c.ImageRegistryMirrors,
+		}),
 	}
+}
+
+// trimmed drops blanks and spaces of a comma-separated flag's values.
+func trimmed(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

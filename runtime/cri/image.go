@@ -82,7 +82,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 		return &runtimeapi.PullImageResponse{ImageRef: ci.Id}, nil
 	}
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
-	ref, err := s.cfg.Images.Pull(ctx, ns, name)
+	ref, err := s.cfg.Images.Pull(ctx, ns, name, req.GetAuth())
 	if err != nil {
 		return nil, err
 	}

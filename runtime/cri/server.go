@@ -58,7 +58,8 @@ type FsUsage struct {
 type Images interface {
 	// Pull pulls name for a pod of namespace ("" when the request names
 	// no pod): a tenant's image translations apply to its own pods only.
-	Pull(ctx context.Context, namespace, name string) (ref string, err error)
+	// auth (may be nil) is the registry credential of an OCI pull.
+	Pull(ctx context.Context, namespace, name string, auth *runtimeapi.AuthConfig) (ref string, err error)
 	List(ctx context.Context) ([]Image, error)
 	// Status returns nil, nil for an image that is not present.
 	Status(ctx context.Context, nameOrRef string) (*Image, error)

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
@@ -202,6 +203,9 @@ type Endpoint struct {
 	// refused says why the rule that matched may not be used (file:// or
 	// insecure TLS from a VirtletImageMapping object).
 	refused error
+	// wrap, when set, wraps the download policy's transport (a registry's
+	// authentication, oci.go).
+	wrap func(http.RoundTripper) (http.RoundTripper, error)
 }
 
 // timeout returns the transport's timeout, or def when unset.

@@ -7,7 +7,10 @@ import (
 )
 
 // The CRI's view of the store: how kubelet and crictl see image names, and
-// what RemoveImage removes. Issue 16 revisits the names (tags as pulled).
+// what RemoveImage removes. OCI references are reported as containerd
+// reports them (the tag as pulled, repo@<manifest digest>); Virtlet names
+// with the virtlet.cloud/ prefix and ":latest", as the store keeps them
+// without kubelet's default tag.
 
 // CRIName is how kubelet names a stored image: with the virtlet.cloud/
 // prefix, so that its name matching works as with containerd.
@@ -19,9 +22,11 @@ func CRIName(name string) string {
 }
 
 // CRITags returns img's repo tags and digests as the CRI reports them:
-// prefixed, tags with ":latest" (the store keeps names without kubelet's
-// default tag).
+// OCI references as pulled; Virtlet names prefixed, tags with ":latest"
+// (the store keeps them without kubelet's default tag).
 func CRITags(img Image) (repoTags, repoDigests []string) {
+	repoTags = append(repoTags, img.OCITags...)
+	repoDigests = append(repoDigests, img.OCIDigests...)
 	for _, t := range img.RepoTags {
 		repoTags = append(repoTags, CRIName(t)+":latest")
 	}
@@ -44,9 +49,10 @@ func (s *Store) RemoveImage(ctx context.Context, nameOrRef string) error {
 	if strings.HasSuffix(nameOrRef, img.Ref) {
 		return s.Remove(ctx, nameOrRef)
 	}
-	for _, tag := range img.RepoTags {
-		if err := s.Remove(ctx, tag); err != nil {
-			return fmt.Errorf("removing %s, a name of image %s: %w", tag, img.Ref, err)
+	names := append(append(append([]string(nil), img.OCITags...), img.OCIDigests...), img.RepoTags...)
+	for _, n := range names {
+		if err := s.Remove(ctx, n); err != nil {
+			return fmt.Errorf("removing %s, a name of image %s: %w", n, img.Ref, err)
 		}
 	}
 	return nil

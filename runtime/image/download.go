@@ -619,8 +619,15 @@ func (s *Store) httpClient(ep Endpoint) (*http.Client, error) {
 		tr.TLSClientConfig = cfg
 	}
 	maxRedirects := t.maxRedirects()
+	var rt http.RoundTripper = tr
+	if ep.wrap != nil {
+		var err error
+		if rt, err = ep.wrap(tr); err != nil {
+			return nil, err
+		}
+	}
 	return &http.Client{
-		Transport: tr,
+		Transport: rt,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			return s.opts.checkRedirect(req, via, maxRedirects)
 		},

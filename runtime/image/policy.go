@@ -45,11 +45,12 @@ func (o Origin) String() string {
 
 // Flag names the refusals point the operator to (cmd/podvisor).
 const (
-	FlagAllowUntranslated = "--image-allow-untranslated"
-	FlagAllowNetworks     = "--image-download-allow-networks"
-	FlagAllowPrivate      = "--image-download-allow-private"
-	FlagAllowRedirects    = "--image-download-allow-insecure-redirects"
-	FlagMaxSize           = "--image-max-size"
+	FlagAllowUntranslated  = "--image-allow-untranslated"
+	FlagAllowNetworks      = "--image-download-allow-networks"
+	FlagAllowPrivate       = "--image-download-allow-private"
+	FlagAllowRedirects     = "--image-download-allow-insecure-redirects"
+	FlagMaxSize            = "--image-max-size"
+	FlagInsecureRegistries = "--image-insecure-registries"
 )
 
 // WithAllowUntranslated lets names that no translation matches be

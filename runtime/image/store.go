@@ -52,7 +52,11 @@ type Image struct {
 	Size        int64    // bytes of the image file
 	RepoTags    []string // names pulled without a digest, as given (sorted)
 	RepoDigests []string // "<name>@sha256:<hex>" for every name (sorted)
-	Path        string   // the image file, to back overlays
+	// OCITags and OCIDigests are the OCI references pulled (ociref.go), as
+	// the CRI reports them: repo:tag as given, repo@<manifest digest>.
+	OCITags    []string
+	OCIDigests []string
+	Path       string // the image file, to back overlays
 }
 
 // FsUsage is the store's use of its file system.
@@ -78,6 +82,11 @@ type options struct {
 	allowNets         []netip.Prefix
 	insecureRedirects bool
 	maxSize           int64
+
+	// OCI pulls (registries.go).
+	registries    Registries
+	registriesErr error
+	checkDisk     func(ctx context.Context, path, format string) error
 }
 
 // Option configures a Store.
@@ -143,6 +152,8 @@ type Store struct {
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight
+	// heldTmp are names under tmp/ (cleanTmp keys) an OCI pull is using.
+	heldTmp map[string]int
 }
 
 // NewStore opens (creating if needed) a store in dir. tr may be nil: names
@@ -167,15 +178,21 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 	for _, f := range opts {
 		f(&o)
 	}
+	if o.registriesErr != nil {
+		return nil, fmt.Errorf("opening image store %s: %w", dir, o.registriesErr)
+	}
+	if o.checkDisk == nil {
+		o.checkDisk = checkQemuImgInfo
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("opening image store %s: %w", dir, err)
 	}
-	s := &Store{dir: abs, tr: tr, opts: o, flights: map[string]*flight{}}
+	s := &Store{dir: abs, tr: tr, opts: o, flights: map[string]*flight{}, heldTmp: map[string]int{}}
 	// Other local users get nothing (issue 18): 0700 directories, also
 	// when an older version left them 0755, and 0400 images (QEMU runs as
 	// root; docs/images.md).
-	for _, d := range []string{s.dir, s.dataDir(), s.linksDir(), s.tmpDir()} {
+	for _, d := range []string{s.dir, s.dataDir(), s.linksDir(), s.tmpDir(), s.manifestsDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("opening image store %s: %w", dir, err)
 		}
@@ -388,16 +405,33 @@ type flight struct {
 }
 
 func (s *Store) shared(ctx context.Context, n imageName, ep Endpoint) (string, error) {
-	key := flightKey(ep.URL, n.pin)
+	return s.sharedWork(ctx, flightKey(ep.URL, n.pin), []string{n.link}, func(fctx context.Context) (*fetched, error) {
+		res, err := s.fetch(fctx, ep, n.pin)
+		if err == nil {
+			if verr := checkDownloaded(res); verr != nil {
+				err = fmt.Errorf("downloaded %s: %w", ep.URL, verr)
+				_ = os.Remove(res.tmp)
+			}
+		}
+		return res, err
+	})
+}
+
+// sharedWork runs work once for every concurrent caller of key and
+// commits its result under the links of every caller; work is cancelled
+// only when every caller gave up.
+func (s *Store) sharedWork(ctx context.Context, key string, links []string, work func(context.Context) (*fetched, error)) (string, error) {
 	s.flightsMu.Lock()
 	f := s.flights[key]
 	if f == nil {
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		f = &flight{done: make(chan struct{}), links: map[string]bool{}, cancel: cancel}
 		s.flights[key] = f
-		go s.runFlight(fctx, key, f, ep, n.pin)
+		go s.runFlight(fctx, key, f, work)
 	}
-	f.links[n.link] = true
+	for _, l := range links {
+		f.links[l] = true
+	}
 	f.waiters++
 	s.flightsMu.Unlock()
 
@@ -415,15 +449,9 @@ func (s *Store) shared(ctx context.Context, n imageName, ep Endpoint) (string, e
 	}
 }
 
-func (s *Store) runFlight(ctx context.Context, key string, f *flight, ep Endpoint, pin string) {
+func (s *Store) runFlight(ctx context.Context, key string, f *flight, work func(context.Context) (*fetched, error)) {
 	defer f.cancel()
-	res, err := s.fetch(ctx, ep, pin)
-	if err == nil {
-		if verr := checkDownloaded(res); verr != nil {
-			err = fmt.Errorf("downloaded %s: %w", ep.URL, verr)
-			_ = os.Remove(res.tmp)
-		}
-	}
+	res, err := work(ctx)
 	s.mu.Lock()
 	s.flightsMu.Lock()
 	delete(s.flights, key)
@@ -517,7 +545,8 @@ func (s *Store) writeLink(link, hex string) error {
 	return nil
 }
 
-// linksByHex maps each image's hex to the names linked to it.
+// linksByHex maps each image's hex to the link names (under links/) that
+// point to it.
 func (s *Store) linksByHex() (map[string][]string, error) {
 	entries, err := os.ReadDir(s.linksDir())
 	if err != nil {
@@ -530,7 +559,7 @@ func (s *Store) linksByHex() (map[string][]string, error) {
 			continue
 		}
 		h := filepath.Base(t)
-		m[h] = append(m[h], strings.ReplaceAll(e.Name(), "%", "/"))
+		m[h] = append(m[h], e.Name())
 	}
 	return m, nil
 }
@@ -546,10 +575,19 @@ func (s *Store) describe(hex string, names []string) (*Image, error) {
 	}
 	img := &Image{Ref: "sha256:" + hex, Size: st.Size(), Path: p, RepoTags: []string{}, RepoDigests: []string{}}
 	seen := map[string]bool{}
-	for _, n := range names {
-		if strings.HasPrefix(n, "/") {
+	for _, link := range names {
+		if o, ok := ociNameOfLink(link); ok {
+			if strings.Contains(o, "@sha256:") {
+				img.OCIDigests = append(img.OCIDigests, o)
+			} else {
+				img.OCITags = append(img.OCITags, o)
+			}
+			continue
+		}
+		if strings.HasPrefix(link, "%") {
 			continue // a tenant's name (scopedLink), not shown under it
 		}
+		n := strings.ReplaceAll(link, "%", "/")
 		base := n
 		if i := strings.LastIndex(n, "@sha256:"); i >= 0 {
 			base = n[:i]
@@ -563,6 +601,8 @@ func (s *Store) describe(hex string, names []string) (*Image, error) {
 	}
 	sort.Strings(img.RepoTags)
 	sort.Strings(img.RepoDigests)
+	sort.Strings(img.OCITags)
+	sort.Strings(img.OCIDigests)
 	return img, nil
 }
 
@@ -598,6 +638,9 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 func (s *Store) lookup(nameOrRef string) (string, bool, error) {
 	if h, ok := parseRef(strings.TrimPrefix(nameOrRef, CRIPrefix)); ok {
 		return h, s.hasData(h), nil
+	}
+	if h, ok, done := s.lookupOCI(nameOrRef); done {
+		return h, ok, nil
 	}
 	n, err := parseName(nameOrRef)
 	if err != nil {
@@ -661,16 +704,16 @@ func (s *Store) Remove(ctx context.Context, nameOrRef string) error {
 	if h, ok := parseRef(strings.TrimPrefix(nameOrRef, CRIPrefix)); ok {
 		return s.removeRef(nameOrRef, h)
 	}
-	n, err := parseName(nameOrRef)
-	if err != nil {
-		return err
-	}
 	h, found, err := s.lookup(nameOrRef)
 	if err != nil {
 		return err
 	}
+	link, err := s.linkOf(nameOrRef)
+	if err != nil {
+		return err
+	}
 	// The link goes even when its content is missing (a dangling link).
-	if err := os.Remove(filepath.Join(s.linksDir(), n.link)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(s.linksDir(), link)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing image %q: %w", nameOrRef, err)
 	}
 	if !found {
@@ -702,10 +745,9 @@ func (s *Store) removeRef(ref, h string) error {
 	if err != nil {
 		return fmt.Errorf("removing image %q: %w", ref, err)
 	}
-	for _, name := range links[h] {
-		l := filepath.Join(s.linksDir(), strings.ReplaceAll(name, "/", "%"))
-		if err := os.Remove(l); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("removing image %q: name %s: %w", ref, name, err)
+	for _, link := range links[h] {
+		if err := os.Remove(filepath.Join(s.linksDir(), link)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing image %q: name %s: %w", ref, strings.ReplaceAll(link, "%", "/"), err)
 		}
 	}
 	if err := os.Remove(filepath.Join(s.dataDir(), h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -758,10 +800,16 @@ func (s *Store) GC(ctx context.Context) ([]string, error) {
 		removed = append(removed, "sha256:"+h)
 		s.opts.logger.Info("collected unreferenced image", "ref", "sha256:"+h)
 	}
+	if err := s.collectManifests(); err != nil {
+		return removed, err
+	}
 	s.flightsMu.Lock()
 	active := map[string]bool{}
 	for k := range s.flights {
 		active[partialKey(k)] = true
+	}
+	for k := range s.heldTmp {
+		active[k] = true
 	}
 	s.flightsMu.Unlock()
 	if err := cleanTmp(s.tmpDir(), s.opts.partialTTL, active); err != nil {
@@ -806,4 +854,24 @@ func fileID(fi fs.FileInfo) string {
 		return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 	}
 	return ""
+}
+
+// holdTmp keeps GC from deleting tmp/ names (cleanTmp keys) in use.
+func (s *Store) holdTmp(keys ...string) {
+	s.flightsMu.Lock()
+	defer s.flightsMu.Unlock()
+	for _, k := range keys {
+		s.heldTmp[k]++
+	}
+}
+
+// releaseTmp ends holdTmp.
+func (s *Store) releaseTmp(keys ...string) {
+	s.flightsMu.Lock()
+	defer s.flightsMu.Unlock()
+	for _, k := range keys {
+		if s.heldTmp[k]--; s.heldTmp[k] <= 0 {
+			delete(s.heldTmp, k)
+		}
+	}
 }

@@ -23,9 +23,11 @@ type backend struct {
 	name        string // "primary" for the primary runtime
 	endpoint    string
 	primary     bool
-	idPrefix    string // "<name>__"; empty for the primary
-	imagePrefix string // "<targetRuntime>/"; empty for the primary
-	target      string // value of kubernetes.io/target-runtime
+	idPrefix    string   // "<name>__"; empty for the primary
+	imagePrefix string   // "<targetRuntime>/"; empty for the primary
+	target      string   // value of kubernetes.io/target-runtime
+	keepDomain  bool     // image names reach it with imagePrefix
+	prefixes    []string // image name prefixes routed to it
 	conn        *grpc.ClientConn
 	rt          runtimeapi.RuntimeServiceClient
 	img         runtimeapi.ImageServiceClient

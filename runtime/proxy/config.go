@@ -61,6 +61,15 @@ type Runtime struct {
 	// ("<targetRuntime>/<image>", stripped before the runtime sees it).
 	// Default: virtlet.cloud for the runtime named podvisor, else the name.
 	TargetRuntime string `json:"targetRuntime,omitempty"`
+	// KeepImageDomain passes image names on with their domain: podvisor
+	// tells "virtlet.cloud/<name>" (translated) from an OCI reference by
+	// it. Default: on for targetRuntime virtlet.cloud, else off (stripped).
+	KeepImageDomain *bool `json:"keepImageDomain,omitempty"`
+	// ImagePrefixes route image calls naming an image that starts with one
+	// of them ("registry.example/vm-disks/") to this runtime: OCI images
+	// of VMs, which have no domain, when kubelet sends no runtime handler
+	// with the image (docs/criproxy.md).
+	ImagePrefixes []string `json:"imagePrefixes,omitempty"`
 }
 
 // LoadConfig reads a config file; unknown fields are errors.
@@ -100,6 +109,7 @@ func (c Config) withDefaults() (Config, error) {
 	names := map[string]bool{}
 	handlers := map[string]string{}
 	targets := map[string]string{}
+	prefixes := map[string]string{}
 	for _, r := range c.Runtimes {
 		if !nameRE.MatchString(r.Name) {
 			return out, fmt.Errorf("runtime name %q: use lowercase letters, digits, '-' and '.' (it prefixes IDs as %q)", r.Name, r.Name+IDSeparator)
@@ -136,6 +146,19 @@ func (c Config) withDefaults() (Config, error) {
 			return out, fmt.Errorf("targetRuntime %q: claimed by both %q and %q", r.TargetRuntime, other, r.Name)
 		}
 		targets[r.TargetRuntime] = r.Name
+		if r.KeepImageDomain == nil {
+			keep := r.TargetRuntime == VirtletTargetRuntime
+			r.KeepImageDomain = &keep
+		}
+		for _, pfx := range r.ImagePrefixes {
+			if pfx == "" {
+				return out, fmt.Errorf("runtime %q: imagePrefixes: an empty prefix would route every image; give e.g. \"registry.example/vm-disks/\"", r.Name)
+			}
+			if other, dup := prefixes[pfx]; dup {
+				return out, fmt.Errorf("image prefix %q: routed to both %q and %q", pfx, other, r.Name)
+			}
+			prefixes[pfx] = r.Name
+		}
 		out.Runtimes = append(out.Runtimes, r)
 	}
 	return out, nil

@@ -17,9 +17,10 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	yes, no := true, false
 	want := []Runtime{
-		{Name: "podvisor", Endpoint: "unix:///p.sock", Handlers: []string{"podvisor"}, TargetRuntime: "virtlet.cloud"},
-		{Name: "kata", Endpoint: "unix:///k.sock", Handlers: []string{"kata-qemu", "kata-fc"}, TargetRuntime: "kata"},
+		{Name: "podvisor", Endpoint: "unix:///p.sock", Handlers: []string{"podvisor"}, TargetRuntime: "virtlet.cloud", KeepImageDomain: &yes},
+		{Name: "kata", Endpoint: "unix:///k.sock", Handlers: []string{"kata-qemu", "kata-fc"}, TargetRuntime: "kata", KeepImageDomain: &no},
 	}
 	if diff := cmp.Diff(want, got.Runtimes); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

@@ -18,8 +18,9 @@ import (
 )
 
 // fakeRuntime is a small in-memory CRI runtime served on a unix socket.
-// With tagPrefix set it reports image repo tags the way podvisor does
-// ("virtlet.cloud/<name>:latest").
+// With tagPrefix set it treats images as podvisor does: names with the
+// prefix are Virtlet names (stored without it, reported with it), others
+// OCI references reported as given; IDs may carry the prefix.
 type fakeRuntime struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
@@ -305,18 +306,30 @@ func (f *fakeRuntime) PullImage(_ context.Context, req *runtimeapi.PullImageRequ
 	f.record("PullImage " + name)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	id := imageID(name)
-	f.images[id] = &runtimeapi.Image{Id: id, RepoTags: []string{f.tagPrefix + name + ":latest"}, Size: 42}
+	id := imageID(f.stored(name))
+	tag := f.tagPrefix + name + ":latest"
+	if f.tagPrefix != "" {
+		tag = name + ":latest"
+	}
+	f.images[id] = &runtimeapi.Image{Id: id, RepoTags: []string{tag}, Size: 42}
 	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
 }
 
+// stored is how the runtime keys a name: podvisor strips its prefix.
+func (f *fakeRuntime) stored(name string) string {
+	if f.tagPrefix == "" {
+		return name
+	}
+	return strings.TrimPrefix(name, f.tagPrefix)
+}
+
 func (f *fakeRuntime) findImage(ref string) *runtimeapi.Image {
-	if img, ok := f.images[imageID(ref)]; ok {
+	if img, ok := f.images[imageID(f.stored(ref))]; ok {
 		return img
 	}
 	for _, img := range f.images {
 		for _, tag := range img.RepoTags {
-			if tag == f.tagPrefix+ref+":latest" || tag == ref {
+			if tag == f.tagPrefix+ref+":latest" || tag == ref+":latest" || tag == ref {
 				return img
 			}
 		}

@@ -87,6 +87,8 @@ func New(cfg Config, opts Options, log *slog.Logger) (*Proxy, error) {
 			idPrefix:    r.Name + IDSeparator,
 			imagePrefix: r.TargetRuntime + "/",
 			target:      r.TargetRuntime,
+			keepDomain:  *r.KeepImageDomain,
+			prefixes:    r.ImagePrefixes,
 		}
 		p.all = append(p.all, b)
 		p.byName[r.Name] = b
@@ -222,6 +224,13 @@ func (p *Proxy) forImage(spec *runtimeapi.ImageSpec) *backend {
 	if domain, _, ok := strings.Cut(name, "/"); ok {
 		if b, ok := p.targets[domain]; ok {
 			return b
+		}
+	}
+	for _, b := range p.all[1:] {
+		for _, pfx := range b.prefixes {
+			if strings.HasPrefix(name, pfx) {
+				return b
+			}
 		}
 	}
 	return p.primary

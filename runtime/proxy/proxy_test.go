@@ -168,8 +168,8 @@ func TestCallsByIDGoToTheOwner(t *testing.T) {
 	if !strings.HasPrefix(ctr.ContainerId, "podvisor__") {
 		t.Errorf("container ID %q lacks the prefix", ctr.ContainerId)
 	}
-	if !e.vm.sawCall("CreateContainer " + native + " cirros") {
-		t.Errorf("podvisor did not get CreateContainer with its sandbox ID and the stripped image; calls %v", e.vm.calls)
+	if !e.vm.sawCall("CreateContainer " + native + " virtlet.cloud/cirros") {
+		t.Errorf("podvisor did not get CreateContainer with its sandbox ID and the image as named; calls %v", e.vm.calls)
 	}
 	if _, err := e.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
 		t.Fatal(err)
@@ -337,8 +337,8 @@ func TestImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !e.vm.sawCall("PullImage cirros") {
-		t.Errorf("podvisor did not get the pull with the prefix stripped; calls %v", e.vm.calls)
+	if !e.vm.sawCall("PullImage virtlet.cloud/cirros") {
+		t.Errorf("podvisor did not get the pull with its prefix, which tells it from an OCI reference; calls %v", e.vm.calls)
 	}
 	if want := "virtlet.cloud/" + imageID("cirros"); pulled.ImageRef != want {
 		t.Errorf("image ref %q, want %q", pulled.ImageRef, want)
@@ -365,21 +365,8 @@ func TestImages(t *testing.T) {
 		t.Errorf("ListImages (-want +got):\n%s", diff)
 	}
 
-	// A runtime that reports tags without the domain gets it back once.
-	e.vm.tagPrefix = ""
-	if _, err := e.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/fedora"}}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := e.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "virtlet.cloud/fedora"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"virtlet.cloud/fedora:latest"}, st.GetImage().GetRepoTags()); diff != "" {
-		t.Errorf("restored repo tags (-want +got):\n%s", diff)
-	}
-
 	// By ID: the prefixed ID leads back to podvisor.
-	st, err = e.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: pulled.ImageRef}})
+	st, err := e.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: pulled.ImageRef}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +383,7 @@ func TestImages(t *testing.T) {
 	if _, err := e.img.RemoveImage(c, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: pulled.ImageRef}}); err != nil {
 		t.Fatal(err)
 	}
-	if !e.vm.sawCall("RemoveImage " + imageID("cirros")) {
+	if !e.vm.sawCall("RemoveImage " + pulled.ImageRef) {
 		t.Errorf("podvisor did not get RemoveImage by its own ID; calls %v", e.vm.calls)
 	}
 
@@ -625,5 +612,59 @@ func TestAnnotationRoutingOff(t *testing.T) {
 	}
 	if id, err := run("other", "", "kata.cloud"); err != nil || strings.Contains(id, IDSeparator) || !primary.sawCall("RunPodSandbox other handler=") {
 		t.Errorf("another target runtime with routing off: %q, %v; want the primary", id, err)
+	}
+}
+
+// OCI images of VM pods have no domain: a pull goes where its pod runs
+// (kubelet sends the sandbox config, not the handler, by default), or by
+// a configured prefix; podvisor's names come back as it reports them,
+// its IDs with the domain.
+func TestOCIImageRouting(t *testing.T) {
+	primary, vm := newFakeRuntime(t, "containerd"), newFakeRuntime(t, "podvisor")
+	vm.tagPrefix = "virtlet.cloud/"
+	cfg := Config{Primary: primary.endpoint(), Runtimes: []Runtime{
+		{Name: "podvisor", Endpoint: vm.endpoint(), ImagePrefixes: []string{"registry.example/vm/"}},
+	}}
+	_, rt, img := serveProxy(t, cfg)
+	c := ctx(t)
+	vmPod := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "vm", Uid: "u-vm", Namespace: "default"}}
+	if _, err := rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: vmPod, RuntimeHandler: "podvisor"}); err != nil {
+		t.Fatal(err)
+	}
+	disk := "registry.example/disks/cirros:v1"
+	pulled, err := img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: disk}, SandboxConfig: vmPod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vm.sawCall("PullImage " + disk) {
+		t.Errorf("the VM pod's pull did not reach podvisor; podvisor's calls %v", vm.calls)
+	}
+	if want := "virtlet.cloud/" + imageID(disk); pulled.ImageRef != want {
+		t.Errorf("image ref %q, want %q", pulled.ImageRef, want)
+	}
+	ctrPod := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "ctr", Uid: "u-ctr"}}
+	if _, err := img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}, SandboxConfig: ctrPod}); err != nil {
+		t.Fatal(err)
+	}
+	if !primary.sawCall("PullImage busybox") || vm.sawCall("PullImage busybox") {
+		t.Errorf("a container pod's pull went astray: containerd %v, podvisor %v", primary.calls, vm.calls)
+	}
+	// By prefix, with no pod: crictl, or kubelet's ImageStatus.
+	byPrefix := "registry.example/vm/fedora:41"
+	if _, err := img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: byPrefix}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: byPrefix}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vm.sawCall("ImageStatus "+byPrefix) || st.GetImage() == nil {
+		t.Errorf("ImageStatus by a configured prefix: %v; podvisor's calls %v", st.GetImage(), vm.calls)
+	}
+	if diff := cmp.Diff([]string{byPrefix + ":latest"}, st.GetImage().GetRepoTags()); diff != "" {
+		t.Errorf("podvisor's OCI tags are reported as it gives them (-want +got):\n%s", diff)
+	}
+	if want := "virtlet.cloud/" + imageID(byPrefix); st.GetImage().GetId() != want {
+		t.Errorf("image ID %q, want %q (the domain routes calls by ID back)", st.GetImage().GetId(), want)
 	}
 }

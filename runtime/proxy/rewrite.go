@@ -117,14 +117,36 @@ func (b *backend) inbound(m proto.Message) {
 		return
 	}
 	rewrite(m, isIDField, func(s string) string { return strings.TrimPrefix(s, b.idPrefix) })
-	rewrite(m, isImageField, func(s string) string { return strings.TrimPrefix(s, b.imagePrefix) })
+	if !b.keepDomain {
+		rewrite(m, isImageField, func(s string) string { return strings.TrimPrefix(s, b.imagePrefix) })
+	}
 }
 
 // withImagePrefix restores the image domain unless the runtime already
 // reports it (podvisor reports "virtlet.cloud/<name>:latest" repo tags).
+// A runtime that keeps the domain (podvisor) names its images as they
+// are to be reported (OCI references as pulled): only its image IDs get
+// the domain, so that kubelet's calls by ID come back to it.
 func (b *backend) withImagePrefix(s string) string {
 	if strings.HasPrefix(s, b.imagePrefix) {
 		return s
 	}
+	if b.keepDomain && !isImageID(s) {
+		return s
+	}
 	return b.imagePrefix + s
+}
+
+// isImageID reports whether s is an image ID, "sha256:<64 hex>".
+func isImageID(s string) bool {
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for _, c := range h {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
