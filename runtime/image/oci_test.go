@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -293,4 +294,88 @@ func assertNothingPartial(t *testing.T, s *Store) {
 
 func equal(a, b []string) bool {
 	return strings.Join(a, "\n") == strings.Join(b, "\n")
+}
+
+// Concurrent pulls of one manifest share one download of each blob.
+func TestOCIConcurrentPullsShareOneDownload(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	blobGets := map[string]int{}
+	host := testRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+				mu.Lock()
+				blobGets[r.URL.Path]++
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	push(t, host+"/d:v1", containerDisk(t, tarOf(t, [2]string{"disk/a.img", rawDisk("concurrent")})))
+	s := ociStore(t, host)
+	var wg sync.WaitGroup
+	refs := make([]string, 4)
+	errs := make([]error, 4)
+	for i := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			refs[i], errs[i] = s.PullImage(ctx, "", host+"/d:v1", nil)
+		}()
+	}
+	wg.Wait()
+	for i := range refs {
+		if errs[i] != nil || refs[i] != refs[0] {
+			t.Errorf("pull %d: %s, %v; want %s", i, refs[i], errs[i], refs[0])
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for p, n := range blobGets {
+		if n > 1 && !strings.Contains(p, "/uploads/") {
+			t.Errorf("blob %s fetched %d times by concurrent pulls", p, n)
+		}
+	}
+}
+
+// A Virtlet image pulled by a name without the prefix (the Go API, or an
+// older podvisor's store) still resolves by that name: no OCI image has it.
+func TestOCIKeepsVirtletNamesResolving(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cirros.img")
+	if err := os.WriteFile(file, []byte(rawDisk("virtlet")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tdir := filepath.Join(dir, "translations")
+	if err := os.MkdirAll(tdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tdir, "t.yaml"), []byte("translations:\n- name: cirros\n  url: file://"+file+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTranslations(tdir)
+	s, err := NewStore(filepath.Join(dir, "store"), tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := s.Pull(ctx, "cirros")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"cirros", "cirros:latest", "virtlet.cloud/cirros", "virtlet.cloud/cirros:latest"} {
+		st, err := s.Status(ctx, n)
+		if err != nil || st == nil || st.Ref != ref {
+			t.Errorf("Status(%s) = %v, %v; want %s", n, st, err, ref)
+			continue
+		}
+		tags, _ := CRITags(*st)
+		if !equal(tags, []string{"virtlet.cloud/cirros:latest"}) {
+			t.Errorf("RepoTags %q, want [virtlet.cloud/cirros:latest]", tags)
+		}
+	}
+	// Through the CRI, the prefix keeps the name a Virtlet name.
+	if got, err := s.PullImage(ctx, "", "virtlet.cloud/cirros:latest", nil); err != nil || got != ref {
+		t.Errorf("PullImage(virtlet.cloud/cirros:latest) = %s, %v; want %s", got, err, ref)
+	}
 }
