@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -24,6 +25,11 @@ import (
 var _ = Describe("checkpoints of VM pods [Slow]", Label("Slow"), Ordered, func() {
 	var ns string
 	BeforeAll(func(ctx context.Context) {
+		// Written and compiled, never yet run to the end on a cluster
+		// (issue 17): make e2e leaves it out until one run passes.
+		if os.Getenv("PODVISOR_E2E_CHECKPOINT") == "" {
+			Skip("set PODVISOR_E2E_CHECKPOINT=1 to run the checkpoint specs (not yet passed on a cluster)")
+		}
 		n, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "podvisor-e2e-ckpt-"},
 		}, metav1.CreateOptions{})
