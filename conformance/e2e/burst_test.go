@@ -47,18 +47,7 @@ var _ = Describe("a burst of VM pods [Bench]", Label("Bench"), Ordered, func() {
 			sizes = append(sizes, n)
 		}
 		Expect(os.Getenv("PODVISOR_BENCH_OUT")).NotTo(BeEmpty(), "PODVISOR_BENCH_OUT names the Markdown file to write")
-		n, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "podvisor-burst-"},
-		}, metav1.CreateOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		ns = n.Name
-		Eventually(func() error {
-			_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-			return err
-		}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
-		DeferCleanup(func(ctx context.Context) {
-			Expect(client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})).To(Succeed())
-		})
+		ns = testNamespace(ctx, "podvisor-burst-")
 		report.load0 = loadAverage()
 	})
 

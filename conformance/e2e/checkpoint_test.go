@@ -13,7 +13,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
@@ -30,22 +29,7 @@ var _ = Describe("checkpoints of VM pods [Slow]", Label("Slow"), Ordered, func()
 		if os.Getenv("PODVISOR_E2E_CHECKPOINT") == "" {
 			Skip("set PODVISOR_E2E_CHECKPOINT=1 to run the checkpoint specs (not yet passed on a cluster)")
 		}
-		n, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "podvisor-e2e-ckpt-"},
-		}, metav1.CreateOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		ns = n.Name
-		Eventually(func() error {
-			_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-			return err
-		}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
-		DeferCleanup(func(ctx context.Context) {
-			Expect(client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})).To(Succeed())
-			Eventually(func() bool {
-				_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-				return apierrors.IsNotFound(err)
-			}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeTrue())
-		})
+		ns = testNamespace(ctx, "podvisor-e2e-ckpt-")
 	})
 
 	count := func(ctx context.Context, pod string) int {

@@ -14,10 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -198,4 +200,28 @@ func names(pods []corev1.Pod) []string {
 		out = append(out, p.Name)
 	}
 	return out
+}
+
+// testNamespace creates a namespace named from prefix, waits for its
+// default ServiceAccount (pods need it) and deletes it when the calling
+// container's specs are done, waiting until it is gone so that no VM of
+// it outlives the spec.
+func testNamespace(ctx context.Context, prefix string) string {
+	n, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix},
+	}, metav1.CreateOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	ns := n.Name
+	Eventually(func() error {
+		_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	}).WithContext(ctx).WithTimeout(2*time.Minute).WithPolling(poll).Should(Succeed(), "namespace %s: its default ServiceAccount", ns)
+	ginkgo.DeferCleanup(func(ctx context.Context) {
+		Expect(client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})).To(Succeed())
+		Eventually(func() bool {
+			_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			return apierrors.IsNotFound(err)
+		}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeTrue(), "namespace %s never went away", ns)
+	})
+	return ns
 }

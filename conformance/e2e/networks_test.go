@@ -5,12 +5,10 @@ package e2e
 import (
 	"context"
 	"strings"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/ptr"
@@ -28,22 +26,7 @@ var _ = Describe("podvisor extra networks on a one-node Kubernetes [Conformance]
 		var ns string
 
 		BeforeAll(func(ctx context.Context) {
-			n, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-				ObjectMeta: metav1.ObjectMeta{GenerateName: "podvisor-e2e-nets-"},
-			}, metav1.CreateOptions{})
-			Expect(err).NotTo(HaveOccurred())
-			ns = n.Name
-			Eventually(func() error {
-				_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-				return err
-			}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
-			DeferCleanup(func(ctx context.Context) {
-				Expect(client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})).To(Succeed())
-				Eventually(func() bool {
-					_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-					return apierrors.IsNotFound(err)
-				}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeTrue(), "namespace %s never went away", ns)
-			})
+			ns = testNamespace(ctx, "podvisor-e2e-nets-")
 		})
 
 		It("gives a VM pod a second NIC on the network Multus's annotation names: both addresses in the guest, the second in CRI's additional_ips", func(ctx context.Context) {

@@ -66,24 +66,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 		)
 
 		BeforeAll(func(ctx context.Context) {
-			n, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-				ObjectMeta: metav1.ObjectMeta{GenerateName: "podvisor-e2e-"},
-			}, metav1.CreateOptions{})
-			Expect(err).NotTo(HaveOccurred())
-			ns = n.Name
-			By("namespace " + ns + ": waiting for its default ServiceAccount")
-			Eventually(func() error {
-				_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-				return err
-			}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
-			DeferCleanup(func(ctx context.Context) {
-				err := client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-				Expect(err).NotTo(HaveOccurred())
-				Eventually(func() bool {
-					_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-					return apierrors.IsNotFound(err)
-				}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeTrue(), "namespace %s never went away", ns)
-			})
+			ns = testNamespace(ctx, "podvisor-e2e-")
 		})
 
 		It("runs a Deployment of 2 VM replicas (virtlet.cloud image, Virtlet annotations, ConfigMap user-data)", func(ctx context.Context) {
