@@ -2,17 +2,8 @@
 # P1 and P2 of docs/bench/start.md: a VM pod through podvisor's CRI on real
 # libvirt + QEMU against raw virsh define + start and against plain QEMU, in
 # one run (internal/processtests TestStartBench). Root; after make build.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH=/usr/local/go/bin:$PATH
-guest_dir=${PODVISOR_GUEST_DIR:-/var/tmp/podvisor-test-guest}
-started=""
-if ! ci/libvirtd.sh status 2>/dev/null | grep '^libvirtd: running' >/dev/null; then started=1; fi
-cleanup() { if [ -n "$started" ]; then ci/libvirtd.sh stop >/dev/null 2>&1 || true; fi; }
-trap cleanup EXIT
-ci/libvirtd.sh start >/dev/null
-ci/build-guest.sh "$guest_dir" >/dev/null
-mkdir -p docs/bench
+# shellcheck source=ci/bench-env.inc
+. "$(dirname "$0")/bench-env.inc"
 PODVISOR_BENCH_START=1 PODVISOR_GUEST_DIR=$guest_dir PODVISOR_BENCH_OUT=$PWD/docs/bench/start.md \
 	go test -count=1 -timeout 40m -v -run '^TestStartBench$' ./internal/processtests/
 
