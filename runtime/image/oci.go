@@ -49,17 +49,7 @@ func (s *Store) manifestsDir() string { return filepath.Join(s.dir, "manifests")
 
 // readManifest returns the data hex the disk of manifest digest mhex was
 // extracted to, if that data is present.
-func (s *Store) readManifest(mhex string) (string, bool) {
-	t, err := os.Readlink(filepath.Join(s.manifestsDir(), mhex))
-	if err != nil {
-		return "", false
-	}
-	h := filepath.Base(t)
-	if !hexDigest.MatchString(h) || !s.hasData(h) {
-		return "", false
-	}
-	return h, true
-}
+func (s *Store) readManifest(mhex string) (string, bool) { return s.readLinkIn(s.manifestsDir(), mhex) }
 
 // registryClient is how one pull reaches one registry.
 type registryClient struct {

@@ -19,6 +19,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/zstd"
+	"github.com/podvisor/podvisor/runtime/ctxio"
 )
 
 // extractDisk downloads img's layers, in order, and extracts the one disk
@@ -176,7 +177,7 @@ func (x *diskExtract) write(ctx context.Context, p string, r io.Reader) error {
 	if max > 0 {
 		src = io.LimitReader(r, max+1)
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, src})
+	n, err := io.Copy(io.MultiWriter(f, h), ctxio.Reader(ctx, src))
 	if err == nil && max > 0 && n > max {
 		err = fmt.Errorf("the disk is larger than %d bytes, the limit (%s)", max, FlagMaxSize)
 	}
@@ -211,19 +212,6 @@ func (x *diskExtract) finish(ctx context.Context, n ociName) (*fetched, error) {
 	}
 	x.tmp = "" // the commit owns it now
 	return res, nil
-}
-
-// ctxReader ends a copy when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func sortedKeys(m map[string]bool) []string {

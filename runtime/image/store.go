@@ -520,8 +520,11 @@ func (s *Store) hasData(hex string) bool {
 }
 
 // readLink returns the hex a link points to, if the link and its data exist.
-func (s *Store) readLink(link string) (string, bool) {
-	t, err := os.Readlink(filepath.Join(s.linksDir(), link))
+func (s *Store) readLink(link string) (string, bool) { return s.readLinkIn(s.linksDir(), link) }
+
+// readLinkIn returns the hex dir/name points to, if it and its data exist.
+func (s *Store) readLinkIn(dir, name string) (string, bool) {
+	t, err := os.Readlink(filepath.Join(dir, name))
 	if err != nil {
 		return "", false
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/podvisor/podvisor/runtime/ctxio"
 	"github.com/podvisor/podvisor/runtime/errdefs"
 )
 
@@ -134,7 +135,7 @@ func (d damage) Error() string { return string(d) }
 // it with the manifest.
 func readMember(ctx context.Context, tr *tar.Reader, mem Member, sink func(Member, io.Reader) error) error {
 	h := sha256.New()
-	r := io.TeeReader(ctxReader{ctx, tr}, h)
+	r := io.TeeReader(ctxio.Reader(ctx, tr), h)
 	var err error
 	if sink != nil {
 		err = sink(mem, r)

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/podvisor/podvisor/runtime/ctxio"
 )
 
 // tempFile is what Write needs of the file it writes.
@@ -121,7 +123,7 @@ func writeMember(ctx context.Context, tw *tar.Writer, mem Member, path string, m
 		return diskFull(err)
 	}
 	h := sha256.New()
-	n, err := io.Copy(tw, io.TeeReader(ctxReader{ctx, io.LimitReader(f, mem.Size)}, h))
+	n, err := io.Copy(tw, io.TeeReader(ctxio.Reader(ctx, io.LimitReader(f, mem.Size)), h))
 	if err != nil {
 		return diskFull(err)
 	}
@@ -145,7 +147,7 @@ func hashFile(ctx context.Context, name, path string) (Member, error) {
 		return Member{}, fmt.Errorf("member %s: %s is not a regular file", name, path)
 	}
 	h := sha256.New()
-	n, err := io.Copy(h, ctxReader{ctx, f})
+	n, err := io.Copy(h, ctxio.Reader(ctx, f))
 	if err != nil {
 		return Member{}, fmt.Errorf("member %s: reading %s: %w", name, path, err)
 	}
@@ -170,17 +172,4 @@ func syncDir(dir string) {
 		_ = d.Sync() // best effort: the rename is done
 		d.Close()
 	}
-}
-
-// ctxReader ends a long copy when its context does.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
