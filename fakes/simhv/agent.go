@@ -56,12 +56,9 @@ func (h *Hypervisor) AgentCommand(ctx context.Context, name string, command stri
 func (h *Hypervisor) agent(name, command string) (reply string, wait bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	d, err := h.lookupLocked(name)
+	d, err := h.runningLocked(name)
 	if err != nil {
 		return "", false, err
-	}
-	if !d.active() {
-		return "", false, fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
 	}
 	if !d.rec.Run.Agent {
 		return "", false, fmt.Errorf("%w: domain '%s' has no guest agent channel (a virtio <channel> with target name %s)",

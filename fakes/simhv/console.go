@@ -39,12 +39,9 @@ func openStream(ctx context.Context, h *Hypervisor, op Op, name string, open fun
 func (h *Hypervisor) openConsole(name string) (*console, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	d, err := h.lookupLocked(name)
+	d, err := h.runningLocked(name)
 	if err != nil {
 		return nil, err
-	}
-	if !d.active() {
-		return nil, fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
 	}
 	if !d.rec.Run.Serial {
 		return nil, fmt.Errorf("%w: cannot find character device for domain '%s': it has no <serial> or <console>",

@@ -31,12 +31,9 @@ func (h *Hypervisor) Display(ctx context.Context, name string) (io.ReadWriteClos
 func (h *Hypervisor) openDisplay(name string) (net.Conn, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	d, err := h.lookupLocked(name)
+	d, err := h.runningLocked(name)
 	if err != nil {
 		return nil, err
-	}
-	if !d.active() {
-		return nil, fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
 	}
 	if !d.rec.Run.Display {
 		return nil, fmt.Errorf("%w: domain '%s' has no <graphics type='vnc'>", hypervisor.ErrUnimplemented, name)

@@ -51,10 +51,7 @@ func (h *Hypervisor) resize(ctx context.Context, name string, fn func(*runState)
 		return err
 	}
 	h.mu.Lock()
-	d, err := h.lookupLocked(name)
-	if err == nil && !d.active() {
-		err = fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
-	}
+	d, err := h.runningLocked(name)
 	if err == nil {
 		rec := d.rec
 		if err = fn(&rec.Run); err == nil {

@@ -46,12 +46,9 @@ func (h *Hypervisor) Save(ctx context.Context, name, path string) error {
 func (h *Hypervisor) saveState(name, path string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	d, err := h.lookupLocked(name)
+	d, err := h.runningLocked(name)
 	if err != nil {
 		return err
-	}
-	if !d.active() {
-		return fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
 	}
 	if p, perr := parseDefinition(d.rec.XML); perr == nil && p.dom.Devices != nil {
 		for _, fs := range p.dom.Devices.Filesystems {

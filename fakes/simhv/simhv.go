@@ -310,12 +310,9 @@ func (h *Hypervisor) Shutdown(ctx context.Context, name string) error {
 func (h *Hypervisor) shutdown(name string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	d, err := h.lookupLocked(name)
+	d, err := h.runningLocked(name)
 	if err != nil {
 		return err
-	}
-	if !d.active() {
-		return fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
 	}
 	b := h.behaviorLocked(name)
 	if b.IgnoreACPI || d.rec.Run.ShutdownPending {
@@ -442,17 +439,13 @@ func (h *Hypervisor) Stats(ctx context.Context, name string) (hypervisor.Stats, 
 		return hypervisor.Stats{}, err
 	}
 	h.mu.Lock()
-	d, err := h.lookupLocked(name)
+	d, err := h.runningLocked(name)
 	var st hypervisor.Stats
 	var disks []simDisk
 	if err == nil {
-		if !d.active() {
-			err = fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
-		} else {
-			now := h.clock.Now()
-			st = simStats(now, d.uptime(now), d.rec.Run)
-			disks = d.cfg.disks
-		}
+		now := h.clock.Now()
+		st = simStats(now, d.uptime(now), d.rec.Run)
+		disks = d.cfg.disks
 	}
 	h.mu.Unlock()
 	if err != nil {
@@ -662,6 +655,19 @@ func (h *Hypervisor) lookupLocked(name string) (*domain, error) {
 	d := h.domains[name]
 	if d == nil {
 		return nil, fmt.Errorf("%w: no domain with matching name '%s'", hypervisor.ErrNotFound, name)
+	}
+	return d, nil
+}
+
+// runningLocked is lookupLocked of a domain that must be running: the
+// operations on a live guest (console, agent, save, ...) refuse others.
+func (h *Hypervisor) runningLocked(name string) (*domain, error) {
+	d, err := h.lookupLocked(name)
+	if err != nil {
+		return nil, err
+	}
+	if !d.active() {
+		return nil, fmt.Errorf("%w: domain '%s' is not running", hypervisor.ErrInvalidState, name)
 	}
 	return d, nil
 }
