@@ -90,19 +90,8 @@ func TestPersistentRootInGuest(t *testing.T) {
 		}
 		root := domain.Disk{Path: rootDev, Format: domain.FormatRaw, Block: true, Offset: d.Offset, Size: d.Size}
 		x := buildTestDomain(t, h, testDomainSpec{name: name, dir: dir, iso: iso, agent: true, root: &root, vols: plan.VolumeDisks(), virtio: virtio})
-		if _, err := h.Define(ctx, x); err != nil {
-			t.Fatalf("Define: %v", err)
-		}
-		if err := h.Start(ctx, name); err != nil {
-			t.Fatalf("Start: %v", err)
-		}
-		con, err := h.Console(ctx, name)
-		if err != nil {
-			t.Fatalf("Console: %v", err)
-		}
+		con, out := bootGuest(ctx, t, h, name, x, "PODVISOR-GUEST: ready")
 		defer con.Close()
-		out := readConsole(con)
-		out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
 		if !strings.Contains(out.String(), "podvisor: linked /dev/testpvc to ") {
 			t.Errorf("%s: the console does not show /dev/testpvc linked:\n%s", name, out.String())
 		}

@@ -77,19 +77,8 @@ func TestCloudInitDriveInGuest(t *testing.T) {
 				t.Fatalf("Generate: %v", err)
 			}
 			x := cloudInitDomain(t, h, name, c, mac)
-			if _, err := h.Define(ctx, x); err != nil {
-				t.Fatalf("Define: %v", err)
-			}
-			if err := h.Start(ctx, name); err != nil {
-				t.Fatalf("Start: %v", err)
-			}
-			con, err := h.Console(ctx, name)
-			if err != nil {
-				t.Fatalf("Console: %v", err)
-			}
+			con, out := bootGuest(ctx, t, h, name, x, "PODVISOR-GUEST: ready")
 			defer con.Close()
-			out := readConsole(con)
-			out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
 			wants := []string{"PODVISOR-GUEST: hostname=" + host, "PODVISOR-GUEST: " + tt.net}
 			if tt.cloudConfig {
 				wants = append(wants, "cloud-config: wrote /etc/podvisor/secret")

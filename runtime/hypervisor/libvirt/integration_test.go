@@ -186,6 +186,26 @@ func readConsole(c io.Reader) *consoleReader {
 	return r
 }
 
+// bootGuest defines and starts the domain xml names and waits for marker
+// on its console, which it returns open with what it read: the caller
+// closes it (some tests must before they save the domain).
+func bootGuest(ctx context.Context, t *testing.T, h *Hypervisor, name, xml, marker string) (io.Closer, *consoleReader) {
+	t.Helper()
+	if _, err := h.Define(ctx, xml); err != nil {
+		t.Fatalf("Define: %v", err)
+	}
+	if err := h.Start(ctx, name); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	con, err := h.Console(ctx, name)
+	if err != nil {
+		t.Fatalf("Console: %v", err)
+	}
+	out := readConsole(con)
+	out.waitFor(t, marker, bootDeadline)
+	return con, out
+}
+
 func (r *consoleReader) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -47,17 +47,7 @@ func TestLibvirtSaveRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := cloudInitDomain(t, h, name, c, "52:54:00:5a:17:21")
-	if _, err := h.Define(ctx, x); err != nil {
-		t.Fatalf("Define: %v", err)
-	}
-	if err := h.Start(ctx, name); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	con, err := h.Console(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readConsole(con).waitFor(t, "COUNTER-STARTED", bootDeadline)
+	con, _ := bootGuest(ctx, t, h, name, x, "COUNTER-STARTED")
 	con.Close()
 	for guestCount(t, h, name) < 3 {
 		time.Sleep(time.Second)
@@ -155,17 +145,7 @@ func TestLibvirtSaveRefusesMountedShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := cloudInitDomainWith(t, h, name, c, "52:54:00:5a:17:22", plan.Filesystems())
-	if _, err := h.Define(ctx, x); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Start(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	con, err := h.Console(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readConsole(con).waitFor(t, "cloud-config: mounted data on /mnt/data", bootDeadline)
+	con, _ := bootGuest(ctx, t, h, name, x, "cloud-config: mounted data on /mnt/data")
 	con.Close()
 	save := filepath.Join(sharedDir(t), "vm.save")
 	err = h.Save(ctx, name, save)

@@ -76,19 +76,8 @@ func TestVolumesInGuest(t *testing.T) {
 				t.Fatalf("Generate: %v", err)
 			}
 			x := cloudInitDomainWith(t, h, name, c, "52:54:00:5a:17:09", plan.Filesystems())
-			if _, err := h.Define(ctx, x); err != nil {
-				t.Fatalf("Define: %v", err)
-			}
-			if err := h.Start(ctx, name); err != nil {
-				t.Fatalf("Start: %v", err)
-			}
-			con, err := h.Console(ctx, name)
-			if err != nil {
-				t.Fatalf("Console: %v", err)
-			}
+			con, out := bootGuest(ctx, t, h, name, x, "PODVISOR-GUEST: ready")
 			defer con.Close()
-			out := readConsole(con)
-			out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
 			want := []string{"cloud-config: mounted data on /mnt/data", "cloud-config: mounted app on /etc/app", "cloud-config: mounted scratch on /mnt/scratch",
 				"cloud-config: ran sh -c chown -R 1000:1000 '/mnt/data'", "cloud-config: ran sh -c chown -R 1000:1000 '/mnt/scratch'"}
 			if tc.script {
