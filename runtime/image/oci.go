@@ -207,7 +207,6 @@ func (s *Store) resolveOCI(ctx context.Context, n ociName, auth *Auth) (*remote.
 			if n.digest != "" && desc.Digest.String() != n.digest {
 				return nil, c, fmt.Errorf("registry %s: manifest has digest %s, the name pins %s", reg, desc.Digest, n.digest)
 			}
-			c.reg = ref.Context().Registry
 			return desc, c.withRepo(ref.Context()), nil
 		}
 		errs = append(errs, fmt.Errorf("registry %s: %w", reg, err))

@@ -51,10 +51,7 @@ func parseOCIName(s string, opts ...name.Option) (ociName, error) {
 	if err != nil {
 		return ociName{}, fmt.Errorf("image name %q: not an OCI image reference (registry/repository[:tag][@sha256:<64 hex>]), nor a Virtlet name (%s<name>): %w", s, CRIPrefix, err)
 	}
-	reg := ref.Context().RegistryStr()
-	if reg == name.DefaultRegistry {
-		reg = "docker.io" // as docker's reference normalisation names it
-	}
+	reg := registryKey(ref.Context().RegistryStr()) // docker.io, as docker's reference normalisation names it
 	n := ociName{ref: ref, repo: reg + "/" + ref.Context().RepositoryStr()}
 	switch r := ref.(type) {
 	case name.Digest:
@@ -98,9 +95,11 @@ func ociNameOfLink(link string) (string, bool) {
 	return strings.ReplaceAll(rest, "%", "/"), true
 }
 
-// ociLinkOf is the link of an OCI reference given by a user.
+// ociLinkOf is the link of an OCI reference given by a user. The
+// registry's insecure option changes only its scheme, not the name, so it
+// is not parsed with it.
 func (s *Store) ociLinkOf(ref string) (string, error) {
-	n, err := parseOCIName(ref, s.opts.registries.nameOptions(ref)...)
+	n, err := parseOCIName(ref)
 	if err != nil {
 		return "", err
 	}
