@@ -33,6 +33,10 @@ type backend struct {
 	img         runtimeapi.ImageServiceClient
 
 	lastAnswer atomic.Int64 // UnixNano of its last successful answer; 0: never
+	// descs are its metric descriptors once it answered
+	// ListMetricDescriptors: fixed per runtime, kubelet reads them once,
+	// and ListPodSandboxMetrics (each scrape) relabels by them.
+	descs atomic.Pointer[[]*runtimeapi.MetricDescriptor]
 
 	mu    sync.Mutex
 	lists map[string]any // last answer to each list and status request

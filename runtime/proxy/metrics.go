@@ -43,8 +43,8 @@ func (p *Proxy) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListM
 	return &runtimeapi.ListMetricDescriptorsResponse{Descriptors: merged}, nil
 }
 
-// descriptorsOf asks one runtime for its descriptors; Unimplemented is no
-// descriptors.
+// descriptorsOf asks one runtime for its descriptors and keeps them;
+// Unimplemented is no descriptors (not kept: the runtime may gain them).
 func descriptorsOf(ctx context.Context, b *backend, req *runtimeapi.ListMetricDescriptorsRequest) (runtimeMetrics, error) {
 	resp, err := b.rt.ListMetricDescriptors(ctx, clone(req))
 	if status.Code(err) == codes.Unimplemented {
@@ -54,7 +54,17 @@ func descriptorsOf(ctx context.Context, b *backend, req *runtimeapi.ListMetricDe
 		return runtimeMetrics{}, err
 	}
 	b.answered()
-	return runtimeMetrics{b: b, descs: resp.GetDescriptors()}, nil
+	descs := resp.GetDescriptors()
+	b.descs.Store(&descs)
+	return runtimeMetrics{b: b, descs: descs}, nil
+}
+
+// keptDescriptorsOf is a runtime's kept descriptors, asked for once.
+func keptDescriptorsOf(ctx context.Context, b *backend) (runtimeMetrics, error) {
+	if d := b.descs.Load(); d != nil {
+		return runtimeMetrics{b: b, descs: *d}, nil
+	}
+	return descriptorsOf(ctx, b, &runtimeapi.ListMetricDescriptorsRequest{})
 }
 
 // mergeDescriptors describes each name once: the first runtime's keys,
@@ -97,7 +107,7 @@ func (p *Proxy) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListP
 			return runtimeMetrics{}, err
 		}
 		b.outbound(resp)
-		rm, err := descriptorsOf(ctx, b, &runtimeapi.ListMetricDescriptorsRequest{})
+		rm, err := keptDescriptorsOf(ctx, b)
 		rm.pods = resp.GetPodMetrics()
 		return rm, err
 	})
