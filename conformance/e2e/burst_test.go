@@ -21,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 )
 
@@ -130,7 +132,17 @@ type podRecorder struct {
 }
 
 func watchPods(ctx context.Context, ns, selector string) *podRecorder {
-	w, err := client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector})
+	// A plain watch ends at the API server's first hiccup (a young cluster's
+	// watch cache answers "too large resource version"); the RetryWatcher
+	// resumes from the last version it saw.
+	list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	Expect(err).NotTo(HaveOccurred())
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return client.CoreV1().Pods(ns).Watch(ctx, o)
+		},
+	})
 	Expect(err).NotTo(HaveOccurred())
 	r := &podRecorder{firstUp: map[string]time.Time{}}
 	go func() {
@@ -160,6 +172,9 @@ func (r *podRecorder) running() int {
 // timings waits for each pod's guest ready marker and reads its time from
 // the CRI log's own timestamps (kubectl logs --timestamps).
 func (r *podRecorder) timings(ctx context.Context, ns string, created time.Time, n int) []podTiming {
+	// The watch's news may arrive after a poll of the API saw the pods Running.
+	Eventually(r.running).WithContext(ctx).WithTimeout(time.Minute).WithPolling(time.Second).Should(BeNumerically(">=", n),
+		"the watch saw fewer pods Running than the API")
 	r.mu.Lock()
 	up := make(map[string]time.Time, len(r.firstUp))
 	for k, v := range r.firstUp {
