@@ -25,6 +25,19 @@ import (
 //go:embed *.yaml
 var files embed.FS
 
+//go:embed examples/*.yaml
+var examples embed.FS
+
+// Example is the file examples/name as it is in the repository (the e2e
+// suite applies the examples as a user would).
+func Example(name string) ([]byte, error) {
+	b, err := examples.ReadFile("examples/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("reading example %s: %w", name, err)
+	}
+	return b, nil
+}
+
 const (
 	// DefaultImage is the image every container of the manifests names: a
 	// placeholder built by deploy/image/Dockerfile (no image is published).

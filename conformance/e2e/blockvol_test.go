@@ -159,7 +159,7 @@ var _ = Describe("podvisor block volumes on a one-node Kubernetes [Disruptive] [
 
 			pods := runningPods(ctx, ns, "app="+sts, 1)
 			first := pods[0]
-			waitConsole(ctx, ns, first.Name, "PODVISOR-GUEST: ready", "podvisor: linked /dev/testpvc to /dev/vdb", "cloud-config: mounted /dev/testpvc on /mnt")
+			waitConsole(ctx, ns, first.Name, guestReady, "podvisor: linked /dev/testpvc to /dev/vdb", "cloud-config: mounted /dev/testpvc on /mnt")
 			token := fmt.Sprintf("%s-%d", mark, time.Now().UnixNano())
 			By("the first pod writes on its root disk and in a file on the block volume mounted at /mnt")
 			// The test guest's root file system is its initramfs: it
@@ -174,7 +174,7 @@ var _ = Describe("podvisor block volumes on a one-node Kubernetes [Disruptive] [
 				g.Expect(p.UID).NotTo(Equal(first.UID), "the StatefulSet has not made the pod again")
 			}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(Succeed())
 			second := runningPods(ctx, ns, "app="+sts, 1)[0]
-			waitConsole(ctx, ns, second.Name, "PODVISOR-GUEST: ready", "cloud-config: mounted /dev/testpvc on /mnt")
+			waitConsole(ctx, ns, second.Name, guestReady, "cloud-config: mounted /dev/testpvc on /mnt")
 			By("the new pod reads what the first left")
 			got := vmExec(ctx, ns, second.Name, "s=$(($(cat /sys/block/vda/size)-1)) && dd if=/dev/vda bs=512 skip=$s count=1 2>/dev/null | head -n1 && cat /mnt/data.txt")
 			Expect(strings.Fields(got)).To(Equal([]string{token, token}))

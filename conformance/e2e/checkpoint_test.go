@@ -62,7 +62,7 @@ var _ = Describe("checkpoints of VM pods [Slow]", Label("Slow"), Ordered, func()
 		}, metav1.CreateOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		runningPods(ctx, ns, "app="+name, 1)
-		waitConsole(ctx, ns, name, "PODVISOR-GUEST: ready")
+		waitConsole(ctx, ns, name, guestReady)
 		var before int
 		Eventually(func() int { before = count(ctx, name); return before }).WithContext(ctx).
 			WithTimeout(time.Minute).WithPolling(poll).Should(BeNumerically(">=", 3))

@@ -34,6 +34,9 @@ const (
 	poll            = 2 * time.Second
 )
 
+// guestReady is the test guest's console line once it is up.
+const guestReady = "PODVISOR-GUEST: ready"
+
 // kubectl runs kubectl with the suite's kubeconfig and returns its stdout.
 func kubectl(ctx context.Context, args ...string) (string, error) {
 	return kubectlStdin(ctx, "", args...)

@@ -55,7 +55,7 @@ var _ = Describe("podvisor extra networks on a one-node Kubernetes [Conformance]
 
 			// The guest configured both NICs from cloud-init's
 			// network-config and answers on both addresses.
-			waitConsole(ctx, ns, name, "PODVISOR-GUEST: net=static ip="+p.Status.PodIP, "PODVISOR-GUEST: net=static ip="+second, "PODVISOR-GUEST: ready")
+			waitConsole(ctx, ns, name, "PODVISOR-GUEST: net=static ip="+p.Status.PodIP, "PODVISOR-GUEST: net=static ip="+second, guestReady)
 			Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(name))
 			Expect(askHostname(ctx, second)).To(Equal(name))
 			// kubelet keeps one address per family in status.podIPs: the

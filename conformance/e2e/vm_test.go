@@ -106,7 +106,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 				Expect(p.Status.ContainerStatuses).To(HaveLen(1))
 				// criproxy prefixes the IDs of podvisor's objects.
 				Expect(p.Status.ContainerStatuses[0].ContainerID).To(ContainSubstring("podvisor__"), "pod %s was not run by podvisor", p.Name)
-				waitConsole(ctx, ns, p.Name, "PODVISOR-GUEST: ready")
+				waitConsole(ctx, ns, p.Name, guestReady)
 			}
 			GinkgoWriter.Printf("VM pods: %v\n", names(vmPods))
 		})
@@ -127,7 +127,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 				Expect(err).NotTo(HaveOccurred())
 				Expect(log).To(ContainSubstring("PODVISOR-GUEST: hostname=" + p.Name))
 				Expect(log).To(ContainSubstring("PODVISOR-GUEST: ip=" + p.Status.PodIP))
-				Expect(log).To(ContainSubstring("PODVISOR-GUEST: ready"))
+				Expect(log).To(ContainSubstring(guestReady))
 			}
 		})
 
@@ -388,7 +388,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			p := runningPods(ctx, ns, "app="+rcPod, 1)[0]
 			Expect(p.Annotations).To(BeEmpty())
 			Expect(p.Status.ContainerStatuses[0].ContainerID).To(ContainSubstring("podvisor__"))
-			waitConsole(ctx, ns, rcPod, "PODVISOR-GUEST: hostname="+rcPod, "PODVISOR-GUEST: ready")
+			waitConsole(ctx, ns, rcPod, "PODVISOR-GUEST: hostname="+rcPod, guestReady)
 			Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(rcPod))
 
 			rs, done := criClient()
