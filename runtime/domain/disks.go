@@ -23,8 +23,12 @@ const WrapperNICPCISlot = 0x1f
 const fixedPCIDevices = 7
 
 // disks lays out the root disk, the volume disks and the cloud-init drive,
-// in this order, on the bus VirtletDiskDriver names. The order is fixed so
-// the guest always sees the root disk as sda/vda.
+// in this order, on the bus VirtletDiskDriver names. The root disk is
+// first (vda; SCSI LUN 0, probed first, so sda in practice); the guest
+// must not rely on the other disks' names: Linux probes SCSI disks
+// asynchronously, so a volume and the cloud-init drive take sdb and sdc
+// in either order. Block volumes are found by their serial (volume's
+// GuestLinks).
 func disks(in Input) ([]libvirtxml.DomainDisk, []libvirtxml.DomainController) {
 	all := make([]Disk, 0, 2+len(in.VolumeDisks))
 	all = append(all, in.RootDisk)
