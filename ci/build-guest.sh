@@ -35,7 +35,8 @@
 #                      PODVISOR-GUEST: ip=<addr>              each followed by this)
 #                      PODVISOR-GUEST: agent=/dev/vportNpM   (when the channel exists)
 #                      PODVISOR-GUEST: ready
-#  - onlines hot-plugged vCPUs (in-place resize) within a second
+#  - onlines hot-plugged vCPUs (in-place resize) within a second; its
+#    agent answers guest-get-vcpus and guest-set-vcpus (TCG's resize)
 #  - keeps a root shell on ttyS0 (respawned)
 set -euo pipefail
 
@@ -240,12 +241,22 @@ fi
 # The guest agent waits for its virtio port (a minute at most).
 podvisor-guest-agent agent &
 
-# vCPUs hot-plugged by an in-place resize arrive offline and no udev here
-# onlines them: the guest does, once a second.
-( while true; do
-	for f in /sys/devices/system/cpu/cpu[0-9]*/online; do
-		[ "$(cat "$f" 2>/dev/null)" = 0 ] && echo 1 >"$f" 2>/dev/null
+# vCPUs hot-plugged by an in-place resize (KVM) arrive offline and no udev
+# here onlines them: the guest does, once a second, for each CPU that
+# appears, as udev's "add" rule would. CPUs present now are left as they
+# are: under TCG all are present from boot, the cloud-init bootcmd took
+# some offline and the guest agent onlines them on a resize.
+( seen=" $(cd /sys/devices/system/cpu && echo cpu[0-9]*) "
+while true; do
+	now=" "
+	for d in /sys/devices/system/cpu/cpu[0-9]*; do
+		c=${d##*/}
+		case "$seen" in *" $c "*) now="$now$c "; continue ;; esac
+		[ "$(cat "$d/online" 2>/dev/null)" = 0 ] && echo 1 >"$d/online" 2>/dev/null
+		# Seen once online: retried next second until then.
+		[ "$(cat "$d/online" 2>/dev/null)" = 0 ] || now="$now$c "
 	done
+	seen=$now
 	sleep 1
 done ) >/dev/null 2>&1 &
 

@@ -35,6 +35,9 @@ type agent struct {
 	setTime      func(time.Time) error
 	freeze, thaw func() (int, error)
 	frozen       bool
+	// cpuDir is the CPUs' sysfs directory for guest-get-vcpus and
+	// guest-set-vcpus; empty (outside the guest agent): they are refused.
+	cpuDir string
 }
 
 type process struct {
@@ -165,8 +168,8 @@ func encode(id json.RawMessage, ret any, e *agentErr, delimited bool) []byte {
 
 var commands = []string{
 	"guest-exec", "guest-exec-status", "guest-fsfreeze-freeze", "guest-fsfreeze-status", "guest-fsfreeze-thaw",
-	"guest-get-osinfo", "guest-get-time", "guest-info",
-	"guest-network-get-interfaces", "guest-ping", "guest-set-time", "guest-shutdown", "guest-sync", "guest-sync-delimited",
+	"guest-get-osinfo", "guest-get-time", "guest-get-vcpus", "guest-info",
+	"guest-network-get-interfaces", "guest-ping", "guest-set-time", "guest-set-vcpus", "guest-shutdown", "guest-sync", "guest-sync-delimited",
 }
 
 func (a *agent) dispatch(req request) (any, error) {
@@ -223,6 +226,17 @@ func (a *agent) dispatch(req request) (any, error) {
 		return osInfo(), nil
 	case "guest-network-get-interfaces":
 		return interfaces()
+	case "guest-get-vcpus", "guest-set-vcpus":
+		if a.cpuDir == "" {
+			return nil, genericErr("%s is disabled outside the guest agent", req.Execute)
+		}
+		if req.Execute == "guest-set-vcpus" {
+			return setVCPUs(a.cpuDir, args)
+		}
+		if err := strictArgs(args, &struct{}{}); err != nil {
+			return nil, err
+		}
+		return getVCPUs(a.cpuDir)
 	}
 	if ret, err, ok := a.dispatchState(req.Execute, args); ok {
 		return ret, err

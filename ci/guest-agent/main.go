@@ -78,6 +78,7 @@ func runAgent(name string) int {
 	fmt.Printf("PODVISOR-GUEST: agent=%s\n", dev)
 	a := newAgent()
 	a.shutdown = busyboxShutdown
+	a.cpuDir = "/sys/devices/system/cpu"
 	a.setTime, a.freeze, a.thaw = setClock, freezeAll, thawAll
 	for {
 		// The port reads EOF while no host side is connected: retry.

@@ -34,7 +34,7 @@ func main() {
 
 // run executes the real emulator; it returns only when that fails.
 func run(args, environ []string) error {
-	var netnsPath, nicSpec, cgroup, tcgThread string
+	var netnsPath, nicSpec, cgroup string
 	qemu := vmenv.DefaultQEMU
 	env := make([]string, 0, len(environ))
 	for _, kv := range environ {
@@ -46,8 +46,6 @@ func run(args, environ []string) error {
 			nicSpec = v
 		case cgroups.EnvCgroup:
 			cgroup = v
-		case vmenv.EnvTCGThread:
-			tcgThread = v
 		case vmenv.EnvQEMU:
 			if v != "" {
 				qemu = v
@@ -58,13 +56,6 @@ func run(args, environ []string) error {
 		}
 	}
 	argv := append([]string{qemu}, args[1:]...)
-	switch tcgThread {
-	case "":
-	case "single":
-		argv = vmenv.TCGSingleThread(argv)
-	default:
-		return fmt.Errorf("%s=%q: want \"single\" or nothing", vmenv.EnvTCGThread, tcgThread)
-	}
 	if cgroup != "" {
 		if err := joinCgroup(cgroup); err != nil {
 			return err

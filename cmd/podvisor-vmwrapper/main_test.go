@@ -329,22 +329,3 @@ func TestJoinsTheVMCgroup(t *testing.T) {
 		t.Errorf("QEMU's cgroups %v: none is %s", r.cgroups, path)
 	}
 }
-
-// PODVISOR_TCG_THREAD=single runs TCG with one thread (vCPU hot-plug under
-// TCG); another value is refused.
-func TestTCGSingleThread(t *testing.T) {
-	qemu := fakeQEMU(t)
-	r, stderr, err := runWrapper(t, []string{vmenv.EnvQEMU + "=" + qemu, vmenv.EnvTCGThread + "=single"}, "-accel", "tcg,tb-size=64", "-m", "256")
-	if err != nil {
-		t.Fatalf("wrapper: %v\n%s", err, stderr)
-	}
-	if diff := cmp.Diff([]string{"-accel", "tcg,tb-size=64,thread=single", "-m", "256"}, r.args); diff != "" {
-		t.Errorf("arguments (-want +got):\n%s", diff)
-	}
-	if len(r.env) != 0 {
-		t.Errorf("QEMU saw %v", r.env)
-	}
-	if _, stderr, err := runWrapper(t, []string{vmenv.EnvQEMU + "=" + qemu, vmenv.EnvTCGThread + "=multi"}, "-accel", "tcg"); err == nil || !strings.Contains(stderr, "PODVISOR_TCG_THREAD") {
-		t.Errorf("PODVISOR_TCG_THREAD=multi: %v, %q; want a refusal naming it", err, stderr)
-	}
-}

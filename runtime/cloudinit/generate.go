@@ -391,7 +391,7 @@ func (g *generator) scriptUserData(script, scriptFrom string) []byte {
 		g.warn("volume mounts are not set up in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
 	}
 	if len(in.BootCmd) > 0 && !strings.Contains(script, MountScriptPlaceholder) {
-		g.warn("block volumes are not linked at their device paths in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
+		g.warn("podvisor's boot commands (block volumes' links at their device paths; under TCG, the vCPUs above the count taken offline) are not run in the guest: the user-data script from %s has no %s", scriptFrom, MountScriptPlaceholder)
 	}
 	return []byte(strings.ReplaceAll(script, MountScriptPlaceholder, in.MountScript))
 }

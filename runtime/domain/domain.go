@@ -22,10 +22,6 @@ import (
 	"github.com/podvisor/podvisor/runtime/cgroups"
 )
 
-// EnvTCGThread is vmenv.EnvTCGThread (vmenv's tests check they agree;
-// vmenv cannot be imported here, its tests import this package).
-const EnvTCGThread = "PODVISOR_TCG_THREAD"
-
 // Domain types: hardware virtualization, or QEMU's software emulation (TCG)
 // where /dev/kvm does not work.
 const (
@@ -260,24 +256,39 @@ func Build(in Input) (*libvirtxml.Domain, error) {
 }
 
 // vcpus is the <vcpu> element: VM.VCPUCount online, up to MaxVCPUs.
+// Under KVM the others are hot-plugged later; under TCG all MaxVCPUs are
+// present from boot and the guest takes those above VM.VCPUCount offline
+// (GuestOnlinedVCPUs).
 func vcpus(in Input) *libvirtxml.DomainVCPU {
 	n := in.VM.VCPUCount
 	v := &libvirtxml.DomainVCPU{Placement: "static", Value: uint(n)}
-	if hotplug(in) {
+	switch {
+	case GuestOnlinedVCPUs(in.DomainType, in.VM, in.MaxVCPUs):
+		v.Value = uint(in.MaxVCPUs)
+	case hotplug(in.VM, in.MaxVCPUs):
 		v.Value, v.Current = uint(in.MaxVCPUs), uint(n)
 	}
 	return v
 }
 
-// hotplug says the domain can gain vCPUs: MaxVCPUs above the count, no
-// fixed <cpu> topology, and under TCG the emulator wrapper, which runs
-// single-threaded TCG (EnvTCGThread: QEMU aborts hot-plugging a
-// vCPU into multi-threaded TCG once its translation cache is in use).
-func hotplug(in Input) bool {
-	if in.MaxVCPUs <= in.VM.VCPUCount || in.VM.CPUSetting != nil && in.VM.CPUSetting.Topology != nil {
-		return false
-	}
-	return in.DomainType != TypeQEMU || in.Emulator != ""
+// hotplug says the domain can gain vCPUs: maxVCPUs above the count and no
+// fixed <cpu> topology.
+func hotplug(vm *annotations.VMConfig, maxVCPUs int) bool {
+	return maxVCPUs > vm.VCPUCount && (vm.CPUSetting == nil || vm.CPUSetting.Topology == nil)
+}
+
+// GuestOnlinedVCPUs says a domain's vCPU count changes inside the guest
+// rather than by hot-plug: a TCG domain that can gain vCPUs. QEMU 7.2's
+// multi-threaded TCG aborts when a vCPU is hot-plugged once the running
+// vCPUs have taken every translation cache region (tcg/region.c,
+// tcg_region_initial_alloc__locked), and libvirt 9.0 refuses to hot-plug
+// into single-threaded TCG, whose vCPUs share one thread ("qemu didn't
+// report thread id for vcpu"). So all maxVCPUs are present from boot
+// (each thread takes its region then), the guest boots with those above
+// VM.VCPUCount taken offline (cloud-init bootcmd) and a resize onlines
+// and offlines them through the guest agent (docs/libvirt.md).
+func GuestOnlinedVCPUs(domainType string, vm *annotations.VMConfig, maxVCPUs int) bool {
+	return domainType == TypeQEMU && hotplug(vm, maxVCPUs)
 }
 
 // MaxVCPUsOf reads the most vCPUs a domain can have and how many it has
@@ -301,9 +312,6 @@ func qemuCommandline(in Input, qemuArgs []string) *libvirtxml.DomainQEMUCommandl
 	}
 	if in.Cgroup != "" {
 		env[cgroups.EnvCgroup] = in.Cgroup
-	}
-	if in.DomainType == TypeQEMU && hotplug(in) {
-		env[EnvTCGThread] = "single"
 	}
 	if len(env) == 0 && len(qemuArgs) == 0 {
 		return nil

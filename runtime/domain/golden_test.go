@@ -237,12 +237,12 @@ func goldenCases() []goldenCase {
 			in.Cgroup = "/kubepods/burstable/pod0c9e/pv-0123456789abcdef"
 			in.MaxVCPUs = 4
 		}},
-		// Under TCG hot-plug needs the wrapper's single-threaded TCG
-		// (PODVISOR_TCG_THREAD); without a wrapper there is none.
+		// Under TCG every vCPU is present from boot, with a wrapper or
+		// without (GuestOnlinedVCPUs): <vcpu>2</vcpu>, no current.
 		{name: "input-cgroup_vcpu-1-of-2_qemu", ci: "nocloud", dtype: TypeQEMU, tweak: func(in *Input) {
 			in.Cgroup, in.MaxVCPUs, in.Emulator = "/podvisor/pv-0123456789abcdef", 2, "/usr/local/bin/podvisor-vmwrapper"
 		}},
-		{name: "input-max-vcpus_qemu-no-wrapper", ci: "nocloud", dtype: TypeQEMU, tweak: func(in *Input) { in.MaxVCPUs = 2 }},
+		{name: "input-max-vcpus_qemu", ci: "nocloud", dtype: TypeQEMU, tweak: func(in *Input) { in.MaxVCPUs = 2 }},
 		// A <cpu> topology fixes the vCPUs: no hot-plug.
 		{name: "input-max-vcpus_cpusetting-topology", ann: map[string]string{
 			annotations.KeyVCPUCount:         "2",

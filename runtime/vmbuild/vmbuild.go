@@ -207,9 +207,14 @@ func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c 
 	ciIn.Mounts, ciIn.MountScript, ciIn.RunCmd = guest.Mounts, guest.MountScript, guest.RunCmd
 	// The block volumes' device links: at every boot, before the mounts;
 	// and in a user-data script's mount script, before its mounts.
+	// Under TCG, the vCPUs above the count go offline at boot, before
+	// anything runs on them (domain.GuestOnlinedVCPUs).
 	ciIn.BootCmd = devs.GuestLinks()
-	if len(ciIn.BootCmd) > 0 {
-		ciIn.MountScript = strings.TrimSuffix(ciIn.BootCmd[0], "\n") + "\n" + ciIn.MountScript
+	if domain.GuestOnlinedVCPUs(a.cfg.DomainType, vm, a.maxVCPUs()) {
+		ciIn.BootCmd = append(ciIn.BootCmd, GuestVCPUsBootCmd(vm.VCPUCount))
+	}
+	for i := len(ciIn.BootCmd) - 1; i >= 0; i-- {
+		ciIn.MountScript = strings.TrimSuffix(ciIn.BootCmd[i], "\n") + "\n" + ciIn.MountScript
 	}
 	// The volumes' files first, then the mount script: write_files order.
 	ciIn.Files = append(ciIn.Files, vols.GuestFiles()...)
@@ -247,7 +252,7 @@ func (a *Assembler) domainXML(ctx context.Context, sb *podtypes.Sandbox, c *podt
 		ConsoleSocket:          filepath.Join(c.Dir, ConsoleSocketFile),
 		DisplaySocket:          filepath.Join(c.Dir, DisplaySocketFile),
 		Emulator:               a.cfg.Emulator,
-		MaxVCPUs:               min(a.cfg.MaxVCPUs, annotations.MaxVCPUCount),
+		MaxVCPUs:               a.maxVCPUs(),
 		TCGTranslationCacheMiB: a.cfg.TCGTranslationCacheMiB,
 	}
 	if a.cfg.Cgroups != nil {
@@ -417,4 +422,17 @@ func guestHostname(sb *podtypes.Sandbox) string {
 		h = strings.TrimRight(h[:63], "-.")
 	}
 	return h
+}
+
+// maxVCPUs is the most vCPUs a VM of this node can grow to in place.
+func (a *Assembler) maxVCPUs() int { return min(a.cfg.MaxVCPUs, annotations.MaxVCPUCount) }
+
+// GuestVCPUsBootCmd is the cloud-init bootcmd entry that leaves the guest
+// n vCPUs online: the others, present from boot under TCG
+// (domain.GuestOnlinedVCPUs), go offline at every boot, and a resize
+// onlines them through the guest agent. A CPU without an online file (the
+// boot CPU) stays.
+func GuestVCPUsBootCmd(n int) string {
+	return fmt.Sprintf(`for c in /sys/devices/system/cpu/cpu[0-9]*; do i=${c##*/cpu}; if [ "$i" -ge %d ] && [ -f "$c/online" ]; then echo 0 >"$c/online"; fi; done; echo "podvisor: %d vCPUs online"
+`, n, n)
 }

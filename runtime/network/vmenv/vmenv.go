@@ -21,27 +21,7 @@ const (
 	EnvNICs = "PODVISOR_NICS"
 	// EnvQEMU overrides the real emulator the wrapper executes.
 	EnvQEMU = "PODVISOR_QEMU"
-	// EnvTCGThread, when "single", makes the wrapper run TCG with one
-	// thread for all vCPUs (-accel tcg,...,thread=single), which libvirt
-	// cannot ask for: QEMU 7.2's multi-threaded TCG aborts when a
-	// hot-plugged vCPU's thread finds every translation cache region taken
-	// (tcg/region.c, tcg_region_initial_alloc__locked), while one thread
-	// serves hot-plugged vCPUs without a region of their own.
-	EnvTCGThread = "PODVISOR_TCG_THREAD"
 )
-
-// TCGSingleThread adds thread=single to a "-accel tcg[,...]" argument of
-// args (QEMU's command line as libvirt gives it); other arguments stay.
-func TCGSingleThread(args []string) []string {
-	out := append([]string(nil), args...)
-	for i := 0; i+1 < len(out); i++ {
-		v := out[i+1]
-		if out[i] == "-accel" && (v == "tcg" || strings.HasPrefix(v, "tcg,")) && !strings.Contains(v, "thread=") {
-			out[i+1] = v + ",thread=single"
-		}
-	}
-	return out
-}
 
 // DefaultQEMU is the emulator the wrapper executes when EnvQEMU is unset.
 const DefaultQEMU = "/usr/bin/qemu-system-x86_64"

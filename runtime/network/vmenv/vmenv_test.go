@@ -85,20 +85,3 @@ func TestQEMUArgs(t *testing.T) {
 		})
 	}
 }
-
-func TestTCGSingleThread(t *testing.T) {
-	if EnvTCGThread != domain.EnvTCGThread {
-		t.Errorf("vmenv.EnvTCGThread %q, domain.EnvTCGThread %q: the wrapper would not see the domain's variable", EnvTCGThread, domain.EnvTCGThread)
-	}
-	for _, tc := range []struct{ in, want []string }{
-		{[]string{"-machine", "pc", "-accel", "tcg,tb-size=64", "-m", "256"}, []string{"-machine", "pc", "-accel", "tcg,tb-size=64,thread=single", "-m", "256"}},
-		{[]string{"-accel", "tcg"}, []string{"-accel", "tcg,thread=single"}},
-		{[]string{"-accel", "kvm"}, []string{"-accel", "kvm"}},
-		{[]string{"-accel", "tcg,thread=multi"}, []string{"-accel", "tcg,thread=multi"}},
-		{[]string{"-name", "tcg", "-accel"}, []string{"-name", "tcg", "-accel"}},
-	} {
-		if got := TCGSingleThread(tc.in); strings.Join(got, " ") != strings.Join(tc.want, " ") {
-			t.Errorf("TCGSingleThread(%q) = %q; want %q", tc.in, got, tc.want)
-		}
-	}
-}
