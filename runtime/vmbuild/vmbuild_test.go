@@ -533,3 +533,71 @@ func TestEphemeralStorage(t *testing.T) {
 		})
 	}
 }
+
+// A VM that can grow in place: under KVM its extra vCPUs are hot-plugged
+// later (<vcpu current>); under TCG all are present from boot and the
+// drive's bootcmd takes those above the count offline.
+func TestAssembleVCPUsToGrow(t *testing.T) {
+	for _, tc := range []struct {
+		name, dtype    string
+		max            int
+		value, current uint
+		offlineAtBoot  bool
+	}{
+		{"kvm hot-plug", domain.TypeKVM, 2, 2, 1, false},
+		{"tcg in the guest", domain.TypeQEMU, 2, 2, 0, true},
+		{"tcg, no growth", domain.TypeQEMU, 1, 1, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb, c, img := fixture(t, nil)
+			var drive *cloudinit.Contents
+			a, _ := New(Config{DomainType: tc.dtype, MaxVCPUs: tc.max, Overlay: fakeOverlay, WriteISO: captureISO(&drive)})
+			x, err := a.Assemble(context.Background(), sb, c, img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d libvirtxml.Domain
+			if err := d.Unmarshal(x); err != nil {
+				t.Fatal(err)
+			}
+			if d.VCPU.Value != tc.value || d.VCPU.Current != tc.current {
+				t.Errorf("<vcpu current=%d>%d; want current=%d, %d", d.VCPU.Current, d.VCPU.Value, tc.current, tc.value)
+			}
+			ud, _ := drive.File("user-data")
+			var doc struct {
+				BootCmd []any `json:"bootcmd"`
+			}
+			if err := yaml.Unmarshal(ud, &doc); err != nil {
+				t.Fatalf("user-data: %v\n%s", err, ud)
+			}
+			if got := slices.Contains(doc.BootCmd, any(GuestVCPUsBootCmd(1))); got != tc.offlineAtBoot {
+				t.Errorf("bootcmd %q has the vCPUs' entry: %v, want %v", doc.BootCmd, got, tc.offlineAtBoot)
+			}
+		})
+	}
+}
+
+// The bootcmd entry leaves n CPUs online: run on a sysfs-like directory.
+func TestGuestVCPUsBootCmd(t *testing.T) {
+	needTool(t, "sh")
+	dir := t.TempDir()
+	for cpu, online := range map[string]string{"cpu0": "", "cpu1": "1", "cpu2": "1", "cpu10": "1"} {
+		if err := os.MkdirAll(filepath.Join(dir, cpu), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if online != "" {
+			if err := os.WriteFile(filepath.Join(dir, cpu, "online"), []byte(online), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	script := strings.ReplaceAll(GuestVCPUsBootCmd(2), "/sys/devices/system/cpu", dir)
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil || !strings.Contains(string(out), "2 vCPUs online") {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for cpu, want := range map[string]string{"cpu1": "1", "cpu2": "0", "cpu10": "0"} {
+		if b, _ := os.ReadFile(filepath.Join(dir, cpu, "online")); strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s online = %q; want %s", cpu, b, want)
+		}
+	}
+}

@@ -103,6 +103,7 @@ func TestPersistentRootInGuest(t *testing.T) {
 		}
 		// The link leads to the disk whose serial is the volume's.
 		link := strings.TrimSpace(guestExec(t, h, name, "readlink", "-f", "/dev/testpvc"))
+		t.Logf("%s: /dev/testpvc links to %s", name, link)
 		if got := guestDiskSerial(t, h, name, strings.TrimPrefix(link, "/dev/")); got != plan.Disks[0].Serial {
 			t.Errorf("%s: /dev/testpvc leads to %s, whose serial is %q; want the volume's %q", name, link, got, plan.Disks[0].Serial)
 		}
