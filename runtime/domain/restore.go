@@ -7,6 +7,8 @@ import (
 	"sort"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/podvisor/podvisor/runtime/cgroups"
 )
 
 // Retarget says what a restored VM changes of its checkpointed domain: its
@@ -28,9 +30,13 @@ type Retarget struct {
 	DisplaySocket string
 	// Emulator is the QEMU binary or wrapper ("" = libvirt's default).
 	Emulator string
-	// QEMUEnv replaces the emulator's environment (the pod network's
-	// namespace and NICs for the wrapper).
+	// QEMUEnv replaces the host side of the emulator's environment (the
+	// pod network's namespace and NICs for the wrapper); the TCG thread
+	// mode, part of how the guest runs, stays the checkpoint's.
 	QEMUEnv map[string]string
+	// Cgroup is the new VM's cgroup the wrapper joins ("" joins none):
+	// the checkpointed one's is another VM's, or on another node none.
+	Cgroup string
 }
 
 // RetargetXML returns saved, a checkpointed domain's definition, moved to
@@ -73,7 +79,7 @@ func RetargetXML(saved string, rt Retarget) (string, error) {
 		}
 	}
 	d.Devices.Emulator = rt.Emulator
-	retargetEnv(&d, rt.QEMUEnv)
+	retargetEnv(&d, rt.QEMUEnv, rt.Cgroup)
 	return Marshal(&d)
 }
 
@@ -131,7 +137,21 @@ func retargetChardevs(dev *libvirtxml.DomainDeviceList, console string) {
 	}
 }
 
-func retargetEnv(d *libvirtxml.Domain, env map[string]string) {
+func retargetEnv(d *libvirtxml.Domain, given map[string]string, cgroup string) {
+	env := make(map[string]string, len(given)+2)
+	for k, v := range given {
+		env[k] = v
+	}
+	if d.QEMUCommandline != nil {
+		for _, e := range d.QEMUCommandline.Envs {
+			if e.Name == EnvTCGThread {
+				env[e.Name] = e.Value
+			}
+		}
+	}
+	if cgroup != "" {
+		env[cgroups.EnvCgroup] = cgroup
+	}
 	if d.QEMUCommandline == nil {
 		if len(env) == 0 {
 			return

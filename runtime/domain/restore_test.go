@@ -15,10 +15,13 @@ func TestRetargetXML(t *testing.T) {
 	in := validInput(t, map[string]string{annotations.KeyRootVolumeSize: "8Gi"})
 	in.DisplaySocket = "/var/lib/podvisor/vms/pv-old/vnc.sock"
 	in.QEMUEnv = map[string]string{"PODVISOR_NETNS": "/run/netns/old", "PODVISOR_NICS": "pv-tap0=0a:58:0a:00:00:05"}
+	in.Cgroup = "/kubepods/podold/pv-old"
 	d, err := Build(in)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The TCG thread mode is how the guest runs: it stays.
+	d.QEMUCommandline.Envs = append(d.QEMUCommandline.Envs, libvirtxml.DomainQEMUCommandlineEnv{Name: EnvTCGThread, Value: "single"})
 	d.Devices.Channels[0].Source.UNIX.Path = "/var/lib/libvirt/qemu/channel/target/domain-3-pv-old/org.qemu.guest_agent.0"
 	saved, err := Marshal(d)
 	if err != nil {
@@ -31,6 +34,7 @@ func TestRetargetXML(t *testing.T) {
 		ConsoleSocket: "/new/console.sock", DisplaySocket: "/new/vnc.sock",
 		Emulator: "/usr/libexec/podvisor-vmwrapper",
 		QEMUEnv:  map[string]string{"PODVISOR_NETNS": "/run/netns/new", "PODVISOR_NICS": "pv-tap0=0a:58:0a:01:00:07"},
+		Cgroup:   "/kubepods/podnew/pv-0123456789abcdef",
 	}
 	out, err := RetargetXML(saved, rt)
 	if err != nil {
@@ -63,7 +67,8 @@ func TestRetargetXML(t *testing.T) {
 	if v := got.Devices.Graphics[0].VNC; v.Socket != "/new/vnc.sock" || v.Listeners[0].Socket.Socket != "/new/vnc.sock" {
 		t.Errorf("display %+v", v)
 	}
-	wantEnv := []libvirtxml.DomainQEMUCommandlineEnv{{Name: "PODVISOR_NETNS", Value: "/run/netns/new"}, {Name: "PODVISOR_NICS", Value: "pv-tap0=0a:58:0a:01:00:07"}}
+	wantEnv := []libvirtxml.DomainQEMUCommandlineEnv{{Name: "PODVISOR_CGROUP", Value: rt.Cgroup},
+		{Name: "PODVISOR_NETNS", Value: "/run/netns/new"}, {Name: "PODVISOR_NICS", Value: "pv-tap0=0a:58:0a:01:00:07"}, {Name: EnvTCGThread, Value: "single"}}
 	if diff := cmp.Diff(wantEnv, got.QEMUCommandline.Envs); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}

@@ -220,22 +220,15 @@ func (m *Manager) startDomain(ctx context.Context, c *Container, log *slog.Logge
 	if err := m.cfg.Failpoints.Eval(FailStartBeforeStart); err != nil {
 		return err
 	}
-	if r := m.cfg.Resources; r != nil {
-		sb := m.getSandbox(c.SandboxID)
-		if sb == nil {
-			return errdefs.NotFoundf("sandbox %s of container %s not found", c.SandboxID, c.ID)
-		}
-		if err := r.PrepareStart(ctx, sb, c); err != nil {
-			return fmt.Errorf("preparing the VM's cgroup: %w", err)
-		}
-		defer func() {
-			if err != nil {
-				if rerr := r.Release(context.WithoutCancel(ctx), sb, c); rerr != nil {
-					log.Error("removing the cgroup of a VM whose start failed", "err", rerr)
-				}
-			}
-		}()
+	release, err := m.prepareCgroup(ctx, c, log)
+	if err != nil {
+		return err
 	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	if err := m.timed("start", func() error { return m.hv.Start(ctx, name) }); err != nil {
 		return err
 	}
@@ -246,6 +239,28 @@ func (m *Manager) startDomain(ctx context.Context, c *Container, log *slog.Logge
 		return err
 	}
 	return nil
+}
+
+// prepareCgroup makes the VM's cgroup with its limits before its QEMU
+// starts (booted or resumed from a saved state); release removes it again
+// when that start fails.
+func (m *Manager) prepareCgroup(ctx context.Context, c *Container, log *slog.Logger) (release func(), err error) {
+	r := m.cfg.Resources
+	if r == nil {
+		return func() {}, nil
+	}
+	sb := m.getSandbox(c.SandboxID)
+	if sb == nil {
+		return nil, errdefs.NotFoundf("sandbox %s of container %s not found", c.SandboxID, c.ID)
+	}
+	if err := r.PrepareStart(ctx, sb, c); err != nil {
+		return nil, fmt.Errorf("preparing the VM's cgroup: %w", err)
+	}
+	return func() {
+		if rerr := r.Release(context.WithoutCancel(ctx), sb, c); rerr != nil {
+			log.Error("removing the cgroup of a VM whose start failed", "err", rerr)
+		}
+	}, nil
 }
 
 // StopContainer asks the guest to power off (ACPI), repeating the request

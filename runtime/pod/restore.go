@@ -281,7 +281,12 @@ func (m *Manager) startRestored(ctx context.Context, c *Container) error {
 	if err != nil {
 		return err
 	}
+	release, err := m.prepareCgroup(ctx, c, m.log.With("container", c.ID))
+	if err != nil {
+		return err
+	}
 	if err := saver.Restore(ctx, c.Restore.MemoryFile, xml); err != nil {
+		release()
 		return fmt.Errorf("resuming the checkpointed VM: %w", err)
 	}
 	if err := os.Remove(c.Restore.MemoryFile); err != nil {

@@ -16,7 +16,8 @@ import (
 // names are the same: root.qcow2, cloudinit.iso); the root overlay is
 // rebased onto this node's copy of its image, and the checkpointed
 // definition gets c's name, the UUID Assemble would give it, c's sockets
-// and the new pod's network. The cloud-init drive is the checkpoint's:
+// and the new pod's network, and its own cgroup (PrepareStart makes it as
+// for a booted VM). The cloud-init drive is the checkpoint's:
 // the guest read it when it first booted, and reads the same again.
 func (a *Assembler) AssembleRestore(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, imagePath, savedXML string, paths map[string]string) (string, error) {
 	vm, err := ParseVMConfig(sb, c)
@@ -48,6 +49,12 @@ func (a *Assembler) AssembleRestore(ctx context.Context, sb *podtypes.Sandbox, c
 		}
 		env = e
 	}
+	var cgroup string
+	if a.cfg.Cgroups != nil {
+		if cgroup, err = CgroupPath(sb, c); err != nil {
+			return "", err
+		}
+	}
 	x, err := domain.RetargetXML(savedXML, domain.Retarget{
 		Name: c.DomainName, UUID: id,
 		PodUID: sb.Config.UID, PodName: sb.Config.Name, PodNamespace: sb.Config.Namespace,
@@ -57,6 +64,7 @@ func (a *Assembler) AssembleRestore(ctx context.Context, sb *podtypes.Sandbox, c
 		DisplaySocket: filepath.Join(c.Dir, DisplaySocketFile),
 		Emulator:      a.cfg.Emulator,
 		QEMUEnv:       env,
+		Cgroup:        cgroup,
 	})
 	if err != nil {
 		return "", errdefs.InvalidArgumentf("restoring the domain of pod %s/%s: %w", sb.Config.Namespace, sb.Config.Name, err)
