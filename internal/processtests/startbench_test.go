@@ -199,16 +199,18 @@ func waitFile(t *testing.T, path, marker string, within time.Duration) {
 	waitText(t, path, marker, within, func(b []byte) []byte { return b })
 }
 
+// waitText waits for marker in text(the file's content) for within, or
+// until the test's deadline (cleanupMargin before go test's -timeout).
 func waitText(t *testing.T, path, marker string, within time.Duration, text func([]byte) []byte) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	start, deadline := time.Now(), until(t, within)
 	for {
 		data, _ := os.ReadFile(path)
 		if bytes.Contains(text(data), []byte(marker)) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%q not in %s after %s; it ends:\n%s", marker, path, within, daemonproc.Tail(path, 15))
+			t.Fatalf("%q not in %s after %s; it ends:\n%s", marker, path, time.Since(start).Round(time.Second), daemonproc.Tail(path, 15))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -334,16 +336,9 @@ func (b *libvirtNode) plainQEMUBoot(tmpl *benchDomain, i int) time.Duration {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("plain QEMU: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}()
-	deadline := start.Add(5 * time.Minute)
+	exited := startGroup(t, cmd)
+	defer func() { _ = cmd.Process.Kill() }()
+	deadline := until(t, 5*time.Minute)
 	for {
 		data, _ := os.ReadFile(console)
 		if bytes.Contains(data, []byte("PODVISOR-GUEST: ready")) {
@@ -351,7 +346,6 @@ func (b *libvirtNode) plainQEMUBoot(tmpl *benchDomain, i int) time.Duration {
 		}
 		select {
 		case err := <-exited:
-			exited <- err
 			t.Fatalf("plain QEMU exited (%v) before the guest was ready: %s\nargv: %s", err, stderr.String(), strings.Join(argv, " "))
 		default:
 		}
