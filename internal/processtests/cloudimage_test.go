@@ -28,6 +28,10 @@ const cloudInitDone = "finished at"
 // under TCG on an idle machine, four VMs share two busy cores here.
 const bootWithin = 15 * time.Minute
 
+// bootFailed are console lines of a boot that will not reach cloud-init:
+// the initramfs's rescue shell, a kernel panic, an emergency shell.
+var bootFailed = []string{"(initramfs) ", "Kernel panic", "You are in emergency mode"}
+
 // TestCloudImage boots a real Debian 12 cloud image (ci/build-cloud-image.sh:
 // the distribution's cloud-init, systemd, sshd, qemu-guest-agent) four times
 // at once: one VM pod through podvisor's CRI on libvirt with CNI, checked
@@ -175,7 +179,7 @@ func (n *libvirtNode) checkCloudVM(t *testing.T, vm cloudVM) {
 			t.Logf("the VM's console ends:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
 		}
 	}()
-	waitCRILog(t, vm.logPath, cloudInitDone, bootWithin)
+	waitCRILog(t, vm.logPath, cloudInitDone, bootWithin, bootFailed...)
 	if got := strings.TrimSpace(n.ssh(t, vm, "hostname")); got != vm.name {
 		t.Errorf("ssh hostname: %q, want the pod's %q", got, vm.name)
 	}
@@ -336,7 +340,7 @@ func (g *goldenVM) check(t *testing.T) {
 		t.Fatalf("%s's QEMU exited (%v): %s", g.name, err, daemonproc.Tail(filepath.Join(g.dir, "qemu.log"), 10))
 	default:
 	}
-	waitFile(t, filepath.Join(g.dir, "console.log"), cloudInitDone, bootWithin)
+	waitFile(t, filepath.Join(g.dir, "console.log"), cloudInitDone, bootWithin, bootFailed...)
 	qga, err := dialQGA(filepath.Join(g.dir, "qga.sock"), until(t, 3*time.Minute))
 	if err != nil {
 		t.Fatalf("the image's qemu-guest-agent: %v", err)

@@ -170,9 +170,9 @@ func (b *libvirtNode) removeAll() {
 
 // waitCRILog waits for marker in the text of a CRI log file, whose lines
 // carry the console's output in pieces (tag P) up to a line's end (tag F).
-func waitCRILog(t *testing.T, path, marker string, within time.Duration) {
+func waitCRILog(t *testing.T, path, marker string, within time.Duration, fails ...string) {
 	t.Helper()
-	waitText(t, path, marker, within, criText)
+	waitText(t, path, marker, within, criText, fails...)
 }
 
 // criText is the console's text in a CRI log: the pieces (tag P) of each
@@ -194,20 +194,27 @@ func criText(b []byte) []byte {
 	return text
 }
 
-func waitFile(t *testing.T, path, marker string, within time.Duration) {
+func waitFile(t *testing.T, path, marker string, within time.Duration, fails ...string) {
 	t.Helper()
-	waitText(t, path, marker, within, func(b []byte) []byte { return b })
+	waitText(t, path, marker, within, func(b []byte) []byte { return b }, fails...)
 }
 
 // waitText waits for marker in text(the file's content) for within, or
-// until the test's deadline (cleanupMargin before go test's -timeout).
-func waitText(t *testing.T, path, marker string, within time.Duration, text func([]byte) []byte) {
+// until the test's deadline (cleanupMargin before go test's -timeout); any
+// of fails in the text ends the wait at once (a boot that cannot finish).
+func waitText(t *testing.T, path, marker string, within time.Duration, text func([]byte) []byte, fails ...string) {
 	t.Helper()
 	start, deadline := time.Now(), until(t, within)
 	for {
 		data, _ := os.ReadFile(path)
-		if bytes.Contains(text(data), []byte(marker)) {
+		got := text(data)
+		if bytes.Contains(got, []byte(marker)) {
 			return
+		}
+		for _, f := range fails {
+			if bytes.Contains(got, []byte(f)) {
+				t.Fatalf("%q in %s after %s, waiting for %q; it ends:\n%s", f, path, time.Since(start).Round(time.Second), marker, daemonproc.Tail(path, 15))
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%q not in %s after %s; it ends:\n%s", marker, path, time.Since(start).Round(time.Second), daemonproc.Tail(path, 15))
