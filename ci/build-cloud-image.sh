@@ -83,12 +83,19 @@ cat >"$r/etc/cloud/cloud.cfg.d/90_dpkg.cfg" <<'CFG'
 # podvisor writes NoCloud (cidata) and ConfigDrive (config-2) drives.
 datasource_list: [ NoCloud, ConfigDrive, None ]
 CFG
+cat >>"$r/etc/cloud/cloud.cfg.d/90_dpkg.cfg" <<'CFG'
+# As Debian's cloud images: /etc/hosts names the instance (sudo, and
+# anything else that resolves its own host name, needs it).
+manage_etc_hosts: true
+CFG
+# No lo stanza of our own: cloud-init's ENI renderer always writes one in
+# interfaces.d/50-cloud-init, carrying the network config's global DNS
+# servers and searches (dns-nameservers on lo); a second "iface lo" here is
+# brought up after it and its empty resolvconf record replaces lo's, which
+# loses them. systemd brings lo up by itself.
 cat >"$r/etc/network/interfaces" <<'ENI'
-# cloud-init writes interfaces.d/50-cloud-init.
+# cloud-init writes interfaces.d/50-cloud-init, lo included.
 source /etc/network/interfaces.d/*
-
-auto lo
-iface lo inet loopback
 ENI
 mkdir -p "$r/etc/network/interfaces.d"
 echo "LABEL=cloudimg-rootfs / ext4 defaults,errors=remount-ro 0 1" >"$r/etc/fstab"

@@ -157,15 +157,21 @@ func (n *libvirtNode) ssh(t *testing.T, vm cloudVM, cmd string) string {
 		// Each try is bounded: a session that hangs must not outlive the
 		// test's deadline.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.ns, "ssh", "-i", vm.key,
+		c := exec.CommandContext(ctx, "ip", "netns", "exec", n.ns, "ssh", "-i", vm.key,
 			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-			"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "debian@"+vm.ip, cmd).CombinedOutput()
+			"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "debian@"+vm.ip, cmd)
+		var stdout, stderr strings.Builder
+		c.Stdout, c.Stderr = &stdout, &stderr
+		err := c.Run()
 		cancel()
+		if stderr.Len() > 0 {
+			t.Logf("ssh %q: stderr: %s", cmd, strings.TrimSpace(stderr.String()))
+		}
 		if err == nil {
-			return string(out)
+			return stdout.String()
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("ssh debian@%s %q: %v: %s", vm.ip, cmd, err, out)
+			t.Fatalf("ssh debian@%s %q: %v: %s%s", vm.ip, cmd, err, stdout.String(), stderr.String())
 		}
 		time.Sleep(3 * time.Second)
 	}
