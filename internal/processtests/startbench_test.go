@@ -370,6 +370,18 @@ func (b *libvirtNode) rawDomain(tmpl *benchDomain, name string) (string, string)
 		dom.Devices.Channels[i].Source = &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}}
 	}
 	dom.Devices.Consoles = nil
+	// The display's socket was in the pod's VM directory, gone with it.
+	for _, g := range dom.Devices.Graphics {
+		if g.VNC == nil {
+			continue
+		}
+		g.VNC.Socket = filepath.Join(dir, "vnc.sock")
+		for _, l := range g.VNC.Listeners {
+			if l.Socket != nil {
+				l.Socket.Socket = g.VNC.Socket
+			}
+		}
+	}
 	nic := libvirtxml.DomainInterface{
 		Source: &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}},
 		Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
