@@ -405,6 +405,11 @@ func (b *libvirtNode) rawStart(tmpl *benchDomain, name string) time.Duration {
 	xmlPath, _ := b.rawDomain(tmpl, name)
 	start := time.Now()
 	run(b.t, "virsh", "-q", "define", xmlPath)
+	// A failed start must not leave the domain defined for the next run.
+	b.t.Cleanup(func() {
+		_ = exec.Command("virsh", "-q", "destroy", name).Run()
+		_ = exec.Command("virsh", "-q", "undefine", name).Run()
+	})
 	run(b.t, "virsh", "-q", "start", name)
 	took := time.Since(start)
 	_ = exec.Command("virsh", "-q", "destroy", name).Run()
