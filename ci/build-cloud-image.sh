@@ -49,7 +49,7 @@ if [ -f "$image" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap, a loop device and a mount)"
-for tool in mmdebstrap extlinux losetup sfdisk mkfs.ext4 qemu-img mount; do
+for tool in mmdebstrap extlinux losetup sfdisk mkfs.ext4 dumpe2fs debugfs unshare qemu-img mount; do
 	command -v "$tool" >/dev/null || die "$tool missing (run ci/install-deps.sh: ci/deps-cloudimage.txt)"
 done
 mbr=/usr/lib/syslinux/mbr/mbr.bin
@@ -83,12 +83,19 @@ cat >"$r/etc/cloud/cloud.cfg.d/90_dpkg.cfg" <<'CFG'
 # podvisor writes NoCloud (cidata) and ConfigDrive (config-2) drives.
 datasource_list: [ NoCloud, ConfigDrive, None ]
 CFG
+cat >>"$r/etc/cloud/cloud.cfg.d/90_dpkg.cfg" <<'CFG'
+# As Debian's cloud images: /etc/hosts names the instance (sudo, and
+# anything else that resolves its own host name, needs it).
+manage_etc_hosts: true
+CFG
+# No lo stanza of our own: cloud-init's ENI renderer always writes one in
+# interfaces.d/50-cloud-init, carrying the network config's global DNS
+# servers and searches (dns-nameservers on lo); a second "iface lo" here is
+# brought up after it and its empty resolvconf record replaces lo's, which
+# loses them. systemd brings lo up by itself.
 cat >"$r/etc/network/interfaces" <<'ENI'
-# cloud-init writes interfaces.d/50-cloud-init.
+# cloud-init writes interfaces.d/50-cloud-init, lo included.
 source /etc/network/interfaces.d/*
-
-auto lo
-iface lo inet loopback
 ENI
 mkdir -p "$r/etc/network/interfaces.d"
 echo "LABEL=cloudimg-rootfs / ext4 defaults,errors=remount-ro 0 1" >"$r/etc/fstab"
@@ -142,23 +149,37 @@ printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q "$work/disk.raw
 bytes=$(stat -c %s "$work/disk.raw")
 loop="$(losetup -f --show --offset $((2048 * 512)) --sizelimit $((bytes - 2048 * 512)) "$work/disk.raw")"
 mkfs.ext4 -q -O ^64bit -L "$label" "$loop"
-mkdir -p "$mnt"
-mount "$loop" "$mnt"
-tar -C "$mnt" --numeric-owner --xattrs --xattrs-include='*' -xpf "$work/root.tar"
+# The root is written in a mount namespace of our own: a mount made in the
+# machine's namespace is copied into every namespace another process makes
+# meanwhile (unshare, ip netns exec), where it stays mounted after our
+# umount: the file system is then never finished (its superblock still says
+# needs_recovery, data may be unwritten) and the image boots without a
+# consistent root.
+populate() {
+	set -euo pipefail
+	local loop=$1 mnt=$2 tarball=$3 kver=$4 label=$5
+	mkdir -p "$mnt"
+	mount "$loop" "$mnt"
+	tar -C "$mnt" --numeric-owner --xattrs --xattrs-include='*' -xpf "$tarball"
+	# mmdebstrap --skip=output/dev leaves out /dev itself: the initramfs
+	# moves its /dev there and opens /dev/console before starting init.
+	[ -d "$mnt/dev" ] || mkdir -m 0755 "$mnt/dev"
+	mkdir -p "$mnt/boot/extlinux"
+	printf '%s\n' "SERIAL 0 115200" "DEFAULT debian" "PROMPT 0" "TIMEOUT 0" "LABEL debian" \
+		"  KERNEL /boot/vmlinuz-$kver" "  INITRD /boot/initrd.img-$kver" \
+		"  APPEND root=LABEL=$label ro console=tty0 console=ttyS0,115200n8" >"$mnt/boot/extlinux/extlinux.conf"
+	extlinux --install "$mnt/boot/extlinux" >&2
+	umount "$mnt"
+}
+export -f populate
+unshare -m --propagation private bash -c 'populate "$@"' populate "$loop" "$mnt" "$work/root.tar" "$kver" "$label"
 rm -f "$work/root.tar"
-mkdir -p "$mnt/boot/extlinux"
-cat >"$mnt/boot/extlinux/extlinux.conf" <<EOF
-SERIAL 0 115200
-DEFAULT debian
-PROMPT 0
-TIMEOUT 0
-LABEL debian
-  KERNEL /boot/vmlinuz-$kver
-  INITRD /boot/initrd.img-$kver
-  APPEND root=LABEL=$label ro console=tty0 console=ttyS0,115200n8
-EOF
-extlinux --install "$mnt/boot/extlinux" >&2
-umount "$mnt"
+# A file system still in use somewhere, or not cleanly unmounted, must not
+# become the image.
+if dumpe2fs -h "$loop" 2>/dev/null | grep -E '^Filesystem features:.*needs_recovery' >/dev/null; then
+	die "the root file system was not cleanly unmounted (needs_recovery): not packing it"
+fi
+debugfs -R 'stat /dev' "$loop" 2>/dev/null | grep 'Type: directory' >/dev/null || die "the root has no /dev directory"
 losetup -d "$loop"
 loop=""
 dd if="$mbr" of="$work/disk.raw" bs=440 count=1 conv=notrunc status=none

@@ -27,5 +27,5 @@ if ! "$root/ci/libvirtd.sh" status 2>/dev/null | grep '^libvirtd: running' >/dev
 "$root/ci/libvirtd.sh" start
 cd "$root"
 PODVISOR_CLOUDIMAGE_TESTS=1 PODVISOR_CLOUDIMAGE_DIR=$image_dir CRICTL=$crictl \
-	go test -count=1 -timeout 40m -v -run '^TestCloudImage$' ./internal/processtests/
+	go test -count=1 -timeout 30m -v -run '^TestCloudImage$' ./internal/processtests/
 echo "cloud-image: done in $((SECONDS - t0)) s"

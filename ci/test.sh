@@ -45,14 +45,8 @@ ci/libvirtd.sh start
 make --no-print-directory libvirt-it
 KEEP_LIBVIRTD=1 make --no-print-directory real-pod
 
-# The cloud-image tier has not yet passed on the merged main (issue 14):
-# opt-in until it does.
-if [ "${PODVISOR_CLOUDIMAGE_TIER:-0}" = 1 ]; then
-	step "a real Debian 12 cloud image through the CRI, and the golden cloud-init drives in it (ci/cloud-image.sh)"
-	KEEP_LIBVIRTD=1 make --no-print-directory cloud-image-it
-else
-	step "cloud-image tier skipped: not yet passed on main (PODVISOR_CLOUDIMAGE_TIER=1 runs it)"
-fi
+step "a real Debian 12 cloud image through the CRI, and the golden cloud-init drives in it (ci/cloud-image.sh)"
+KEEP_LIBVIRTD=1 make --no-print-directory cloud-image-it
 
 step "criproxy in front of real containerd (ci/test-proxy.sh)"
 make --no-print-directory proxy-it

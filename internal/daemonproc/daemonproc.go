@@ -42,13 +42,16 @@ type Daemon struct {
 }
 
 // Start runs bin with args (which must make it listen on unix://sock) and
-// waits until it answers the CRI Version call. The process is killed at the
-// end of the test; when the test failed, the log's last lines are printed.
+// waits until it answers the CRI Version call. The process and its children
+// (its own process group) are killed at the end of the test, and the kernel
+// kills the daemon when the test process dies without cleaning up (go
+// test's timeout panic); when the test failed, the log's last lines are
+// printed.
 func Start(t testing.TB, bin, sock, logPath string, args ...string) *Daemon {
 	t.Helper()
 	d := &Daemon{t: t, bin: bin, args: args, Sock: sock, LogPath: logPath}
 	t.Cleanup(func() {
-		d.kill(syscall.SIGKILL)
+		d.killGroup()
 		if d.conn != nil {
 			d.conn.Close()
 		}
@@ -70,6 +73,7 @@ func (d *Daemon) start() error {
 	defer logf.Close()
 	cmd := exec.Command(d.bin, d.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", d.bin, err)
 	}
@@ -154,6 +158,23 @@ func (d *Daemon) kill(sig syscall.Signal) {
 	default:
 	}
 	_ = d.cmd.Process.Signal(sig)
+	err := <-d.exited
+	d.exited <- err
+}
+
+// killGroup kills the running daemon's process group (the daemon and what
+// it started: CNI plugins, qemu-img) and waits for the daemon to exit.
+func (d *Daemon) killGroup() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		return
+	default:
+	}
+	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 	err := <-d.exited
 	d.exited <- err
 }

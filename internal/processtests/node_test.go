@@ -23,6 +23,8 @@ type libvirtNode struct {
 	pods     []string
 	imageRef string
 	guestDir string
+	// guest is what the bench's VM pods boot (zero: the test guest).
+	guest benchGuest
 }
 
 const benchImage = "virtlet.cloud/podvisor/testvm"

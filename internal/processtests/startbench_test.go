@@ -17,6 +17,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/podvisor/podvisor/internal/daemonproc"
+	"github.com/podvisor/podvisor/runtime/network/vmenv"
 )
 
 // TestStartBench measures what podvisor adds on the way from the CRI call
@@ -69,9 +70,13 @@ func TestStartBench(t *testing.T) {
 	}
 	steps := b.stepMeans()
 	report := startReport{
-		rounds: rounds, bootRounds: bootRounds, load0: load0, load1: loadavg(),
+		rounds: rounds, bootRounds: bootRounds, load0: load0,
 		p1pv: p1pv, p1raw: p1raw, p2pv: p2pv, p2qemu: p2qemu, steps: steps,
 	}
+	if os.Getenv("PODVISOR_BENCH_CLOUDIMAGE") != "0" {
+		report.p2cpv, report.p2cqemu = cloudBootRounds(t, bootRounds)
+	}
+	report.load1 = loadavg()
 	md := report.markdown()
 	t.Log("\n" + md)
 	if out != "" {
@@ -79,6 +84,29 @@ func TestStartBench(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// cloudBootRounds is P2 for the Debian 12 cloud image of TestCloudImage
+// (ci/build-cloud-image.sh): StartContainer until cloud-init's finished
+// line in the CRI log, against plain QEMU with the same disks, devices and
+// NIC MAC until the line is on its console, one after the other.
+func cloudBootRounds(t *testing.T, rounds int) (pv, qemu []time.Duration) {
+	image := filepath.Join(envOr("PODVISOR_CLOUDIMAGE_DIR", "/var/tmp/podvisor-cloud-image"), "podvisor-debian12-cloud.qcow2")
+	if _, err := os.Stat(image); err != nil {
+		t.Fatalf("the cloud image: %v (ci/build-cloud-image.sh builds it; PODVISOR_BENCH_CLOUDIMAGE=0 leaves it out)", err)
+	}
+	c := newLibvirtNode(t, image, nodeOpts{name: "benchc", subnet: 80, image: "podvisor/debian12-cloud"})
+	c.guest = cloudGuest
+	_, dom := c.podvisorStart("p2c-tmpl", false)
+	tmpl := c.captureDomain(dom)
+	c.removeAll()
+	for i := 0; i < rounds; i++ {
+		d, _ := c.podvisorStart(fmt.Sprintf("p2c-%d", i), true)
+		pv = append(pv, d)
+		c.removeAll()
+		qemu = append(qemu, c.plainQEMUBoot(tmpl, 100+i))
+	}
+	return pv, qemu
 }
 
 func envOr(k, def string) string {
@@ -103,6 +131,7 @@ func loadavg() string {
 // duration and the domain's name.
 func (b *libvirtNode) podvisorStart(name string, boot bool) (time.Duration, string) {
 	t := b.t
+	g := b.benchGuest()
 	ctx := daemonproc.Ctx(t)
 	logs := filepath.Join(b.dir, "logs", name)
 	sb := &runtimeapi.PodSandboxConfig{
@@ -112,8 +141,8 @@ func (b *libvirtNode) podvisorStart(name string, boot bool) (time.Duration, stri
 		Annotations:  map[string]string{"kubernetes.io/target-runtime": "virtlet.cloud", "VirtletDiskDriver": "virtio"},
 	}
 	cc := &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: benchImage}, LogPath: "vm_0.log",
-		Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20}},
+		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"}, Image: &runtimeapi.ImageSpec{Image: g.image}, LogPath: "vm_0.log",
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: g.memory}},
 	}
 	start := time.Now()
 	rp, err := b.d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sb})
@@ -132,7 +161,7 @@ func (b *libvirtNode) podvisorStart(name string, boot bool) (time.Duration, stri
 		t.Fatalf("StartContainer %s: %v", name, err)
 	}
 	if boot {
-		waitCRILog(t, filepath.Join(logs, "vm_0.log"), "PODVISOR-GUEST: ready", 5*time.Minute)
+		waitCRILog(t, filepath.Join(logs, "vm_0.log"), g.marker, g.within, bootFailed...)
 	}
 	took := time.Since(start)
 	st, err := b.d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: rc.ContainerId, Verbose: true})
@@ -140,6 +169,29 @@ func (b *libvirtNode) podvisorStart(name string, boot bool) (time.Duration, stri
 		t.Fatalf("ContainerStatus %s: %v", name, err)
 	}
 	return took, domainOf(t, st.Info["info"])
+}
+
+// benchGuest is what a bench VM boots: the image its pod names, its RAM,
+// the console line that ends its boot and how long that may take.
+type benchGuest struct {
+	image  string
+	memory int64
+	marker string
+	within time.Duration
+}
+
+var (
+	testGuest = benchGuest{image: benchImage, memory: 256 << 20, marker: "PODVISOR-GUEST: ready", within: 5 * time.Minute}
+	// cloudGuest is the Debian 12 cloud image of TestCloudImage, booted to
+	// cloud-init's finished line.
+	cloudGuest = benchGuest{image: "virtlet.cloud/podvisor/debian12-cloud", memory: 1 << 30, marker: cloudInitDone, within: bootWithin}
+)
+
+func (b *libvirtNode) benchGuest() benchGuest {
+	if b.guest.image == "" {
+		return testGuest
+	}
+	return b.guest
 }
 
 // domainOf is the domain name in a container's verbose status info.
@@ -170,9 +222,9 @@ func (b *libvirtNode) removeAll() {
 
 // waitCRILog waits for marker in the text of a CRI log file, whose lines
 // carry the console's output in pieces (tag P) up to a line's end (tag F).
-func waitCRILog(t *testing.T, path, marker string, within time.Duration) {
+func waitCRILog(t *testing.T, path, marker string, within time.Duration, fails ...string) {
 	t.Helper()
-	waitText(t, path, marker, within, criText)
+	waitText(t, path, marker, within, criText, fails...)
 }
 
 // criText is the console's text in a CRI log: the pieces (tag P) of each
@@ -194,21 +246,30 @@ func criText(b []byte) []byte {
 	return text
 }
 
-func waitFile(t *testing.T, path, marker string, within time.Duration) {
+func waitFile(t *testing.T, path, marker string, within time.Duration, fails ...string) {
 	t.Helper()
-	waitText(t, path, marker, within, func(b []byte) []byte { return b })
+	waitText(t, path, marker, within, func(b []byte) []byte { return b }, fails...)
 }
 
-func waitText(t *testing.T, path, marker string, within time.Duration, text func([]byte) []byte) {
+// waitText waits for marker in text(the file's content) for within, or
+// until the test's deadline (cleanupMargin before go test's -timeout); any
+// of fails in the text ends the wait at once (a boot that cannot finish).
+func waitText(t *testing.T, path, marker string, within time.Duration, text func([]byte) []byte, fails ...string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	start, deadline := time.Now(), until(t, within)
 	for {
 		data, _ := os.ReadFile(path)
-		if bytes.Contains(text(data), []byte(marker)) {
+		got := text(data)
+		if bytes.Contains(got, []byte(marker)) {
 			return
 		}
+		for _, f := range fails {
+			if bytes.Contains(got, []byte(f)) {
+				t.Fatalf("%q in %s after %s, waiting for %q; it ends:\n%s", f, path, time.Since(start).Round(time.Second), marker, daemonproc.Tail(path, 15))
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%q not in %s after %s; it ends:\n%s", marker, path, within, daemonproc.Tail(path, 15))
+			t.Fatalf("%q not in %s after %s; it ends:\n%s", marker, path, time.Since(start).Round(time.Second), daemonproc.Tail(path, 15))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -219,6 +280,26 @@ func waitText(t *testing.T, path, marker string, within time.Duration, text func
 type benchDomain struct {
 	dom       libvirtxml.Domain
 	root, iso string
+	// mac is the pod NIC's (podvisor-vmwrapper's, named in the domain's
+	// qemu:env): the baselines' NIC takes it, so the guest's network
+	// config matches a NIC as it does through podvisor.
+	mac string
+}
+
+// firstMAC is the first NIC's MAC in the wrapper's environment of dom.
+func firstMAC(dom *libvirtxml.Domain) string {
+	if dom.QEMUCommandline == nil {
+		return ""
+	}
+	for _, e := range dom.QEMUCommandline.Envs {
+		if e.Name != vmenv.EnvNICs {
+			continue
+		}
+		if nics, err := vmenv.DecodeNICs(e.Value); err == nil && len(nics) > 0 {
+			return nics[0].MAC.String()
+		}
+	}
+	return ""
 }
 
 // captureDomain keeps the running domain's inactive definition and copies
@@ -241,6 +322,7 @@ func (b *libvirtNode) captureDomain(name string) *benchDomain {
 		run(t, "cp", "--sparse=always", d.Source.File.File, dst)
 	}
 	bd.dom = dom
+	bd.mac = firstMAC(&dom)
 	return bd
 }
 
@@ -288,10 +370,26 @@ func (b *libvirtNode) rawDomain(tmpl *benchDomain, name string) (string, string)
 		dom.Devices.Channels[i].Source = &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}}
 	}
 	dom.Devices.Consoles = nil
-	dom.Devices.Interfaces = []libvirtxml.DomainInterface{{
+	// The display's socket was in the pod's VM directory, gone with it.
+	for _, g := range dom.Devices.Graphics {
+		if g.VNC == nil {
+			continue
+		}
+		g.VNC.Socket = filepath.Join(dir, "vnc.sock")
+		for _, l := range g.VNC.Listeners {
+			if l.Socket != nil {
+				l.Socket.Socket = g.VNC.Socket
+			}
+		}
+	}
+	nic := libvirtxml.DomainInterface{
 		Source: &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}},
 		Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
-	}}
+	}
+	if tmpl.mac != "" {
+		nic.MAC = &libvirtxml.DomainInterfaceMAC{Address: tmpl.mac}
+	}
+	dom.Devices.Interfaces = []libvirtxml.DomainInterface{nic}
 	out, err := dom.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -307,6 +405,11 @@ func (b *libvirtNode) rawStart(tmpl *benchDomain, name string) time.Duration {
 	xmlPath, _ := b.rawDomain(tmpl, name)
 	start := time.Now()
 	run(b.t, "virsh", "-q", "define", xmlPath)
+	// A failed start must not leave the domain defined for the next run.
+	b.t.Cleanup(func() {
+		_ = exec.Command("virsh", "-q", "destroy", name).Run()
+		_ = exec.Command("virsh", "-q", "undefine", name).Run()
+	})
 	run(b.t, "virsh", "-q", "start", name)
 	took := time.Since(start)
 	_ = exec.Command("virsh", "-q", "destroy", name).Run()
@@ -334,29 +437,22 @@ func (b *libvirtNode) plainQEMUBoot(tmpl *benchDomain, i int) time.Duration {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("plain QEMU: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}()
-	deadline := start.Add(5 * time.Minute)
+	exited := startGroup(t, cmd)
+	defer func() { _ = cmd.Process.Kill() }()
+	g := b.benchGuest()
+	deadline := until(t, g.within)
 	for {
 		data, _ := os.ReadFile(console)
-		if bytes.Contains(data, []byte("PODVISOR-GUEST: ready")) {
+		if bytes.Contains(data, []byte(g.marker)) {
 			return time.Since(start)
 		}
 		select {
 		case err := <-exited:
-			exited <- err
 			t.Fatalf("plain QEMU exited (%v) before the guest was ready: %s\nargv: %s", err, stderr.String(), strings.Join(argv, " "))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("plain QEMU: no ready marker in %s after 5 minutes; it ends:\n%s", console, daemonproc.Tail(console, 15))
+			t.Fatalf("plain QEMU: no %q in %s after %s; it ends:\n%s", g.marker, console, time.Since(start).Round(time.Second), daemonproc.Tail(console, 15))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -395,7 +491,9 @@ type startReport struct {
 	load0, load1       string
 	p1pv, p1raw        []time.Duration
 	p2pv, p2qemu       []time.Duration
-	steps              map[string]time.Duration
+	// p2cpv, p2cqemu: P2 for the cloud image (empty when left out).
+	p2cpv, p2cqemu []time.Duration
+	steps          map[string]time.Duration
 }
 
 func median(d []time.Duration) time.Duration {
@@ -436,9 +534,19 @@ func (r startReport) markdown() string {
 	q1, q2 := m1pv.Seconds()/m1raw.Seconds(), m2pv.Seconds()/m2q.Seconds()
 	fmt.Fprintf(&b, "| | podvisor (median) | baseline (median) | ratio | goal | |\n|---|---|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| P1 CRI path: RunPodSandbox + CreateContainer + StartContainer, until the domain runs; baseline `virsh define` + `virsh start` of the same XML, disks made beforehand | %.3f s | %.3f s | %.2f× | ≤ 1.10× | %s |\n", m1pv.Seconds(), m1raw.Seconds(), q1, verdict(q1, 1.10))
-	fmt.Fprintf(&b, "| P2 boot: StartContainer until the test guest's ready marker is in the CRI log; baseline QEMU itself with the domain's machine, memory, vCPUs, disks and devices until the marker is on its serial console | %.3f s | %.3f s | %.2f× | ≤ 1.05× | %s |\n\n", m2pv.Seconds(), m2q.Seconds(), q2, verdict(q2, 1.05))
-	fmt.Fprintf(&b, "Raw numbers (seconds):\n\n- P1 podvisor (%d rounds): %s\n- P1 virsh define + start: %s\n- P2 podvisor (%d rounds): %s\n- P2 plain QEMU: %s\n\n",
+	fmt.Fprintf(&b, "| P2 boot: StartContainer until the test guest's ready marker is in the CRI log; baseline QEMU itself with the domain's machine, memory, vCPUs, disks and devices until the marker is on its serial console | %.3f s | %.3f s | %.2f× | ≤ 1.05× | %s |\n", m2pv.Seconds(), m2q.Seconds(), q2, verdict(q2, 1.05))
+	if len(r.p2cpv) > 0 {
+		m2c, m2cq := median(r.p2cpv), median(r.p2cqemu)
+		q := m2c.Seconds() / m2cq.Seconds()
+		fmt.Fprintf(&b, "| P2 boot, real cloud image: StartContainer until Debian 12's own cloud-init reports finished on the console (the cloud image of `make test`, 1 GiB); baseline QEMU itself with the domain's disks and devices and the pod NIC's MAC | %.3f s | %.3f s | %.2f× | ≤ 1.05× | %s |\n", m2c.Seconds(), m2cq.Seconds(), q, verdict(q, 1.05))
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "Raw numbers (seconds):\n\n- P1 podvisor (%d rounds): %s\n- P1 virsh define + start: %s\n- P2 podvisor (%d rounds): %s\n- P2 plain QEMU: %s\n",
 		r.rounds, secs(r.p1pv), secs(r.p1raw), r.bootRounds, secs(r.p2pv), secs(r.p2qemu))
+	if len(r.p2cpv) > 0 {
+		fmt.Fprintf(&b, "- P2 cloud image, podvisor: %s\n- P2 cloud image, plain QEMU: %s\n", secs(r.p2cpv), secs(r.p2cqemu))
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "podvisor's steps (mean over every pod of the run, from `podvisor_vm_step_duration_seconds`):\n\n| step | mean |\n|---|---|\n")
 	for _, s := range []string{"network", "assemble", "overlay", "cloudinit", "define", "start"} {
 		fmt.Fprintf(&b, "| %s | %.3f s |\n", s, r.steps[s].Seconds())
@@ -492,7 +600,24 @@ func qemuArgv(dom *libvirtxml.Domain, console string) []string {
 			argv = append(argv, "-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", i))
 		}
 	}
-	return append(argv, "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
+	nic := "virtio-net-pci,netdev=n0"
+	if len(dom.Devices.Interfaces) > 0 && dom.Devices.Interfaces[0].MAC != nil {
+		nic += ",mac=" + dom.Devices.Interfaces[0].MAC.Address
+	}
+	// The guest agent's port, as libvirt gives it (the cloud image starts
+	// its agent when the port appears).
+	serial := false
+	for i, c := range dom.Devices.Channels {
+		if c.Target == nil || c.Target.VirtIO == nil {
+			continue
+		}
+		if !serial {
+			argv, serial = append(argv, "-device", "virtio-serial-pci"), true
+		}
+		argv = append(argv, "-chardev", fmt.Sprintf("socket,id=ch%d,path=%s,server=on,wait=off", i, filepath.Join(filepath.Dir(console), fmt.Sprintf("channel%d.sock", i))),
+			"-device", fmt.Sprintf("virtserialport,chardev=ch%d,name=%s", i, c.Target.VirtIO.Name))
+	}
+	return append(argv, "-netdev", "user,id=n0,restrict=on", "-device", nic,
 		"-device", "virtio-balloon-pci", "-object", "rng-random,id=rng0,filename=/dev/urandom",
 		"-device", "virtio-rng-pci,rng=rng0")
 }
