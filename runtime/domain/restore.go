@@ -31,8 +31,7 @@ type Retarget struct {
 	// Emulator is the QEMU binary or wrapper ("" = libvirt's default).
 	Emulator string
 	// QEMUEnv replaces the host side of the emulator's environment (the
-	// pod network's namespace and NICs for the wrapper); the TCG thread
-	// mode, part of how the guest runs, stays the checkpoint's.
+	// pod network's namespace and NICs for the wrapper).
 	QEMUEnv map[string]string
 	// Cgroup is the new VM's cgroup the wrapper joins ("" joins none):
 	// the checkpointed one's is another VM's, or on another node none.
@@ -141,13 +140,6 @@ func retargetEnv(d *libvirtxml.Domain, given map[string]string, cgroup string) {
 	env := make(map[string]string, len(given)+2)
 	for k, v := range given {
 		env[k] = v
-	}
-	if d.QEMUCommandline != nil {
-		for _, e := range d.QEMUCommandline.Envs {
-			if e.Name == EnvTCGThread {
-				env[e.Name] = e.Value
-			}
-		}
 	}
 	if cgroup != "" {
 		env[cgroups.EnvCgroup] = cgroup

@@ -20,8 +20,6 @@ func TestRetargetXML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The TCG thread mode is how the guest runs: it stays.
-	d.QEMUCommandline.Envs = append(d.QEMUCommandline.Envs, libvirtxml.DomainQEMUCommandlineEnv{Name: EnvTCGThread, Value: "single"})
 	d.Devices.Channels[0].Source.UNIX.Path = "/var/lib/libvirt/qemu/channel/target/domain-3-pv-old/org.qemu.guest_agent.0"
 	saved, err := Marshal(d)
 	if err != nil {
@@ -68,7 +66,7 @@ func TestRetargetXML(t *testing.T) {
 		t.Errorf("display %+v", v)
 	}
 	wantEnv := []libvirtxml.DomainQEMUCommandlineEnv{{Name: "PODVISOR_CGROUP", Value: rt.Cgroup},
-		{Name: "PODVISOR_NETNS", Value: "/run/netns/new"}, {Name: "PODVISOR_NICS", Value: "pv-tap0=0a:58:0a:01:00:07"}, {Name: EnvTCGThread, Value: "single"}}
+		{Name: "PODVISOR_NETNS", Value: "/run/netns/new"}, {Name: "PODVISOR_NICS", Value: "pv-tap0=0a:58:0a:01:00:07"}}
 	if diff := cmp.Diff(wantEnv, got.QEMUCommandline.Envs); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}
