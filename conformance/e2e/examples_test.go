@@ -84,6 +84,7 @@ var _ = Describe("Virtlet's example VM pods, applied as they are but for their i
 		}
 
 		BeforeAll(func(ctx context.Context) {
+			untilPassed("PODVISOR_E2E_EXAMPLES")
 			ns = testNamespace(ctx, "podvisor-examples-")
 			// All at once: the VMs boot side by side, as a user's would.
 			for _, ex := range examples {

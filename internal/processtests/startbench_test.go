@@ -73,7 +73,7 @@ func TestStartBench(t *testing.T) {
 		rounds: rounds, bootRounds: bootRounds, load0: load0,
 		p1pv: p1pv, p1raw: p1raw, p2pv: p2pv, p2qemu: p2qemu, steps: steps,
 	}
-	if os.Getenv("PODVISOR_BENCH_CLOUDIMAGE") != "0" {
+	if os.Getenv("PODVISOR_BENCH_CLOUDIMAGE") == "1" {
 		report.p2cpv, report.p2cqemu = cloudBootRounds(t, bootRounds)
 	}
 	report.load1 = loadavg()
@@ -93,7 +93,7 @@ func TestStartBench(t *testing.T) {
 func cloudBootRounds(t *testing.T, rounds int) (pv, qemu []time.Duration) {
 	image := filepath.Join(envOr("PODVISOR_CLOUDIMAGE_DIR", "/var/tmp/podvisor-cloud-image"), "podvisor-debian12-cloud.qcow2")
 	if _, err := os.Stat(image); err != nil {
-		t.Fatalf("the cloud image: %v (ci/build-cloud-image.sh builds it; PODVISOR_BENCH_CLOUDIMAGE=0 leaves it out)", err)
+		t.Fatalf("the cloud image: %v (ci/build-cloud-image.sh builds it; PODVISOR_BENCH_CLOUDIMAGE=1 asks for it)", err)
 	}
 	c := newLibvirtNode(t, image, nodeOpts{name: "benchc", subnet: 80, image: "podvisor/debian12-cloud"})
 	c.guest = cloudGuest
