@@ -93,6 +93,9 @@ var _ = Describe("a burst of VM pods [Bench]", Label("Bench"), Ordered, func() {
 				g.Expect(rec.running()).To(BeNumerically(">=", n))
 			}).WithContext(ctx).WithTimeout(podStartTimeout + time.Duration(n)*30*time.Second).WithPolling(poll).Should(Succeed())
 			report.bursts = append(report.bursts, burstRun{n: n, pods: rec.timings(ctx, ns, created, n), steps: stepSums(ctx).since(before)})
+			// Written after each burst: a later, larger one that fails keeps these.
+			report.load1 = loadAverage()
+			Expect(os.WriteFile(os.Getenv("PODVISOR_BENCH_OUT"), []byte(report.markdown()), 0o644)).To(Succeed())
 			Expect(client.AppsV1().Deployments(ns).Delete(ctx, name, metav1.DeleteOptions{})).To(Succeed())
 			deleteAndWait(ctx, ns, "app="+name)
 		}
