@@ -148,23 +148,18 @@ func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
 // kill sends sig and waits for the process to exit.
 func (d *Daemon) kill(sig syscall.Signal) {
-	if d.cmd == nil || d.cmd.Process == nil {
-		return
-	}
-	select {
-	case err := <-d.exited:
-		d.exited <- err
-		return
-	default:
-	}
-	_ = d.cmd.Process.Signal(sig)
-	err := <-d.exited
-	d.exited <- err
+	d.signalAndWait(func(pid int) { _ = syscall.Kill(pid, sig) })
 }
 
 // killGroup kills the running daemon's process group (the daemon and what
 // it started: CNI plugins, qemu-img) and waits for the daemon to exit.
 func (d *Daemon) killGroup() {
+	d.signalAndWait(func(pid int) { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+}
+
+// signalAndWait sends a signal through send unless the daemon already
+// exited, and waits for its exit (kept for the next waiter).
+func (d *Daemon) signalAndWait(send func(pid int)) {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
@@ -174,7 +169,7 @@ func (d *Daemon) killGroup() {
 		return
 	default:
 	}
-	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+	send(d.cmd.Process.Pid)
 	err := <-d.exited
 	d.exited <- err
 }
