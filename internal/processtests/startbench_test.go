@@ -164,7 +164,8 @@ func (b *libvirtNode) podvisorStart(name string, boot bool) (time.Duration, stri
 		waitCRILog(t, filepath.Join(logs, "vm_0.log"), g.marker, g.within, bootFailed...)
 	}
 	took := time.Since(start)
-	st, err := b.d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: rc.ContainerId, Verbose: true})
+	// The boot may outlast ctx's 30 s: the status call gets its own.
+	st, err := b.d.Runtime.ContainerStatus(daemonproc.Ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: rc.ContainerId, Verbose: true})
 	if err != nil {
 		t.Fatalf("ContainerStatus %s: %v", name, err)
 	}
