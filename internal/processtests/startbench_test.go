@@ -554,6 +554,7 @@ func (r startReport) markdown() string {
 	}
 	b.WriteString("\nWhere the time goes: `start` (libvirt starting QEMU) and `define` are the hypervisor's, the same calls the P1 baseline makes; podvisor's own steps (`network`, `assemble`) are tens of milliseconds. A first round well above the others is the run's first define of a domain whose emulator is podvisor-vmwrapper: libvirt probes an emulator binary's capabilities the first time a domain names it (after `make build`, a new binary); the medians leave it out.\n")
 	b.WriteString("\nThe baselines differ from podvisor's domain in what only podvisor can do: QEMU is started directly instead of through podvisor-vmwrapper, and the NIC is libvirt's user-mode NIC instead of the pod's tap in its network namespace (the CNI ADD is podvisor's `network` step).\n")
+	b.WriteString("\nP4, a containerDisk pull from a registry against `skopeo copy` of the same image, is in [images.md](images.md) (`ci/bench-images.sh`, the same `make bench`); P5, 110 pods with kubelet's relist pattern, in [relist.md](relist.md).\n")
 	return b.String()
 }
 

@@ -27,7 +27,7 @@ import (
 )
 
 // tarOf builds a layer tar of files (path → content).
-func tarOf(t *testing.T, files ...[2]string) []byte {
+func tarOf(t testing.TB, files ...[2]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -46,7 +46,7 @@ func tarOf(t *testing.T, files ...[2]string) []byte {
 }
 
 // containerDisk builds an image whose layers are the given tars (gzip).
-func containerDisk(t *testing.T, layers ...[]byte) v1.Image {
+func containerDisk(t testing.TB, layers ...[]byte) v1.Image {
 	t.Helper()
 	img := empty.Image
 	for _, l := range layers {
@@ -91,7 +91,7 @@ func push(t *testing.T, ref string, img v1.Image) string {
 	return d.String()
 }
 
-func ociStore(t *testing.T, host string, opts ...Option) *Store {
+func ociStore(t testing.TB, host string, opts ...Option) *Store {
 	t.Helper()
 	all := append([]Option{
 		WithAllowNetworks([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),

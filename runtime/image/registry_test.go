@@ -35,7 +35,7 @@ import (
 // registry-tests; docs/design.md). The daemon is started and killed (by
 // PID) by each test.
 
-func needRegistry(t *testing.T) {
+func needRegistry(t testing.TB) {
 	t.Helper()
 	if os.Getenv("PODVISOR_REGISTRY_TESTS") != "1" {
 		t.Skip("set PODVISOR_REGISTRY_TESTS=1 to run against docker-registry (make registry-tests)")
@@ -49,7 +49,7 @@ func needRegistry(t *testing.T) {
 
 // realRegistry is a docker-registry daemon.
 type realRegistry struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	addr   string // 127.0.0.1:port
 	config string
@@ -57,7 +57,7 @@ type realRegistry struct {
 	cmd    *exec.Cmd
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,7 +69,7 @@ func freePort(t *testing.T) string {
 
 // startRegistry starts docker-registry; tlsDir (with cert.pem, key.pem)
 // and htpasswd, when set, make it serve TLS and require basic auth.
-func startRegistry(t *testing.T, tlsDir, htpasswd string) *realRegistry {
+func startRegistry(t testing.TB, tlsDir, htpasswd string) *realRegistry {
 	t.Helper()
 	r := &realRegistry{t: t, dir: t.TempDir(), addr: freePort(t), scheme: "http"}
 	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(r.dir, "data"), r.addr)
@@ -123,7 +123,7 @@ func (r *realRegistry) stop() {
 
 // pushDisk writes a containerDisk image with the given layer tars as an
 // OCI layout and copies it to ref with skopeo.
-func pushDisk(t *testing.T, ref string, skopeoArgs []string, layers ...[]byte) string {
+func pushDisk(t testing.TB, ref string, skopeoArgs []string, layers ...[]byte) string {
 	t.Helper()
 	img := containerDisk(t, layers...)
 	dir := t.TempDir()
