@@ -29,7 +29,6 @@ const counterScript = `#!/bin/sh\n(i=0; while :; do i=$((i+1)); echo $i > /tmp/c
 // and truncated, corrupt and wrongly summed archives, fail with errors
 // naming why, leave nothing and harm no VM. (make real-pod runs it.)
 func TestRealCheckpoint(t *testing.T) {
-	knownFailing(t, "its restore under a new name has not yet passed on real libvirt")
 	gate(t, "PODVISOR_REALPOD_TESTS")
 	guest := filepath.Join(envOr("PODVISOR_GUEST_DIR", "/var/tmp/podvisor-test-guest"), "podvisor-test-guest.qcow2")
 	if _, err := os.Stat(guest); err != nil {
