@@ -86,6 +86,11 @@ var _ = Describe("Virtlet's example VM pods, applied as they are but for their i
 		BeforeAll(func(ctx context.Context) {
 			untilPassed("PODVISOR_E2E_EXAMPLES")
 			ns = testNamespace(ctx, "podvisor-examples-")
+			// The operator's step of docs/deploy.md (RBAC) for a namespace
+			// whose pods name Secrets: deploy/ grants them per namespace.
+			_, err := kubectl(ctx, "-n", ns, "create", "rolebinding", "podvisor-secrets",
+				"--clusterrole=podvisor-secrets", "--serviceaccount=kube-system:podvisor")
+			Expect(err).NotTo(HaveOccurred())
 			// All at once: the VMs boot side by side, as a user's would.
 			for _, ex := range examples {
 				applyExample(ctx, ns, ex.file)
