@@ -34,7 +34,8 @@ type vmExample struct {
 var imageLine = regexp.MustCompile(`(?m)^(\s*image:\s*)virtlet\.cloud/\S+\s*$`)
 
 var _ = Describe("Virtlet's example VM pods, applied as they are but for their image [Slow]",
-	Label("Slow", "Examples"), Ordered, func() {
+	// ContinueOnFailure: each example is independent of the others.
+	Label("Slow", "Examples"), Ordered, ContinueOnFailure, func() {
 		var ns string
 		examples := []vmExample{
 			{"cirros-vm.yaml", "cirros-vm", "a CirrOS VM with SSH keys, a 1 GiB root disk and 160 MiB of RAM", func(ctx context.Context, ns string, p corev1.Pod) {
