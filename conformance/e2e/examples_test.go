@@ -34,7 +34,8 @@ type vmExample struct {
 var imageLine = regexp.MustCompile(`(?m)^(\s*image:\s*)virtlet\.cloud/\S+\s*$`)
 
 var _ = Describe("Virtlet's example VM pods, applied as they are but for their image [Slow]",
-	Label("Slow", "Examples"), Ordered, func() {
+	// ContinueOnFailure: each example is independent of the others.
+	Label("Slow", "Examples"), Ordered, ContinueOnFailure, func() {
 		var ns string
 		examples := []vmExample{
 			{"cirros-vm.yaml", "cirros-vm", "a CirrOS VM with SSH keys, a 1 GiB root disk and 160 MiB of RAM", func(ctx context.Context, ns string, p corev1.Pod) {
@@ -86,6 +87,11 @@ var _ = Describe("Virtlet's example VM pods, applied as they are but for their i
 		BeforeAll(func(ctx context.Context) {
 			untilPassed("PODVISOR_E2E_EXAMPLES")
 			ns = testNamespace(ctx, "podvisor-examples-")
+			// The operator's step of docs/deploy.md (RBAC) for a namespace
+			// whose pods name Secrets: deploy/ grants them per namespace.
+			_, err := kubectl(ctx, "-n", ns, "create", "rolebinding", "podvisor-secrets",
+				"--clusterrole=podvisor-secrets", "--serviceaccount=kube-system:podvisor")
+			Expect(err).NotTo(HaveOccurred())
 			// All at once: the VMs boot side by side, as a user's would.
 			for _, ex := range examples {
 				applyExample(ctx, ns, ex.file)

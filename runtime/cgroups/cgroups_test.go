@@ -173,3 +173,50 @@ func TestSharesToWeight(t *testing.T) {
 		}
 	}
 }
+
+func TestRaiseMemory(t *testing.T) {
+	v1 := fakeV1(t)
+	v2root := t.TempDir()
+	v2 := &FS{V2: true, Hierarchies: []Hierarchy{{Mount: v2root, Unified: true}}}
+	for _, tt := range []struct {
+		name       string
+		fs         *FS
+		file, cur  string // "" cur: no cgroup
+		ask        int64
+		wantOld    int64
+		wantRaised bool
+		wantFile   string
+	}{
+		{"v1 below", v1, "memory.limit_in_bytes", "167772160", 260 << 20, 160 << 20, true, "272629760"},
+		{"v1 enough", v1, "memory.limit_in_bytes", "272629760", 256 << 20, 260 << 20, false, "272629760"},
+		{"v1 unlimited", v1, "memory.limit_in_bytes", "9223372036854771712", 256 << 20, 9223372036854771712, false, "9223372036854771712"},
+		{"v1 no pod cgroup", v1, "memory.limit_in_bytes", "", 256 << 20, 0, false, ""},
+		{"v2 below", v2, "memory.max", "167772160", 260 << 20, 160 << 20, true, "272629760"},
+		{"v2 max", v2, "memory.max", "max", 256 << 20, 0, false, "max"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _ := tt.fs.limitHierarchy("memory")
+			path := "/kubepods/burstable/pod-" + strings.ReplaceAll(tt.name, " ", "-")
+			dir := filepath.Join(h.Mount, path)
+			if tt.cur != "" {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, tt.file), []byte(tt.cur+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			old, raised, err := tt.fs.RaiseMemory(path, tt.ask)
+			if err != nil || old != tt.wantOld || raised != tt.wantRaised {
+				t.Errorf("RaiseMemory = %d, %v, %v; want %d, %v, nil", old, raised, err, tt.wantOld, tt.wantRaised)
+			}
+			if tt.cur == "" {
+				return
+			}
+			b, _ := os.ReadFile(filepath.Join(dir, tt.file))
+			if got := strings.TrimSpace(string(b)); got != tt.wantFile {
+				t.Errorf("%s = %q; want %q", tt.file, got, tt.wantFile)
+			}
+		})
+	}
+}

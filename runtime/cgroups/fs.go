@@ -433,3 +433,39 @@ func readInt(dir, file string) (int64, error) {
 	}
 	return n, nil
 }
+
+// RaiseMemory makes the memory limit of the cgroup at path (a pod's, which
+// kubelet made) at least bytes, and says what it was: unchanged when it is
+// already that high, unlimited, or the cgroup or its memory controller is
+// not there. A VM pod without the RuntimeClass's overhead gets a pod
+// cgroup of its container's limit alone, the guest's RAM, where QEMU's
+// overhead does not fit; Virtlet never charged it to the pod.
+func (fs *FS) RaiseMemory(path string, bytes int64) (old int64, raised bool, err error) {
+	file := "memory.limit_in_bytes"
+	if fs.V2 {
+		file = "memory.max"
+	}
+	h, ok := fs.limitHierarchy("memory")
+	if !ok || bytes <= 0 {
+		return 0, false, nil
+	}
+	dir := filepath.Join(h.Mount, path)
+	cur, err := read(dir, file)
+	if errors.Is(err, os.ErrNotExist) || cur == "max" {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	old, err = strconv.ParseInt(cur, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("reading %s: %q is not a number", filepath.Join(dir, file), cur)
+	}
+	if old >= bytes {
+		return old, false, nil
+	}
+	if err := write(dir, file, itoa(bytes)); err != nil {
+		return old, false, err
+	}
+	return old, true, nil
+}

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 
 	"github.com/podvisor/podvisor/runtime/cloudinit"
@@ -102,6 +103,11 @@ func (d *DataSource) ConfigMap(ctx context.Context, namespace, name string) (map
 func (d *DataSource) Secret(ctx context.Context, namespace, name string) (map[string][]byte, error) {
 	var s secret
 	if err := d.get(ctx, "secrets", namespace, name, &s); err != nil {
+		var se *apiclient.StatusError
+		if errors.As(err, &se) && se.Code == http.StatusForbidden {
+			// deploy/ grants Secrets per namespace only: say how.
+			err = fmt.Errorf("%w; podvisor reads Secrets only in the namespaces that bind the ClusterRole podvisor-secrets to it: kubectl -n %s create rolebinding podvisor-secrets --clusterrole=podvisor-secrets --serviceaccount=kube-system:podvisor (docs/deploy.md, RBAC)", err, namespace)
+		}
 		return nil, wrap("secret", namespace, name, err)
 	}
 	out := make(map[string][]byte, len(s.Data))

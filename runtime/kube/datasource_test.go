@@ -161,3 +161,15 @@ func TestRESTConfig(t *testing.T) {
 		t.Errorf("RESTConfig(\"\") outside a pod: %v", err)
 	}
 }
+
+// A Secret RBAC forbids (deploy/ grants them per namespace) names the
+// RoleBinding that allows it.
+func TestForbiddenSecretSaysWhichBindingAllowsIt(t *testing.T) {
+	ds := apiServer(t, map[string]bool{"keys": true})
+	_, err := ds.Secret(context.Background(), "ns1", "keys")
+	if err == nil || errors.Is(err, cloudinit.ErrNotFound) ||
+		!strings.Contains(err.Error(), "403 Forbidden") ||
+		!strings.Contains(err.Error(), "kubectl -n ns1 create rolebinding podvisor-secrets --clusterrole=podvisor-secrets --serviceaccount=kube-system:podvisor") {
+		t.Errorf("forbidden Secret: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package vmbuild
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/podvisor/podvisor/runtime/annotations"
 	"github.com/podvisor/podvisor/runtime/cgroups"
@@ -37,6 +38,12 @@ type CgroupFS interface {
 	Create(path string, l cgroups.Limits) error
 	Set(path string, l cgroups.Limits) error
 	Remove(path string) error
+}
+
+// memoryRaiser is the optional part of a CgroupFS that raises the pod
+// cgroup's memory limit (cgroups.FS.RaiseMemory).
+type memoryRaiser interface {
+	RaiseMemory(path string, bytes int64) (old int64, raised bool, err error)
 }
 
 // Limits are the cgroup limits of a VM: the container's CPU limits as
@@ -86,12 +93,39 @@ func (a *Assembler) SetLimits(sb *podtypes.Sandbox, c *podtypes.Container, res p
 		return err
 	}
 	l := Limits(vm, a.cfg.DomainType, a.cfg.TCGTranslationCacheMiB)
+	if err := a.podRoomForQEMU(sb, path, l.MemoryBytes); err != nil {
+		return err
+	}
 	set := a.cfg.Cgroups.Set
 	if create {
 		set = a.cfg.Cgroups.Create
 	}
 	if err := set(path, l); err != nil {
 		return fmt.Errorf("limits of the VM's cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
+// podRoomForQEMU raises the pod cgroup's memory limit to the VM's (guest
+// RAM and QEMU's overhead) when it is lower. kubelet makes it the
+// container's limit plus the pod's overhead; a pod routed by Virtlet's
+// annotation rather than the RuntimeClass has no overhead, so QEMU would
+// be OOM-killed in a pod cgroup of the guest's RAM alone (Virtlet's
+// cirros-vm example, 160Mi). The scheduler does not count what is added:
+// the RuntimeClass is still the way to have it counted.
+func (a *Assembler) podRoomForQEMU(sb *podtypes.Sandbox, vmPath string, bytes int64) error {
+	r, ok := a.cfg.Cgroups.(memoryRaiser)
+	if !ok || sb.Config.CgroupParent == "" {
+		return nil
+	}
+	pod := filepath.Dir(vmPath)
+	old, raised, err := r.RaiseMemory(pod, bytes)
+	if err != nil {
+		return fmt.Errorf("making room for QEMU's overhead in the pod's cgroup %s: %w", pod, err)
+	}
+	if raised && a.cfg.Logger != nil {
+		a.cfg.Logger.Warn("the pod's memory limit left no room for QEMU's overhead (no RuntimeClass overhead): raised the pod cgroup's limit; use runtimeClassName: podvisor to have the scheduler count it",
+			"pod", sb.Config.Namespace+"/"+sb.Config.Name, "cgroup", pod, "fromBytes", old, "toBytes", bytes)
 	}
 	return nil
 }
