@@ -218,6 +218,7 @@ func (n *libvirtNode) checkRestored(t *testing.T, archive, name string, from int
 		t.Fatalf("StartContainer: %v", err)
 	}
 	n.wantRunningAndCounting(t, vmPod{name: name, ctr: ctr}, from)
+	n.wantClockSet(t, ctr)
 	dom := domainOf(t, n.status(t, ctr, true).Info["info"])
 	path, err := cgroups.VMPath(parent, dom)
 	if err != nil {
@@ -242,6 +243,25 @@ func (n *libvirtNode) checkRestored(t *testing.T, archive, name string, from int
 	}
 	if got := n.ask(t, ip); got == "" {
 		t.Errorf("the restored guest does not answer on its new address %s:8080", ip)
+	}
+}
+
+// wantClockSet: the restored guest's clock was set through its agent; it
+// would otherwise be behind by the time since the checkpoint (tens of
+// seconds here).
+func (n *libvirtNode) wantClockSet(t *testing.T, ctr string) {
+	t.Helper()
+	r, err := n.d.Runtime.ExecSync(longCtx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"date", "+%s"}, Timeout: 60})
+	now := time.Now()
+	if err != nil {
+		t.Fatalf("reading the restored guest's clock: %v", err)
+	}
+	sec, err := strconv.ParseInt(strings.TrimSpace(string(r.Stdout)), 10, 64)
+	if err != nil {
+		t.Fatalf("the restored guest's date %q (stderr %q): %v", r.Stdout, r.Stderr, err)
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > 10*time.Second || d < -10*time.Second {
+		t.Errorf("the restored guest's clock is %s off the host's, want within 10 s (set through the agent)", d)
 	}
 }
 
