@@ -58,7 +58,12 @@ var _ = Describe("checkpoints of VM pods [Slow]", Label("Slow"), Ordered, func()
 				"VirtletDiskDriver":              "virtio",
 				"VirtletCloudInitUserDataScript": "#!/bin/sh\n(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done) &\n",
 			}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{vmContainer()}, TerminationGracePeriodSeconds: ptr.To[int64](30)},
+			// The RuntimeClass's overhead gives the pod's cgroup room for
+			// QEMU beside the guest's RAM: without it the pod's limit is the
+			// guest's RAM, and the save (QEMU migrating to a file) had QEMU
+			// OOM-killed by the pod's cgroup in the first run.
+			// podvisorctl restore --from copies it.
+			Spec: corev1.PodSpec{RuntimeClassName: ptr.To("podvisor"), Containers: []corev1.Container{vmContainer()}, TerminationGracePeriodSeconds: ptr.To[int64](30)},
 		}, metav1.CreateOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		runningPods(ctx, ns, "app="+name, 1)

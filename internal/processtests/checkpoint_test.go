@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/podvisor/podvisor/runtime/cgroups"
 )
 
 // counterScript counts once a second in a shell's memory, writing the
@@ -25,7 +27,8 @@ const counterScript = `#!/bin/sh\n(i=0; while :; do i=$((i+1)); echo $i > /tmp/c
 // libvirt runs on; its archive restores as a new pod on the same podvisor
 // and on a second one (its own state directory, network namespace and
 // CNI network: another node), where the guest's counter goes on and the
-// guest has the new pod's address. A checkpoint onto a full file system,
+// guest has the new pod's address, and its QEMU runs in the new pod's
+// cgroup with the container's limits. A checkpoint onto a full file system,
 // and truncated, corrupt and wrongly summed archives, fail with errors
 // naming why, leave nothing and harm no VM. (make real-pod runs it.)
 func TestRealCheckpoint(t *testing.T) {
@@ -34,6 +37,10 @@ func TestRealCheckpoint(t *testing.T) {
 	if _, err := os.Stat(guest); err != nil {
 		t.Fatalf("the test guest: %v (ci/build-guest.sh builds it)", err)
 	}
+	// Restored pods get a cgroup parent of their own, as kubelet gives a
+	// new pod (registered first: removed after every pod is gone).
+	cgParent := fmt.Sprintf("/podvisor-ckpt-%d", os.Getpid())
+	t.Cleanup(func() { removeCgroupTree(t, cgParent) })
 	a := newLibvirtNode(t, guest, nodeOpts{name: "cka", subnet: 78})
 	b := newLibvirtNode(t, guest, nodeOpts{name: "ckb", subnet: 79})
 	var vm vmPod
@@ -73,11 +80,11 @@ func TestRealCheckpoint(t *testing.T) {
 		{"truncated, corrupt and wrongly summed archives are refused by name on the other node, which makes nothing", func(t *testing.T) {
 			b.checkBadArchives(t, archive)
 		}},
-		{"RestorePod on the other node: the guest counts on with the new pod's address", func(t *testing.T) {
-			b.checkRestored(t, archive, "ckpt-copy", before)
+		{"RestorePod on the other node: the guest counts on with the new pod's address, QEMU in the new pod's cgroup", func(t *testing.T) {
+			b.checkRestored(t, archive, "ckpt-copy", before, cgParent, a.cgroupLimits(t, "", vm.domain))
 		}},
 		{"RestorePod on the same node beside the original: both count on", func(t *testing.T) {
-			a.checkRestored(t, archive, "ckpt-twin", before)
+			a.checkRestored(t, archive, "ckpt-twin", before, cgParent, a.cgroupLimits(t, "", vm.domain))
 			a.wantRunningAndCounting(t, vm, before)
 		}},
 	}
@@ -158,7 +165,7 @@ func (n *libvirtNode) checkBadArchives(t *testing.T, archive string) {
 	for name, data := range map[string][]byte{"truncated": good[:len(good)/2], "corrupt": flipped, "wrongly summed": summed} {
 		p := filepath.Join(n.dir, name+".tar")
 		writeFile(t, p, string(data))
-		_, err := n.restore(t, p, "bad-"+strings.ReplaceAll(name, " ", "-"))
+		_, err := n.restore(t, p, "bad-"+strings.ReplaceAll(name, " ", "-"), "")
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "member") {
 			t.Errorf("RestorePod of a %s archive: %v, want InvalidArgument naming the member", name, err)
 		}
@@ -172,8 +179,9 @@ func (n *libvirtNode) checkBadArchives(t *testing.T, archive string) {
 	}
 }
 
-func (n *libvirtNode) restore(t *testing.T, archive, name string) (*runtimeapi.RestorePodResponse, error) {
+func (n *libvirtNode) restore(t *testing.T, archive, name, cgroupParent string) (*runtimeapi.RestorePodResponse, error) {
 	sb := &runtimeapi.PodSandboxConfig{
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: cgroupParent},
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: fmt.Sprintf("uid-%s-%d", name, os.Getpid())},
 		Hostname:     name,
 		LogDirectory: filepath.Join(n.dir, "logs", name),
@@ -188,8 +196,14 @@ func (n *libvirtNode) restore(t *testing.T, archive, name string) (*runtimeapi.R
 	return r, err
 }
 
-func (n *libvirtNode) checkRestored(t *testing.T, archive, name string, from int) {
-	r, err := n.restore(t, archive, name)
+// checkRestored restores archive as pod name below cgroupParent and checks
+// that it counts on from from, with the new pod's address, and that its
+// QEMU runs in the new pod's cgroup with the limits the original had
+// (same container config).
+func (n *libvirtNode) checkRestored(t *testing.T, archive, name string, from int, cgroupParent string, limits cgroups.Limits) {
+	parent := cgroupParent + "/pod-" + name
+	makePodCgroup(t, parent)
+	r, err := n.restore(t, archive, name, parent)
 	if err != nil {
 		t.Fatalf("RestorePod: %v", err)
 	}
@@ -204,6 +218,20 @@ func (n *libvirtNode) checkRestored(t *testing.T, archive, name string, from int
 		t.Fatalf("StartContainer: %v", err)
 	}
 	n.wantRunningAndCounting(t, vmPod{name: name, ctr: ctr}, from)
+	n.wantClockSet(t, ctr)
+	dom := domainOf(t, n.status(t, ctr, true).Info["info"])
+	path, err := cgroups.VMPath(parent, dom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(qemuPID(t, dom))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkQEMUCgroups(t, pid, path)
+	if got := n.cgroupLimits(t, parent, dom); got != limits {
+		t.Errorf("the restored VM's cgroup %s has limits %+v, want the original's %+v", path, got, limits)
+	}
 	st, err := n.d.Runtime.PodSandboxStatus(longCtx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: r.PodSandboxId})
 	if err != nil {
 		t.Fatal(err)
@@ -215,5 +243,124 @@ func (n *libvirtNode) checkRestored(t *testing.T, archive, name string, from int
 	}
 	if got := n.ask(t, ip); got == "" {
 		t.Errorf("the restored guest does not answer on its new address %s:8080", ip)
+	}
+}
+
+// wantClockSet: the restored guest's clock was set through its agent; it
+// would otherwise be behind by the time since the checkpoint (tens of
+// seconds here).
+func (n *libvirtNode) wantClockSet(t *testing.T, ctr string) {
+	t.Helper()
+	r, err := n.d.Runtime.ExecSync(longCtx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"date", "+%s"}, Timeout: 60})
+	now := time.Now()
+	if err != nil {
+		t.Fatalf("reading the restored guest's clock: %v", err)
+	}
+	sec, err := strconv.ParseInt(strings.TrimSpace(string(r.Stdout)), 10, 64)
+	if err != nil {
+		t.Fatalf("the restored guest's date %q (stderr %q): %v", r.Stdout, r.Stderr, err)
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > 10*time.Second || d < -10*time.Second {
+		t.Errorf("the restored guest's clock is %s off the host's, want within 10 s (set through the agent)", d)
+	}
+}
+
+// cgroupLimits are the limits of the VM cgroup of domain below parent
+// ("": podvisor's default); a VM with a memory limit must have one there.
+func (n *libvirtNode) cgroupLimits(t *testing.T, parent, domain string) cgroups.Limits {
+	t.Helper()
+	fs, err := cgroups.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := cgroups.VMPath(parent, domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := fs.Read(path)
+	if err != nil || l.MemoryBytes < 256<<20 {
+		t.Fatalf("the cgroup %s of VM %s: limits %+v, %v; want a memory limit of at least the container's 256 MiB", path, domain, l, err)
+	}
+	return l
+}
+
+// checkQEMUCgroups: every thread of QEMU pid is in the cgroup path in every
+// hierarchy but devices (libvirt keeps its /machine/... there).
+func checkQEMUCgroups(t *testing.T, pid int, path string) {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/cgroup", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("QEMU's threads: %v, %v", tasks, err)
+	}
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			parts := strings.SplitN(l, ":", 3)
+			if len(parts) != 3 {
+				continue
+			}
+			devices := strings.Contains(","+parts[1]+",", ",devices,")
+			if in := parts[2] == path; in == devices {
+				t.Errorf("%s: %q (want %s except for devices)", f, l, path)
+			}
+		}
+	}
+}
+
+// makePodCgroup makes the pod cgroup parent in every hierarchy but
+// devices, as kubelet does before it runs a pod (a new v1 cpuset gets its
+// parent's CPUs and memory nodes).
+func makePodCgroup(t *testing.T, parent string) {
+	t.Helper()
+	fs, err := cgroups.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range fs.Hierarchies {
+		if strings.Contains(","+strings.Join(h.Controllers, ",")+",", ",devices,") {
+			continue
+		}
+		dir := h.Mount
+		for _, c := range strings.Split(strings.Trim(parent, "/"), "/") {
+			up := dir
+			dir = filepath.Join(dir, c)
+			if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(up, f)); err == nil && !h.Unified {
+					if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+}
+
+// removeCgroupTree removes the cgroup dir and its children in every
+// hierarchy (deepest first; an empty cgroup's files go with it).
+func removeCgroupTree(t *testing.T, dir string) {
+	fs, err := cgroups.Detect()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	for _, h := range fs.Hierarchies {
+		var dirs []string
+		_ = filepath.WalkDir(filepath.Join(h.Mount, dir), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := os.Remove(dirs[i]); err != nil {
+				t.Errorf("removing the test's cgroup: %v", err)
+			}
+		}
 	}
 }

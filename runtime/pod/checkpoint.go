@@ -187,6 +187,14 @@ func checkpointDisks(dir, domainXML string) ([]snapshot.File, []string, error) {
 	if d.Devices == nil || len(d.Devices.Disks) == 0 {
 		return nil, nil, errors.New("the VM has no disks")
 	}
+	// A persistent root (a block PV at devicePath "/") holds what the
+	// guest wrote where podvisor cannot copy it consistently with the
+	// memory state; a restore would boot from, or share, the source's
+	// volume. Refused, naming the volume.
+	if root := d.Devices.Disks[0]; filepath.Dir(diskFile(root)) != filepath.Clean(dir) {
+		return nil, nil, errdefs.FailedPreconditionf("the VM's root disk %s is %s, a persistent root volume, not an overlay in its directory %s: podvisor captures only the disks it owns, and a checkpoint without the root would not restore (docs/snapshots.md)",
+			diskTarget(root), orBlock(diskFile(root), root), dir)
+	}
 	var files []snapshot.File
 	var not []string
 	for i, disk := range d.Devices.Disks {
@@ -203,9 +211,6 @@ func checkpointDisks(dir, domainXML string) ([]snapshot.File, []string, error) {
 			name = snapshot.MemberCloudInit
 		}
 		files = append(files, snapshot.File{Name: name, Path: src, Source: src})
-	}
-	if len(files) == 0 || files[0].Name != snapshot.MemberRoot {
-		return nil, nil, fmt.Errorf("the VM's first disk is not in its directory %s: no root overlay to capture", dir)
 	}
 	for _, fs := range d.Devices.Filesystems {
 		if fs.Source != nil && fs.Source.Mount != nil && fs.Target != nil {
