@@ -27,7 +27,7 @@ func TestTranslate(t *testing.T) {
 			want: Settings{ImageTranslationsDir: "/etc/virtlet/images", LibvirtURI: "qemu+unix:///system", CNIBinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}, CNIConfDir: "/etc/cni/net.d", LogLevel: "debug"},
 			from: map[string]string{"image-translations-dir": "imageTranslationConfigsDir", "libvirt-uri": "libvirtURI", "cni-bin-dir": "cniPluginDir", "cni-conf-dir": "cniConfigDir", "log-level": "logLevel"}},
 		{name: "Virtlet's streamPort and skipImageTranslation are named, not unknown", cm: map[string]string{"streamPort": "10010", "stream_port": "10010", "skipImageTranslation": "true"},
-			from: map[string]string{},
+			from:      map[string]string{},
 			wantWarns: []string{`skipImageTranslation="true" has no effect: a Virtlet test setting`, `streamPort="10010" has no effect: use podvisor's --stream-addr`, `stream_port="10010" has no effect: use podvisor's --stream-addr`}},
 		{name: "loglevel 1 is info", cm: map[string]string{"loglevel": "1"}, want: Settings{LogLevel: "info"}, from: map[string]string{"log-level": "loglevel"}},
 		{name: "bad values and unknown keys are warnings", cm: map[string]string{"disable_kvm": "maybe", "loglevel": "loud", "disable_kvn": "y", "sriov_support": "true", "raw_devices": "sd*", "calico-subnet": "24", "cpu-model": "host-model", "disable_logging": "y"},
