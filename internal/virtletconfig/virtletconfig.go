@@ -82,6 +82,8 @@ var keys = []key{
 	{names: []string{"sriov_support", "enableSriov"}, instead: "SR-IOV is not supported by podvisor"},
 	{names: []string{"calico-subnet", "calico_subnet", "calicoSubnetSize"}, instead: "podvisor takes the prefix length from the CNI result"},
 	{names: []string{"cpu-model", "cpu_model", "cpuModel"}, instead: "podvisor has no node-wide CPU model: use the VirtletCPUModel or VirtletLibvirtCPUSetting pod annotation"},
+	{names: []string{"stream_port", "streamPort"}, instead: "use podvisor's --stream-addr (host:port of the streaming server for attach, exec and port-forward)"},
+	{names: []string{"skipImageTranslation"}, instead: "a Virtlet test setting; podvisor always translates image names (--image-allow-untranslated takes names no rule matches as URLs)"},
 }
 
 // truthy and falsy are the boolean spellings accepted for disable_kvm

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,6 +102,11 @@ func TestAssemblePersistentRootAndBlockVolumes(t *testing.T) {
 	if d := cmp.Diff([][]string{{"/dev/testpvc", "/mnt"}}, doc.Mounts); d != "" {
 		t.Errorf("the user's mounts (-want +got):\n%s", d)
 	}
+	// As in Virtlet: a persistent root gets its address by DHCP, since
+	// cloud-init would keep the first pod's static network-config.
+	if nc, ok := drive.File(cloudinit.PathNoCloudNetwork); ok {
+		t.Errorf("a persistent root's drive has a network-config:\n%s", nc)
+	}
 
 	// The next container on the same volume boots it as it is.
 	if err := os.WriteFile(img, bytes.Repeat([]byte{0x42}, 2<<20), 0o644); err != nil {
@@ -162,5 +168,55 @@ func TestAssembleRefusesBadDevices(t *testing.T) {
 	}
 	if _, serr := os.Stat(c.Dir); !os.IsNotExist(serr) {
 		t.Errorf("VM directory left: %v", serr)
+	}
+}
+
+// A persistent root's drive has no network-config, as in Virtlet: the
+// next pod on the volume has the same instance-id, so cloud-init would
+// keep the first pod's static addresses; DHCP gives each pod its own. The
+// log says so, with a warning when extra networks' NICs depend on the
+// image's DHCP.
+func TestRootPVDHCP(t *testing.T) {
+	needTool(t, "qemu-img")
+	for _, tc := range []struct {
+		name           string
+		root, extraNIC bool
+		ann            map[string]string
+		wantNet        bool
+		wantLog        string
+	}{
+		{name: "ephemeral", wantNet: true},
+		{name: "pv", root: true, wantLog: "level=INFO msg=\"persistent root filesystem: no cloud-init network-config"},
+		{name: "pv-net1", root: true, extraNIC: true, wantLog: "level=WARN msg=\"persistent root filesystem: no cloud-init network-config, the guest's DHCP configures its NICs; the extra networks'"},
+		{name: "forced", root: true, ann: map[string]string{"VirtletForceDHCPNetworkConfig": "true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb, c, img := fixture(t, tc.ann)
+			if tc.extraNIC {
+				sb.Network.Interfaces = append(sb.Network.Interfaces, podtypes.Interface{Name: "net1", MAC: "02:00:00:00:00:02", MTU: 1500,
+					IPs: []podtypes.IPConfig{{CIDR: "10.2.0.5/24"}}})
+			}
+			if tc.root {
+				dev := filepath.Join(t.TempDir(), "pv-root")
+				if err := os.WriteFile(dev, make([]byte, 8<<20), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				c.Config.Devices = []podtypes.Device{{ContainerPath: "/", HostPath: dev}}
+			}
+			var logs bytes.Buffer
+			var drive *cloudinit.Contents
+			a, _ := New(Config{DomainType: domain.TypeQEMU, WriteISO: captureISO(&drive), Overlay: fakeOverlay,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			if _, err := a.Assemble(context.Background(), sb, c, img); err != nil {
+				t.Fatal(err)
+			}
+			if _, got := drive.File(cloudinit.PathNoCloudNetwork); got != tc.wantNet {
+				t.Errorf("network-config on the drive: %v, want %v", got, tc.wantNet)
+			}
+			got := strings.Contains(logs.String(), "persistent root filesystem")
+			if tc.wantLog == "" && got || tc.wantLog != "" && !strings.Contains(logs.String(), tc.wantLog) {
+				t.Errorf("log lacks %q or says it unasked:\n%s", tc.wantLog, logs.String())
+			}
+		})
 	}
 }

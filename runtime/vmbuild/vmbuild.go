@@ -199,6 +199,9 @@ func quantityOr(v string) string {
 // volumes' mounts and files, into its directory and returns its path.
 func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c *podtypes.Container, vm *annotations.VMConfig, vols *volume.Plan, devs *volume.DevicePlan) (string, error) {
 	ciIn := cloudInitInput(sb, c, vm)
+	if devs.Root != nil {
+		a.persistentRootDHCP(sb, &ciIn)
+	}
 	var owner *volume.Owner
 	if vm.Chown9pfsMounts {
 		owner = &volume.DefaultOwner
@@ -231,6 +234,26 @@ func (a *Assembler) writeCloudInit(ctx context.Context, sb *podtypes.Sandbox, c 
 		return "", fmt.Errorf("writing the cloud-init drive: %w", err)
 	}
 	return iso, nil
+}
+
+// persistentRootDHCP leaves a persistent root's network to DHCP, as Virtlet
+// did: cloud-init applies network-config once per instance-id
+// (name.namespace, the same for the next pod of a StatefulSet), so the next
+// pod on the volume would keep the first pod's static address while its
+// own differs. podvisor's DHCP servers give each pod's addresses at every
+// boot instead.
+func (a *Assembler) persistentRootDHCP(sb *podtypes.Sandbox, in *cloudinit.Input) {
+	if in.ForceDHCP || in.Network == nil || len(in.Network.Interfaces) == 0 {
+		return
+	}
+	in.ForceDHCP = true
+	pod := sb.Config.Namespace + "/" + sb.Config.Name
+	if n := len(in.Network.Interfaces); n > 1 {
+		a.cfg.Logger.Warn("persistent root filesystem: no cloud-init network-config, the guest's DHCP configures its NICs; the extra networks' NICs get addresses only if the image runs DHCP on them",
+			"pod", pod, "extraNICs", n-1)
+		return
+	}
+	a.cfg.Logger.Info("persistent root filesystem: no cloud-init network-config, the guest gets its address by DHCP", "pod", pod)
 }
 
 // domainXML builds the container's domain around its root disk and drive.
