@@ -5,11 +5,13 @@
 #   ci/critest-podvisor.sh [OUTDIR]      (root; after make build tools)
 #
 # As ci/real-pod.sh does, podvisor runs in a private "node" network
-# namespace with a bridge + portmap CNI network and an HTTP server serving
-# the test guest; critest runs in that namespace too, so pod IPs and host
-# ports are reachable. The images critest uses are the test guest:
-# conformance/test-images.yaml names them, conformance/translations.yaml
-# maps them (and critest's hard-coded image names) to the guest's URL.
+# namespace with a bridge + portmap CNI network and a local registry
+# (Debian's docker-registry on 127.0.0.1:5000 there); critest runs in that
+# namespace too, so pod IPs and host ports are reachable. Every image
+# critest uses is a KubeVirt containerDisk of the test guest pushed with
+# skopeo: conformance/test-images.yaml names two in the registry, and
+# critest's hard-coded names (gcr.io/..., registry.k8s.io/..., k8s.gcr.io/...)
+# reach it through podvisor's registry mirrors.
 # conformance/skip-podvisor.txt lists skipped specs with a reason each.
 #
 # Writes OUTDIR (default _build/critest-podvisor): critest.log, junit.xml,
@@ -30,7 +32,7 @@ export PATH=/usr/local/go/bin:$PATH GOTOOLCHAIN=local
 
 missing=()
 [ "$(id -u)" = 0 ] || missing+=("root")
-for tool in qemu-system-x86_64 qemu-img virsh libvirtd genisoimage nsenter ip busybox; do
+for tool in qemu-system-x86_64 qemu-img virsh libvirtd genisoimage nsenter ip docker-registry skopeo curl; do
 	command -v "$tool" >/dev/null || missing+=("$tool (ci/install-deps.sh)")
 done
 [ -x "$podvisor" ] && [ -x "$root/bin/podvisor-vmwrapper" ] || missing+=("$podvisor, bin/podvisor-vmwrapper (make build)")
@@ -54,14 +56,15 @@ mkdir -p "$out"
 work=$(mktemp -d /tmp/pvcritest.XXXXXX)
 node_ns=pvcrit-$$
 sock=$work/podvisor.sock
-pid="" httpd_pid=""
+pid="" registry_pid=""
+registry=127.0.0.1:5000
 subnet=10.78.$((RANDOM % 200 + 20)).0/24
 in_node() { nsenter --net="/run/netns/$node_ns" "$@"; }
 
 cleanup() {
 	set +e
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && { kill "$pid"; wait "$pid" 2>/dev/null; }
-	[ -n "$httpd_pid" ] && kill "$httpd_pid" 2>/dev/null
+	[ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null
 	cp "$work/podvisor.log" "$out/podvisor.log" 2>/dev/null
 	# Domains critest left (a spec that failed before its cleanup).
 	for d in $(virsh -q -c qemu:///system list --all --name 2>/dev/null | grep '^pv-'); do
@@ -81,12 +84,12 @@ echo "--- libvirtd and the test guest"
 "$root/ci/libvirtd.sh" start
 "$root/ci/build-guest.sh" "$guest_dir"
 
-echo "--- node namespace, CNI network $subnet (bridge, host-local, portmap), image server"
+echo "--- node namespace, CNI network $subnet (bridge, host-local, portmap)"
 ip netns add "$node_ns"
 in_node ip link set lo up
 # Host ports are reached on 127.0.0.1 (critest's checkMainPage).
 in_node sysctl -qw net.ipv4.conf.all.route_localnet=1
-mkdir -p "$work/cni" "$work/translations"
+mkdir -p "$work/cni"
 cat >"$work/cni/10-critest.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "podvisor-critest", "plugins": [
   {"type": "bridge", "bridge": "pvcrit0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
@@ -94,23 +97,70 @@ cat >"$work/cni/10-critest.conflist" <<JSON
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$work/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}]}
 JSON
-mkdir -p "$work/www"
-cp "$guest_dir/podvisor-test-guest.qcow2" "$work/www/guest.qcow2"
-for v in 1 2 3; do
-	# Data past the end of a qcow2 image is ignored by QEMU.
-	{ cat "$work/www/guest.qcow2"; printf 'podvisor critest variant %s\n' "$v"; } >"$work/www/variant-$v.qcow2"
-done
+echo "--- local registry $registry in the node namespace, containerDisks pushed with skopeo"
+cat >"$work/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: $registry
+YAML
 # nsenter itself, not the in_node function, in the background: $! is then
 # the daemon's PID (nsenter execs it), not a subshell's, so cleanup's kill
 # reaches it.
-nsenter --net="/run/netns/$node_ns" busybox httpd -f -p 127.0.0.1:8099 -h "$work/www" &
-httpd_pid=$!
-sed "s|@BASE@|http://127.0.0.1:8099|" "$root/conformance/translations.yaml" >"$work/translations/critest.yaml"
+nsenter --net="/run/netns/$node_ns" docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 1 100); do
+	in_node curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break
+	kill -0 "$registry_pid" 2>/dev/null || { cat "$work/registry.log" >&2; echo "FAIL: docker-registry did not start" >&2; exit 1; }
+	sleep 0.1
+done
+(cd "$root" && go build -o "$work/mkimage" ./ci/images/mkimage)
+# containerDisk NAME...: a KubeVirt containerDisk (one layer, the test
+# guest at /disk/) pushed under every NAME (repository:tag on $registry).
+# Each call's disk carries its own trailing marker (QEMU ignores data past
+# the end of a qcow2 image), so each call is a different image: one content
+# pulled under several names is one image listing all of them, and critest
+# expects its images to be distinct unless it pulls several tags of one.
+containerDisk() {
+	local dir=$work/cd-${1//[\/:]/-}
+	mkdir -p "$dir/disk"
+	{ cat "$guest_dir/podvisor-test-guest.qcow2"; printf 'podvisor critest containerDisk %s\n' "$1"; } >"$dir/disk/disk.qcow2"
+	"$work/mkimage" -o "$dir.tar" -tag "$registry/$1" "$dir"
+	for n in "$@"; do
+		in_node skopeo copy --quiet --dest-tls-verify=false "docker-archive:$dir.tar" "docker://$registry/$n"
+	done
+}
+# The names critest hard-codes: gcr.io/k8s-staging-cri-tools/..., and
+# registry.k8s.io/... and k8s.gcr.io/... reach this registry through
+# podvisor's mirrors (below), under their own repository paths.
+cri=k8s-staging-cri-tools
+for n in podvisor/critest-busybox:latest podvisor/critest-web:latest \
+	"$cri/test-image-latest:latest" "$cri/test-image-tag:test" "$cri/test-image-tag:all" \
+	"$cri/test-image-1:latest" "$cri/test-image-2:latest" "$cri/test-image-3:latest" \
+	"$cri/test-image-user-uid:latest" "$cri/test-image-user-username:latest" \
+	"$cri/test-image-user-uid-group:latest" "$cri/test-image-user-username-group:latest" \
+	"$cri/test-image-predefined-group:latest" "$cri/hostnet-nginx-amd64:latest" \
+	e2e-test-images/httpd:2.4.39-4 e2e-test-images/nginx:1.14-2 \
+	e2e-test-images/busybox:1.29-2 e2e-test-images/nonewprivs:1.3; do
+	containerDisk "$n"
+done
+# One image under several names: three tags; two registries (pause).
+containerDisk "$cri/test-image-tags:1" "$cri/test-image-tags:2" "$cri/test-image-tags:3"
+containerDisk pause:3.9
+cat >"$work/podvisor.json" <<JSON
+{"imageInsecureRegistries": ["$registry"],
+ "imageRegistryMirrors": {"gcr.io": ["$registry"], "registry.k8s.io": ["$registry"], "k8s.gcr.io": ["$registry"]}}
+JSON
+sed "s|@REGISTRY@|$registry|" "$root/conformance/test-images.yaml" >"$work/test-images.yaml"
 
 echo "--- podvisor on libvirt"
 nsenter --net="/run/netns/$node_ns" "$podvisor" --hypervisor libvirt --network cni --cni-conf-dir "$work/cni" \
-	--listen "unix://$sock" --state-dir "$work/state" --image-translations-dir "$work/translations" \
-	--image-download-allow-networks 127.0.0.1/32 \
+	--listen "unix://$sock" --state-dir "$work/state" \
+	--image-download-allow-networks 127.0.0.1/32 --config "$work/podvisor.json" \
 	>"$work/podvisor.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
@@ -124,7 +174,7 @@ done
 skip=$(grep -v -e '^#' -e '^[[:space:]]*$' "$root/conformance/skip-podvisor.txt" | sed 's/ *|.*//' |
 	sed 's/[][\\.*^$()+?{}|]/\\&/g' | paste -sd'|' -)
 args=(-runtime-endpoint "unix://$sock" -image-endpoint "unix://$sock"
-	-test-images-file "$root/conformance/test-images.yaml"
+	-test-images-file "$work/test-images.yaml"
 	--ginkgo.timeout 4h --ginkgo.no-color --ginkgo.junit-report "$out/junit.xml")
 [ -n "$skip" ] && args+=(--ginkgo.skip "$skip")
 [ -n "${CRITEST_FOCUS:-}" ] && args+=(--ginkgo.focus "$CRITEST_FOCUS")

@@ -23,11 +23,30 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	case cfg.GetImage() == nil || cfg.GetImage().GetImage() == "":
 		return nil, errdefs.InvalidArgumentf("CreateContainer: config.image.image is required")
 	}
+	if err := refuseImageMounts(cfg.GetMounts()); err != nil {
+		return nil, err
+	}
 	id, err := s.cfg.Lifecycle.CreateContainer(ctx, req.GetPodSandboxId(), containerConfigFromCRI(cfg))
 	if err != nil {
 		return nil, err
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// refuseImageMounts refuses Kubernetes image volumes (CRI Mount.image): they
+// mount an OCI image's file system into the container, and a VM has no
+// container file system to mount it into (docs/volumes.md). Said at
+// CreateContainer, so kubelet reports it on the pod instead of a VM
+// booting without the volume.
+func refuseImageMounts(mounts []*runtimeapi.Mount) error {
+	for i, m := range mounts {
+		if img := m.GetImage().GetImage(); img != "" {
+			return errdefs.Unimplementedf("CreateContainer: mounts[%d] (container_path %q) is an image volume of %q: "+
+				"image volumes (CRI Mount.image) are not supported for VM pods, a VM cannot mount an OCI image's file system; "+
+				"use a containerDisk as the pod's image, or a PVC, emptyDir, ConfigMap or Secret volume", i, m.GetContainerPath(), img)
+		}
+	}
+	return nil
 }
 
 // StartContainer boots the VM.
