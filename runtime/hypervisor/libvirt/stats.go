@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -13,7 +15,8 @@ import (
 )
 
 // statsTypes are the groups of virDomainListGetStats Stats reads in one
-// call: the cgroup's CPU time (vCPUs and emulator threads), the balloon
+// call: the CPU time (libvirt's cgroup's; Stats prefers the emulator
+// process's own), the balloon
 // (the guest's own statistics, which the domain's <stats period> makes the
 // driver poll) and the disks.
 const statsTypes = lv.DOMAIN_STATS_STATE | lv.DOMAIN_STATS_CPU_TOTAL | lv.DOMAIN_STATS_BALLOON | lv.DOMAIN_STATS_BLOCK
@@ -35,6 +38,12 @@ func (h *Hypervisor) Stats(ctx context.Context, name string) (hypervisor.Stats, 
 		return hypervisor.Stats{}, wrapErr(fmt.Sprintf("reading stats of domain %q", name), err)
 	}
 	if pid, _ := h.emulatorPID(name); pid > 0 {
+		// libvirt's CPU time is its cgroup's, which QEMU leaves for its
+		// pod's when it runs through podvisor-vmwrapper: the figure
+		// stops growing there. The process's own time is the VM's.
+		if cpu, err := processCPUTime(pid); err == nil {
+			s.CPUTime = cpu
+		}
 		// The emulator runs in the pod's network namespace (the vmwrapper
 		// enters it), so its /proc/<pid>/net/dev lists the pod's links.
 		if ifs, err := netdev.ReadPID(pid); err == nil {
@@ -77,10 +86,10 @@ func fillStats(s *hypervisor.Stats, r lv.DomainStats) {
 	if b := r.Balloon; b != nil {
 		s.Memory = memoryStats(b, s.Memory)
 	}
+	// Without VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING libvirt lists one
+	// record per disk, its top image (what the guest writes to); under
+	// -blockdev even that one carries a backingIndex (its node's number).
 	for _, b := range r.Block {
-		if b.BackingIndexSet && b.BackingIndex > 0 {
-			continue // a backing image, not what the guest writes
-		}
 		ds := hypervisor.DiskStats{Target: b.Name, Path: b.Path,
 			ReadBytes: b.RdBytes, WriteBytes: b.WrBytes, ReadOps: b.RdReqs, WriteOps: b.WrReqs}
 		ds.AllocatedBytes = allocatedBytes(b.Path)
@@ -112,6 +121,44 @@ func memoryStats(b *lv.DomainStatsBalloon, fallback hypervisor.MemoryStats) hype
 		m.CacheBytes = b.DiskCaches * 1024
 	}
 	return m
+}
+
+// userHZ is the unit of /proc/<pid>/stat's times, fixed by the kernel's
+// ABI whatever the kernel's own tick rate.
+const userHZ = 100
+
+// processCPUTime is the CPU time (user and system) of process pid and all
+// its threads, the exited ones included, from /proc/<pid>/stat.
+func processCPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseProcStatCPU(string(b))
+}
+
+// parseProcStatCPU reads utime and stime (fields 14 and 15) of a
+// /proc/<pid>/stat line; the command (field 2) may hold spaces and
+// parentheses, so the fields are counted after its last ")".
+func parseProcStatCPU(line string) (time.Duration, error) {
+	i := strings.LastIndexByte(line, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("reading CPU time from %q: no command field", line)
+	}
+	f := strings.Fields(line[i+1:])
+	// f[0] is field 3 (state): utime is field 14, f[11].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("reading CPU time from %q: %d fields after the command, want at least 13", line, len(f))
+	}
+	var ticks uint64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("reading CPU time from /proc/<pid>/stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
 // allocatedBytes is the space a disk's image file takes on the host
