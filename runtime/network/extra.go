@@ -122,6 +122,7 @@ func (n *Network) addExtra(ctx context.Context, sb *podtypes.Sandbox, st *state,
 	if x.Result, err = encodeResult(p.list.Name, res); err != nil {
 		return err
 	}
+	n.warnOtherInterfaces(sb, p.list.Name, x.Result, x.IfName)
 	x.Moved = &moved{}
 	perr := plumb(st.NetNS, linksFor(index, x.IfName), x.Moved)
 	if err := n.writeState(st); err != nil {

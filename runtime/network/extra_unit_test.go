@@ -2,6 +2,7 @@ package network
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -79,5 +80,49 @@ func TestNICsOfOldAndNewRecords(t *testing.T) {
 	sb.Network.Opaque, _ = json.Marshal(st)
 	if _, _, err = n.NICs(t.Context(), sb, &podtypes.Container{}); err == nil || !strings.Contains(err.Error(), "no VM MAC for NIC 2") {
 		t.Errorf("incomplete extra network: %v", err)
+	}
+}
+
+// A CNI result with more interfaces in the pod's namespace than the one
+// asked for (CNI-Genie merging networks, Multus as the default network, an
+// SR-IOV device) names the others, which the VM does not get; host-side
+// interfaces (no sandbox) and loopback are not named.
+func TestOtherPodInterfaces(t *testing.T) {
+	for _, tc := range []struct {
+		name, res, ifname string
+		want              []string
+	}{
+		{name: "bridge plugin", ifname: "eth0", res: `{"cniVersion":"1.0.0","interfaces":[{"name":"cni0"},{"name":"veth1"},{"name":"eth0","sandbox":"/run/netns/x"}]}`},
+		{name: "CNI-Genie: calico and flannel", ifname: "eth0", want: []string{"eth1"},
+			res: `{"cniVersion":"0.3.1","interfaces":[{"name":"eth0","sandbox":"/run/netns/x"},{"name":"eth1","sandbox":"/run/netns/x"}]}`},
+		{name: "Multus as the default network", ifname: "eth0", want: []string{"net1", "net2"},
+			res: `{"cniVersion":"1.0.0","interfaces":[{"name":"lo","sandbox":"/run/netns/x"},{"name":"net2","sandbox":"/run/netns/x"},{"name":"eth0","sandbox":"/run/netns/x"},{"name":"net1","sandbox":"/run/netns/x"}]}`},
+		{name: "an extra network", ifname: "data0", want: []string{"eth0"},
+			res: `{"cniVersion":"1.0.0","interfaces":[{"name":"data0","sandbox":"/run/netns/x"},{"name":"eth0","sandbox":"/run/netns/x"}]}`},
+		{name: "not a result", ifname: "eth0", res: `[`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if d := cmp.Diff(tc.want, otherPodInterfaces(json.RawMessage(tc.res), tc.ifname)); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// Setup's warning names the network and the unused interfaces.
+func TestWarnOtherInterfaces(t *testing.T) {
+	var logs strings.Builder
+	n := &Network{cfg: Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}}
+	res := `{"cniVersion":"0.3.1","interfaces":[{"name":"eth0","sandbox":"/run/netns/x"},{"name":"eth1","sandbox":"/run/netns/x"}]}`
+	n.warnOtherInterfaces(&podtypes.Sandbox{ID: "sb1"}, "genie", json.RawMessage(res), "eth0")
+	for _, w := range []string{"level=WARN", "the VM gets a NIC for eth0 only", "network=genie", "unused=[eth1]"} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, logs.String())
+		}
+	}
+	logs.Reset()
+	n.warnOtherInterfaces(&podtypes.Sandbox{ID: "sb1"}, "bridge", json.RawMessage(`{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/x"}]}`), "eth0")
+	if logs.Len() != 0 {
+		t.Errorf("a one-interface result logged:\n%s", logs.String())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 
@@ -246,6 +247,7 @@ func (n *Network) addPrimary(ctx context.Context, sb *podtypes.Sandbox, st *stat
 	if st.Result, err = encodeResult(p.list.Name, res); err != nil {
 		return err
 	}
+	n.warnOtherInterfaces(sb, p.list.Name, st.Result, podIfName)
 	st.Moved = &moved{}
 	perr := plumb(st.NetNS, linksFor(0, podIfName), st.Moved)
 	if err := n.writeState(st); err != nil {
@@ -255,6 +257,35 @@ func (n *Network) addPrimary(ctx context.Context, sb *podtypes.Sandbox, st *stat
 		return fmt.Errorf("joining the pod interface to the VM's tap: %w", perr)
 	}
 	return nil
+}
+
+// otherPodInterfaces names the interfaces a CNI result puts in the pod's
+// namespace besides ifname, sorted. A plugin that makes several (CNI-Genie
+// merging its networks, Multus as the default network, a plugin adding
+// SR-IOV devices) gets the VM a NIC for ifname only.
+func otherPodInterfaces(raw json.RawMessage, ifname string) []string {
+	var res types100.Result
+	if json.Unmarshal(raw, &res) != nil {
+		return nil
+	}
+	var out []string
+	for _, ifc := range res.Interfaces {
+		if ifc.Sandbox != "" && ifc.Name != ifname && ifc.Name != "lo" {
+			out = append(out, ifc.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// warnOtherInterfaces says which interfaces of a CNI result the VM does
+// not get, rather than leaving them unused without a word.
+func (n *Network) warnOtherInterfaces(sb *podtypes.Sandbox, network string, raw json.RawMessage, ifname string) {
+	if others := otherPodInterfaces(raw, ifname); len(others) > 0 {
+		n.cfg.Logger.Warn("CNI network made interfaces besides the pod's in its namespace: the VM gets a NIC for "+ifname+" only; "+
+			"name each further network in the k8s.v1.cni.cncf.io/networks or cni annotation (one CNI ADD and one NIC each, see docs/networking.md)",
+			"pod", sb.ID, "network", network, "interface", ifname, "unused", others)
+	}
 }
 
 func encodeResult(network string, res cnitypes.Result) (json.RawMessage, error) {
