@@ -74,21 +74,32 @@ var _ = Describe("in-place resize of a VM pod [Slow]", Label("Slow"), Ordered, f
 		Expect(mem0).To(BeNumerically(">", 192<<10), "MemTotal with 256Mi")
 	})
 
-	It("grows to 2 vCPUs and gives back 64 MiB on kubectl patch --subresource resize, without a restart", func(ctx context.Context) {
-		resizePod(ctx, ns, pod, "2", "192Mi")
+	It("grows to 2 vCPUs on kubectl patch --subresource resize, without a restart", func(ctx context.Context) {
+		resizePod(ctx, ns, pod, "2", "256Mi")
 		Eventually(func(g Gomega) {
-			n, mem := guestSize(ctx, ns, pod)
+			n, _ := guestSize(ctx, ns, pod)
 			g.Expect(n).To(Equal(2), "nproc")
-			g.Expect(mem0-mem).To(BeNumerically("~", 64<<10, 4<<10), "MemTotal %d kB, was %d kB", mem, mem0)
 		}).WithContext(ctx).WithTimeout(bootTimeout).WithPolling(poll).Should(Succeed())
 		expectNotRestarted(ctx, ns, pod, containerID)
 	})
 
 	It("shrinks back to 1 vCPU", func(ctx context.Context) {
-		resizePod(ctx, ns, pod, "1", "192Mi")
+		resizePod(ctx, ns, pod, "1", "256Mi")
 		Eventually(func(g Gomega) {
 			n, _ := guestSize(ctx, ns, pod)
 			g.Expect(n).To(Equal(1), "nproc")
+		}).WithContext(ctx).WithTimeout(bootTimeout).WithPolling(poll).Should(Succeed())
+		expectNotRestarted(ctx, ns, pod, containerID)
+	})
+
+	// kubelet lowers a memory limit only when the pod's cgroup uses less
+	// than the new limit; the balloon's free page reporting keeps QEMU's
+	// memory near what the guest uses, which is what lets it through.
+	It("gives back 64 MiB through the balloon on a lower memory limit, without a restart", func(ctx context.Context) {
+		resizePod(ctx, ns, pod, "1", "192Mi")
+		Eventually(func(g Gomega) {
+			_, mem := guestSize(ctx, ns, pod)
+			g.Expect(mem0-mem).To(BeNumerically("~", 64<<10, 4<<10), "MemTotal %d kB, was %d kB", mem, mem0)
 		}).WithContext(ctx).WithTimeout(bootTimeout).WithPolling(poll).Should(Succeed())
 		expectNotRestarted(ctx, ns, pod, containerID)
 	})

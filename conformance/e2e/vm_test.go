@@ -139,7 +139,6 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 		})
 
 		It("reports a VM's CPU, memory and writable layer in kubelet's summary API (what kubectl top and eviction read)", func(ctx context.Context) {
-			Skip("known failing on the merged main (2026-12-03): timed out after 180 s waiting for the summary API")
 			Expect(vmPods).NotTo(BeEmpty(), "the Deployment spec did not get its pods running")
 			p := vmPods[0]
 			Eventually(func(g Gomega) {

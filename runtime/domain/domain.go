@@ -429,7 +429,11 @@ func devices(in Input) *libvirtxml.DomainDeviceList {
 		}}}
 	}
 	dev.Videos = []libvirtxml.DomainVideo{{Model: libvirtxml.DomainVideoModel{Type: "vga"}}}
-	dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "virtio", Stats: &libvirtxml.DomainMemBalloonStats{Period: 10}}
+	// Free page reporting: the guest hands its free pages back, so QEMU's
+	// memory (what the pod's cgroup and kubelet see) follows what the guest
+	// uses rather than the most it ever touched; kubelet refuses a memory
+	// resize below the pod's current usage.
+	dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "virtio", FreePageReporting: "on", Stats: &libvirtxml.DomainMemBalloonStats{Period: 10}}
 	dev.RNGs = []libvirtxml.DomainRNG{{
 		Model:   "virtio",
 		Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
