@@ -34,6 +34,9 @@ node_ip=10.99.0.1
 # that a libvirtd of ci/libvirtd.sh (make test) on this machine, which uses
 # /var/run/libvirt, /var/lib/libvirt and /etc/libvirt, never meets it.
 libvirt_host=/var/lib/podvisor-e2e/libvirt
+# The node's registry (e2e-node.sh) and the containerDisk pushed to it.
+registry=127.0.0.1:5000
+containerdisk=$registry/containerdisks/podvisor-testvm:1
 t0=$(date +%s)
 
 say() { printf '\n\033[1m[%4ds] %s\033[0m\n' "$(($(date +%s) - t0))" "$*"; }
@@ -184,6 +187,8 @@ in_node env PATH="$work/bin:$PATH" KUBECONFIG="$work/pki/admin.kubeconfig" \
 	PODVISOR_E2E_NODE="$node" \
 	PODVISOR_E2E_VM_IMAGE=virtlet.cloud/podvisor/testvm \
 	PODVISOR_E2E_VM_IMAGE_URL=http://127.0.0.1:8099/podvisor-test-guest.qcow2 \
+	PODVISOR_E2E_CONTAINERDISK="$containerdisk" \
+	PODVISOR_E2E_CONTAINERDISK_DIGEST="$containerdisk_digest" \
 	PODVISOR_E2E_CONTAINER_IMAGE="$BUSYBOX_IMAGE" \
 	PODVISOR_E2E_PODVISOR_SOCKET=/run/podvisor/podvisor.sock \
 	PODVISOR_E2E_STATE_DIR=/var/lib/podvisor \

@@ -100,6 +100,28 @@ state = "/run/containerd"
   stream_server_port = "0"
 TOML
 run httpd busybox httpd -f -p 127.0.0.1:8099 -h "$guest_dir"
+# A registry on the node's loopback with the test guest as a KubeVirt
+# containerDisk (one layer, the disk under /disk/), pushed with skopeo: the
+# containerDisk spec pulls it by RuntimeClass (containerdisk_test.go).
+cat >"$work/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: $registry
+YAML
+run registry docker-registry serve "$work/registry.yml"
+wait_for "the registry on $registry" 60 in_node curl -fsS "http://$registry/v2/"
+mkdir -p "$work/containerdisk/disk"
+cp "$guest_dir/podvisor-test-guest.qcow2" "$work/containerdisk/disk/disk.qcow2"
+(cd "$root" && go build -o "$work/bin/mkimage" ./ci/images/mkimage)
+"$work/bin/mkimage" -o "$work/containerdisk.tar" -tag "$containerdisk" "$work/containerdisk"
+in_node skopeo copy --quiet --dest-tls-verify=false "docker-archive:$work/containerdisk.tar" "docker://$containerdisk"
+containerdisk_digest=$(in_node skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$containerdisk")
+rm -rf "$work/containerdisk" "$work/containerdisk.tar"
 # The shim is found on PATH; runc is Debian's.
 run containerd env PATH="$ctrdbin:$PATH" "$ctrdbin/containerd" --config "$work/containerd.toml"
 wait_for containerd 60 ctr_ version
@@ -168,6 +190,7 @@ kubelet_endpoint_is() {
 # - podvisor's kubeconfig at the API server's address (no cluster DNS or
 #   kube-proxy here to resolve kubernetes.default.svc);
 # - the test guest's image translation;
+# - the node's plain-http registry ($registry) as insecure;
 # - an empty /lib/modules where the machine has none.
 write_overlay() {
 	local dir=$1 base=$2 modules_patch=""
@@ -193,6 +216,7 @@ patches:
   patch: |-
     - {op: test, path: /spec/template/spec/containers/0/name, value: podvisor}
     - {op: add, path: /spec/template/spec/containers/0/command/-, value: --image-download-allow-networks=127.0.0.1/32}
+    - {op: add, path: /spec/template/spec/containers/0/command/-, value: --image-insecure-registries=$registry}
 YAML
 	cat >"$dir/libvirt-paths.yaml" <<YAML
 apiVersion: apps/v1

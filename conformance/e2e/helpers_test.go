@@ -142,9 +142,15 @@ func askHostname(ctx context.Context, ip string) string {
 // criClient connects to podvisor's own CRI socket, behind the proxy, to see
 // what podvisor still holds.
 func criClient() (runtimeapi.RuntimeServiceClient, func()) {
+	conn, done := criConn()
+	return runtimeapi.NewRuntimeServiceClient(conn), done
+}
+
+// criConn is a connection to podvisor's own CRI socket, for both services.
+func criConn() (*grpc.ClientConn, func()) {
 	conn, err := grpc.NewClient("unix://"+cfg.podvisorSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	Expect(err).NotTo(HaveOccurred(), "connecting to podvisor at %s", cfg.podvisorSocket)
-	return runtimeapi.NewRuntimeServiceClient(conn), func() { conn.Close() }
+	return conn, func() { conn.Close() }
 }
 
 // vmFootprint is what podvisor created for one pod: CRI objects, libvirt

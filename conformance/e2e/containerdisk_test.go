@@ -1,0 +1,74 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/ptr"
+)
+
+// ci/e2e.sh pushes the test guest as a KubeVirt containerDisk (one layer,
+// the disk under /disk/) to a docker-registry on the node's loopback and
+// names it here, with the manifest digest skopeo read back from the registry.
+var _ = Describe("a KubeVirt containerDisk from a registry [Slow]", Label("Slow"), func() {
+	It("boots as a VM pod selected by RuntimeClass podvisor alone, its image reported by the name and digest pulled", func(ctx context.Context) {
+		ref, digest := os.Getenv("PODVISOR_E2E_CONTAINERDISK"), os.Getenv("PODVISOR_E2E_CONTAINERDISK_DIGEST")
+		Expect(ref).NotTo(BeEmpty(), "PODVISOR_E2E_CONTAINERDISK is not set: run the suite through ci/e2e.sh")
+		Expect(digest).To(HavePrefix("sha256:"), "PODVISOR_E2E_CONTAINERDISK_DIGEST")
+		ns := testNamespace(ctx, "podvisor-cd-")
+		_, err := client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
+			ObjectMeta: metav1.ObjectMeta{Name: runtimeClass},
+			Handler:    "podvisor",
+		}, metav1.CreateOptions{})
+		if !apierrors.IsAlreadyExists(err) {
+			Expect(err).NotTo(HaveOccurred())
+		}
+		const name = "vm-from-containerdisk"
+		vm := vmContainer()
+		vm.Image = ref
+		_, err = client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
+			Spec: corev1.PodSpec{
+				RuntimeClassName:              ptr.To(runtimeClass),
+				Containers:                    []corev1.Container{vm},
+				TerminationGracePeriodSeconds: ptr.To[int64](30),
+			},
+		}, metav1.CreateOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		p := runningPods(ctx, ns, "app="+name, 1)[0]
+		Expect(p.Annotations).To(BeEmpty())
+		st := p.Status.ContainerStatuses[0]
+		Expect(st.ContainerID).To(ContainSubstring("podvisor__"), "pod %s was not run by podvisor", name)
+		GinkgoWriter.Printf("kubelet reports image %q, imageID %q\n", st.Image, st.ImageID)
+		waitConsole(ctx, ns, name, "PODVISOR-GUEST: hostname="+name, guestReady)
+		Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(name))
+
+		By("asking podvisor for the image by the name kubelet pulled")
+		conn, done := criConn()
+		defer done()
+		img, err := runtimeapi.NewImageServiceClient(conn).ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(img.GetImage()).NotTo(BeNil(), "podvisor has no image %s", ref)
+		Expect(img.GetImage().GetRepoTags()).To(ContainElement(ref))
+		repo := ref[:strings.LastIndex(ref, ":")]
+		Expect(img.GetImage().GetRepoDigests()).To(ContainElement(repo + "@" + digest))
+
+		By("deleting it: its VM goes away")
+		rs := runtimeapi.NewRuntimeServiceClient(conn)
+		f := footprint(ctx, rs, string(p.UID))
+		Expect(f.containers).To(HaveLen(1))
+		Expect(client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{})).To(Succeed())
+		Eventually(func() []string { return leftovers(ctx, rs, f) }).WithContext(ctx).
+			WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeEmpty())
+	})
+})
