@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -24,11 +23,6 @@ import (
 var _ = Describe("checkpoints of VM pods [Slow]", Label("Slow"), Ordered, func() {
 	var ns string
 	BeforeAll(func(ctx context.Context) {
-		// Written and compiled, never yet run to the end on a cluster
-		// (issue 17): make e2e leaves it out until one run passes.
-		if os.Getenv("PODVISOR_E2E_CHECKPOINT") == "" {
-			Skip("set PODVISOR_E2E_CHECKPOINT=1 to run the checkpoint specs (not yet passed on a cluster)")
-		}
 		ns = testNamespace(ctx, "podvisor-e2e-ckpt-")
 	})
 

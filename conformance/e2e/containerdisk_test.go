@@ -10,8 +10,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/ptr"
@@ -26,17 +24,11 @@ var _ = Describe("a KubeVirt containerDisk from a registry [Slow]", Label("Slow"
 		Expect(ref).NotTo(BeEmpty(), "PODVISOR_E2E_CONTAINERDISK is not set: run the suite through ci/e2e.sh")
 		Expect(digest).To(HavePrefix("sha256:"), "PODVISOR_E2E_CONTAINERDISK_DIGEST")
 		ns := testNamespace(ctx, "podvisor-cd-")
-		_, err := client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
-			ObjectMeta: metav1.ObjectMeta{Name: runtimeClass},
-			Handler:    "podvisor",
-		}, metav1.CreateOptions{})
-		if !apierrors.IsAlreadyExists(err) {
-			Expect(err).NotTo(HaveOccurred())
-		}
+		// RuntimeClass podvisor is deploy/'s (runtimeclass.yaml).
 		const name = "vm-from-containerdisk"
 		vm := vmContainer()
 		vm.Image = ref
-		_, err = client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		_, err := client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
 			Spec: corev1.PodSpec{
 				RuntimeClassName:              ptr.To(runtimeClass),

@@ -39,7 +39,7 @@ var _ = Describe("Virtlet's example VM pods, applied as they are but for their i
 		var ns string
 		examples := []vmExample{
 			{"cirros-vm.yaml", "cirros-vm", "a CirrOS VM with SSH keys, a 1 GiB root disk and 160 MiB of RAM", func(ctx context.Context, ns string, p corev1.Pod) {
-				Expect(userData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
+				Expect(metaData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
 				Expect(diskSectors(ctx, ns, p.Name)).To(ContainElement(int64(1<<30/512)), "a virtio disk of VirtletRootVolumeSize 1Gi")
 				Expect(memTotalKiB(ctx, ns, p.Name)).To(BeNumerically("<=", 160<<10))
 			}},
@@ -51,13 +51,12 @@ var _ = Describe("Virtlet's example VM pods, applied as they are but for their i
 				}).WithContext(ctx).WithTimeout(podStartTimeout).WithPolling(poll).Should(Succeed())
 				waitConsole(ctx, ns, runningPods(ctx, ns, "app=cirros", 1)[0].Name, guestReady)
 			}},
-			{"ubuntu-vm.yaml", "ubuntu-vm", "user-data with a user, merged with podvisor's SSH keys", func(ctx context.Context, ns string, p corev1.Pod) {
-				ud := userData(ctx, ns, p.Name)
-				Expect(ud).To(ContainSubstring("name: testuser"))
-				Expect(ud).To(ContainSubstring(exampleKey))
+			{"ubuntu-vm.yaml", "ubuntu-vm", "its own user-data with a user, the SSH keys in meta-data as Virtlet put them", func(ctx context.Context, ns string, p corev1.Pod) {
+				Expect(userData(ctx, ns, p.Name)).To(ContainSubstring("name: testuser"))
+				Expect(metaData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
 			}},
 			{"fedora-vm.yaml", "fedora-vm", "a Fedora VM with SSH keys and 256 MiB of RAM", func(ctx context.Context, ns string, p corev1.Pod) {
-				Expect(userData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
+				Expect(metaData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
 				Expect(memTotalKiB(ctx, ns, p.Name)).To(And(BeNumerically("<=", 256<<10), BeNumerically(">", 160<<10)))
 			}},
 			{"ubuntu-vm-9p-volumes.yaml", "ubuntu-vm-9p-volumes", "an emptyDir shared over 9p at its mountPath, owned by uid 1000, its files in the volume on the node", func(ctx context.Context, ns string, p corev1.Pod) {
@@ -71,12 +70,12 @@ var _ = Describe("Virtlet's example VM pods, applied as they are but for their i
 				}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(poll).Should(Equal("written-in-the-guest\n"))
 			}},
 			{"ubuntu-vm-ssh-keys-secret.yaml", "ubuntu-vm-ssh-keys-secret", "SSH keys from a Secret (VirtletSSHKeySource)", func(ctx context.Context, ns string, p corev1.Pod) {
-				Expect(userData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
+				Expect(metaData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
 			}},
 			{"ubuntu-vm-userdata-configmap.yaml", "ubuntu-vm-userdata-configmap", "user-data from a ConfigMap key: its write_files and runcmd applied, SSH keys merged", func(ctx context.Context, ns string, p corev1.Pod) {
 				Expect(vmExec(ctx, ns, p.Name, "cat /run/userdata-configmap")).To(Equal("user-data from a ConfigMap applied\n"))
 				Expect(vmExec(ctx, ns, p.Name, "cat /etc/motd")).To(ContainSubstring("from the ubuntu-vm-userdata ConfigMap"))
-				Expect(userData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
+				Expect(metaData(ctx, ns, p.Name)).To(ContainSubstring(exampleKey))
 			}},
 			{"ubuntu-vm-with-libvirt-cpusetting.yaml", "ubuntu-vm-with-libvirt-cpusetting", "the guest's CPU from VirtletLibvirtCPUSetting (Westmere, no AVX)", func(ctx context.Context, ns string, p corev1.Pod) {
 				Expect(vmExec(ctx, ns, p.Name, "grep -m1 'model name' /proc/cpuinfo")).To(ContainSubstring("Westmere"))
@@ -155,6 +154,12 @@ func examplePod(ctx context.Context, ns string, ex vmExample) corev1.Pod {
 // reads it (the test guest keeps the drive mounted at /mnt/cidata).
 func userData(ctx context.Context, ns, pod string) string {
 	return vmExec(ctx, ns, pod, "cat /mnt/cidata/user-data 2>/dev/null || cat /mnt/cidata/openstack/latest/user_data")
+}
+
+// metaData is the meta-data on the VM's cloud-init drive, where the SSH
+// keys of VirtletSSHKeys are (public-keys), as Virtlet put them.
+func metaData(ctx context.Context, ns, pod string) string {
+	return vmExec(ctx, ns, pod, "cat /mnt/cidata/meta-data 2>/dev/null || cat /mnt/cidata/openstack/latest/meta_data.json")
 }
 
 // memTotalKiB is the guest's MemTotal.
