@@ -84,7 +84,6 @@ var _ = Describe("Virtlet's example VM pods, applied as they are but for their i
 		}
 
 		BeforeAll(func(ctx context.Context) {
-			untilPassed("PODVISOR_E2E_EXAMPLES")
 			ns = testNamespace(ctx, "podvisor-examples-")
 			// The operator's step of docs/deploy.md (RBAC) for a namespace
 			// whose pods name Secrets: deploy/ grants them per namespace.

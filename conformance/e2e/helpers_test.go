@@ -34,14 +34,6 @@ const (
 	poll            = 2 * time.Second
 )
 
-// untilPassed skips a container whose specs have not yet passed on a
-// cluster unless its variable is 1 (docs/design.md lists them).
-func untilPassed(env string) {
-	if os.Getenv(env) != "1" {
-		ginkgo.Skip("set " + env + "=1 to run these specs (not yet passed on a cluster)")
-	}
-}
-
 // guestReady is the test guest's console line once it is up.
 const guestReady = "PODVISOR-GUEST: ready"
 

@@ -44,7 +44,6 @@ var _ = Describe("in-place resize of a VM pod [Slow]", Label("Slow"), Ordered, f
 	)
 
 	BeforeAll(func(ctx context.Context) {
-		untilPassed("PODVISOR_E2E_RESIZE")
 		ns = testNamespace(ctx, "podvisor-resize-")
 		c := vmContainer()
 		c.Resources = corev1.ResourceRequirements{
