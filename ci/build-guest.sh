@@ -122,6 +122,24 @@ for applet in $(busybox --list-full); do
 	[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
 ln -s /bin/busybox "$root/init"
+# Debian 12's busybox-static has no pgrep; critest's execSync-with-timeout
+# spec runs `pgrep sleep` in the container. Names only (no options), as an
+# extended regular expression, with procps' exit status.
+if [ ! -e "$root/usr/bin/pgrep" ]; then
+	cat >"$root/usr/bin/pgrep" <<'PGREP'
+#!/bin/sh
+[ $# -eq 1 ] && [ "${1#-}" = "$1" ] || { echo "usage: pgrep PATTERN (the test guest's pgrep takes no options)" >&2; exit 2; }
+st=1
+for d in /proc/[0-9]*; do
+	pid=${d#/proc/}
+	[ "$pid" = $$ ] && continue
+	read -r name <"$d/comm" 2>/dev/null || continue
+	if echo "$name" | grep -Eq -- "$1"; then echo "$pid"; st=0; fi
+done
+exit $st
+PGREP
+	chmod 755 "$root/usr/bin/pgrep"
+fi
 (cd "$repo" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS='' go build -trimpath -ldflags "-s -w" \
 	-o "$root/sbin/podvisor-guest-agent" ./ci/guest-agent)
 
