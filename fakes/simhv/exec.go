@@ -13,6 +13,7 @@ import (
 // execProc is a process started by guest-exec. It lives in guest time: a
 // "sleep" finishes once the guest has run long enough.
 type execProc struct {
+	cmd      string        // the program and its arguments, space-separated
 	doneAt   time.Duration // guest uptime at exit
 	exitCode int
 	capture  bool
@@ -35,7 +36,11 @@ func (h *Hypervisor) guestExec(d *domain, raw json.RawMessage) (string, bool, er
 	if err != nil {
 		return agentError("guest-exec", "GenericError", "Invalid parameter 'input-data': "+err.Error())
 	}
+	now := d.uptime(h.clock.Now())
 	p, ok := runProgram(d.rec.Name, args.Path, args.Arg, input)
+	if path.Base(args.Path) == "kill" {
+		p, ok = killProgram(d, args.Arg, now), true
+	}
 	if !ok {
 		return agentError("guest-exec", "GenericError", fmt.Sprintf(
 			"Guest agent command failed, error was 'Failed to execute child process \u201c%s\u201d (No such file or directory)'", args.Path))
@@ -44,7 +49,8 @@ func (h *Hypervisor) guestExec(d *domain, raw json.RawMessage) (string, bool, er
 		d.ipCommands = append(d.ipCommands, append([]string(nil), args.Arg...))
 	}
 	p.capture = args.CaptureOutput
-	p.doneAt += d.uptime(h.clock.Now())
+	p.cmd = strings.Join(append([]string{path.Base(args.Path)}, args.Arg...), " ")
+	p.doneAt += now
 	if d.execs == nil {
 		d.execs = map[int]*execProc{}
 		d.nextExecPID = 1000
@@ -149,4 +155,35 @@ func runProgram(hostname, prog string, args []string, input []byte) (p *execProc
 		return nil, false
 	}
 	return p, true
+}
+
+// killProgram is kill(1) in the guest: `kill [-KILL|-9|-TERM|-15] PID` ends
+// a guest-exec process now, its exit code 128 plus the signal's, as a
+// shell reports a process killed by a signal.
+func killProgram(d *domain, args []string, now time.Duration) *execProc {
+	p := &execProc{}
+	sig := 15
+	if len(args) == 2 {
+		switch args[0] {
+		case "-KILL", "-9":
+			sig = 9
+		case "-TERM", "-15":
+		default:
+			p.err, p.exitCode = []byte("kill: invalid signal "+args[0]+"\n"), 1
+			return p
+		}
+		args = args[1:]
+	}
+	if len(args) != 1 {
+		p.err, p.exitCode = []byte("kill: usage: kill [-KILL|-TERM] PID\n"), 1
+		return p
+	}
+	pid, err := strconv.Atoi(args[0])
+	target := d.execs[pid]
+	if err != nil || target == nil || target.doneAt <= now {
+		p.err, p.exitCode = []byte("kill: ("+args[0]+") - No such process\n"), 1
+		return p
+	}
+	target.doneAt, target.exitCode = now, 128+sig
+	return p
 }

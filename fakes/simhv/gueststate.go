@@ -3,6 +3,7 @@ package simhv
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -59,6 +60,9 @@ func (h *Hypervisor) guestState(d *domain, cmd string, raw json.RawMessage) (str
 // run: the times set (guest-set-time), the ip commands run through
 // guest-exec, whether its file system is frozen and how often it was.
 type GuestState struct {
+	// Running are the guest-exec processes not yet exited, each its
+	// program and arguments.
+	Running    []string
 	TimeSet    []time.Time
 	IPCommands [][]string
 	Frozen     bool
@@ -73,7 +77,16 @@ func (h *Hypervisor) Guest(name string) (GuestState, error) {
 	if err != nil {
 		return GuestState{}, err
 	}
+	var running []string
+	now := d.uptime(h.clock.Now())
+	for _, p := range d.execs {
+		if p.doneAt > now {
+			running = append(running, p.cmd)
+		}
+	}
+	slices.Sort(running)
 	return GuestState{
+		Running:    running,
 		TimeSet:    append([]time.Time(nil), d.timeSet...),
 		IPCommands: append([][]string(nil), d.ipCommands...),
 		Frozen:     d.frozen, Freezes: d.freezes,

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/podvisor/podvisor/runtime/errdefs"
@@ -174,11 +175,38 @@ func (m *Manager) agentExec(ctx context.Context, domain string, cmd []string, in
 		}
 		select {
 		case <-ctx.Done():
+			m.killGuestProcess(ctx, domain, started.PID)
 			return nil, nil, 0, fmt.Errorf("waiting for %q in VM %s: %w", cmd[0], domain, ctx.Err())
 		case <-time.After(wait):
 		}
 		if wait < 500*time.Millisecond {
 			wait *= 2
 		}
+	}
+}
+
+// killGuestProcess ends a command whose exec timed out or was cancelled,
+// as containerd kills an exec's process at its timeout. The guest agent
+// protocol has no kill, so a second guest-exec runs kill(1) in the guest;
+// both statuses are then read once so that the agent forgets them. Best
+// effort, bounded: the exec has already failed.
+func (m *Manager) killGuestProcess(ctx context.Context, domain string, pid int) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	log := m.log.With("domain", domain, "pid", pid)
+	ret, err := m.agentCall(ctx, domain, map[string]any{"execute": "guest-exec",
+		"arguments": map[string]any{"path": "kill", "arg": []string{"-KILL", strconv.Itoa(pid)}}})
+	var killer struct {
+		PID int `json:"pid"`
+	}
+	if err == nil {
+		err = json.Unmarshal(ret, &killer)
+	}
+	if err != nil {
+		log.Warn("ending a timed-out exec in the guest", "err", err)
+		return
+	}
+	for _, p := range []int{killer.PID, pid} {
+		_, _ = m.agentCall(ctx, domain, map[string]any{"execute": "guest-exec-status", "arguments": map[string]any{"pid": p}})
 	}
 }

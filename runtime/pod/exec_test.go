@@ -64,3 +64,33 @@ func TestExecStdinIsBounded(t *testing.T) {
 		t.Errorf("exec with 64 MiB of stdin allocated %d MiB; want at most 16 MiB", allocated>>20)
 	}
 }
+
+// TestExecSyncTimeoutKillsTheCommand: a command still running at ExecSync's
+// timeout is killed in the guest, as containerd does (critest's
+// execSync-with-timeout spec then finds no `sleep` with pgrep).
+func TestExecSyncTimeoutKillsTheCommand(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	cid := e.create(e.run("exec-timeout"), "vm")
+	if err := e.m.StartContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the guest agent", func() bool {
+		_, _, _, err := e.m.ExecSync(ctx, cid, []string{"true"}, 1)
+		return err == nil
+	})
+	c, err := e.m.ContainerStatus(ctx, cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := e.m.ExecSync(ctx, cid, []string{"sleep", "3600"}, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ExecSync of sleep 3600 with a 1 s timeout: %v; want the deadline exceeded", err)
+	}
+	g, err := e.hv.Guest(c.DomainName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Running) != 0 {
+		t.Errorf("after the timed-out exec the guest still runs %q; want the command killed", g.Running)
+	}
+}
