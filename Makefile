@@ -28,7 +28,7 @@ CRITEST := $(TOOLS)/critest
 ACTIONLINT := $(TOOLS)/actionlint
 ACTIONLINT_VERSION := v1.7.12
 # Every shell script: *.sh and the ones without the suffix.
-SHELL_SCRIPTS = $(shell git ls-files '*.sh') deploy/image/podvisor-vms-emulator ci/bench-env.inc kind/virsh .ci/run
+SHELL_SCRIPTS = $(shell git ls-files '*.sh') deploy/image/podvisor-vms-emulator ci/bench-env.inc ci/registry.inc kind/virsh .ci/run
 
 .PHONY: all build image test demo lint bench fuzz deps tools unit scale-smoke crictl-sim domain-xml registry-tests libvirt-it real-pod cloud-image-it proxy-it conformance critest-podvisor e2e clean
 

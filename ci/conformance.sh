@@ -62,16 +62,9 @@ echo "--- test images and a local registry on $registry"
 "$root/ci/images/build.sh" "$work/images" "$registry/podvisor-test" >/dev/null
 # shellcheck disable=SC1091
 . "$work/images/images.env"
-cat >"$work/registry.yml" <<YAML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: $registry
-YAML
+# shellcheck source=ci/registry.inc
+. "$root/ci/registry.inc"
+registry_config "$work/registry.yml" "$work/registry" "$registry"
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 9>&- &
 regpid=$!
 for _ in $(seq 1 100); do

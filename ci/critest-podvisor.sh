@@ -98,16 +98,9 @@ cat >"$work/cni/10-critest.conflist" <<JSON
   {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}]}
 JSON
 echo "--- local registry $registry in the node namespace, containerDisks pushed with skopeo"
-cat >"$work/registry.yml" <<YAML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: $registry
-YAML
+# shellcheck source=ci/registry.inc
+. "$root/ci/registry.inc"
+registry_config "$work/registry.yml" "$work/registry" "$registry"
 # nsenter itself, not the in_node function, in the background: $! is then
 # the daemon's PID (nsenter execs it), not a subshell's, so cleanup's kill
 # reaches it.

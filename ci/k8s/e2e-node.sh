@@ -103,16 +103,9 @@ run httpd busybox httpd -f -p 127.0.0.1:8099 -h "$guest_dir"
 # A registry on the node's loopback with the test guest as a KubeVirt
 # containerDisk (one layer, the disk under /disk/), pushed with skopeo: the
 # containerDisk spec pulls it by RuntimeClass (containerdisk_test.go).
-cat >"$work/registry.yml" <<YAML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: $registry
-YAML
+# shellcheck source=ci/registry.inc
+. "$root/ci/registry.inc"
+registry_config "$work/registry.yml" "$work/registry" "$registry"
 run registry docker-registry serve "$work/registry.yml"
 wait_for "the registry on $registry" 60 in_node curl -fsS "http://$registry/v2/"
 mkdir -p "$work/containerdisk/disk"
