@@ -256,8 +256,9 @@ const overheadMethod = `
 - Each VM's memory is read from its QEMU process's /proc/PID/smaps: RSS
   and PSS summed over the mappings; the guest's RAM is the anonymous
   mapping of the guest's size (what the guest touched is its RSS); TCG's
-  translation cache is the anonymous executable mapping (QEMU's tb-size,
-  mapped whole and resident as far as translated code filled it).
+  translation cache is the anonymous executable mappings (QEMU's tb-size,
+  cut into regions with guard pages between them, mapped whole and
+  resident as far as translated code filled it).
 - "Beyond guest RAM" is QEMU's PSS less the guest RAM's and the cache's:
   QEMU's own heap, device state, I/O buffers and its share of the shared
   libraries (PSS splits a page shared by 10 QEMUs ten ways, so 10 VMs pay

@@ -68,7 +68,7 @@ func readSmaps(pid int) ([]mapping, error) {
 
 // qemuMemory splits an emulator's memory (KiB): the guest's RAM (the
 // anonymous mapping of the guest's size), TCG's translation cache (the
-// anonymous executable mapping, tb-size), and the rest.
+// anonymous executable mappings, tb-size in all), and the rest.
 type qemuMemory struct {
 	rss, pss             uint64
 	ramRSS, ramPSS       uint64
@@ -85,7 +85,12 @@ func splitQEMU(maps []mapping, ramKiB uint64) (qemuMemory, error) {
 		switch {
 		case anon && !ram && m.size >= ramKiB && m.size <= ramKiB+4096:
 			q.ramRSS, q.ramPSS, ram = m.rss, m.pss, true
-		case anon && strings.Contains(m.perms, "x") && m.size >= 16<<10:
+		// The cache is cut into one region per vCPU thread and more, each
+		// followed by a guard page, so it shows as many mappings: 1 GiB in
+		// regions of tens of MiB, 64 MiB in regions of a few (the first
+		// run counted only those of 16 MiB and up, and missed a 64 MiB
+		// cache whole). Nothing else of QEMU is anonymous and executable.
+		case anon && strings.Contains(m.perms, "x"):
 			q.tbSize += m.size
 			q.tbRSS += m.rss
 			q.tbPSS += m.pss

@@ -16,8 +16,11 @@ import (
 // guest's RAM (device models, VGA memory, page tables, libraries): the
 // VM's cgroup allows the container's memory limit plus this, and the
 // RuntimeClass's overhead.podFixed (deploy/runtimeclass.yaml) charges it
-// to the pod. PLACEHOLDER until docs/bench/overhead.md measures it; keep
-// both equal (deploy's consistency test checks).
+// to the pod; keep both equal (deploy's consistency test checks). Set from
+// docs/bench/overhead.md (2026-12-04): QEMU's RSS beyond the guest's RAM
+// and TCG's cache was 55 MiB for a VM alone (the cgroup is charged RSS, a
+// first VM's libraries whole), and 96 MiB leaves the rest for I/O buffers
+// and the disk images' page cache, also charged to the pod's cgroup.
 const QEMUMemoryOverheadBytes = 96 << 20
 
 // MemoryOverheadBytes is QEMUMemoryOverheadBytes plus, under TCG, QEMU's
