@@ -9,10 +9,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"k8s.io/utils/ptr"
 )
 
 // ci/e2e.sh pushes the test guest as a KubeVirt containerDisk (one layer,
@@ -24,26 +22,10 @@ var _ = Describe("a KubeVirt containerDisk from a registry [Slow]", Label("Slow"
 		Expect(ref).NotTo(BeEmpty(), "PODVISOR_E2E_CONTAINERDISK is not set: run the suite through ci/e2e.sh")
 		Expect(digest).To(HavePrefix("sha256:"), "PODVISOR_E2E_CONTAINERDISK_DIGEST")
 		ns := testNamespace(ctx, "podvisor-cd-")
-		// RuntimeClass podvisor is deploy/'s (runtimeclass.yaml).
 		const name = "vm-from-containerdisk"
-		vm := vmContainer()
-		vm.Image = ref
-		_, err := client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
-			Spec: corev1.PodSpec{
-				RuntimeClassName:              ptr.To(runtimeClass),
-				Containers:                    []corev1.Container{vm},
-				TerminationGracePeriodSeconds: ptr.To[int64](30),
-			},
-		}, metav1.CreateOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		p := runningPods(ctx, ns, "app="+name, 1)[0]
-		Expect(p.Annotations).To(BeEmpty())
+		p := runtimeClassVM(ctx, ns, name, ref)
 		st := p.Status.ContainerStatuses[0]
-		Expect(st.ContainerID).To(ContainSubstring("podvisor__"), "pod %s was not run by podvisor", name)
 		GinkgoWriter.Printf("kubelet reports image %q, imageID %q\n", st.Image, st.ImageID)
-		waitConsole(ctx, ns, name, "PODVISOR-GUEST: hostname="+name, guestReady)
-		Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(name))
 
 		By("asking podvisor for the image by the name kubelet pulled")
 		conn, done := criConn()

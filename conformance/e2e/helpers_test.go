@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/podvisor/podvisor/runtime/domain"
 )
@@ -233,4 +234,28 @@ func testNamespace(ctx context.Context, prefix string) string {
 		}).WithContext(ctx).WithTimeout(cleanupTimeout).WithPolling(poll).Should(BeTrue(), "namespace %s never went away", ns)
 	})
 	return ns
+}
+
+// runtimeClassVM runs pod name in ns with the test VM container of image,
+// selected by RuntimeClass podvisor alone (deploy/'s runtimeclass.yaml, no
+// annotation), and waits until podvisor runs it, its guest has the pod's
+// hostname and its pod IP answers.
+func runtimeClassVM(ctx context.Context, ns, name, image string) corev1.Pod {
+	vm := vmContainer()
+	vm.Image = image
+	_, err := client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			RuntimeClassName:              ptr.To(runtimeClass),
+			Containers:                    []corev1.Container{vm},
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+		},
+	}, metav1.CreateOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	p := runningPods(ctx, ns, "app="+name, 1)[0]
+	Expect(p.Annotations).To(BeEmpty())
+	Expect(p.Status.ContainerStatuses[0].ContainerID).To(ContainSubstring("podvisor__"), "pod %s was not run by podvisor", name)
+	waitConsole(ctx, ns, name, "PODVISOR-GUEST: hostname="+name, guestReady)
+	Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(name))
+	return p
 }

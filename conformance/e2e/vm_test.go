@@ -373,22 +373,7 @@ var _ = Describe("podvisor on a one-node Kubernetes [Conformance] [Disruptive] [
 			if !apierrors.IsAlreadyExists(err) {
 				Expect(err).NotTo(HaveOccurred())
 			}
-			vm := vmContainer()
-			vm.Image = "virtlet.cloud/e2e/mapped-testvm"
-			_, err = client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: rcPod, Labels: map[string]string{"app": rcPod}},
-				Spec: corev1.PodSpec{
-					RuntimeClassName:              ptr.To(runtimeClass),
-					Containers:                    []corev1.Container{vm},
-					TerminationGracePeriodSeconds: ptr.To[int64](30),
-				},
-			}, metav1.CreateOptions{})
-			Expect(err).NotTo(HaveOccurred())
-			p := runningPods(ctx, ns, "app="+rcPod, 1)[0]
-			Expect(p.Annotations).To(BeEmpty())
-			Expect(p.Status.ContainerStatuses[0].ContainerID).To(ContainSubstring("podvisor__"))
-			waitConsole(ctx, ns, rcPod, "PODVISOR-GUEST: hostname="+rcPod, guestReady)
-			Expect(askHostname(ctx, p.Status.PodIP)).To(Equal(rcPod))
+			p := runtimeClassVM(ctx, ns, rcPod, "virtlet.cloud/e2e/mapped-testvm")
 
 			rs, done := criClient()
 			defer done()

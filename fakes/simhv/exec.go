@@ -37,9 +37,13 @@ func (h *Hypervisor) guestExec(d *domain, raw json.RawMessage) (string, bool, er
 		return agentError("guest-exec", "GenericError", "Invalid parameter 'input-data': "+err.Error())
 	}
 	now := d.uptime(h.clock.Now())
-	p, ok := runProgram(d.rec.Name, args.Path, args.Arg, input)
+	var p *execProc
+	ok := true
 	if path.Base(args.Path) == "kill" {
-		p, ok = killProgram(d, args.Arg, now), true
+		// kill(1) acts on this domain's processes, which runProgram does not see.
+		p = killProgram(d, args.Arg, now)
+	} else {
+		p, ok = runProgram(d.rec.Name, args.Path, args.Arg, input)
 	}
 	if !ok {
 		return agentError("guest-exec", "GenericError", fmt.Sprintf(
