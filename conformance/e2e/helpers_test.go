@@ -71,7 +71,9 @@ func waitConsole(ctx context.Context, ns, pod string, want ...string) string {
 		for _, w := range want {
 			g.Expect(log).To(ContainSubstring(w), "console of %s/%s", ns, pod)
 		}
-	}).WithContext(ctx).WithTimeout(bootTimeout).WithPolling(poll).Should(Succeed())
+	}).WithContext(ctx).WithTimeout(bootTimeout).WithPolling(poll).Should(Succeed(), func() string {
+		return vmDiagnosis(ctx, ns, pod)
+	})
 	return log
 }
 

@@ -229,3 +229,37 @@ func TestConsoleRefusals(t *testing.T) {
 		t.Errorf("Console of a domain without serial port: %v, want ErrUnimplemented", err)
 	}
 }
+
+// With ConsoleDropsUnread, as with QEMU's serial socket, a console opened
+// after start misses the first kernel line; one opened on a domain started
+// paused gets it once the guest runs.
+func TestConsoleDropsUnreadAndStartPaused(t *testing.T) {
+	f := newFixture(t, Options{ConsoleDropsUnread: true})
+	f.start("late")
+	late := f.console("late")
+	f.clock.Advance(testBoot)
+	if out := late.expect(ReadyMarker("late")); strings.Contains(out, "Linux version") {
+		t.Fatalf("a console opened after start got the first kernel line: %q", out)
+	}
+
+	f.define("early")
+	if err := f.hv.StartPaused(f.ctx, "early"); err != nil {
+		t.Fatalf("StartPaused: %v", err)
+	}
+	f.wantState("early", hypervisor.StatePaused, hypervisor.ReasonUser)
+	early := f.console("early")
+	f.clock.Advance(testBoot)
+	if out := early.pending(); out != "" {
+		t.Fatalf("a paused guest printed %q", out)
+	}
+	if err := f.hv.Unpause(f.ctx, "early"); err != nil {
+		t.Fatalf("Unpause: %v", err)
+	}
+	f.wantState("early", hypervisor.StateRunning, ReasonUnpaused)
+	early.expect("Linux version")
+	f.clock.Advance(testBoot)
+	early.expect(ReadyMarker("early"))
+	if err := f.hv.Unpause(f.ctx, "early"); !errors.Is(err, hypervisor.ErrInvalidState) {
+		t.Fatalf("Unpause of a running domain: %v, want ErrInvalidState", err)
+	}
+}

@@ -174,7 +174,7 @@ func (d *domain) stopTimer() {
 // print appends guest output to the console buffer, dropping the oldest bytes
 // beyond the bound, as a serial ring buffer would.
 func (d *domain) print(h *Hypervisor, s string) {
-	if !d.rec.Run.Serial || s == "" {
+	if !d.rec.Run.Serial || s == "" || (h.opts.ConsoleDropsUnread && d.console == nil) {
 		return
 	}
 	d.out = append(d.out, s...)

@@ -13,7 +13,8 @@ type Op string
 const (
 	OpInfo         Op = "Info"
 	OpDefine       Op = "Define"
-	OpStart        Op = "Start"
+	OpStart        Op = "Start" // Start and StartPaused
+	OpUnpause      Op = "Unpause"
 	OpShutdown     Op = "Shutdown"
 	OpDestroy      Op = "Destroy"
 	OpUndefine     Op = "Undefine"
@@ -33,7 +34,7 @@ const (
 )
 
 // Ops lists every Op.
-var Ops = []Op{OpInfo, OpDefine, OpStart, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpResize, OpAgentCommand, OpClose, OpSave, OpRestore, OpSavedXML}
+var Ops = []Op{OpInfo, OpDefine, OpStart, OpUnpause, OpShutdown, OpDestroy, OpUndefine, OpStatus, OpList, OpXML, OpConsole, OpDisplay, OpStats, OpResize, OpAgentCommand, OpClose, OpSave, OpRestore, OpSavedXML}
 
 // Forever as the times of a fault makes it permanent.
 const Forever = -1

@@ -72,6 +72,7 @@ func TestFaultOnEveryOp(t *testing.T) {
 		OpInfo:     func() error { _, err := f.hv.Info(f.ctx); return err },
 		OpDefine:   func() error { _, err := f.hv.Define(f.ctx, domainXML(t, "vm")); return err },
 		OpStart:    func() error { return f.hv.Start(f.ctx, "vm") },
+		OpUnpause:  func() error { return f.hv.Unpause(f.ctx, "vm") },
 		OpShutdown: func() error { return f.hv.Shutdown(f.ctx, "vm") },
 		OpDestroy:  func() error { return f.hv.Destroy(f.ctx, "vm") },
 		OpUndefine: func() error { return f.hv.Undefine(f.ctx, "vm") },

@@ -86,6 +86,10 @@ type Options struct {
 	// ConsoleBufferSize bounds the console output kept while nobody
 	// reads it; zero means DefaultConsoleBufferSize.
 	ConsoleBufferSize int
+	// ConsoleDropsUnread makes the console behave as QEMU's serial unix
+	// socket does: what the guest prints while no console is open is
+	// lost, not kept.
+	ConsoleDropsUnread bool
 	// WatchBuffer bounds the domains a WatchStates reader may fall behind
 	// by before it gets a Resync notice instead; zero means
 	// hypervisor.DefaultWatchBuffer.
@@ -252,10 +256,23 @@ func (h *Hypervisor) define(p *definition, raw string) (hypervisor.DomainStatus,
 
 // Start boots a shut off (or crashed) domain.
 func (h *Hypervisor) Start(ctx context.Context, name string) error {
-	return h.call(ctx, OpStart, name, func() error { return h.start(name) })
+	return h.call(ctx, OpStart, name, func() error { return h.start(name, false) })
 }
 
-func (h *Hypervisor) start(name string) error {
+// StartPaused starts a domain as Start does with its guest paused before
+// its first instruction, as libvirt's VIR_DOMAIN_START_PAUSED
+// (hypervisor.PausedStarter). Its faults are Start's.
+func (h *Hypervisor) StartPaused(ctx context.Context, name string) error {
+	return h.call(ctx, OpStart, name, func() error { return h.start(name, true) })
+}
+
+// Unpause lets a paused guest run (hypervisor.PausedStarter): Resume
+// behind the OpUnpause faults.
+func (h *Hypervisor) Unpause(ctx context.Context, name string) error {
+	return h.call(ctx, OpUnpause, name, func() error { return h.Resume(name) })
+}
+
+func (h *Hypervisor) start(name string, paused bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d, err := h.lookupLocked(name)
@@ -293,6 +310,10 @@ func (h *Hypervisor) start(name string) error {
 		MaxMemoryBytes: d.cfg.memoryBytes, MaxVCPUs: d.cfg.maxVCPUs,
 		Agent: d.cfg.agent, Serial: d.cfg.serial, Display: d.cfg.display,
 		BootTime: boot, ResumedAt: now,
+	}
+	if paused {
+		rec.State, rec.Reason = hypervisor.StatePaused, hypervisor.ReasonUser
+		rec.Run.ResumedAt = time.Time{}
 	}
 	if err := h.apply(d, rec); err != nil {
 		return err

@@ -166,6 +166,19 @@ type Hypervisor interface {
 	Close() error
 }
 
+// PausedStarter is implemented by hypervisors that can start a domain with
+// its vCPUs stopped. QEMU's serial socket drops what the guest prints while
+// no client is connected, so podvisor starts the domain paused, connects
+// its console and only then lets the guest run: the container log then
+// holds the guest's first byte however long connecting takes.
+type PausedStarter interface {
+	// StartPaused starts a defined, shut off domain as Start does, but
+	// paused: its devices (the console) exist and the guest has not run.
+	StartPaused(ctx context.Context, name string) error
+	// Unpause lets a paused domain run.
+	Unpause(ctx context.Context, name string) error
+}
+
 // StateWatcher is implemented by hypervisors that report domain state
 // changes as they happen (libvirt's lifecycle events; the simulated
 // hypervisor's own transitions). It is optional: a user without it, or

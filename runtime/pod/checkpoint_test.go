@@ -199,9 +199,9 @@ func TestCheckpointFailures(t *testing.T) {
 		name   string
 		break_ func(e *env, c pod.Container)
 		want   string
-		reason hypervisor.Reason // of the VM afterwards
+		reason hypervisor.Reason // of the VM afterwards (unpaused: as it booted)
 	}{
-		{"the save fails", func(e *env, c pod.Container) { e.hv.InjectFault(simhv.OpSave, c.DomainName, errBoom, 1) }, "boom", hypervisor.ReasonBooted},
+		{"the save fails", func(e *env, c pod.Container) { e.hv.InjectFault(simhv.OpSave, c.DomainName, errBoom, 1) }, "boom", simhv.ReasonUnpaused},
 		{"a disk is unreadable", func(e *env, c pod.Container) { os.Remove(filepath.Join(c.Dir, "root.qcow2")) }, "root.qcow2", simhv.ReasonRestored},
 	}
 	for _, tt := range tests {
@@ -291,8 +291,10 @@ func TestCheckpointDiskOnly(t *testing.T) {
 	if err := other.m.StartContainer(context.Background(), rc.ID); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := other.hv.Status(context.Background(), rc.DomainName); st.Reason != hypervisor.ReasonBooted {
-		t.Errorf("a disk-only restore: VM %s, want booted", st.Reason)
+	// Booted afresh, not restored: podvisor starts a VM paused and lets
+	// it run once its console is connected, so "unpaused", as libvirt says.
+	if st, _ := other.hv.Status(context.Background(), rc.DomainName); st.Reason != simhv.ReasonUnpaused {
+		t.Errorf("a disk-only restore: VM %s, want unpaused (a fresh boot)", st.Reason)
 	}
 	waitFor(t, "the booted guest's network", func() bool {
 		g, _ := other.hv.Guest(rc.DomainName)

@@ -14,11 +14,13 @@ type console struct {
 	done   chan struct{}
 }
 
-func (m *Manager) startConsole(c *Container) {
+// startConsole starts copying the container's console to its log, once;
+// the channel is closed when the console is first connected.
+func (m *Manager) startConsole(c *Container) <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.consoles[c.ID]; ok {
-		return
+	if cons, ok := m.consoles[c.ID]; ok {
+		return cons.hub.Connected()
 	}
 	var lw *stream.LogWriter
 	var logTo io.Writer
@@ -41,6 +43,7 @@ func (m *Manager) startConsole(c *Container) {
 		defer close(cons.done)
 		hub.Run(ctx)
 	}()
+	return hub.Connected()
 }
 
 func (c *console) stop() {

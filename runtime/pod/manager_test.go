@@ -969,3 +969,28 @@ func TestEveryFailpointFailsCleanly(t *testing.T) {
 		})
 	}
 }
+
+// TestConsoleLogHasTheWholeBoot: the simulated console drops what the
+// guest prints while nobody reads, as QEMU's serial socket does, and opening
+// it is slow (libvirt busy starting other VMs); the container log still
+// begins with the guest's first line, because the VM waits, paused, for
+// its console.
+func TestConsoleLogHasTheWholeBoot(t *testing.T) {
+	e := newEnv(t, envOpt{sim: func(o *simhv.Options) { o.ConsoleDropsUnread = true }})
+	e.hv.SetLatency(simhv.OpConsole, 100*time.Millisecond) // five boot times
+	sb := e.run("vm1")
+	cid := e.create(sb, "vm")
+	if err := e.m.StartContainer(context.Background(), cid); err != nil {
+		t.Fatal(err)
+	}
+	c := e.state(cid)
+	logPath := filepath.Join(e.logDir, "vm1", "vm_0.log")
+	var data []byte
+	waitFor(t, "ready marker in the container log", func() bool {
+		data, _ = os.ReadFile(logPath)
+		return strings.Contains(string(data), " stdout F "+simhv.ReadyMarker(c.DomainName))
+	})
+	if !strings.Contains(string(data), "Linux version") {
+		t.Errorf("the container log lacks the guest's first line:\n%s", data)
+	}
+}

@@ -25,6 +25,9 @@ type ConsoleHub struct {
 	mu   sync.Mutex
 	conn io.ReadWriteCloser
 	subs map[*subscriber]struct{}
+
+	connected     chan struct{}
+	connectedOnce sync.Once
 }
 
 type subscriber struct {
@@ -37,8 +40,13 @@ func NewConsoleHub(open Opener, log io.Writer, logger *slog.Logger) *ConsoleHub 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &ConsoleHub{open: open, log: log, logger: logger, retry: time.Second, subs: map[*subscriber]struct{}{}}
+	return &ConsoleHub{open: open, log: log, logger: logger, retry: time.Second,
+		subs: map[*subscriber]struct{}{}, connected: make(chan struct{})}
 }
+
+// Connected is closed once Run has first connected to the console, from
+// when on nothing the guest prints is lost.
+func (h *ConsoleHub) Connected() <-chan struct{} { return h.connected }
 
 // Run pumps the console until ctx is done, reopening it when the
 // connection drops (a libvirtd restart, a console reset). The caller
@@ -59,8 +67,13 @@ func (h *ConsoleHub) Run(ctx context.Context) {
 		h.mu.Lock()
 		h.conn = conn
 		h.mu.Unlock()
+		// Once per boot: a VM whose log stays empty shows here whether
+		// podvisor ever held its console.
+		h.logger.Info("console connected")
+		h.connectedOnce.Do(func() { close(h.connected) })
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		h.pump(conn)
+		n := h.pump(conn)
+		h.logger.Info("console disconnected", "bytes", n)
 		stop()
 		h.mu.Lock()
 		h.conn = nil
@@ -74,13 +87,16 @@ func (h *ConsoleHub) Run(ctx context.Context) {
 	}
 }
 
-func (h *ConsoleHub) pump(r io.Reader) {
+// pump copies until the connection ends and says how many bytes it copied.
+func (h *ConsoleHub) pump(r io.Reader) int64 {
 	// Every running VM has its pump blocked in Read with this buffer: 1 KiB
 	// keeps 500 VMs at half a MiB, and a serial console at 115200 baud
 	// brings 11 KiB a second at most.
 	buf := make([]byte, 1024)
+	var total int64
 	for {
 		n, err := r.Read(buf)
+		total += int64(n)
 		if n > 0 {
 			if h.log != nil {
 				if _, werr := h.log.Write(buf[:n]); werr != nil {
@@ -93,7 +109,7 @@ func (h *ConsoleHub) pump(r io.Reader) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
 				h.logger.Debug("console read ended", "err", err)
 			}
-			return
+			return total
 		}
 	}
 }

@@ -74,9 +74,19 @@ func TestConsoleHubLogsAttachesAndReconnects(t *testing.T) {
 		}
 	}, &log, nil)
 	hub.retry = time.Millisecond
+	select {
+	case <-hub.Connected():
+		t.Fatal("Connected before Run")
+	default:
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { hub.Run(ctx); close(done) }()
+	select {
+	case <-hub.Connected():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connected not closed after the console opened")
+	}
 
 	first.w.Write([]byte("boot line\n"))
 	waitFor(t, "boot line in log", func() bool { return strings.Contains(log.String(), "boot line") })

@@ -48,11 +48,26 @@ func (h *Hypervisor) Define(ctx context.Context, domainXML string) (hypervisor.D
 
 // Start boots a defined, shut off domain.
 func (h *Hypervisor) Start(ctx context.Context, name string) error {
+	return h.start(ctx, "starting domain", name, 0)
+}
+
+// StartPaused starts the domain with its vCPUs stopped
+// (hypervisor.PausedStarter).
+func (h *Hypervisor) StartPaused(ctx context.Context, name string) error {
+	return h.start(ctx, "starting domain paused", name, lv.DOMAIN_START_PAUSED)
+}
+
+// Unpause lets a domain started paused run.
+func (h *Hypervisor) Unpause(ctx context.Context, name string) error {
+	return h.withDomain(ctx, "resuming domain", name, func(d *lv.Domain) error { return d.Resume() })
+}
+
+func (h *Hypervisor) start(ctx context.Context, what, name string, flags lv.DomainCreateFlags) error {
 	tries := 0
-	return h.withDomain(ctx, "starting domain", name, func(d *lv.Domain) error {
+	return h.withDomain(ctx, what, name, func(d *lv.Domain) error {
 		tries++
 		at := time.Now()
-		if err := d.Create(); err != nil {
+		if err := d.CreateWithFlags(flags); err != nil {
 			// do retries once when the connection died during the call:
 			// the first try may have started the domain and lost only
 			// its answer, so the retry finds it running.

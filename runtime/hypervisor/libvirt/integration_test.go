@@ -673,3 +673,47 @@ func TestLibvirtNewRejectsBadKVMMode(t *testing.T) {
 		t.Errorf("New with KVM mode maybe: want an error naming the value, got %v", err)
 	}
 }
+
+// TestLibvirtStartPaused: a domain started paused runs nothing until
+// Unpause, so a console connected in between reads the guest's first line
+// (QEMU's serial socket drops what is printed while nobody is connected).
+func TestLibvirtStartPaused(t *testing.T) {
+	integration(t)
+	h := newTestHypervisor(t)
+	ctx := context.Background()
+	name := fmt.Sprintf("podvisor-paused-%d", os.Getpid())
+	if _, err := h.Define(ctx, testDomain(t, h, name)); err != nil {
+		t.Fatalf("Define: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = h.Destroy(context.Background(), name)
+		_ = h.Undefine(context.Background(), name)
+	})
+	if err := h.StartPaused(ctx, name); err != nil {
+		t.Fatalf("StartPaused: %v", err)
+	}
+	if st, err := h.Status(ctx, name); err != nil || st.State != hypervisor.StatePaused {
+		t.Fatalf("status after StartPaused = %+v, %v; want paused", st, err)
+	}
+	con, err := h.Console(ctx, name)
+	if err != nil {
+		t.Fatalf("Console of the paused domain: %v", err)
+	}
+	defer con.Close()
+	out := readConsole(con)
+	time.Sleep(2 * time.Second)
+	if s := out.String(); s != "" {
+		t.Fatalf("a paused guest printed %q", s)
+	}
+	if err := h.Unpause(ctx, name); err != nil {
+		t.Fatalf("Unpause: %v", err)
+	}
+	out.waitFor(t, "PODVISOR-GUEST: ready", bootDeadline)
+	// The boot loader's banner is the guest's first console line.
+	if !strings.HasPrefix(strings.TrimLeft(out.String(), "\r\n"), "SYSLINUX") {
+		t.Errorf("the console does not begin with the boot loader's banner:\n%s", out.String())
+	}
+	if err := h.Unpause(ctx, name); !errors.Is(err, hypervisor.ErrInvalidState) {
+		t.Errorf("Unpause of a running domain: %v, want ErrInvalidState", err)
+	}
+}
