@@ -24,7 +24,8 @@ import (
 // manifests/<hex>:
 //
 //	configs/<manifest hex>  JSON, written with manifests/<hex> when a pull
-//	                        extracts the manifest//
+//	                        extracts the manifest
+//
 // An image's user is the one its manifests' records agree on. A manifest
 // pulled by an older podvisor has no record, and an image downloaded from
 // a URL no manifest: neither adds a user.
