@@ -112,17 +112,23 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 (cd "$root" && go build -o "$work/mkimage" ./ci/images/mkimage)
-# containerDisk NAME...: a KubeVirt containerDisk (one layer, the test
-# guest at /disk/) pushed under every NAME (repository:tag on $registry).
+# containerDisk [-user USER] NAME...: a KubeVirt containerDisk (one layer,
+# the test guest at /disk/) pushed under every NAME (repository:tag on
+# $registry), its config's User set to USER when given.
 # Each call's disk carries its own trailing marker (QEMU ignores data past
 # the end of a qcow2 image), so each call is a different image: one content
 # pulled under several names is one image listing all of them, and critest
 # expects its images to be distinct unless it pulls several tags of one.
 containerDisk() {
+	local user=()
+	if [ "$1" = -user ]; then
+		user=(-user "$2")
+		shift 2
+	fi
 	local dir=$work/cd-${1//[\/:]/-}
 	mkdir -p "$dir/disk"
 	{ cat "$guest_dir/podvisor-test-guest.qcow2"; printf 'podvisor critest containerDisk %s\n' "$1"; } >"$dir/disk/disk.qcow2"
-	"$work/mkimage" -o "$dir.tar" -tag "$registry/$1" "$dir"
+	"$work/mkimage" -o "$dir.tar" -tag "$registry/$1" "${user[@]}" "$dir"
 	for n in "$@"; do
 		in_node skopeo copy --quiet --dest-tls-verify=false "docker-archive:$dir.tar" "docker://$registry/$n"
 	done
@@ -134,13 +140,18 @@ cri=k8s-staging-cri-tools
 for n in podvisor/critest-busybox:latest podvisor/critest-web:latest \
 	"$cri/test-image-latest:latest" "$cri/test-image-tag:test" "$cri/test-image-tag:all" \
 	"$cri/test-image-1:latest" "$cri/test-image-2:latest" "$cri/test-image-3:latest" \
-	"$cri/test-image-user-uid:latest" "$cri/test-image-user-username:latest" \
-	"$cri/test-image-user-uid-group:latest" "$cri/test-image-user-username-group:latest" \
 	"$cri/test-image-predefined-group:latest" "$cri/hostnet-nginx-amd64:latest" \
 	e2e-test-images/httpd:2.4.39-4 e2e-test-images/nginx:1.14-2 \
 	e2e-test-images/busybox:1.29-2 e2e-test-images/nonewprivs:1.3; do
 	containerDisk "$n"
 done
+# critest reads these images' users back from ImageStatus ("image status
+# get image fields should not have Uid|Username empty"): the USER each is
+# built with in cri-tools' images/build.
+containerDisk -user 1002 "$cri/test-image-user-uid:latest"
+containerDisk -user www-data "$cri/test-image-user-username:latest"
+containerDisk -user 1003:1004 "$cri/test-image-user-uid-group:latest"
+containerDisk -user www-data:1004 "$cri/test-image-user-username-group:latest"
 # One image under several names: three tags; two registries (pause).
 containerDisk "$cri/test-image-tags:1" "$cri/test-image-tags:2" "$cri/test-image-tags:3"
 containerDisk pause:3.9

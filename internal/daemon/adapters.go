@@ -66,5 +66,5 @@ func (s imageService) Resolve(ctx context.Context, nameOrRef string) (string, st
 
 func criImage(img image.Image) cri.Image {
 	tags, digests := image.CRITags(img)
-	return cri.Image{Ref: img.Ref, Size: uint64(img.Size), RepoTags: tags, RepoDigests: digests}
+	return cri.Image{Ref: img.Ref, Size: uint64(img.Size), RepoTags: tags, RepoDigests: digests, User: img.User}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -44,6 +45,12 @@ func authRegistry(t *testing.T) string {
 // and returns its manifest digest.
 func pushContainerDisk(t *testing.T, ref string, disk []byte) string {
 	t.Helper()
+	return pushContainerDiskAs(t, ref, disk, "")
+}
+
+// pushContainerDiskAs is pushContainerDisk with config User user.
+func pushContainerDiskAs(t *testing.T, ref string, disk []byte, user string) string {
+	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	if err := tw.WriteHeader(&tar.Header{Name: "disk/disk.img", Mode: 0o444, Size: int64(len(disk)), Typeflag: tar.TypeReg}); err != nil {
@@ -59,6 +66,11 @@ func pushContainerDisk(t *testing.T, ref string, disk []byte) string {
 	img, err := mutate.AppendLayers(empty.Image, layer)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if user != "" {
+		if img, err = mutate.Config(img, v1.Config{User: user}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
@@ -135,5 +147,49 @@ func TestOCIImageThroughCRI(t *testing.T) {
 	st, _ = h.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: spec(pulled.ImageRef)})
 	if st.GetImage() == nil || len(st.GetImage().GetRepoTags()) != 0 {
 		t.Errorf("the disk a VM uses, after RemoveImage: %v, want it by ID without tags", st.GetImage())
+	}
+}
+
+// The containerDisk's config User reaches ImageStatus and ListImages as
+// containerd reports it: a Uid, or a Username, the group dropped.
+func TestOCIImageUserThroughCRI(t *testing.T) {
+	host := authRegistry(t)
+	h := newHarness(t)
+	h.stop()
+	h.cfg.ImageInsecureRegistries = []string{host}
+	h.start()
+	c := ctx(t)
+	auth := &runtimeapi.AuthConfig{Username: "alice", Password: "s3cret"}
+	for _, tc := range []struct {
+		user     string
+		uid      *runtimeapi.Int64Value
+		username string
+	}{
+		{"1003:1004", &runtimeapi.Int64Value{Value: 1003}, ""},
+		{"www-data:1004", nil, "www-data"},
+		{"", nil, ""},
+	} {
+		tag := host + "/disks/user:v-" + strings.NewReplacer(":", "-").Replace(tc.user)
+		pushContainerDiskAs(t, tag, bytes.Repeat([]byte("user "+tc.user+"\x00"), 1<<12), tc.user)
+		pulled, err := h.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: tag}, Auth: auth})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := h.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: tag}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.GetImage(); !cmp.Equal(got.GetUid(), tc.uid, protocmp.Transform()) || got.GetUsername() != tc.username {
+			t.Errorf("ImageStatus of user %q: Uid %v, Username %q; want %v, %q", tc.user, got.GetUid(), got.GetUsername(), tc.uid, tc.username)
+		}
+		l, err := h.img.ListImages(c, &runtimeapi.ListImagesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, img := range l.GetImages() {
+			if img.GetId() == pulled.ImageRef && (!cmp.Equal(img.GetUid(), tc.uid, protocmp.Transform()) || img.GetUsername() != tc.username) {
+				t.Errorf("ListImages, user %q: Uid %v, Username %q", tc.user, img.GetUid(), img.GetUsername())
+			}
+		}
 	}
 }

@@ -2,6 +2,8 @@ package cri
 
 import (
 	"context"
+	"strconv"
+	"strings"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -119,11 +121,29 @@ func (s *Server) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoReque
 }
 
 func imageToCRI(img Image) *runtimeapi.Image {
+	uid, username := imageUser(img.User)
 	return &runtimeapi.Image{
 		Id:          img.Ref,
 		RepoTags:    img.RepoTags,
 		RepoDigests: img.RepoDigests,
 		Size:        img.Size,
 		Spec:        &runtimeapi.ImageSpec{Image: img.Ref},
+		Uid:         uid,
+		Username:    username,
 	}
+}
+
+// imageUser splits an image config's User as containerd's CRI does: the
+// part before any ':' (the group, which the CRI has no field for) is a
+// Uid when it is a decimal integer, a Username otherwise; no user sets
+// neither.
+func imageUser(user string) (*runtimeapi.Int64Value, string) {
+	name, _, _ := strings.Cut(user, ":")
+	if name == "" {
+		return nil, ""
+	}
+	if uid, err := strconv.ParseInt(name, 10, 64); err == nil {
+		return &runtimeapi.Int64Value{Value: uid}, ""
+	}
+	return nil, name
 }

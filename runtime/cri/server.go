@@ -45,6 +45,10 @@ type Image struct {
 	RepoTags    []string
 	RepoDigests []string
 	Size        uint64
+	// User is the image config's User as the image gives it ("1002",
+	// "www-data:1004"), "" when none is known; reported as Uid or
+	// Username (imageUser).
+	User string
 }
 
 // FsUsage is the usage of the filesystem holding images.

@@ -74,6 +74,9 @@ type fetched struct {
 	tmp  string
 	hex  string
 	size int64
+	// manifest is set for an OCI pull: the commit records it as giving
+	// the disk, with its config (oci.go).
+	manifest *manifestRecord
 }
 
 // fetch downloads ep into a temp file under tmp/ and verifies it. An

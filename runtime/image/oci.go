@@ -23,7 +23,8 @@ import (
 // resumable, verified download (download.go) through the registry's
 // authenticating transport, so that the address policy, the size limit
 // and resumption hold as for URL downloads. The disk is extracted once
-// per manifest digest (manifests/<hex> links to its data) and every name
+// per manifest digest (manifests/<hex> links to its data, configs/<hex>
+// keeps what the CRI reports of its config: ociconfig.go) and every name
 // that reaches that digest links to it.
 
 // Auth is a pull's registry credential, the CRI's AuthConfig.
@@ -124,17 +125,38 @@ func (s *Store) pullOCI(ctx context.Context, given string, auth *Auth) (string, 
 	}
 	mhex := strings.TrimPrefix(digest, "sha256:")
 	hex, err := s.sharedWork(ctx, "oci\x00"+digest, links, func(fctx context.Context) (*fetched, error) {
-		return s.extractDisk(fctx, c, n, img)
+		config, err := s.fetchConfig(fctx, c, img)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		res, err := s.extractDisk(fctx, c, n, img)
+		if err != nil {
+			return nil, err
+		}
+		res.manifest = &manifestRecord{hex: mhex, config: config}
+		return res, nil
 	})
 	if err != nil {
 		return "", err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.writeManifestLink(mhex, hex); err != nil {
-		return "", err
-	}
 	return "sha256:" + hex, nil
+}
+
+// manifestRecord is what the commit of an OCI pull records besides the
+// disk: the manifest digest (hex) that gave it and its config.
+type manifestRecord struct {
+	hex    string
+	config configRecord
+}
+
+// commitManifest records m as giving the disk hex: its config first (a
+// config record without its manifest is collected; a manifest without
+// its record would report no user). Called with s.mu held.
+func (s *Store) commitManifest(m *manifestRecord, hex string) error {
+	if err := s.writeConfigRecord(m.hex, m.config); err != nil {
+		return err
+	}
+	return s.writeManifestLink(m.hex, hex)
 }
 
 // ociLinks are the links a pull of n that reached manifest digest writes:

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/crypto/bcrypt"
@@ -125,7 +126,12 @@ func (r *realRegistry) stop() {
 // OCI layout and copies it to ref with skopeo.
 func pushDisk(t testing.TB, ref string, skopeoArgs []string, layers ...[]byte) string {
 	t.Helper()
-	img := containerDisk(t, layers...)
+	return pushImage(t, ref, skopeoArgs, containerDisk(t, layers...))
+}
+
+// pushImage writes img as an OCI layout and copies it to ref with skopeo.
+func pushImage(t testing.TB, ref string, skopeoArgs []string, img v1.Image) string {
+	t.Helper()
 	dir := t.TempDir()
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
@@ -180,6 +186,27 @@ func TestRegistryPullByTagAndDigest(t *testing.T) {
 	r.start()
 	if _, err := s.PullImage(ctx, "", r.addr+"/disks/raw@"+wrong, nil); err == nil || !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
 		t.Errorf("pull by a wrong digest: %v", err)
+	}
+}
+
+// The config's User survives skopeo's copy to a real registry and the
+// pull (critest's test-image-user-* images).
+func TestRegistryKeepsTheConfigUser(t *testing.T) {
+	needRegistry(t)
+	ctx := context.Background()
+	r := startRegistry(t, "", "")
+	s := ociStore(t, r.addr)
+	for tag, user := range map[string]string{"uid": "1002", "username-group": "www-data:1004"} {
+		name := r.addr + "/disks/user:" + tag
+		img := withUser(t, containerDisk(t, tarOf(t, [2]string{"disk/d.img", rawDisk(tag)})), user)
+		pushImage(t, name, []string{"--dest-tls-verify=false"}, img)
+		ref, err := s.PullImage(ctx, "", name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := s.Status(ctx, name); err != nil || st == nil || st.Ref != ref || st.User != user {
+			t.Errorf("Status(%s) = %+v, %v; want ref %s, User %q", name, st, err, ref, user)
+		}
 	}
 }
 
@@ -288,7 +315,8 @@ func certDir(t *testing.T, caFile string) string {
 }
 
 // cutProxy is a reverse proxy to a registry that cuts the first blob
-// download after cut bytes and records the Range of every blob request.
+// download longer than cut bytes after cut bytes (not the image config a
+// pull fetches first) and records the Range of every blob request.
 type cutProxy struct {
 	mu     sync.Mutex
 	cut    int64
@@ -306,12 +334,9 @@ func (p *cutProxy) handler(target string) http.Handler {
 		}
 		p.mu.Lock()
 		p.ranges = append(p.ranges, r.Header.Get("Range"))
-		cut := p.cuts == 0 && p.cut > 0
-		if cut {
-			p.cuts++
-		}
+		mayCut := p.cuts == 0 && p.cut > 0
 		p.mu.Unlock()
-		if !cut {
+		if !mayCut {
 			rp.ServeHTTP(w, r)
 			return
 		}
@@ -327,6 +352,13 @@ func (p *cutProxy) handler(target string) http.Handler {
 			w.Header()[k] = v
 		}
 		w.WriteHeader(resp.StatusCode)
+		if resp.ContentLength <= p.cut {
+			_, _ = io.Copy(w, resp.Body)
+			return
+		}
+		p.mu.Lock()
+		p.cuts++
+		p.mu.Unlock()
 		_, _ = io.CopyN(w, resp.Body, p.cut)
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler) // the connection dies mid-body

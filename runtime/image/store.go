@@ -6,6 +6,8 @@
 //
 //	data/<sha256 hex>     each image content once, read-only
 //	links/<name, / as %>  symlink to ../data/<hex>, one per name pulled
+//	manifests/<hex>       symlink to ../data/<hex>: the disk an OCI manifest gave
+//	configs/<hex>         what is kept of that manifest's config (ociconfig.go)
 //	tmp/                  downloads in progress or interrupted (resumable)
 package image
 
@@ -56,7 +58,12 @@ type Image struct {
 	// the CRI reports them: repo:tag as given, repo@<manifest digest>.
 	OCITags    []string
 	OCIDigests []string
-	Path       string // the image file, to back overlays
+	// User is the OCI image config's User ("1002", "www-data:1004"; the
+	// CRI's Uid or Username): "" for an image downloaded from a URL, one
+	// pulled before podvisor kept it, or one disk pulled under manifests
+	// that disagree (ociconfig.go).
+	User string
+	Path string // the image file, to back overlays
 }
 
 // FsUsage is the store's use of its file system.
@@ -192,7 +199,7 @@ func NewStore(dir string, tr Translator, opts ...Option) (*Store, error) {
 	// Other local users get nothing (issue 18): 0700 directories, also
 	// when an older version left them 0755, and 0400 images (QEMU runs as
 	// root; docs/images.md).
-	for _, d := range []string{s.dir, s.dataDir(), s.linksDir(), s.tmpDir(), s.manifestsDir()} {
+	for _, d := range []string{s.dir, s.dataDir(), s.linksDir(), s.tmpDir(), s.manifestsDir(), s.configsDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("opening image store %s: %w", dir, err)
 		}
@@ -506,6 +513,11 @@ func (s *Store) commit(res *fetched, links map[string]bool) error {
 			return fmt.Errorf("storing image sha256:%s: %w", res.hex, err)
 		}
 	}
+	if res.manifest != nil {
+		if err := s.commitManifest(res.manifest, res.hex); err != nil {
+			return err
+		}
+	}
 	for l := range links {
 		if err := s.writeLink(l, res.hex); err != nil {
 			return err
@@ -567,7 +579,9 @@ func (s *Store) linksByHex() (map[string][]string, error) {
 	return m, nil
 }
 
-func (s *Store) describe(hex string, names []string) (*Image, error) {
+// describe is the image hex with its names (links) and its manifests
+// (manifestsByHex). Called with s.mu held.
+func (s *Store) describe(hex string, names, manifests []string) (*Image, error) {
 	p := filepath.Join(s.dataDir(), hex)
 	st, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -576,7 +590,7 @@ func (s *Store) describe(hex string, names []string) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading image sha256:%s: %w", hex, err)
 	}
-	img := &Image{Ref: "sha256:" + hex, Size: st.Size(), Path: p, RepoTags: []string{}, RepoDigests: []string{}}
+	img := &Image{Ref: "sha256:" + hex, Size: st.Size(), Path: p, RepoTags: []string{}, RepoDigests: []string{}, User: s.userOf(manifests)}
 	seen := map[string]bool{}
 	for _, link := range names {
 		if o, ok := ociNameOfLink(link); ok {
@@ -621,12 +635,16 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
 	}
+	manifests, err := s.manifestsByHex()
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
 	var out []Image
 	for _, e := range entries {
 		if !hexDigest.MatchString(e.Name()) {
 			continue
 		}
-		img, err := s.describe(e.Name(), links[e.Name()])
+		img, err := s.describe(e.Name(), links[e.Name()], manifests[e.Name()])
 		if err != nil {
 			return nil, fmt.Errorf("listing images: %w", err)
 		}
@@ -671,7 +689,11 @@ func (s *Store) Status(ctx context.Context, nameOrRef string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.describe(h, links[h])
+	manifests, err := s.manifestsByHex()
+	if err != nil {
+		return nil, err
+	}
+	return s.describe(h, links[h], manifests[h])
 }
 
 // Resolve returns the local file and ref of a pulled image, for a VM's
@@ -732,6 +754,9 @@ func (s *Store) Remove(ctx context.Context, nameOrRef string) error {
 	if err := os.Remove(filepath.Join(s.dataDir(), h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing image %q (sha256:%s): %w", nameOrRef, h, err)
 	}
+	if err := s.forgetManifests(h); err != nil {
+		return fmt.Errorf("removing image %q (sha256:%s): %w", nameOrRef, h, err)
+	}
 	return nil
 }
 
@@ -754,6 +779,9 @@ func (s *Store) removeRef(ref, h string) error {
 		}
 	}
 	if err := os.Remove(filepath.Join(s.dataDir(), h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing image %q: %w", ref, err)
+	}
+	if err := s.forgetManifests(h); err != nil {
 		return fmt.Errorf("removing image %q: %w", ref, err)
 	}
 	return nil
@@ -804,6 +832,9 @@ func (s *Store) GC(ctx context.Context) ([]string, error) {
 		s.opts.logger.Info("collected unreferenced image", "ref", "sha256:"+h)
 	}
 	if err := s.collectManifests(); err != nil {
+		return removed, err
+	}
+	if err := s.collectConfigs(); err != nil {
 		return removed, err
 	}
 	s.flightsMu.Lock()

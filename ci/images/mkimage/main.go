@@ -3,7 +3,10 @@
 // made from a directory, without docker. The output is deterministic:
 // fixed timestamps and owners, entries in lexical order.
 //
-//	mkimage -o OUT.tar -tag NAME:TAG [-entrypoint /bin/x] [-cmd a,b] [-env K=V] ROOTDIR
+//	mkimage -o OUT.tar -tag NAME:TAG [-entrypoint /bin/x] [-cmd a,b] [-env K=V] [-user U] ROOTDIR
+//
+// -user is the config's User, as Dockerfile's USER gives it: uid or
+// name, optionally :group ("1002", "www-data:1004").
 package main
 
 import (
@@ -41,11 +44,12 @@ func run() error {
 	tag := flag.String("tag", "", "image name:tag")
 	entrypoint := flag.String("entrypoint", "", "entrypoint, comma-separated")
 	cmd := flag.String("cmd", "", "default command, comma-separated")
+	user := flag.String("user", "", "the config's User: uid or name, optionally :group")
 	var env listFlag
 	flag.Var(&env, "env", "environment K=V, repeatable")
 	flag.Parse()
 	if *out == "" || *tag == "" || flag.NArg() != 1 {
-		return fmt.Errorf("usage: mkimage -o OUT.tar -tag NAME:TAG [-entrypoint X] [-cmd A,B] [-env K=V] ROOTDIR")
+		return fmt.Errorf("usage: mkimage -o OUT.tar -tag NAME:TAG [-entrypoint X] [-cmd A,B] [-env K=V] [-user U] ROOTDIR")
 	}
 	layer, err := layerTar(flag.Arg(0))
 	if err != nil {
@@ -59,11 +63,16 @@ func run() error {
 		return strings.Split(s, ",")
 	}
 	env = append(listFlag{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
+	runConfig := map[string]any{"Entrypoint": split(*entrypoint), "Cmd": split(*cmd), "Env": []string(env)}
+	if *user != "" {
+		// Only when given: images built without it keep their digests.
+		runConfig["User"] = *user
+	}
 	config, err := json.Marshal(map[string]any{
 		"architecture": "amd64",
 		"os":           "linux",
 		"created":      epoch.Format(time.RFC3339),
-		"config":       map[string]any{"Entrypoint": split(*entrypoint), "Cmd": split(*cmd), "Env": []string(env)},
+		"config":       runConfig,
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{"sha256:" + hex.EncodeToString(diffID[:])}},
 	})
 	if err != nil {
