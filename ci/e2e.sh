@@ -198,6 +198,11 @@ in_node env PATH="$work/bin:$PATH" KUBECONFIG="$work/pki/admin.kubeconfig" \
 	PODVISOR_E2E_METRICS_URL="http://$node_ip:9474/metrics" \
 	"$work/e2e.test" -test.v -test.timeout "${E2E_TIMEOUT:-45m}" -ginkgo.v "$@" || suite_rc=$?
 
+# podvisor's and libvirtd's whole logs before the uninstall takes them
+# away: what a failed spec's diagnosis points at (KEEP=1 keeps $logs).
+for c in podvisor libvirt; do
+	kubectl --request-timeout=60s -n kube-system logs ds/podvisor -c "$c" >"$logs/ds-$c-full.txt" 2>&1 || true
+done
 say "uninstall: kubectl delete -k, deploy/uninstall/node-uninstall.yaml; the node restored"
 uninstall_podvisor
 [ "$suite_rc" = 0 ] || die "the suite failed (exit $suite_rc)"
