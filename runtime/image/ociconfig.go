@@ -128,23 +128,7 @@ func (s *Store) writeConfigRecord(mhex string, rec configRecord) error {
 // manifestsByHex maps each image's hex to the manifest digests (hex)
 // recorded as giving it. Called with s.mu held.
 func (s *Store) manifestsByHex() (map[string][]string, error) {
-	entries, err := os.ReadDir(s.manifestsDir())
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", s.manifestsDir(), err)
-	}
-	m := map[string][]string{}
-	for _, e := range entries {
-		if !hexDigest.MatchString(e.Name()) {
-			continue
-		}
-		t, err := os.Readlink(filepath.Join(s.manifestsDir(), e.Name()))
-		if err != nil {
-			continue
-		}
-		h := filepath.Base(t)
-		m[h] = append(m[h], e.Name())
-	}
-	return m, nil
+	return symlinksByTarget(s.manifestsDir(), hexDigest.MatchString)
 }
 
 // userOf is the config user of an image whose manifests are mhexes: the

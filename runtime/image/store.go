@@ -563,13 +563,22 @@ func (s *Store) writeLink(link, hex string) error {
 // linksByHex maps each image's hex to the link names (under links/) that
 // point to it.
 func (s *Store) linksByHex() (map[string][]string, error) {
-	entries, err := os.ReadDir(s.linksDir())
+	return symlinksByTarget(s.linksDir(), func(string) bool { return true })
+}
+
+// symlinksByTarget maps the base name each symlink of dir points to (an
+// image's hex) to the names of the links, for the names keep accepts.
+func symlinksByTarget(dir string, keep func(name string) bool) (map[string][]string, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", s.linksDir(), err)
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
 	}
 	m := map[string][]string{}
 	for _, e := range entries {
-		t, err := os.Readlink(filepath.Join(s.linksDir(), e.Name()))
+		if !keep(e.Name()) {
+			continue
+		}
+		t, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}
