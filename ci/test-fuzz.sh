@@ -10,6 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
+# Go 1.26's fuzzing coordinator can fail a target with a bare "context
+# deadline exceeded" at the -fuzztime boundary when a worker is starved
+# (go.dev/issue/75804; CI hit it on FuzzParseName, no input written). The
+# fix ships in Go 1.27, which the go command fetches from the module proxy
+# as an ordinary module; the rest of the build stays on go.mod's Go.
+export GOTOOLCHAIN=${FUZZ_GOTOOLCHAIN:-go1.27.3}
 fuzztime=${FUZZTIME:-10s}
 jobs=${FUZZ_JOBS:-2}
 
