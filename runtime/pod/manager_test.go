@@ -812,9 +812,10 @@ func TestCallsFinishedAfterKubeletGaveUpAreHandedToTheRetry(t *testing.T) {
 
 	// RunPodSandbox whose caller is gone: it finishes, nobody retries, so
 	// it is collected after the TTL.
-	short2, cancel2 := context.WithTimeout(context.Background(), 1*time.Millisecond)
+	// A deadline already past is expired at once (WithTimeout's timer may
+	// not have fired yet on a busy machine: CI saw err = nil).
+	short2, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel2()
-	time.Sleep(2 * time.Millisecond)
 	if _, err := e.m.RunPodSandbox(short2, sandboxCfg("never-retried")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("RunPodSandbox with an expired deadline: err = %v", err)
 	}
