@@ -43,7 +43,7 @@ func TestStartBench(t *testing.T) {
 		t.Fatalf("the test guest: %v (ci/build-guest.sh builds it)", err)
 	}
 	// PODVISOR_BENCH_ROUNDS=1 for a quick try of the harness.
-	rounds, bootRounds := 5, 3
+	rounds, bootRounds := 5, 5
 	if os.Getenv("PODVISOR_BENCH_ROUNDS") == "1" {
 		rounds, bootRounds = 1, 1
 	}
