@@ -84,7 +84,7 @@ func (b *libvirtNode) overheadRound(n int) overheadRun {
 	var doms, names []string
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("ovh%d-%d", n, i)
-		_, dom := b.podvisorStart(name, false)
+		_, _, dom := b.podvisorStart(name, false)
 		doms, names = append(doms, dom), append(names, name)
 	}
 	for _, name := range names {
