@@ -633,7 +633,7 @@ func (r startReport) markdown() string {
 		fmt.Fprintf(&b, "| %s | %.3f s |\n", s, r.steps[s].Seconds())
 	}
 	b.WriteString("\nWhere the time goes: `start` (libvirt starting QEMU) and `define` are the hypervisor's, the same calls the P1 baseline makes; podvisor's own steps (`network`, `assemble`) are tens of milliseconds. A first round well above the others is the run's first define of a domain whose emulator is podvisor-vmwrapper: libvirt probes an emulator binary's capabilities the first time a domain names it (after `make build`, a new binary); the medians leave it out. P2's podvisor side holds that start too (StartContainer runs it, with the console attached before the guest's first instruction), and plain QEMU's side has no libvirt: the rows \"from StartContainer's return\" take it out, leaving the guest's own boot against QEMU's.\n")
-	b.WriteString("\nThe baselines differ from podvisor's domain in what only podvisor can do: QEMU is started directly instead of through podvisor-vmwrapper, and the NIC is libvirt's user-mode NIC instead of the pod's tap in its network namespace (the CNI ADD is podvisor's `network` step).\n")
+	b.WriteString("\nThe baselines differ from podvisor's domain in what only podvisor can do: QEMU is started directly instead of through podvisor-vmwrapper, and the NIC is libvirt's user-mode NIC instead of the pod's tap in its network namespace (the CNI ADD is podvisor's `network` step); libvirt's own additions, the VNC server on the pod's unix socket, the monitor socket and QEMU's seccomp sandbox, are left out of plain QEMU.\n")
 	b.WriteString("\nP4, a containerDisk pull from a registry against `skopeo copy` of the same image, is in [images.md](images.md) (`ci/bench-images.sh`, the same `make bench`); P5, 110 pods with kubelet's relist pattern, in [relist.md](relist.md).\n")
 	return b.String()
 }
@@ -659,7 +659,8 @@ func tcgAccel(dom *libvirtxml.Domain) string {
 
 // qemuArgv is a QEMU command line for dom's devices: TCG, the machine type
 // libvirt chose, memory and vCPUs, each file disk on its bus, serial to
-// console, a user-mode virtio NIC, the balloon and the RNG.
+// console, a user-mode virtio NIC, the guest agent's port, the USB tablet,
+// the balloon and the RNG.
 func qemuArgv(dom *libvirtxml.Domain, console string) []string {
 	machine := "pc"
 	if dom.OS != nil && dom.OS.Type != nil && dom.OS.Type.Machine != "" {
@@ -715,6 +716,14 @@ func qemuArgv(dom *libvirtxml.Domain, console string) []string {
 		}
 		argv = append(argv, "-chardev", fmt.Sprintf("socket,id=ch%d,path=%s,server=on,wait=off", i, filepath.Join(filepath.Dir(console), fmt.Sprintf("channel%d.sock", i))),
 			"-device", fmt.Sprintf("virtserialport,chardev=ch%d,name=%s", i, c.Target.VirtIO.Name))
+	}
+	// The pointer VNC users get: a USB tablet on its own UHCI controller,
+	// which the guest's USB driver polls.
+	for _, in := range dom.Devices.Inputs {
+		if in.Type == "tablet" && in.Bus == "usb" {
+			argv = append(argv, "-device", "piix3-usb-uhci,id=usb", "-device", "usb-tablet,bus=usb.0")
+			break
+		}
 	}
 	return append(argv, "-netdev", "user,id=n0,restrict=on", "-device", nic,
 		"-device", "virtio-balloon-pci", "-object", "rng-random,id=rng0,filename=/dev/urandom",
