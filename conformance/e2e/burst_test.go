@@ -192,7 +192,7 @@ func (r *podRecorder) timings(ctx context.Context, ns string, created time.Time,
 			log, err := kubectl(ctx, "-n", ns, "logs", "--timestamps", name)
 			g.Expect(err).NotTo(HaveOccurred())
 			ready = markerTime(log, guestReady)
-			g.Expect(ready.IsZero()).To(BeFalse(), "no ready marker yet on %s's console", name)
+			g.Expect(ready.IsZero()).To(BeFalse(), "no ready marker yet on %s's console; its last output:\n%s", name, tail(log, 1500))
 		}).WithContext(ctx).WithTimeout(bootTimeout + time.Duration(n)*20*time.Second).WithPolling(poll).Should(Succeed())
 		out = append(out, podTiming{name: name, running: t.Sub(created), ready: ready.Sub(created)})
 	}
